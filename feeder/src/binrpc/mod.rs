@@ -1,0 +1,89 @@
+//! A client for Kamailio's binrpc protocol (the `ctl` module), the protocol
+//! `kamcmd` speaks.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Where Kamailio's ctl module listens: `unix:PATH`, `tcp:HOST:PORT` or
+/// `udp:HOST:PORT` (the forms of ctl's `binrpc` modparam).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    Unix(PathBuf),
+    Tcp(String),
+    Udp(String),
+}
+
+impl FromStr for Addr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("'{s}' is not unix:PATH, tcp:HOST:PORT or udp:HOST:PORT"))?;
+        let host_port = |rest: &str| -> Result<String, String> {
+            let rest = rest.trim_start_matches("//");
+            let (host, port) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| format!("'{s}' has no port"))?;
+            if host.is_empty() {
+                return Err(format!("'{s}' has no host"));
+            }
+            match port.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(format!("{host}:{p}")),
+                _ => Err(format!(
+                    "'{s}': port '{port}' is not a number from 1 to 65535"
+                )),
+            }
+        };
+        match scheme {
+            "unix" if !rest.is_empty() => {
+                Ok(Addr::Unix(PathBuf::from(rest.trim_start_matches("//"))))
+            }
+            "unix" => Err(format!("'{s}' has no socket path")),
+            "tcp" => host_port(rest).map(Addr::Tcp),
+            "udp" => host_port(rest).map(Addr::Udp),
+            other => Err(format!(
+                "'{s}': unknown transport '{other}' (use unix:, tcp: or udp:)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Unix(path) => write!(f, "unix:{}", path.display()),
+            Addr::Tcp(hp) => write!(f, "tcp:{hp}"),
+            Addr::Udp(hp) => write!(f, "udp:{hp}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_transports() {
+        assert_eq!(
+            "unix:/run/k.sock".parse(),
+            Ok(Addr::Unix("/run/k.sock".into()))
+        );
+        assert_eq!(
+            "tcp:127.0.0.1:2049".parse(),
+            Ok(Addr::Tcp("127.0.0.1:2049".into()))
+        );
+        assert_eq!("udp:[::1]:9998".parse(), Ok(Addr::Udp("[::1]:9998".into())));
+        for bad in [
+            "127.0.0.1:9998",
+            "udp:127.0.0.1",
+            "tcp::9",
+            "udp:h:0",
+            "unix:",
+            "http:x:1",
+        ] {
+            assert!(bad.parse::<Addr>().is_err(), "{bad}");
+        }
+    }
+}

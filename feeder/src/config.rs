@@ -1,0 +1,274 @@
+//! Command-line and environment configuration.
+//!
+//! Precedence: flags, then `DSFEED_*` environment variables, then defaults.
+//! Every long flag also works with a single dash (`-static`, `-set`,
+//! `-kubecfg`), as Go's flag package reads them, so the command lines of
+//! CyCoreSystems/dispatchers run unchanged; `-h HOST` and `-p PORT` keep that
+//! tool's meaning (binrpc over UDP), so help is `--help` only.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, error::ErrorKind};
+
+use crate::binrpc;
+use crate::sources::static_sets::StaticSet;
+
+/// The binrpc address CyCoreSystems/dispatchers reloads by default.
+pub const DEFAULT_RPC: &str = "udp:127.0.0.1:9998";
+
+/// Keeps Kamailio's dispatcher sets equal to the truth in Kubernetes, Consul,
+/// static flags and a sets file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dsfeed",
+    version,
+    disable_help_flag = true,
+    after_help = "Single-dash long flags (-static, -set, -kubecfg, -o, -h, -p) are accepted, as in CyCoreSystems/dispatchers."
+)]
+pub struct Config {
+    /// A static set: ID=HOST[:PORT][,HOST[:PORT]...]. HOST may be an IPv4
+    /// address, a name, an IPv6 address in brackets ([2001:db8::1]:5060) or a
+    /// full sip:/sips: URI with parameters. The port defaults to 5060.
+    /// Repeatable.
+    #[arg(
+        long = "static",
+        value_name = "ID=HOSTS",
+        env = "DSFEED_STATIC",
+        value_delimiter = ' '
+    )]
+    pub statics: Vec<StaticSet>,
+
+    /// A YAML file of sets, watched for changes. An invalid edit is logged
+    /// and ignored: the last good sets stay published.
+    #[arg(long, value_name = "PATH", env = "DSFEED_SETS_FILE")]
+    pub sets_file: Option<PathBuf>,
+
+    /// Where to write dispatcher.list (atomically, only when it changes).
+    /// `-` writes to standard output, with --once.
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "PATH",
+        env = "DSFEED_OUTPUT",
+        default_value = "/data/kamailio/dispatcher.list"
+    )]
+    pub output: PathBuf,
+
+    /// Kamailio's ctl (binrpc) address to send dispatcher.reload to:
+    /// unix:PATH, tcp:HOST:PORT or udp:HOST:PORT. Default: udp:127.0.0.1:9998,
+    /// as CyCoreSystems/dispatchers; with --once, no reload unless given.
+    #[arg(long, value_name = "ADDR", env = "DSFEED_RPC", conflicts_with_all = ["rpc_host", "rpc_port"])]
+    pub rpc: Option<binrpc::Addr>,
+
+    /// binrpc host, reached over UDP (with -p). CyCoreSystems/dispatchers' flag.
+    #[arg(short = 'h', value_name = "HOST")]
+    pub rpc_host: Option<String>,
+
+    /// binrpc UDP port (with -h; default 9998). CyCoreSystems/dispatchers' flag.
+    #[arg(short = 'p', value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub rpc_port: Option<u16>,
+
+    /// Write dispatcher.list but never ask Kamailio to reload it.
+    #[arg(long, env = "DSFEED_NO_RELOAD", conflicts_with_all = ["rpc", "rpc_host", "rpc_port"])]
+    pub no_reload: bool,
+
+    /// A Kubernetes Service as a set: [NAMESPACE:]SERVICE=ID[:PORT]. Repeatable.
+    #[arg(long = "set", value_name = "[NS:]SERVICE=ID[:PORT]")]
+    pub services: Vec<String>,
+
+    /// Path to a kubeconfig; default: in-cluster, then KUBECONFIG.
+    #[arg(long, value_name = "PATH")]
+    pub kubecfg: Option<PathBuf>,
+
+    /// Build the snapshot from every source, write it, reload if an RPC
+    /// address is given, and exit.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+}
+
+impl Config {
+    /// Parses the process's arguments and environment; exits with status 2
+    /// and a message naming the culprit when they are unusable.
+    pub fn load() -> Self {
+        Self::try_load(std::env::args_os()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// Like [`Config::load`], but returns the error instead of exiting.
+    pub fn try_load<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let mut command = Self::command();
+        let matches = command.try_get_matches_from_mut(single_dash_to_double(args, &command))?;
+        let config = Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        config
+            .validate()
+            .map_err(|msg| command.error(ErrorKind::ArgumentConflict, msg))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.statics.is_empty() && self.sets_file.is_none() && self.services.is_empty() {
+            return Err("no source given: use --static, --sets-file or --set".into());
+        }
+        if !self.services.is_empty() || self.kubecfg.is_some() {
+            return Err(
+                "the Kubernetes source (--set, --kubecfg) is not available in this build yet"
+                    .into(),
+            );
+        }
+        if self.writes_stdout() && !self.once {
+            return Err("'-o -' (standard output) works only with --once".into());
+        }
+        Ok(())
+    }
+
+    /// Whether dispatcher.list goes to standard output.
+    pub fn writes_stdout(&self) -> bool {
+        self.output.as_os_str() == "-"
+    }
+
+    /// Where to send `dispatcher.reload`, if anywhere.
+    pub fn reload_addr(&self) -> Option<binrpc::Addr> {
+        if self.no_reload {
+            return None;
+        }
+        if let Some(addr) = &self.rpc {
+            return Some(addr.clone());
+        }
+        if self.rpc_host.is_some() || self.rpc_port.is_some() {
+            let host = self.rpc_host.as_deref().unwrap_or("127.0.0.1");
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host.to_owned()
+            };
+            return Some(binrpc::Addr::Udp(format!(
+                "{host}:{}",
+                self.rpc_port.unwrap_or(9998)
+            )));
+        }
+        (!self.once).then(|| DEFAULT_RPC.parse().expect("the default RPC address parses"))
+    }
+}
+
+/// Rewrites `-name` to `--name` for every long flag `name`, as Go's flag
+/// package treats one and two dashes alike. Single-letter flags and values
+/// (`-o -`, `-h host`) are left alone.
+fn single_dash_to_double<I, T>(args: I, command: &clap::Command) -> Vec<OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let longs: Vec<&str> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .collect();
+    let mut after_separator = false;
+    args.into_iter()
+        .map(Into::into)
+        .map(|arg| {
+            let Some(text) = arg.to_str() else { return arg };
+            if after_separator || text == "--" {
+                after_separator = true;
+                return arg;
+            }
+            let name = text
+                .strip_prefix('-')
+                .filter(|rest| !rest.starts_with('-'))
+                .map(|rest| rest.split_once('=').map_or(rest, |(n, _)| n));
+            match name {
+                Some(name) if name.len() > 1 && longs.contains(&name) => format!("-{text}").into(),
+                _ => arg,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_load(std::iter::once("dsfeed").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn dispatchers_flags_work_with_one_dash() {
+        let config = load(&[
+            "-static",
+            "1=10.0.0.1",
+            "-static=2=10.0.0.2:5080",
+            "-o",
+            "/tmp/d.list",
+            "-h",
+            "10.1.1.1",
+            "-p",
+            "9000",
+        ])
+        .unwrap();
+        assert_eq!(config.statics.len(), 2);
+        assert_eq!(config.output, PathBuf::from("/tmp/d.list"));
+        assert_eq!(
+            config.reload_addr(),
+            Some(binrpc::Addr::Udp("10.1.1.1:9000".into()))
+        );
+    }
+
+    #[test]
+    fn reload_defaults_follow_dispatchers_but_not_for_once() {
+        let daemon = load(&["--static", "1=a"]).unwrap();
+        assert_eq!(daemon.reload_addr(), Some(DEFAULT_RPC.parse().unwrap()));
+        assert_eq!(
+            load(&["--static", "1=a", "--once"]).unwrap().reload_addr(),
+            None
+        );
+        assert_eq!(
+            load(&["--static", "1=a", "--no-reload"])
+                .unwrap()
+                .reload_addr(),
+            None
+        );
+        let v6 = load(&["--static", "1=a", "-h", "::1"]).unwrap();
+        assert_eq!(
+            v6.reload_addr(),
+            Some(binrpc::Addr::Udp("[::1]:9998".into()))
+        );
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        for args in [
+            &["--static", "1=10.0.0.1:99999"][..],
+            &["--static", "nope"],
+            &["--rpc", "localhost:9998", "--static", "1=a"],
+            &[],
+            &["--sets-file", "x", "-o", "-"],
+            &["-set", "asterisk=1"],
+            &["--bogus"],
+        ] {
+            let err = load(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_is_long_only() {
+        assert_eq!(
+            load(&["--help"]).unwrap_err().kind(),
+            ErrorKind::DisplayHelp
+        );
+        assert_eq!(load(&["-help"]).unwrap_err().kind(), ErrorKind::DisplayHelp);
+    }
+}

@@ -1,0 +1,68 @@
+//! The feeder's errors: one enum for everything that can go wrong at run
+//! time, and one for a destination that Kamailio would misread.
+
+use std::path::PathBuf;
+
+/// A destination, set id or attribute that would be misread by Kamailio's
+/// `dispatcher.list` loader. Each variant names the offending value.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidDestination {
+    #[error("set id {0} is out of range (0 to 2147483647)")]
+    SetId(u64),
+    #[error("'{target}' is not HOST[:PORT] or a sip:/sips: URI: {reason}")]
+    Target { target: String, reason: String },
+    #[error("URI '{uri}' is invalid: {reason}")]
+    Uri { uri: String, reason: String },
+    #[error(
+        "flags {0} has bits Kamailio does not know (valid: 1 inactive, 2 trying, 4 disabled, 8 probing, 16 no-DNS)"
+    )]
+    Flags(u32),
+    #[error("priority {0} is out of range (0 to 2147483647)")]
+    Priority(u32),
+    #[error("attrs '{attrs}' are invalid: {reason} (write k=v;k=v with no whitespace or '#')")]
+    Attrs { attrs: String, reason: String },
+    #[error(
+        "the line for '{uri}' is {len} bytes; Kamailio reads dispatcher.list with a 1024-byte line buffer"
+    )]
+    LineTooLong { uri: String, len: usize },
+}
+
+/// Everything that can fail while running the feeder.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sets file {path}: {reason}")]
+    SetsFile { path: PathBuf, reason: String },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] InvalidDestination),
+}
+
+impl Error {
+    /// A short, stable label for metrics and structured logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::SetsFile { .. } => "sets_file",
+            Error::Read { .. } => "read",
+            Error::Write { .. } => "write",
+            Error::Watch { .. } => "watch",
+            Error::Invalid(_) => "invalid",
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The hub: runs every source, merges their views and publishes the
+//! canonical snapshot to the sinks.
+//!
+//! Nothing is published until every source has sent its first view, so a
+//! source that is still syncing (a Kubernetes list in flight) never shows up
+//! as an empty set. After that each source's last view stays in the merge
+//! until it sends a new one.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::error::Error;
+use crate::snapshot::{SetMap, Snapshot};
+use crate::sources::{Publisher, Source, View};
+
+/// What sinks watch: `None` until every source has synced once.
+pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// Views waiting for the hub; a fuller queue makes sources wait.
+const QUEUE: usize = 16;
+
+/// Runs `sources` until one fails or all have finished, publishing each new
+/// merged snapshot on `out`.
+pub async fn run(
+    sources: Vec<Box<dyn Source>>,
+    out: watch::Sender<Option<Arc<Snapshot>>>,
+) -> Result<(), Error> {
+    let (tx, mut rx) = mpsc::channel(QUEUE);
+    let mut views: Vec<Option<SetMap>> = vec![None; sources.len()];
+    let mut tasks = JoinSet::new();
+    for (slot, source) in sources.into_iter().enumerate() {
+        let publisher = Publisher::new(slot, tx.clone());
+        tasks.spawn(async move {
+            let name = source.name().to_owned();
+            (name, source.run(publisher).await)
+        });
+    }
+    drop(tx);
+
+    loop {
+        tokio::select! {
+            Some(view) = rx.recv() => {
+                store(&mut views, view);
+                // Coalesce a burst: merge once for everything already queued.
+                while let Ok(view) = rx.try_recv() {
+                    store(&mut views, view);
+                }
+                publish(&views, &out);
+            }
+            Some(done) = tasks.join_next() => match done {
+                Ok((_, Ok(()))) => {}
+                Ok((name, Err(err))) => {
+                    tracing::error!(source = %name, error = %err, "source failed");
+                    return Err(err);
+                }
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            },
+            else => return Ok(()),
+        }
+    }
+}
+
+fn store(views: &mut [Option<SetMap>], view: View) {
+    views[view.slot] = Some(view.sets);
+}
+
+fn publish(views: &[Option<SetMap>], out: &watch::Sender<Option<Arc<Snapshot>>>) {
+    let Some(merged) = merge(views) else {
+        return;
+    };
+    let snapshot = match Snapshot::new(merged) {
+        Ok(snapshot) => snapshot,
+        Err(err) => {
+            tracing::error!(error = %err, "merged sets are invalid; keeping the last snapshot");
+            return;
+        }
+    };
+    out.send_if_modified(|current| {
+        if current
+            .as_ref()
+            .is_some_and(|c| c.version() == snapshot.version())
+        {
+            return false;
+        }
+        tracing::info!(%snapshot, "new snapshot");
+        *current = Some(Arc::new(snapshot));
+        true
+    });
+}
+
+/// The union of every source's sets, or `None` while a source has not
+/// synced yet.
+fn merge(views: &[Option<SetMap>]) -> Option<SetMap> {
+    let mut merged = SetMap::new();
+    for view in views {
+        for (id, dests) in view.as_ref()? {
+            merged.entry(*id).or_default().extend(dests.iter().cloned());
+        }
+    }
+    Some(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Destination;
+
+    fn view(id: u32, uris: &[&str]) -> Option<SetMap> {
+        let dests = uris
+            .iter()
+            .map(|u| Destination::parse_target(u).unwrap())
+            .collect();
+        Some(SetMap::from([(id, dests)]))
+    }
+
+    #[test]
+    fn waits_for_every_source() {
+        assert!(merge(&[view(1, &["a"]), None]).is_none());
+    }
+
+    #[test]
+    fn unions_sets_across_sources() {
+        let merged = merge(&[view(1, &["a", "b"]), view(1, &["b", "c"]), view(2, &["d"])]).unwrap();
+        let snapshot = Snapshot::new(merged).unwrap();
+        assert_eq!(snapshot.sets()[&1].len(), 3);
+        assert_eq!(snapshot.sets()[&2].len(), 1);
+    }
+}

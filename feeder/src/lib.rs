@@ -1,0 +1,14 @@
+//! dsfeed: keeps Kamailio's dispatcher sets equal to the truth.
+//!
+//! Data flows one way: [`sources`] publish views, the [`hub`] merges them into
+//! one canonical [`snapshot::Snapshot`], and [`sinks`] deliver it to Kamailio.
+
+pub mod binrpc;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod sinks;
+pub mod snapshot;
+pub mod sources;
+
+pub use error::Error;

@@ -1,0 +1,93 @@
+//! The `dsfeed` binary: wiring only. Each piece lives in the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use dsfeed::config::Config;
+use dsfeed::sinks::file::ListWriter;
+use dsfeed::snapshot::Snapshot;
+use dsfeed::sources::{Source, sets_file::SetsFileSource, static_sets::StaticSource};
+use tokio::sync::watch;
+
+fn main() -> ExitCode {
+    let config = Config::load();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        if config.once {
+            once(&config).await
+        } else {
+            daemon(&config).await
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dsfeed: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sources(config: &Config) -> Vec<Box<dyn Source>> {
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    if !config.statics.is_empty() {
+        sources.push(Box::new(StaticSource::new(&config.statics)));
+    }
+    if let Some(path) = &config.sets_file {
+        sources.push(Box::new(SetsFileSource::new(path.clone())));
+    }
+    sources
+}
+
+/// Builds the first snapshot from every source, delivers it and returns.
+async fn once(config: &Config) -> anyhow::Result<()> {
+    let (tx, mut rx) = watch::channel(None);
+    let hub = tokio::spawn(dsfeed::hub::run(sources(config), tx));
+    let snapshot: Arc<Snapshot> = tokio::select! {
+        synced = rx.wait_for(Option::is_some) => synced
+            .context("the sources stopped before syncing")?
+            .clone()
+            .expect("waited for Some"),
+        failed = hub => {
+            failed.context("the hub panicked")??;
+            anyhow::bail!("the sources stopped before syncing");
+        }
+    };
+    if config.writes_stdout() {
+        print!("{}", snapshot.to_dispatcher_list());
+    } else {
+        ListWriter::new(config.output.clone()).write(&snapshot)?;
+    }
+    Ok(())
+}
+
+/// Runs every source and sink until a fatal error or a shutdown signal.
+async fn daemon(config: &Config) -> anyhow::Result<()> {
+    let (tx, mut rx) = watch::channel(None);
+    let hub = tokio::spawn(dsfeed::hub::run(sources(config), tx));
+    let writer = ListWriter::new(config.output.clone());
+    let sink = async move {
+        while rx.changed().await.is_ok() {
+            let Some(snapshot) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            if let Err(err) = writer.write(&snapshot) {
+                tracing::error!(error = %err, "write failed");
+            }
+        }
+    };
+    tokio::select! {
+        () = sink => Ok(()),
+        failed = hub => failed.context("the hub panicked")?.map_err(Into::into),
+    }
+}

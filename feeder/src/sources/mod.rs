@@ -1,0 +1,63 @@
+//! Sources: everything that knows which destinations belong in which set.
+//!
+//! A source runs on its own task and publishes its whole current view
+//! (state of the world) each time it changes. It never publishes on error:
+//! its last good view stays in the merge, so a failing source never empties
+//! a set. The [`crate::hub`] merges every view into one snapshot.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::snapshot::SetMap;
+
+pub mod sets_file;
+pub mod static_sets;
+
+/// The future a source runs as; it returns only when the source cannot go
+/// on (or, for a one-shot source, when it has published).
+pub type SourceFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+
+/// One source of destinations.
+pub trait Source: Send + 'static {
+    /// A short name for logs and metrics, such as `sets-file` or `kubernetes`.
+    fn name(&self) -> &str;
+
+    /// Runs the source, sending each new view to `out`.
+    fn run(self: Box<Self>, out: Publisher) -> SourceFuture;
+}
+
+/// One view a source sent, tagged with the source's slot in the hub.
+#[derive(Debug)]
+pub(crate) struct View {
+    pub slot: usize,
+    pub sets: SetMap,
+}
+
+/// How a source hands its views to the hub.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    slot: usize,
+    tx: mpsc::Sender<View>,
+}
+
+impl Publisher {
+    pub(crate) fn new(slot: usize, tx: mpsc::Sender<View>) -> Self {
+        Publisher { slot, tx }
+    }
+
+    /// Replaces this source's view. Waits while the hub is busy, so a source
+    /// that changes faster than the hub merges is slowed, not buffered.
+    pub async fn publish(&self, sets: SetMap) {
+        // The hub only goes away when the feeder is shutting down.
+        let _ = self
+            .tx
+            .send(View {
+                slot: self.slot,
+                sets,
+            })
+            .await;
+    }
+}
