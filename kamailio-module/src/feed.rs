@@ -1,0 +1,406 @@
+//! The feed process: holds the gRPC stream to the feeder and applies what it
+//! sends, forever.
+//!
+//! Reconnection is its own small state machine (`Connecting → Connected →
+//! Backoff → Connecting`); every stream starts with a hello carrying the
+//! version already applied, so the feeder's first response is always a full
+//! state (or nothing, when nothing changed). Every response is answered:
+//! ACK once swapped in, NACK when invalid or refused (the previous sets
+//! stay), and a NACK naming the newer version when a burst superseded it
+//! before its turn. A lost feeder changes nothing in the dispatcher.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use dsfeed_proto::v1 as pb;
+use dsfeed_proto::v1::feed_client::FeedClient;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::config::Config;
+use crate::engine::{Dispatcher, Engine};
+use crate::error::{ApplyError, SessionError};
+use crate::pacing::Pacer;
+use crate::snapshot::Snapshot;
+use crate::status::{LinkState, Status, StatusSink};
+use crate::{listfile, pb as convert, transport};
+
+/// How often the process runs its housekeeping turn (`cfg_update`).
+const TURN: Duration = Duration::from_secs(1);
+/// Pause before rebuilding the feed after a panic.
+const PANIC_PAUSE: Duration = Duration::from_secs(5);
+
+/// What the feed needs from the Kamailio process it runs in.
+pub trait Host {
+    /// Called at the top of every turn: Kamailio's `cfg_update()`.
+    fn turn(&mut self);
+}
+
+/// Runs the feed in this (dedicated, forked) process and never returns: a
+/// panic is logged and the feed starts over, because returning would hand
+/// control back to Kamailio's main-process code in a child.
+pub fn run_forever<D, S, H>(
+    config: Config,
+    user_agent: String,
+    list_file: Option<PathBuf>,
+    parts: impl Fn() -> (D, S, H),
+) -> !
+where
+    D: Dispatcher,
+    S: StatusSink,
+    H: Host,
+{
+    let runtime = loop {
+        // A current-thread runtime: no worker threads in a Kamailio process.
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => break runtime,
+            Err(err) => {
+                log::error!("cannot start the feed runtime: {err}; retrying");
+                std::thread::sleep(PANIC_PAUSE);
+            }
+        }
+    };
+    loop {
+        let (dispatcher, sink, host) = parts();
+        let feed = Feed::new(config.clone(), user_agent.clone(), dispatcher, sink, host)
+            .sync_list_file(list_file.clone());
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(feed.run())));
+        if outcome.is_err() {
+            log::error!("the feed loop panicked; starting it over in {PANIC_PAUSE:?}");
+            std::thread::sleep(PANIC_PAUSE);
+        }
+    }
+}
+
+/// A response waiting for its turn to be swapped in.
+struct Pending {
+    nonce: String,
+    snapshot: Snapshot,
+}
+
+pub struct Feed<D, S, H> {
+    config: Config,
+    user_agent: String,
+    dispatcher: D,
+    sink: S,
+    host: H,
+    engine: Engine,
+    pacer: Pacer,
+    status: Status,
+    /// The dispatcher's list file, when `list_file_sync` is on.
+    list_file: Option<PathBuf>,
+    failures: u32,
+}
+
+/// How a session ended.
+struct Ended {
+    error: SessionError,
+    /// It got at least one response or stayed up a while: the backoff
+    /// starts over.
+    healthy: bool,
+}
+
+impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
+    pub fn new(config: Config, user_agent: String, dispatcher: D, sink: S, host: H) -> Self {
+        let pacer = Pacer::new(config.min_swap_interval);
+        Feed {
+            config,
+            user_agent,
+            dispatcher,
+            sink,
+            host,
+            engine: Engine::new(),
+            pacer,
+            status: Status::default(),
+            list_file: None,
+            failures: 0,
+        }
+    }
+
+    /// Writes each applied list to `path` too (the dispatcher's own
+    /// `list_file`), so a cold start with the feeder down starts from the
+    /// last known sets.
+    pub fn sync_list_file(mut self, path: Option<PathBuf>) -> Self {
+        self.list_file = path;
+        self
+    }
+
+    pub async fn run(mut self) -> std::convert::Infallible {
+        crate::testhook::maybe_panic("feed");
+        loop {
+            self.host.turn();
+            self.set_state(LinkState::Connecting);
+            let ended = self.session().await;
+            if ended.healthy {
+                self.failures = 0;
+            }
+            let delay = if ended.error.is_persistent() {
+                self.config.backoff.delay(u32::MAX, rand::random())
+            } else {
+                self.config.backoff.delay(self.failures, rand::random())
+            };
+            self.failures = self.failures.saturating_add(1);
+            log::warn!(
+                "feeder {}: {}; reconnecting in {delay:?}",
+                self.config.feeder,
+                error_chain(&ended.error)
+            );
+            self.record_error(format!(
+                "feeder {}: {}",
+                self.config.feeder,
+                error_chain(&ended.error)
+            ));
+            self.set_state(LinkState::Backoff);
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                sleep(TURN.min(until - Instant::now())).await;
+                self.host.turn();
+            }
+        }
+    }
+
+    async fn session(&mut self) -> Ended {
+        let started = Instant::now();
+        let mut received = false;
+        let Err(error) = self.stream(&mut received).await;
+        Ended {
+            error,
+            healthy: received || started.elapsed() >= self.config.backoff.max(),
+        }
+    }
+
+    /// One stream, until it fails.
+    async fn stream(
+        &mut self,
+        received: &mut bool,
+    ) -> Result<std::convert::Infallible, SessionError> {
+        let bearer = transport::bearer(self.config.token.as_ref())?;
+        let channel = transport::connect(&self.config).await?;
+        let mut client =
+            FeedClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+                if let Some(bearer) = &bearer {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer.clone());
+                }
+                Ok(request)
+            });
+        let (answers, outbound) = mpsc::unbounded_channel();
+        let hello = convert::hello(
+            &self.config.node_id,
+            &self.user_agent,
+            &self.config.sets,
+            &self.status.applied_version,
+        );
+        // The receiver is alive right here, so this cannot fail.
+        let _ = answers.send(hello);
+        let mut inbound = client
+            .stream(UnboundedReceiverStream::new(outbound))
+            .await
+            .map_err(SessionError::Refused)?
+            .into_inner();
+        self.status.connects += 1;
+        self.set_state(LinkState::Connected);
+        log::info!(
+            "connected to feeder {} as node {:?} (applied version {:?})",
+            self.config.feeder,
+            self.config.node_id,
+            self.status.applied_version
+        );
+
+        let mut pending: Option<Pending> = None;
+        let mut turn = tokio::time::interval(TURN);
+        loop {
+            let swap_at = pending
+                .as_ref()
+                .map(|_| self.pacer.next_swap_at(Instant::now()));
+            tokio::select! {
+                // Read first: a newer snapshot supersedes the pending one.
+                biased;
+                message = inbound.message() => {
+                    let response = message.map_err(SessionError::Stream)?.ok_or(SessionError::Closed)?;
+                    *received = true;
+                    self.receive(response, &mut pending, &answers);
+                }
+                () = sleep_until(swap_at.unwrap_or_else(Instant::now)), if swap_at.is_some() => {
+                    if let Some(next) = pending.take() {
+                        self.host.turn();
+                        pending = self.swap(next, &answers);
+                    }
+                }
+                _ = turn.tick() => self.host.turn(),
+            }
+        }
+    }
+
+    fn receive(
+        &mut self,
+        response: pb::FeedResponse,
+        pending: &mut Option<Pending>,
+        answers: &mpsc::UnboundedSender<pb::FeedRequest>,
+    ) {
+        let answer = |request| {
+            // A closed stream surfaces on the next read.
+            let _ = answers.send(request);
+        };
+        let snapshot = match convert::snapshot(&response, &self.config.sets) {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                let message = format!("invalid snapshot {:?}: {err}", response.version_info);
+                log::error!(
+                    "{message}; keeping version {:?}",
+                    self.status.applied_version
+                );
+                answer(convert::answer(
+                    &response.nonce,
+                    &self.status.applied_version,
+                    Some(message.clone()),
+                ));
+                self.status.nacks += 1;
+                self.record_error(message);
+                return;
+            }
+        };
+        let unchanged = snapshot.version == self.status.applied_version
+            && !self.engine.foreign_swap(&self.dispatcher);
+        let superseded = if unchanged {
+            answer(convert::answer(&response.nonce, &snapshot.version, None));
+            pending.take()
+        } else {
+            pending.replace(Pending {
+                nonce: response.nonce,
+                snapshot,
+            })
+        };
+        if let Some(old) = superseded {
+            let newer = &response.version_info;
+            log::debug!(
+                "version {:?} superseded by {newer:?} before its swap",
+                old.snapshot.version
+            );
+            answer(convert::answer(
+                &old.nonce,
+                &self.status.applied_version,
+                Some(format!(
+                    "superseded by version {newer:?} before it was applied"
+                )),
+            ));
+        }
+    }
+
+    /// Swaps `next` in; returns it when it must be retried.
+    fn swap(
+        &mut self,
+        next: Pending,
+        answers: &mpsc::UnboundedSender<pb::FeedRequest>,
+    ) -> Option<Pending> {
+        let now = Instant::now();
+        if self.engine.foreign_swap(&self.dispatcher) {
+            log::warn!(
+                "the dispatcher list was replaced by something else (dispatcher.reload?): dsfeed must \
+                 be its only writer, since two writers can free a list under a reader; waiting {:?}",
+                self.config.min_swap_interval
+            );
+            self.engine.adopt(&self.dispatcher);
+            self.pacer.swapped(now);
+            return Some(next);
+        }
+        let version = next.snapshot.version.clone();
+        match self.engine.apply(&mut self.dispatcher, &next.snapshot) {
+            Ok(applied) => {
+                self.pacer.swapped(now);
+                self.status.swaps += 1;
+                self.status.applied_version = version.clone();
+                self.status.applied_at = Some(SystemTime::now());
+                self.status.sets = applied.sets;
+                self.status.destinations = applied.destinations;
+                let _ = answers.send(convert::answer(&next.nonce, &version, None));
+                log::info!(
+                    "applied version {version:?}: {} sets, {} destinations (swap {})",
+                    self.status.sets.len(),
+                    self.status.destinations,
+                    self.status.swaps
+                );
+                if !applied.dropped.is_empty() {
+                    let dropped: Vec<String> = applied
+                        .dropped
+                        .iter()
+                        .map(|(set, uri)| format!("{set} {uri}"))
+                        .collect();
+                    self.record_error(format!(
+                        "the dispatcher did not load {} destination(s) of version {version:?} (see its log): {}",
+                        dropped.len(),
+                        dropped.join(", ")
+                    ));
+                    log::warn!("{}", self.status.last_error);
+                }
+                if let Some(path) = &self.list_file {
+                    if let Err(err) = listfile::write_atomic(path, &version, &applied.list_file) {
+                        let message = format!("cannot sync {}: {err}", path.display());
+                        log::error!("{message}");
+                        self.record_error(message);
+                    }
+                }
+                self.publish();
+                None
+            }
+            Err(ApplyError::Skipped) => {
+                log::warn!("{}", ApplyError::Skipped);
+                self.pacer.swapped(now);
+                Some(next)
+            }
+            Err(err) => {
+                if matches!(err, ApplyError::Refused) {
+                    // A refused load still freed the list the last swap retired.
+                    self.pacer.swapped(now);
+                }
+                let message = format!("cannot apply version {version:?}: {}", error_chain(&err));
+                log::error!("{message}");
+                let _ = answers.send(convert::answer(
+                    &next.nonce,
+                    &self.status.applied_version,
+                    Some(message.clone()),
+                ));
+                self.status.nacks += 1;
+                self.record_error(message);
+                None
+            }
+        }
+    }
+
+    fn set_state(&mut self, state: LinkState) {
+        self.status.state = state;
+        self.publish();
+    }
+
+    fn record_error(&mut self, message: String) {
+        self.status.last_error = message;
+        self.status.last_error_at = Some(SystemTime::now());
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        self.sink.publish(&self.status);
+    }
+}
+
+/// An error and its causes on one line, for logs and NACKs.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        // Some errors (tonic's transport error) already print their cause.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
