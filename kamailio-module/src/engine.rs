@@ -85,9 +85,12 @@ impl Engine {
         let before = dispatcher.list_id();
         let plan = plan(&dispatcher.live(), snapshot, &self.feed_flags);
         dispatcher.load(&plan.loaded)?;
+        // A real load builds the new list while the old one is still
+        // allocated, so a non-empty list never keeps its root. From no list
+        // to no list (nothing loadable) cannot be told from a skip; the
+        // destinations are then reported as dropped below.
         let after = dispatcher.list_id();
-        let empty_to_empty = before == ListId(0) && plan.destinations == 0;
-        if after == before && !empty_to_empty {
+        if after == before && before != ListId(0) {
             return Err(ApplyError::Skipped);
         }
 
@@ -409,6 +412,7 @@ pub(crate) mod tests {
     #[test]
     fn a_skipped_load_is_detected() {
         let mut d = FakeDispatcher::default();
+        d.load("9 sip:z 0 0\n").unwrap();
         let mut engine = Engine::new();
         let snap = snapshot("v1", vec![(1, vec![dest("sip:a", 0, 0)])]);
         d.skip_next = true;
@@ -416,12 +420,19 @@ pub(crate) mod tests {
             engine.apply(&mut d, &snap),
             Err(ApplyError::Skipped)
         ));
-        assert!(d.sets.is_empty());
+        assert!(!d.sets.contains_key(&1));
         engine.apply(&mut d, &snap).unwrap();
         assert_eq!(uris(&d.sets, 1), ["sip:a"]);
         // Emptying an empty dispatcher changes nothing and is no skip.
         let mut empty = FakeDispatcher::default();
         engine.apply(&mut empty, &snapshot("v0", vec![])).unwrap();
+        // Nor is a snapshot of which the loader could load nothing.
+        let mut dropping = FakeDispatcher {
+            unloadable: vec!["sip:a".into()],
+            ..FakeDispatcher::default()
+        };
+        let applied = engine.apply(&mut dropping, &snap).unwrap();
+        assert_eq!(applied.dropped, vec![(1, "sip:a".to_owned())]);
     }
 
     #[test]

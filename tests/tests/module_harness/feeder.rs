@@ -13,7 +13,7 @@ use dsfeed_proto::v1 as pb;
 use dsfeed_proto::v1::feed_server::{Feed, FeedServer};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::{UnboundedReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -93,6 +93,7 @@ impl Feed for Service {
 
 pub struct TestFeeder {
     service: Service,
+    /// The unix socket served (empty for TCP).
     pub socket: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -122,6 +123,29 @@ impl TestFeeder {
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Serves plain HTTP/2 on 127.0.0.1; returns the feeder and its port.
+    pub async fn tcp() -> (TestFeeder, u16) {
+        let service = Service::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = oneshot::channel();
+        let server = tonic::transport::Server::builder()
+            .add_service(FeedServer::new(service.clone()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            });
+        let task = tokio::spawn(async move {
+            server.await.expect("feeder server failed");
+        });
+        let feeder = TestFeeder {
+            service,
+            socket: PathBuf::new(),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        (feeder, port)
     }
 
     /// Requires `authorization: Bearer TOKEN` on every stream.
@@ -211,7 +235,9 @@ impl TestFeeder {
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
-        let _ = std::fs::remove_file(&self.socket);
+        if !self.socket.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.socket);
+        }
     }
 
     /// Serves again on the same socket with the same state.

@@ -266,10 +266,12 @@ impl Kamailio {
 
     /// The dispatcher's in-memory sets: id → [(uri, flags letters)].
     pub fn sets(&self) -> BTreeMap<u32, Vec<(String, String)>> {
-        let values = self
-            .rpc(&["dispatcher.list"])
-            .expect("dispatcher.list failed");
         let mut sets = BTreeMap::new();
+        let values = match self.rpc(&["dispatcher.list"]) {
+            Ok(values) => values,
+            Err(fault) if fault.contains("No Destination Sets") => return sets,
+            Err(fault) => panic!("dispatcher.list failed: {fault}"),
+        };
         let Some(top) = values.first() else {
             return sets;
         };
