@@ -63,11 +63,16 @@ pub struct Setup {
     pub env: Vec<(String, String)>,
     /// The body of `request_route`.
     pub route: String,
+    /// Verbatim cfg after the module parameters: more `modparam` lines,
+    /// other routes.
+    pub global: String,
     pub children: u32,
     /// Load dsfeed.so at all.
     pub load_module: bool,
     /// Load the stock dispatcher.so.
     pub load_dispatcher: bool,
+    /// Shared memory, MB (`-m`).
+    pub shm_mb: u32,
 }
 
 impl Default for Setup {
@@ -78,9 +83,11 @@ impl Default for Setup {
             list: Some(String::new()),
             env: Vec::new(),
             route: "sl_send_reply(\"404\", \"Not here\");".into(),
+            global: String::new(),
             children: 2,
             load_module: true,
             load_dispatcher: true,
+            shm_mb: 128,
         }
     }
 }
@@ -158,7 +165,8 @@ impl Kamailio {
         let child = Command::new(tool("kamailio"))
             .arg("-f")
             .arg(&cfg_path)
-            .args(["-DD", "-E", "-m", "128", "-M", "16"])
+            .args(["-DD", "-E", "-M", "16", "-m"])
+            .arg(setup.shm_mb.to_string())
             .arg("-Y")
             .arg(&run)
             .arg("-w")
@@ -298,13 +306,29 @@ impl Drop for Kamailio {
     fn drop(&mut self) {
         self.terminate();
         if std::thread::panicking() {
+            let log = self.log();
             eprintln!(
-                "---- kamailio log ({}) ----\n{}",
-                self.dir.path().display(),
-                tail(&self.log(), 200)
+                "---- kamailio log: distinct errors ----\n{}\n---- kamailio log: tail ----\n{}",
+                distinct_errors(&log),
+                tail(&log, 100)
             );
         }
     }
+}
+
+/// ERROR/WARNING/CRITICAL lines without their process prefix, each once.
+fn distinct_errors(log: &str) -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        if let Some(at) = ["ERROR:", "WARNING:", "CRITICAL:", "ALERT:", "BUG:"]
+            .iter()
+            .filter_map(|level| line.find(level))
+            .min()
+        {
+            seen.insert(&line[at..]);
+        }
+    }
+    seen.into_iter().collect::<Vec<_>>().join("\n")
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -354,7 +378,8 @@ fn config(setup: &Setup, dir: &Path, sip_port: u16) -> String {
     for (name, value) in &setup.dsfeed {
         cfg.push_str(&format!("modparam(\"dsfeed\", \"{name}\", {value})\n"));
     }
-    cfg.push_str(&format!("request_route {{\n{}\n}}\n", setup.route));
+    cfg.push_str(&setup.global);
+    cfg.push_str(&format!("\nrequest_route {{\n{}\n}}\n", setup.route));
     cfg
 }
 
