@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use dsfeed::config::Config;
 use dsfeed::sinks::file::ListWriter;
 use dsfeed::snapshot::Snapshot;
+use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
 use dsfeed::sources::{Source, sets_file::SetsFileSource, static_sets::StaticSource};
 use tokio::sync::watch;
 
@@ -45,6 +46,18 @@ fn sources(config: &Config) -> Vec<Box<dyn Source>> {
     }
     if let Some(path) = &config.sets_file {
         sources.push(Box::new(SetsFileSource::new(path.clone())));
+    }
+    if !config.services.is_empty() {
+        let connection = config
+            .kubecfg
+            .clone()
+            .map_or(Connection::Infer, Connection::Kubeconfig);
+        sources.push(Box::new(KubernetesSource::new(
+            &config.services,
+            &config.namespace,
+            connection,
+            config.min_endpoints,
+        )));
     }
     sources
 }
