@@ -2,10 +2,11 @@
 //! ctl listens on: unix stream, TCP and UDP.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, UnixStream};
 
@@ -19,6 +20,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// ctl reads a request into a 65535-byte buffer (stream and datagram alike)
 /// and drops anything longer.
 const MAX_REQUEST: usize = 65_535;
+
+/// The receive buffer asked for on UDP sockets.
+const UDP_RECV_BUFFER: usize = 4 << 20;
 
 /// A reply larger than this is treated as garbage rather than buffered;
 /// `dispatcher.list` of thousands of destinations stays far below it.
@@ -213,12 +217,7 @@ impl Client {
                     format!("{host_port} resolves to no address"),
                 ))
             })?;
-        let local: SocketAddr = if target.is_ipv6() {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = UdpSocket::bind(local).await.map_err(|e| self.io_error(e))?;
+        let socket = udp_socket(target).map_err(|e| self.io_error(e))?;
         socket
             .connect(target)
             .await
@@ -253,6 +252,24 @@ impl Client {
             source,
         })
     }
+}
+
+/// A non-blocking UDP socket for `target`'s address family, with a receive
+/// buffer big enough for the burst of datagrams ctl sends for a large reply
+/// (413 KB in 85 datagrams for `dispatcher.list` of 2,000 destinations); the
+/// kernel caps the request at `net.core.rmem_max`.
+fn udp_socket(target: SocketAddr) -> io::Result<UdpSocket> {
+    let (domain, local): (_, SocketAddr) = if target.is_ipv6() {
+        (Domain::IPV6, (Ipv6Addr::UNSPECIFIED, 0).into())
+    } else {
+        (Domain::IPV4, (Ipv4Addr::UNSPECIFIED, 0).into())
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still serves small replies.
+    let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&local.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Accumulates a reply until its header's announced length has arrived.
