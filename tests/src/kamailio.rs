@@ -163,6 +163,7 @@ impl KamailioBuilder {
         self
     }
 
+    /// Adds `modparam(module, name, value)`; strings are quoted, ints not.
     pub fn modparam(
         mut self,
         module: impl Into<String>,

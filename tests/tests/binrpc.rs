@@ -211,12 +211,10 @@ async fn ipv6_destinations_load_only_with_an_ipv6_socket() {
 async fn nothing_listening_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let unix = Addr::Unix(dir.path().join("no-kamailio.sock"));
-    // Ports that were free a moment ago; nothing of ours listens there.
-    let tcp_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let tcp = Addr::Tcp(tcp_port.to_string());
+    // Bound but not listening: the port stays ours and connects are refused.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let tcp = Addr::Tcp(reserved.local_addr().unwrap().to_string());
     for addr in [&unix, &tcp] {
         let err = client(addr).call("core.version", &[]).await.unwrap_err();
         // Refused at once, not after the 20 s timeout.

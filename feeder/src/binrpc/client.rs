@@ -60,10 +60,6 @@ impl Client {
         &self.addr
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Calls `method` with `params` and returns the reply's values. A fault
     /// reply becomes [`Error::Fault`]; no complete reply within the timeout
     /// becomes [`Error::Timeout`].
@@ -102,8 +98,6 @@ impl Client {
                     let stream = TcpStream::connect(host_port.as_str())
                         .await
                         .map_err(|e| self.connect_error(e))?;
-                    // Best effort: a request is one write either way.
-                    let _ = stream.set_nodelay(true);
                     self.stream_exchange(stream, &request).await
                 }
                 Addr::Udp(host_port) => self.udp_exchange(host_port, &request).await,
