@@ -92,6 +92,25 @@ async fn parameters_reach_the_method() {
     let text = reply[0].to_string();
     assert!(text.contains("HOST: \"10.0.0.1\""), "{text}");
     assert!(text.contains("PORT: 5080, PROTOID: 2"), "{text}");
+    // A string parameter, and ints back: shared memory in MB is what -m set.
+    let shm = client
+        .call("core.shmmem", &[Value::Str("m".into())])
+        .await
+        .unwrap();
+    assert_eq!(shm[0].get("total"), Some(&Value::Int(64)), "{}", shm[0]);
+    // A double back: "full" adds DNSTIME_SEC, an unsigned long that ctl
+    // sends as a double (fixed point, three decimals).
+    let first_dest = reply[0]
+        .get("RECORDS")
+        .and_then(|r| r.get("SET"))
+        .and_then(|set| set.get("TARGETS"))
+        .and_then(|t| t.get("DEST"))
+        .unwrap();
+    assert_eq!(
+        first_dest.get("DNSTIME_SEC"),
+        Some(&Value::Double(0.0)),
+        "{first_dest}"
+    );
     // An int parameter: dispatcher.set_state takes state, set id, URI.
     client
         .call(
