@@ -2,4 +2,7 @@
 //! and sipp, each on its own ports and stopped when the test ends.
 
 pub mod feeder;
+mod kamailio;
 pub mod sipp;
+
+pub use kamailio::{HarnessError, Kamailio, KamailioBuilder, ParamValue};
