@@ -68,6 +68,8 @@ pub enum Error {
     },
     #[error("cannot build the Kubernetes client")]
     KubeClient(#[source] kube::Error),
+    #[error(transparent)]
+    Rpc(#[from] crate::binrpc::Error),
 }
 
 impl Error {
@@ -80,6 +82,7 @@ impl Error {
             Error::Watch { .. } => "watch",
             Error::Invalid(_) => "invalid",
             Error::KubeConfig { .. } | Error::KubeClient(_) => "kubernetes",
+            Error::Rpc(_) => "rpc",
         }
     }
 }

@@ -1,1 +1,8 @@
-//! Harness for end-to-end tests: a real Kamailio on its own ports.
+//! Harness for end-to-end tests: the real Kamailio, the `dsfeed` binary
+//! and sipp, each on its own ports and stopped when the test ends.
+
+pub mod feeder;
+mod kamailio;
+pub mod sipp;
+
+pub use kamailio::{HarnessError, Kamailio, KamailioBuilder, ParamValue};

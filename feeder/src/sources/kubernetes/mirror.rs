@@ -14,51 +14,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::time::Duration;
 
 use futures::StreamExt as _;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
-use rand::Rng as _;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-/// Exponential backoff with jitter between `min` and `max`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// Checks that `0 < min <= max`.
-    pub fn new(min: Duration, max: Duration) -> Result<Self, String> {
-        if min.is_zero() || min > max {
-            return Err(format!(
-                "backoff needs 0 < min <= max, got min {min:?}, max {max:?}"
-            ));
-        }
-        Ok(Backoff {
-            min,
-            max,
-            next: min,
-        })
-    }
-
-    /// The next wait: between half and all of the current step, so that
-    /// many feeders restarted together do not hit the API server in step.
-    fn next_wait(&mut self) -> Duration {
-        let step = self.next;
-        self.next = (self.next * 2).min(self.max);
-        step.mul_f64(rand::rng().random_range(0.5..=1.0))
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
+use crate::backoff::Backoff;
 
 /// What one list+watch follows.
 pub struct Mirror<K: Resource> {
@@ -81,7 +45,8 @@ where
     K::DynamicType: Default,
 {
     /// Runs until `tx` closes.
-    pub async fn run(mut self, tx: mpsc::Sender<super::Update>, report: Report<K>) {
+    pub async fn run(self, tx: mpsc::Sender<super::Update>, report: Report<K>) {
+        let mut delays = self.backoff.iter();
         let mut objects: Option<BTreeMap<String, K>> = None;
         let mut forbidden_reported = false;
         loop {
@@ -100,21 +65,21 @@ where
                         false
                     }
                     Ok(Event::InitDone) => {
-                        self.backoff.reset();
+                        delays = self.backoff.iter();
                         let fresh = relist.take().unwrap_or_default();
                         tracing::debug!(mirror = %self.label, objects = fresh.len(), "listed");
                         objects = Some(fresh);
                         true
                     }
                     Ok(Event::Apply(object)) => {
-                        self.backoff.reset();
+                        delays = self.backoff.iter();
                         objects
                             .get_or_insert_default()
                             .insert(name_of(&object), object);
                         true
                     }
                     Ok(Event::Delete(object)) => {
-                        self.backoff.reset();
+                        delays = self.backoff.iter();
                         objects.get_or_insert_default().remove(&name_of(&object));
                         true
                     }
@@ -136,7 +101,7 @@ where
                             tracing::warn!(mirror = %self.label, error = %err,
                                 "watch failed; keeping the last sets and retrying");
                         }
-                        tokio::time::sleep(self.backoff.next_wait()).await;
+                        tokio::time::sleep(delays.next().unwrap_or_default()).await;
                         if fault == Fault::GoneAtStart {
                             break;
                         }
@@ -187,26 +152,4 @@ impl Fault {
 
 fn name_of<K: Resource>(object: &K) -> String {
     object.meta().name.clone().unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_validated_grows_and_resets() {
-        assert!(Backoff::new(Duration::ZERO, Duration::from_secs(1)).is_err());
-        assert!(Backoff::new(Duration::from_secs(2), Duration::from_secs(1)).is_err());
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400)).unwrap();
-        let waits: Vec<_> = (0..5).map(|_| b.next_wait()).collect();
-        for (wait, step) in waits.iter().zip([100, 200, 400, 400, 400]) {
-            let step = Duration::from_millis(step);
-            assert!(
-                *wait >= step / 2 && *wait <= step,
-                "{wait:?} for a step of {step:?}"
-            );
-        }
-        b.reset();
-        assert!(b.next_wait() <= Duration::from_millis(100));
-    }
 }

@@ -35,9 +35,9 @@ use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
 pub use endpoints::{ATTRS_ANNOTATION, FLAGS_ANNOTATION, PRIORITY_ANNOTATION, WEIGHTS_ANNOTATION};
-pub use mirror::Backoff;
 pub use spec::{Port, ServiceSet};
 
+use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::snapshot::{SetId, SetMap};
 use crate::sources::{Publisher, Source, SourceFuture};
@@ -90,7 +90,7 @@ impl KubernetesSource {
             sets,
             connection,
             min_endpoints,
-            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30), 0.5)
                 .expect("the default backoff is valid"),
         }
     }

@@ -42,7 +42,9 @@ impl Harness {
             Connection::Kubeconfig(kubeconfig),
             min_endpoints,
         )
-        .with_backoff(Backoff::new(Duration::from_millis(50), Duration::from_millis(500)).unwrap());
+        .with_backoff(
+            Backoff::new(Duration::from_millis(50), Duration::from_millis(500), 0.5).unwrap(),
+        );
         let (tx, views) = mpsc::channel(16);
         let source = tokio::spawn(Box::new(source).run(Publisher::new(0, tx)));
         Harness {
