@@ -95,7 +95,8 @@ impl KubernetesSource {
         }
     }
 
-    /// Replaces the retry backoff (500 ms up to 30 s by default).
+    /// Replaces the retry backoff (500 ms doubling to 30 s, half jittered,
+    /// by default).
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
@@ -166,7 +167,7 @@ impl KubernetesSource {
                 config: watcher::Config::default()
                     .labels(&format!("{SERVICE_NAME_LABEL}={}", key.name)),
                 label: format!("{}/{} endpointslices", key.namespace, key.name),
-                backoff: self.backoff.clone(),
+                backoff: self.backoff,
                 optional: false,
             };
             tasks.spawn(slices.run(
@@ -180,7 +181,7 @@ impl KubernetesSource {
                 api: Api::<Service>::namespaced(client.clone(), &key.namespace),
                 config: watcher::Config::default().fields(&format!("metadata.name={}", key.name)),
                 label: format!("{}/{} service", key.namespace, key.name),
-                backoff: self.backoff.clone(),
+                backoff: self.backoff,
                 optional: true,
             };
             tasks.spawn(service.run(
