@@ -108,6 +108,31 @@ async fn dispatchers_command_line_follows_the_service() {
     .await;
 }
 
+/// The init container's command: the first list, then exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_prints_the_first_list_and_exits() {
+    let kube = FakeKube::start().await;
+    kube.apply(slice("asterisk-a", 5060, &["10.0.0.1"]));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_dsfeed"))
+            .args(["-set", "asterisk=1", "--once", "-o", "-", "-kubecfg"])
+            .arg(&kubeconfig)
+            .env("POD_NAMESPACE", "voice")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines, ["1 sip:10.0.0.1:5060 0 0"]);
+}
+
 #[test]
 fn an_unreadable_kubeconfig_is_named_and_fails() {
     let output = Command::new(env!("CARGO_BIN_EXE_dsfeed"))

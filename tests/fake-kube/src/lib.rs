@@ -127,6 +127,8 @@ struct State {
     watches: Vec<Watch>,
     requests: Vec<Recorded>,
     uid: u64,
+    /// Plurals (`services`) whose every request is refused with 403.
+    forbidden: Vec<String>,
 }
 
 /// A collection: the API prefix (`api/v1`, `apis/discovery.k8s.io/v1`) and
@@ -302,6 +304,17 @@ impl FakeKube {
                 let listener = bind(self.addr).await;
                 self.serve(listener);
             }
+        }
+    }
+
+    /// Refuses every request for `plural` (such as `services`) with 403
+    /// Forbidden, as RBAC does when a role lacks the rule, or accepts them
+    /// again.
+    pub fn forbid(&self, plural: &str, forbidden: bool) {
+        let mut state = self.shared.lock();
+        state.forbidden.retain(|p| p != plural);
+        if forbidden {
+            state.forbidden.push(plural.to_owned());
         }
     }
 
@@ -498,6 +511,16 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         Err(msg) => return status(StatusCode::BAD_REQUEST, "BadRequest", &msg),
     };
     let mut state = shared.lock();
+    if state.forbidden.contains(&target.collection.plural) {
+        let verb = if recorded.is_watch() { "watch" } else { "list" };
+        let message = format!(
+            "{} is forbidden: User \"system:serviceaccount:test:fake\" cannot {verb} resource \"{}\" in the namespace \"{}\"",
+            target.collection.plural,
+            target.collection.plural,
+            target.namespace.as_deref().unwrap_or_default()
+        );
+        return status(StatusCode::FORBIDDEN, "Forbidden", &message);
+    }
     match target.name {
         Some(name) => get(&state, &target.collection, target.namespace, name),
         None if recorded.is_watch() => watch(&mut state, target, filter, &recorded.query),

@@ -668,3 +668,33 @@ async fn min_endpoints_holds_the_last_view_that_had_enough() {
         ["1 sip:10.0.0.3:5060 0 0", "1 sip:10.0.0.4:5060 0 0"]
     );
 }
+
+#[tokio::test]
+async fn without_rights_on_services_the_flags_alone_apply() {
+    let mut h = Harness::start(&["asterisk=1,priority=3"], 0, |kube| {
+        kube.forbid("services", true);
+        kube.apply(service(
+            "voice",
+            "asterisk",
+            json!({"dsfeed.io/attrs": "duid=pbx"}),
+        ));
+        kube.apply(slice("voice", "asterisk", "a", vec![ready("10.0.0.1")]));
+    })
+    .await;
+    assert_eq!(h.next().await, ["1 sip:10.0.0.1:5060 0 3"]);
+    // The role is fixed: the annotations apply without a restart.
+    h.kube.forbid("services", false);
+    assert_eq!(h.next().await, ["1 sip:10.0.0.1:5060 0 3 duid=pbx"]);
+}
+
+#[tokio::test]
+async fn without_rights_on_endpointslices_nothing_is_published() {
+    let kube = FakeKube::start().await;
+    kube.forbid("endpointslices", true);
+    kube.apply(slice("voice", "asterisk", "a", vec![ready("10.0.0.1")]));
+    let mut h = Harness::attach(kube, &["asterisk=1"], 0);
+    let refused = wait_for(&h.kube, &[], 3, is_slice_list);
+    quiet(&mut h.views, refused).await;
+    h.kube.forbid("endpointslices", false);
+    assert_eq!(h.next().await, ["1 sip:10.0.0.1:5060 0 0"]);
+}
