@@ -94,6 +94,9 @@ where
                                     return;
                                 }
                             }
+                        } else if matches!(fault, Fault::Gone | Fault::GoneAtStart) {
+                            tracing::info!(mirror = %self.label, error = %err,
+                                "resourceVersion expired; listing again");
                         } else if fault == Fault::Forbidden {
                             tracing::error!(mirror = %self.label, error = %err,
                                 "forbidden: the feeder's ServiceAccount needs get, list and watch here; keeping the last sets");
@@ -128,6 +131,8 @@ where
 enum Fault {
     /// A watch refused with HTTP 410: only a fresh list can recover.
     GoneAtStart,
+    /// An `ERROR` 410 event: routine, the watcher lists again by itself.
+    Gone,
     Forbidden,
     /// Anything else: the watcher retries by itself.
     Other,
@@ -144,6 +149,7 @@ impl Fault {
         };
         match (err, status.code) {
             (watcher::Error::WatchStartFailed(_), 410) => Fault::GoneAtStart,
+            (_, 410) => Fault::Gone,
             (_, 403) => Fault::Forbidden,
             _ => Fault::Other,
         }
