@@ -4,7 +4,6 @@
 //! Kamailio to set 1.
 
 use std::collections::BTreeSet;
-use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use dsfeed::binrpc::Client;
@@ -17,14 +16,6 @@ use serde_json::{Value, json};
 
 /// Generous: several engineers build on the same two cores.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A free UDP port on 127.0.0.1 for a sipp backend.
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A slice of Service `asterisk` in `voice` whose one endpoint is the
 /// backend on `port` (named port `sip`), in the given state.
@@ -83,8 +74,8 @@ fn reached(kamailio: &Kamailio, calls: u32) -> BTreeSet<u16> {
 
 #[tokio::test]
 async fn slice_changes_reach_kamailio_and_sip_follows() {
-    let a = Backend::start(free_port());
-    let b = Backend::start(free_port());
+    let a = Backend::start();
+    let b = Backend::start();
     let kube = FakeKube::start().await;
     kube.apply(slice("asterisk-a", &a, true, false));
 
