@@ -339,12 +339,12 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
                     ));
                     log::warn!("{}", self.status.last_error);
                 }
-                if let Some(path) = &self.list_file {
-                    if let Err(err) = listfile::write_atomic(path, &version, &applied.list_file) {
-                        let message = format!("cannot sync {}: {err}", path.display());
-                        log::error!("{message}");
-                        self.record_error(message);
-                    }
+                if let Some(path) = &self.list_file
+                    && let Err(err) = listfile::write_atomic(path, &version, &applied.list_file)
+                {
+                    let message = format!("cannot sync {}: {err}", path.display());
+                    log::error!("{message}");
+                    self.record_error(message);
                 }
                 self.publish();
                 None

@@ -20,38 +20,39 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dsfeed_tests::sipp;
 use module_harness::feeder::{Dest, TestFeeder, response};
-use module_harness::kamailio::{Kamailio, Setup, wait_for};
+use module_harness::{WAIT, kamailio, rpc, status};
 
+/// OPTIONS to `sip:1@kamailio`: the harness routes it to set 1 with
+/// `ds_select_dst` and fails over on 5xx/timeouts with `ds_next_dst`.
 const UAC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="dsfeed churn uac">
   <send retrans="500">
     <![CDATA[
-      MESSAGE sip:service@[remote_ip]:[remote_port] SIP/2.0
+      OPTIONS sip:1@[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:service@[remote_ip]:[remote_port]>
+      To: <sip:1@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
-      CSeq: 1 MESSAGE
+      CSeq: 1 OPTIONS
       Max-Forwards: 70
-      Content-Type: text/plain
-      Content-Length: [len]
+      Content-Length: 0
 
-      churn
     ]]>
   </send>
   <recv response="200" />
 </scenario>
 "#;
 
-fn uas(code: u16, reason: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="dsfeed churn uas {code}">
-  <recv request="MESSAGE" />
+/// A backend that refuses everything, so every request sent there must
+/// fail over.
+const UAS_503: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="dsfeed churn failing backend">
+  <recv request="OPTIONS" />
   <send>
     <![CDATA[
-      SIP/2.0 {code} {reason}
+      SIP/2.0 503 Service Unavailable
       [last_Via:]
       [last_From:]
       [last_To:];tag=[pid]SIPpTag01[call_number]
@@ -62,34 +63,6 @@ fn uas(code: u16, reason: &str) -> String {
     ]]>
   </send>
 </scenario>
-"#
-    )
-}
-
-const GLOBAL: &str = r#"
-modparam("tm", "fr_timer", 2000)
-
-failure_route[DS_FAILOVER] {
-    if (t_is_canceled()) {
-        exit;
-    }
-    if (t_check_status("408|5[0-9][0-9]") && ds_next_dst()) {
-        t_on_failure("DS_FAILOVER");
-        t_relay();
-    }
-}
-"#;
-
-const ROUTE: &str = r#"
-    if (!ds_select_dst("1", "4")) {
-        sl_send_reply("503", "No destination");
-        exit;
-    }
-    t_on_failure("DS_FAILOVER");
-    if (!t_relay()) {
-        sl_reply_error();
-    }
-    exit;
 "#;
 
 /// A sipp process, killed when dropped.
@@ -160,6 +133,15 @@ fn sipp_stats(path: &Path) -> impl Fn(&str) -> u64 {
     }
 }
 
+/// Real MB of shm in use (`core.shmmem m`).
+async fn shm_used(kamailio: &dsfeed_tests::Kamailio) -> i32 {
+    let reply = rpc(kamailio, "core.shmmem", &["m"]).await.unwrap();
+    reply[0]
+        .get("real_used")
+        .and_then(dsfeed::binrpc::Value::as_int)
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a minute of SIP load; run with --ignored"]
 async fn kamailio_survives_snapshot_churn_under_sip_load() {
@@ -167,48 +149,37 @@ async fn kamailio_survives_snapshot_churn_under_sip_load() {
     let rate = env_number("DSFEED_CHURN_RATE", 2000);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("uac.xml"), UAC).unwrap();
-    std::fs::write(dir.path().join("uas200.xml"), uas(200, "OK")).unwrap();
-    std::fs::write(
-        dir.path().join("uas503.xml"),
-        uas(503, "Service Unavailable"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("uas503.xml"), UAS_503).unwrap();
 
-    let ports: Vec<u16> = (0..3).map(|_| free_udp_port()).collect();
-    let _backends: Vec<Sipp> = [
-        ("uas200.xml", ports[0]),
-        ("uas200.xml", ports[1]),
-        ("uas503.xml", ports[2]),
-    ]
-    .iter()
-    .map(|(scenario, port)| Sipp::spawn(dir.path(), scenario, *port, &[]))
-    .collect();
-    let uri = |i: usize| format!("sip:127.0.0.1:{}", ports[i]);
-    let (good_a, good_b, failing) = (uri(0), uri(1), uri(2));
+    let good = [sipp::Backend::start(), sipp::Backend::start()];
+    let failing_port = free_udp_port();
+    let _failing = Sipp::spawn(dir.path(), "uas503.xml", failing_port, &[]);
+    let (good_a, good_b) = (good[0].uri(), good[1].uri());
+    let failing = format!("sip:127.0.0.1:{failing_port}");
 
     let feeder = TestFeeder::unix(&dir.path().join("feed.sock")).await;
-    let mut kamailio = Kamailio::start(Setup {
-        children: 4,
+    let kamailio = kamailio(&format!("1 {good_a} 0 0\n"))
+        .children(4)
         // tm keeps each transaction for its 5 s wait timer: ~70 MB at 2000/s.
-        shm_mb: 512,
-        route: ROUTE.into(),
-        global: GLOBAL.into(),
-        ..Setup::default()
-            .dispatcher_int("flags", 2)
-            .list(&format!("1 {good_a} 0 0\n"))
-            .dsfeed("feeder", &format!("unix:{}", feeder.socket.display()))
-    });
-    feeder.wait_streams(1, Duration::from_secs(30)).await;
+        .shm_mb(512)
+        .modparam(
+            "dsfeed",
+            "feeder",
+            format!("unix:{}", feeder.socket.display()),
+        )
+        .start()
+        .await
+        .unwrap();
+    feeder.wait_streams(1, WAIT).await;
 
     let total = rate * secs;
     let stats = dir.path().join("uac-stats.csv");
-    let uac_port = free_udp_port();
     let mut uac = Sipp::spawn(
         dir.path(),
         "uac.xml",
-        uac_port,
+        free_udp_port(),
         &[
-            format!("127.0.0.1:{}", kamailio.sip_port),
+            kamailio.sip_addr().to_string(),
             "-r".into(),
             rate.to_string(),
             "-m".into(),
@@ -232,28 +203,25 @@ async fn kamailio_survives_snapshot_churn_under_sip_load() {
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut published = 0u64;
-    let mut samples = Vec::new();
+    let mut shm_samples = Vec::new();
     while started.elapsed() < Duration::from_secs(secs) {
         tick.tick().await;
-        if published.is_multiple_of(200) {
-            let shm = kamailio.rpc(&["core.shmmem", "m"]).unwrap();
-            samples.push(shm[0].str("real_used").to_owned());
+        if published.is_multiple_of(1000) {
+            shm_samples.push(shm_used(&kamailio).await);
         }
         published += 1;
         let n = published as u32;
-        let attrs = format!("churn={n}");
         let drain = |i: u32| if n % 7 == i { 4 } else { 0 };
         let mut dests: Vec<Dest<'_>> = vec![(&good_a, drain(1), 0), (&good_b, drain(2), 0)];
         if n.is_multiple_of(2) {
             dests.insert(0, (&failing, 0, 0));
         }
         let mut snapshot = response(&format!("v{n}"), &format!("n{n}"), &[(1, &dests)]);
-        snapshot.sets[0].destinations[0].attrs = attrs;
+        snapshot.sets[0].destinations[0].attrs = format!("churn={n}");
         feeder.publish(snapshot);
         assert!(
             kamailio.is_running(),
-            "kamailio died after {published} snapshots:\n{}",
-            kamailio.log()
+            "kamailio died after {published} snapshots"
         );
     }
     let churn = started.elapsed();
@@ -267,13 +235,19 @@ async fn kamailio_survives_snapshot_churn_under_sip_load() {
     let ack = feeder.wait_answer("final", Duration::from_secs(60)).await;
     assert!(ack.error_detail.is_none(), "{ack:?}");
 
-    let sipp_done = wait_for(
-        "sipp to finish its calls",
-        Duration::from_secs(secs * 3 + 120),
-        || uac.0.try_wait().unwrap(),
-    );
+    let deadline = Instant::now() + Duration::from_secs(secs * 3 + 120);
+    let sipp_done = loop {
+        if let Some(status) = uac.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sipp did not finish its requests"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let load = started.elapsed();
-    assert!(kamailio.is_running(), "kamailio died:\n{}", kamailio.log());
+    assert!(kamailio.is_running(), "kamailio died");
     let log = kamailio.log();
     assert!(
         !log.contains("signal 11") && !log.contains("SIGSEGV"),
@@ -286,37 +260,30 @@ async fn kamailio_survives_snapshot_churn_under_sip_load() {
         stat("SuccessfulCall(C)"),
         stat("FailedCall(C)"),
     );
-    let shm = kamailio.rpc(&["core.shmmem", "m"]).unwrap();
-    eprintln!(
-        "shm MB used during the load {samples:?}; after it {:?}",
-        shm.first().map(|v| v.pairs())
-    );
-    let status = kamailio.status();
+    shm_samples.push(shm_used(&kamailio).await);
+    let status = status(&kamailio).await;
     let answers = feeder.received();
-    let superseded = answers
+    let nacks: Vec<&str> = answers
         .iter()
-        .filter(|r| {
-            r.request
-                .error_detail
-                .as_ref()
-                .is_some_and(|e| e.message.contains("superseded"))
-        })
-        .count();
-    let other_nacks = answers
-        .iter()
-        .filter(|r| r.request.error_detail.is_some())
-        .count()
-        - superseded;
+        .filter_map(|r| r.request.error_detail.as_ref())
+        .map(|e| e.message.as_str())
+        .collect();
+    let superseded = nacks.iter().filter(|m| m.contains("superseded")).count();
     eprintln!(
         "churn: {published} snapshots in {churn:?}; {} swaps, final {:?}; {superseded} superseded, \
-         {other_nacks} other NACKs; sipp ({sipp_done}): {created} requests created, {ok} ok, \
-         {failed} failed in {load:?} ({:.0}/s)",
+         {} other NACKs; sipp ({sipp_done}): {created} requests created, {ok} ok, {failed} failed \
+         in {load:?} ({:.0}/s); shm MB used every ~5 s: {shm_samples:?}",
         status.int("swaps"),
-        status.str("applied_version"),
+        status.text("applied_version"),
+        nacks.len() - superseded,
         created as f64 / load.as_secs_f64(),
     );
-    assert_eq!(status.str("applied_version"), "final");
-    assert_eq!(other_nacks, 0);
+    assert_eq!(status.text("applied_version"), "final");
+    assert_eq!(
+        nacks.len(),
+        superseded,
+        "only superseded snapshots are NACKed"
+    );
     assert!(status.int("swaps") >= 2);
     assert_eq!(created, total, "sipp did not create every request");
     // Failover hides the failing backend; allow a sliver of overload

@@ -6,45 +6,49 @@ mod module_harness;
 
 use std::time::Duration;
 
-use module_harness::feeder::{TestFeeder, response};
-use module_harness::kamailio::{Kamailio, Setup, wait_for};
+use dsfeed_tests::eventually;
+use module_harness::feeder::{Received, TestFeeder, response};
+use module_harness::{WAIT, feed_pid, kamailio, sets, status, status_until, threads, uris};
 
-const WAIT: Duration = Duration::from_secs(30);
-
-fn uris(kamailio: &Kamailio, set: u32) -> Vec<String> {
-    kamailio
-        .sets()
-        .get(&set)
-        .map(|d| d.iter().map(|(uri, _)| uri.clone()).collect())
-        .unwrap_or_default()
+/// Waits for the first request of stream `n`.
+async fn hello(feeder: &TestFeeder, n: usize) -> Received {
+    eventually("a hello", WAIT, || async {
+        feeder.received().into_iter().find(|r| r.stream == n)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_and_resumes_from_the_applied_version() {
     let dir = tempfile::tempdir().unwrap();
     let mut feeder = TestFeeder::unix(&dir.path().join("feed.sock")).await;
-    let kamailio = Kamailio::start(
-        Setup::default()
-            .dsfeed("feeder", &format!("unix:{}", feeder.socket.display()))
-            .dsfeed("node_id", "kam-feed")
-            .dsfeed_int("reconnect_min_ms", 100)
-            .dsfeed_int("reconnect_max_ms", 500)
-            .dsfeed_int("min_swap_interval_ms", 200),
-    );
+    let kamailio = kamailio("")
+        .modparam(
+            "dsfeed",
+            "feeder",
+            format!("unix:{}", feeder.socket.display()),
+        )
+        .modparam("dsfeed", "node_id", "kam-feed")
+        .modparam("dsfeed", "reconnect_min_ms", 100)
+        .modparam("dsfeed", "reconnect_max_ms", 500)
+        .modparam("dsfeed", "min_swap_interval_ms", 200)
+        .start()
+        .await
+        .unwrap();
     feeder.wait_streams(1, WAIT).await;
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.0.0.1:5060", 0, 0)])]));
     feeder.wait_answer("n1", WAIT).await;
 
     // The feeder goes away: the sets stay, the status says so.
     feeder.stop().await;
-    let status = wait_for("the disconnect in dsfeed.status", WAIT, || {
-        let status = kamailio.status();
-        (status.int("connected") == 0).then_some(status)
-    });
-    assert_eq!(status.str("applied_version"), "v1");
-    std::thread::sleep(Duration::from_secs(1));
+    let down = status_until(&kamailio, "the disconnect in dsfeed.status", |s| {
+        s.int("connected") == 0
+    })
+    .await;
+    assert_eq!(down.text("applied_version"), "v1");
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        uris(&kamailio, 1),
+        uris(&kamailio, 1).await,
         ["sip:10.0.0.1:5060"],
         "a lost feeder flushes nothing"
     );
@@ -53,39 +57,29 @@ async fn reconnects_and_resumes_from_the_applied_version() {
     // so an unchanged feeder sends nothing and nothing is re-applied.
     feeder.restart().await;
     feeder.wait_streams(2, WAIT).await;
-    let hello = wait_for("the second hello", WAIT, || {
-        feeder.received().into_iter().find(|r| r.stream == 2)
-    });
-    assert_eq!(hello.request.version_info, "v1");
-    assert_eq!(hello.request.node.unwrap().id, "kam-feed");
-    assert!(hello.request.response_nonce.is_empty());
-    wait_for("connected again", WAIT, || {
-        (kamailio.status().int("connected") == 1).then_some(())
-    });
-    let status = kamailio.status();
-    assert_eq!(status.int("swaps"), 1);
-    assert!(status.int("connects") >= 2);
+    let second = hello(&feeder, 2).await.request;
+    assert_eq!(second.version_info, "v1");
+    assert_eq!(second.node.unwrap().id, "kam-feed");
+    assert!(second.response_nonce.is_empty());
+    let up = status_until(&kamailio, "connected again", |s| s.int("connected") == 1).await;
+    assert_eq!(up.int("swaps"), 1);
+    assert!(up.int("connects") >= 2);
 
     feeder.publish(response("v2", "n2", &[(1, &[("sip:10.0.0.2:5060", 0, 0)])]));
     let ack = feeder.wait_answer("n2", WAIT).await;
     assert_eq!(ack.version_info, "v2");
-    assert_eq!(uris(&kamailio, 1), ["sip:10.0.0.2:5060"]);
+    assert_eq!(uris(&kamailio, 1).await, ["sip:10.0.0.2:5060"]);
 
     // A stream that fails mid-way is reopened the same way.
     feeder.drop_stream();
     feeder.wait_streams(3, WAIT).await;
-    let hello = wait_for("the third hello", WAIT, || {
-        feeder.received().into_iter().find(|r| r.stream == 3)
-    });
-    assert_eq!(hello.request.version_info, "v2");
+    assert_eq!(hello(&feeder, 3).await.request.version_info, "v2");
 
-    // Still one thread after TLS-less HTTP/2, a swap and reconnects.
-    let pid = feed_pid(&kamailio);
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .count();
+    // Still one thread after HTTP/2 streams, a swap and reconnects.
+    let pid = feed_pid(&kamailio).await;
     assert_eq!(
-        threads, 1,
+        threads(pid),
+        1,
         "the dsfeed feed process must stay single-threaded"
     );
 }
@@ -94,14 +88,18 @@ async fn reconnects_and_resumes_from_the_applied_version() {
 async fn the_set_filter_is_requested_and_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let feeder = TestFeeder::unix(&dir.path().join("feed.sock")).await;
-    let kamailio = Kamailio::start(
-        Setup::default()
-            .dsfeed("feeder", &format!("unix:{}", feeder.socket.display()))
-            .dsfeed("sets", "2, 1"),
-    );
+    let kamailio = kamailio("")
+        .modparam(
+            "dsfeed",
+            "feeder",
+            format!("unix:{}", feeder.socket.display()),
+        )
+        .modparam("dsfeed", "sets", "2, 1")
+        .start()
+        .await
+        .unwrap();
     feeder.wait_streams(1, WAIT).await;
-    let hello = wait_for("the hello", WAIT, || feeder.received().into_iter().next());
-    assert_eq!(hello.request.set_ids, [1, 2]);
+    assert_eq!(hello(&feeder, 1).await.request.set_ids, [1, 2]);
     feeder.publish(response("v1", "n1", &[(3, &[("sip:10.0.0.3:5060", 0, 0)])]));
     let nack = feeder.wait_answer("n1", WAIT).await;
     let error = nack
@@ -111,7 +109,7 @@ async fn the_set_filter_is_requested_and_enforced() {
         error.message.contains("set 3 was not requested"),
         "{error:?}"
     );
-    assert!(kamailio.sets().is_empty());
+    assert!(sets(&kamailio).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,34 +121,33 @@ async fn the_bearer_token_is_sent_and_a_refusal_is_reported() {
 
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let good = Kamailio::start(
-        Setup::default()
-            .dsfeed("feeder", &feeder_param)
-            .dsfeed("token_file", &token_file.display().to_string()),
-    );
+    let good = kamailio("")
+        .modparam("dsfeed", "feeder", feeder_param.as_str())
+        .modparam("dsfeed", "token_file", token_file.as_path())
+        .start()
+        .await
+        .unwrap();
     feeder.wait_streams(1, WAIT).await;
-    let hello = wait_for("the hello", WAIT, || feeder.received().into_iter().next());
-    assert_eq!(hello.authorization.as_deref(), Some("Bearer s3cret-token"));
-    wait_for("connected", WAIT, || {
-        (good.status().int("connected") == 1).then_some(())
-    });
-
-    let bad = Kamailio::start(
-        Setup::default()
-            .dsfeed("feeder", &feeder_param)
-            .dsfeed("token", "wrong"),
+    assert_eq!(
+        hello(&feeder, 1).await.authorization.as_deref(),
+        Some("Bearer s3cret-token")
     );
-    let status = wait_for("the refusal in dsfeed.status", WAIT, || {
-        let status = bad.status();
-        status
-            .str("last_error")
-            .contains("refused")
-            .then_some(status)
-    });
-    assert_eq!(status.int("connected"), 0);
+    status_until(&good, "connected", |s| s.int("connected") == 1).await;
+
+    let bad = kamailio("")
+        .modparam("dsfeed", "feeder", feeder_param.as_str())
+        .modparam("dsfeed", "token", "wrong")
+        .start()
+        .await
+        .unwrap();
+    let refused = status_until(&bad, "the refusal in dsfeed.status", |s| {
+        s.text("last_error").contains("refused")
+    })
+    .await;
+    assert_eq!(refused.int("connected"), 0);
     assert!(
-        status.str("last_error").contains("bearer token"),
-        "{status:?}"
+        refused.text("last_error").contains("bearer token"),
+        "{refused:?}"
     );
     assert_eq!(feeder.streams(), 1, "the refused stream never opened");
 }
@@ -158,8 +155,12 @@ async fn the_bearer_token_is_sent_and_a_refusal_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feeder_service_over_tcp() {
     let (feeder, port) = TestFeeder::tcp().await;
-    let kamailio =
-        Kamailio::start(Setup::default().dsfeed("feeder", &format!("http://localhost:{port}")));
+    let address = format!("http://localhost:{port}");
+    let kamailio = kamailio("")
+        .modparam("dsfeed", "feeder", address.as_str())
+        .start()
+        .await
+        .unwrap();
     feeder.wait_streams(1, WAIT).await;
     feeder.publish(response(
         "v1",
@@ -168,19 +169,6 @@ async fn a_feeder_service_over_tcp() {
     ));
     let ack = feeder.wait_answer("n1", WAIT).await;
     assert!(ack.error_detail.is_none(), "{ack:?}");
-    assert_eq!(uris(&kamailio, 4), ["sip:10.0.0.4:5060"]);
-    assert_eq!(
-        kamailio.status().str("feeder"),
-        format!("http://localhost:{port}")
-    );
-}
-
-/// The pid of the "dsfeed feed" process, from `core.psx`.
-fn feed_pid(kamailio: &Kamailio) -> u32 {
-    let processes = kamailio.rpc(&["core.psx"]).unwrap();
-    processes
-        .iter()
-        .find(|p| p.str("DSC") == "dsfeed feed")
-        .map(|p| p.int("PID") as u32)
-        .expect("no dsfeed feed process in core.psx")
+    assert_eq!(uris(&kamailio, 4).await, ["sip:10.0.0.4:5060"]);
+    assert_eq!(status(&kamailio).await.text("feeder"), address);
 }

@@ -3,114 +3,126 @@
 
 mod module_harness;
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use module_harness::kamailio::{Kamailio, Setup, wait_for};
+use dsfeed_tests::{HarnessError, KamailioBuilder, eventually, sets};
+use module_harness::{WAIT, feed_pid, kamailio, module_path, rpc, status, status_until, threads};
 
-#[test]
-fn loads_and_reports_status_without_a_feeder() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("no-feeder.sock");
-    let kamailio = Kamailio::start(
-        Setup::default()
-            .list("1 sip:10.0.0.1:5060 0 0\n2 sip:10.0.0.2:5060 0 0\n")
-            .dsfeed("feeder", &format!("unix:{}", socket.display()))
-            .dsfeed("node_id", "kam-test-0")
-            .dsfeed_int("reconnect_max_ms", 1000),
-    );
-    let status = wait_for(
-        "a failed connect in dsfeed.status",
-        Duration::from_secs(30),
-        || {
-            let status = kamailio.status();
-            (!status.str("last_error").is_empty()).then_some(status)
-        },
-    );
-    assert_eq!(status.int("connected"), 0);
-    assert!(
-        ["connecting", "backoff"].contains(&status.str("state")),
-        "{status:?}"
-    );
-    assert_eq!(status.str("feeder"), format!("unix:{}", socket.display()));
-    assert_eq!(status.str("node_id"), "kam-test-0");
-    assert_eq!(status.str("applied_version"), "");
-    assert_eq!(status.int("swaps"), 0);
-    assert_eq!(status.int("min_swap_interval_ms"), 1000);
-    assert!(
-        status
-            .str("last_error")
-            .contains(&socket.display().to_string()),
-        "{status:?}"
-    );
-    // No feeder never means no sets: the list file's sets are untouched.
-    let sets = kamailio.sets();
-    assert_eq!(sets.keys().copied().collect::<Vec<_>>(), [1, 2]);
-    assert!(
-        kamailio.log().contains("dsfeed [feed]: feeder unix:"),
-        "log goes through Kamailio's logger"
-    );
-}
-
-#[test]
-fn bad_parameters_stop_kamailio_with_the_culprit_named() {
-    let cases: [(Setup, &str); 4] = [
-        (Setup::default(), "modparam dsfeed feeder is required"),
-        (
-            Setup::default()
-                .dsfeed("feeder", "unix:/run/x.sock")
-                .dsfeed_int("min_swap_interval_ms", 5),
-            "min_swap_interval_ms 5 is below 100",
-        ),
-        (
-            Setup::default().dsfeed("feeder", "grpc://feeder:1"),
-            "feeder \"grpc://feeder:1\"",
-        ),
-        (
-            Setup::default()
-                .dsfeed("feeder", "http://feeder:1")
-                .dsfeed("tls_ca", "/etc/hostname"),
-            "tls_ca needs an https:// feeder",
-        ),
-    ];
-    for (setup, expected) in cases {
-        let failed = match Kamailio::try_start(setup) {
-            Ok(_) => panic!("kamailio started despite: {expected}"),
-            Err(failed) => failed,
-        };
-        let status = failed.status.expect("kamailio should exit");
-        assert!(!status.success());
-        assert!(
-            failed.log.contains(expected),
-            "no {expected:?} in:\n{}",
-            failed.log
-        );
+/// Starts a Kamailio that must fail; returns its exit status and log.
+async fn start_failing(builder: KamailioBuilder) -> (std::process::ExitStatus, String) {
+    match builder.start().await {
+        Ok(_) => panic!("kamailio started"),
+        Err(HarnessError::Exited { status, log }) => (status, log),
+        Err(other) => panic!("kamailio did not exit: {other}"),
     }
 }
 
-#[test]
-fn needs_the_dispatcher_module() {
-    let mut setup = Setup::default().dsfeed("feeder", "unix:/run/x.sock");
-    setup.load_dispatcher = false;
-    let failed = match Kamailio::try_start(setup) {
-        Ok(_) => panic!("kamailio started without the dispatcher module"),
-        Err(failed) => failed,
-    };
-    assert!(!failed.status.unwrap().success());
+#[tokio::test]
+async fn loads_and_reports_status_without_a_feeder() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("no-feeder.sock");
+    let feeder = format!("unix:{}", socket.display());
+    let kamailio = kamailio("1 sip:10.0.0.1:5060 0 0\n2 sip:10.0.0.2:5060 0 0\n")
+        .modparam("dsfeed", "feeder", feeder.as_str())
+        .modparam("dsfeed", "node_id", "kam-test-0")
+        .modparam("dsfeed", "reconnect_max_ms", 1000)
+        .start()
+        .await
+        .unwrap();
+    let status = status_until(&kamailio, "a failed connect in dsfeed.status", |s| {
+        !s.text("last_error").is_empty()
+    })
+    .await;
+    assert_eq!(status.int("connected"), 0);
     assert!(
-        failed.log.contains("the dispatcher module is not loaded"),
-        "{}",
-        failed.log
+        ["connecting", "backoff"].contains(&status.text("state")),
+        "{status:?}"
+    );
+    assert_eq!(status.text("feeder"), feeder);
+    assert_eq!(status.text("node_id"), "kam-test-0");
+    assert_eq!(status.text("applied_version"), "");
+    assert_eq!(status.int("swaps"), 0);
+    assert_eq!(status.int("min_swap_interval_ms"), 1000);
+    assert!(status.text("last_error").contains(&feeder), "{status:?}");
+    // No feeder never means no sets: the list file's sets are untouched.
+    let loaded = dsfeed_tests::loaded(&kamailio).await;
+    assert_eq!(
+        loaded,
+        sets(&[(1, &["sip:10.0.0.1:5060"]), (2, &["sip:10.0.0.2:5060"])])
+    );
+    assert!(
+        kamailio.log().contains("dsfeed [feed]: feeder unix:"),
+        "logs go through Kamailio's logger"
     );
 }
 
+#[tokio::test]
+async fn bad_parameters_stop_kamailio_with_the_culprit_named() {
+    let cases: [(KamailioBuilder, &str); 4] = [
+        (kamailio(""), "modparam dsfeed feeder is required"),
+        (
+            kamailio("")
+                .modparam("dsfeed", "feeder", "unix:/run/x.sock")
+                .modparam("dsfeed", "min_swap_interval_ms", 5),
+            "min_swap_interval_ms 5 is below 100",
+        ),
+        (
+            kamailio("").modparam("dsfeed", "feeder", "grpc://feeder:1"),
+            "feeder \"grpc://feeder:1\"",
+        ),
+        (
+            kamailio("")
+                .modparam("dsfeed", "feeder", "http://feeder:1")
+                .modparam("dsfeed", "tls_ca", "/etc/hostname"),
+            "tls_ca needs an https:// feeder",
+        ),
+    ];
+    for (builder, expected) in cases {
+        let (status, log) = start_failing(builder).await;
+        assert!(!status.success());
+        assert!(log.contains(expected), "no {expected:?} in:\n{log}");
+    }
+}
+
+/// The shared harness always loads the dispatcher, so this one config is
+/// written by hand.
 #[test]
-fn a_panic_in_an_rpc_is_an_rpc_fault_and_kamailio_keeps_running() {
-    let mut kamailio = Kamailio::start(
-        Setup::default()
-            .dsfeed("feeder", "unix:/nonexistent/feed.sock")
-            .env("DSFEED_TEST_PANIC", "dsfeed.status"),
-    );
-    let fault = kamailio.rpc(&["dsfeed.status"]).unwrap_err();
+fn needs_the_dispatcher_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("kamailio.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "#!KAMAILIO\nlog_stderror=yes\nlisten=udp:127.0.0.1:0\n\
+             loadmodule \"{}\"\nmodparam(\"dsfeed\", \"feeder\", \"unix:/run/x.sock\")\n\
+             request_route {{ drop; }}\n",
+            module_path().display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new("kamailio")
+        .args(["-DD", "-E", "-f"])
+        .arg(&cfg)
+        .arg("-Y")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(log.contains("the dispatcher module is not loaded"), "{log}");
+}
+
+#[tokio::test]
+async fn a_panic_in_an_rpc_is_an_rpc_fault_and_kamailio_keeps_running() {
+    let kamailio = kamailio("")
+        .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
+        .env("DSFEED_TEST_PANIC", "dsfeed.status")
+        .start()
+        .await
+        .unwrap();
+    let fault = rpc(&kamailio, "dsfeed.status", &[]).await.unwrap_err();
     assert!(
         fault.contains("500") && fault.contains("internal error"),
         "{fault}"
@@ -121,71 +133,55 @@ fn a_panic_in_an_rpc_is_an_rpc_fault_and_kamailio_keeps_running() {
     assert!(kamailio.is_running());
     // The same process serves the next call normally.
     assert_eq!(
-        kamailio.status().str("feeder"),
+        status(&kamailio).await.text("feeder"),
         "unix:/nonexistent/feed.sock"
     );
-    assert!(kamailio.rpc(&["core.version"]).is_ok());
+    assert!(rpc(&kamailio, "core.version", &[]).await.is_ok());
 }
 
-#[test]
-fn a_panic_in_mod_init_fails_the_start_cleanly() {
-    let failed = match Kamailio::try_start(
-        Setup::default()
-            .dsfeed("feeder", "unix:/nonexistent/feed.sock")
+#[tokio::test]
+async fn a_panic_in_mod_init_fails_the_start_cleanly() {
+    let (status, log) = start_failing(
+        kamailio("")
+            .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
             .env("DSFEED_TEST_PANIC", "mod_init"),
-    ) {
-        Ok(_) => panic!("kamailio started despite the panic in mod_init"),
-        Err(failed) => failed,
-    };
-    assert!(
-        failed.log.contains("mod_init failed (panic"),
-        "{}",
-        failed.log
-    );
+    )
+    .await;
+    assert!(log.contains("mod_init failed (panic"), "{log}");
     // An orderly exit through Kamailio's error path, not a signal.
-    let status = failed.status.unwrap();
     assert!(status.code().is_some(), "{status:?}");
 }
 
-#[test]
-fn the_feed_process_is_one_thread_and_survives_a_panic() {
-    let kamailio = Kamailio::start(
-        Setup::default()
-            .dsfeed("feeder", "unix:/nonexistent/feed.sock")
-            .env("DSFEED_TEST_PANIC", "feed"),
-    );
-    let pid = feed_pid(&kamailio);
-    wait_for("the restarted feed loop", Duration::from_secs(30), || {
+#[tokio::test]
+async fn the_feed_process_is_one_thread_and_survives_a_panic() {
+    let kamailio = kamailio("")
+        .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
+        .env("DSFEED_TEST_PANIC", "feed")
+        .start()
+        .await
+        .unwrap();
+    let pid = feed_pid(&kamailio).await;
+    eventually("the restarted feed loop", WAIT, || async {
         kamailio
             .log()
             .contains("the feed loop panicked")
             .then_some(())
-    });
-    wait_for(
-        "a connect attempt after the panic",
-        Duration::from_secs(30),
-        || (!kamailio.status().str("last_error").is_empty()).then_some(()),
-    );
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .count();
+    })
+    .await;
+    status_until(&kamailio, "a connect attempt after the panic", |s| {
+        !s.text("last_error").is_empty()
+    })
+    .await;
     assert_eq!(
-        threads, 1,
+        threads(pid),
+        1,
         "the dsfeed feed process must stay single-threaded"
     );
     assert_eq!(
-        feed_pid(&kamailio),
+        feed_pid(&kamailio).await,
         pid,
         "the process itself never restarts"
     );
-}
-
-/// The pid of the "dsfeed feed" process, from `core.psx`.
-fn feed_pid(kamailio: &Kamailio) -> u32 {
-    let processes = kamailio.rpc(&["core.psx"]).unwrap();
-    processes
-        .iter()
-        .find(|p| p.str("DSC") == "dsfeed feed")
-        .map(|p| p.int("PID") as u32)
-        .expect("no dsfeed feed process in core.psx")
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(kamailio.is_running());
 }

@@ -35,7 +35,7 @@ impl<T: Copy + 'static> SharedCell<T> {
         // the main process once shm is initialised (it is before mod_init).
         let raw = unsafe { sys::dsfeed_shm_malloc(size_of::<Shared<T>>()) };
         let shared = NonNull::new(raw.cast::<Shared<T>>())?;
-        if shared.as_ptr() as usize % align_of::<Shared<T>>() != 0 {
+        if !(shared.as_ptr() as usize).is_multiple_of(align_of::<Shared<T>>()) {
             // SAFETY: `raw` came from shm_malloc just above and is unused.
             unsafe { sys::dsfeed_shm_free(raw) };
             return None;
