@@ -7,7 +7,9 @@
 //! state (or nothing, when nothing changed). Every response is answered:
 //! ACK once swapped in, NACK when invalid or refused (the previous sets
 //! stay), and a NACK naming the newer version when a burst superseded it
-//! before its turn. A lost feeder changes nothing in the dispatcher.
+//! before its turn. A lost feeder changes nothing in the dispatcher; a list
+//! replaced behind the module's back (`dispatcher.reload`) gets the last
+//! applied snapshot back, one paced swap later.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -16,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use dsfeed_proto::v1 as pb;
 use dsfeed_proto::v1::feed_client::FeedClient;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::config::Config;
@@ -77,11 +79,16 @@ where
     }
 }
 
-/// A response waiting for its turn to be swapped in.
+/// A snapshot waiting for its turn to be swapped in.
 struct Pending {
-    nonce: String,
+    /// The response to answer once done; `None` when re-applying the last
+    /// snapshot after a foreign swap.
+    nonce: Option<String>,
     snapshot: Snapshot,
 }
+
+/// Where answers go: the current stream's request channel, if connected.
+type Answers<'a> = Option<&'a mpsc::UnboundedSender<pb::FeedRequest>>;
 
 pub struct Feed<D, S, H> {
     config: Config,
@@ -95,6 +102,10 @@ pub struct Feed<D, S, H> {
     /// The dispatcher's list file, when `list_file_sync` is on.
     list_file: Option<PathBuf>,
     failures: u32,
+    /// The next snapshot to swap in, when its turn comes.
+    pending: Option<Pending>,
+    /// The snapshot the last swap applied.
+    applied: Option<Snapshot>,
 }
 
 /// How a session ended.
@@ -119,6 +130,8 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             status: Status::default(),
             list_file: None,
             failures: 0,
+            pending: None,
+            applied: None,
         }
     }
 
@@ -156,12 +169,58 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
                 error_chain(&ended.error)
             ));
             self.set_state(LinkState::Backoff);
-            let until = Instant::now() + delay;
-            while Instant::now() < until {
-                sleep(TURN.min(until - Instant::now())).await;
-                self.host.turn();
+            self.idle(Instant::now() + delay).await;
+        }
+    }
+
+    /// Waits until `until` while disconnected, still re-applying the last
+    /// snapshot if the list is replaced meanwhile.
+    async fn idle(&mut self, until: Instant) {
+        let mut turn = tokio::time::interval(TURN);
+        loop {
+            let swap_at = self.swap_at();
+            tokio::select! {
+                () = sleep_until(until) => return,
+                () = sleep_until(swap_at.unwrap_or(until)), if swap_at.is_some() => self.swap(None),
+                _ = turn.tick() => self.turn(),
             }
         }
+    }
+
+    /// When the pending snapshot may be swapped in, if there is one.
+    fn swap_at(&self) -> Option<Instant> {
+        self.pending
+            .as_ref()
+            .map(|_| self.pacer.next_swap_at(Instant::now()))
+    }
+
+    /// The housekeeping turn: Kamailio's `cfg_update`, and a check that the
+    /// dispatcher's list is still the one the module installed.
+    fn turn(&mut self) {
+        self.host.turn();
+        if self.pending.is_none() && self.engine.foreign_swap(&self.dispatcher) {
+            self.foreign_swap();
+            if let Some(snapshot) = self.applied.clone() {
+                self.pending = Some(Pending {
+                    nonce: None,
+                    snapshot,
+                });
+            }
+        }
+    }
+
+    /// Something else swapped the list: it may have freed a list a reader
+    /// held, and the next swap must wait a full interval from now.
+    fn foreign_swap(&mut self) {
+        log::warn!(
+            "the dispatcher list was replaced by something else (dispatcher.reload?): dsfeed must \
+             be its only writer, since two writers can free a list under a reader; re-applying \
+             version {:?} in {:?}",
+            self.status.applied_version,
+            self.config.min_swap_interval
+        );
+        self.engine.adopt(&self.dispatcher);
+        self.pacer.swapped(Instant::now());
     }
 
     async fn session(&mut self) -> Ended {
@@ -213,35 +272,38 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             self.status.applied_version
         );
 
-        let mut pending: Option<Pending> = None;
         let mut turn = tokio::time::interval(TURN);
-        loop {
-            let swap_at = pending
-                .as_ref()
-                .map(|_| self.pacer.next_swap_at(Instant::now()));
+        let result = loop {
+            let swap_at = self.swap_at();
             tokio::select! {
                 // Read first: a newer snapshot supersedes the pending one.
                 biased;
                 message = inbound.message() => {
-                    let response = message.map_err(SessionError::Stream)?.ok_or(SessionError::Closed)?;
+                    let response = match message {
+                        Ok(Some(response)) => response,
+                        Ok(None) => break SessionError::Closed,
+                        Err(status) => break SessionError::Stream(status),
+                    };
                     *received = true;
-                    self.receive(response, &mut pending, &answers);
+                    self.receive(response, &answers);
                 }
                 () = sleep_until(swap_at.unwrap_or_else(Instant::now)), if swap_at.is_some() => {
-                    if let Some(next) = pending.take() {
-                        self.host.turn();
-                        pending = self.swap(next, &answers);
-                    }
+                    self.swap(Some(&answers));
                 }
-                _ = turn.tick() => self.host.turn(),
+                _ = turn.tick() => self.turn(),
             }
+        };
+        // A response can only be answered on its own stream; the next hello
+        // names the applied version and the feeder sends its newest again.
+        if self.pending.as_ref().is_some_and(|p| p.nonce.is_some()) {
+            self.pending = None;
         }
+        Err(result)
     }
 
     fn receive(
         &mut self,
         response: pb::FeedResponse,
-        pending: &mut Option<Pending>,
         answers: &mpsc::UnboundedSender<pb::FeedRequest>,
     ) {
         let answer = |request| {
@@ -270,21 +332,25 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             && !self.engine.foreign_swap(&self.dispatcher);
         let superseded = if unchanged {
             answer(convert::answer(&response.nonce, &snapshot.version, None));
-            pending.take()
+            self.pending.take()
         } else {
-            pending.replace(Pending {
-                nonce: response.nonce,
+            self.pending.replace(Pending {
+                nonce: Some(response.nonce),
                 snapshot,
             })
         };
-        if let Some(old) = superseded {
+        if let Some(Pending {
+            nonce: Some(nonce),
+            snapshot: old,
+        }) = superseded
+        {
             let newer = &response.version_info;
             log::debug!(
                 "version {:?} superseded by {newer:?} before its swap",
-                old.snapshot.version
+                old.version
             );
             answer(convert::answer(
-                &old.nonce,
+                &nonce,
                 &self.status.applied_version,
                 Some(format!(
                     "superseded by version {newer:?} before it was applied"
@@ -293,23 +359,25 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
         }
     }
 
-    /// Swaps `next` in; returns it when it must be retried.
-    fn swap(
-        &mut self,
-        next: Pending,
-        answers: &mpsc::UnboundedSender<pb::FeedRequest>,
-    ) -> Option<Pending> {
+    /// Swaps the pending snapshot in (or puts it back to retry), and
+    /// answers its response if it has one.
+    fn swap(&mut self, answers: Answers<'_>) {
+        let Some(next) = self.pending.take() else {
+            return;
+        };
+        self.host.turn();
         let now = Instant::now();
         if self.engine.foreign_swap(&self.dispatcher) {
-            log::warn!(
-                "the dispatcher list was replaced by something else (dispatcher.reload?): dsfeed must \
-                 be its only writer, since two writers can free a list under a reader; waiting {:?}",
-                self.config.min_swap_interval
-            );
-            self.engine.adopt(&self.dispatcher);
-            self.pacer.swapped(now);
-            return Some(next);
+            self.foreign_swap();
+            self.pending = Some(next);
+            return;
         }
+        let answer = |request| {
+            if let Some(answers) = answers {
+                // A closed stream surfaces on the next read.
+                let _ = answers.send(request);
+            }
+        };
         let version = next.snapshot.version.clone();
         match self.engine.apply(&mut self.dispatcher, &next.snapshot) {
             Ok(applied) => {
@@ -319,7 +387,9 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
                 self.status.applied_at = Some(SystemTime::now());
                 self.status.sets = applied.sets;
                 self.status.destinations = applied.destinations;
-                let _ = answers.send(convert::answer(&next.nonce, &version, None));
+                if let Some(nonce) = &next.nonce {
+                    answer(convert::answer(nonce, &version, None));
+                }
                 log::info!(
                     "applied version {version:?}: {} sets, {} destinations (swap {})",
                     self.status.sets.len(),
@@ -346,13 +416,13 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
                     log::error!("{message}");
                     self.record_error(message);
                 }
+                self.applied = Some(next.snapshot);
                 self.publish();
-                None
             }
             Err(ApplyError::Skipped) => {
                 log::warn!("{}", ApplyError::Skipped);
                 self.pacer.swapped(now);
-                Some(next)
+                self.pending = Some(next);
             }
             Err(err) => {
                 if matches!(err, ApplyError::Refused) {
@@ -361,14 +431,15 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
                 }
                 let message = format!("cannot apply version {version:?}: {}", error_chain(&err));
                 log::error!("{message}");
-                let _ = answers.send(convert::answer(
-                    &next.nonce,
-                    &self.status.applied_version,
-                    Some(message.clone()),
-                ));
-                self.status.nacks += 1;
+                if let Some(nonce) = &next.nonce {
+                    answer(convert::answer(
+                        nonce,
+                        &self.status.applied_version,
+                        Some(message.clone()),
+                    ));
+                    self.status.nacks += 1;
+                }
                 self.record_error(message);
-                None
             }
         }
     }

@@ -292,3 +292,28 @@ async fn list_file_sync_gives_a_cold_restart_the_last_sets() {
     assert_eq!(flags(&restarted, 1, "sip:10.1.0.1:5060").await, "DX");
     assert_eq!(uris(&restarted, 7).await, ["sip:10.7.0.1:5060"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_reload_is_undone_with_the_last_snapshot() {
+    let (_dir, feeder, kamailio) = start(kamailio("1 sip:10.0.0.1:5060 0 0\n").modparam(
+        "dsfeed",
+        "min_swap_interval_ms",
+        200,
+    ))
+    .await;
+    feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
+    feeder.wait_answer("n1", WAIT).await;
+
+    // An operator reloads the (stale) list file behind the module's back.
+    rpc(&kamailio, "dispatcher.reload", &[]).await.unwrap();
+    dsfeed_tests::eventually("the feed's set back in memory", WAIT, || async {
+        let status = status(&kamailio).await;
+        let back = uris(&kamailio, 1).await == ["sip:10.1.0.1:5060"] && status.int("swaps") == 2;
+        back.then_some(())
+    })
+    .await;
+    assert!(kamailio.log().contains("replaced by something else"));
+    assert_eq!(status(&kamailio).await.text("applied_version"), "v1");
+    // Nothing was sent to the feeder for the re-application.
+    assert_eq!(feeder.received().len(), 2, "{:?}", feeder.received());
+}
