@@ -109,12 +109,28 @@ pub enum SessionError {
     Token(#[source] ConfigError),
     #[error("cannot connect")]
     Connect(#[source] tonic::transport::Error),
-    #[error("the feeder refused the stream: {}", .0.message())]
-    Refused(#[source] tonic::Status),
-    #[error("the stream failed: {}", .0.message())]
-    Stream(#[source] tonic::Status),
+    #[error("the feeder refused the stream: {}", status_text(.0))]
+    Refused(tonic::Status),
+    #[error("the stream failed: {}", status_text(.0))]
+    Stream(tonic::Status),
     #[error("the feeder closed the stream")]
     Closed,
+}
+
+/// A gRPC status on one line: its code, message and causes (a TLS or
+/// connection error under a transport failure), each said once.
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl SessionError {

@@ -172,3 +172,90 @@ async fn a_feeder_service_over_tcp() {
     assert_eq!(uris(&kamailio, 4).await, ["sip:10.0.0.4:5060"]);
     assert_eq!(status(&kamailio).await.text("feeder"), address);
 }
+
+/// A test CA with a server certificate for localhost and a client
+/// certificate, as PEM files in `dir`.
+struct Pki {
+    ca: std::path::PathBuf,
+    client_cert: std::path::PathBuf,
+    client_key: std::path::PathBuf,
+    server: tonic::transport::Identity,
+    ca_pem: String,
+}
+
+fn pki(dir: &std::path::Path) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let issue = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = issue(vec!["localhost".into()]);
+    let (client_cert, client_key) = issue(vec!["kamailio-0".into()]);
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    Pki {
+        ca: write("ca.pem", &ca.pem()),
+        client_cert: write("client.pem", &client_cert),
+        client_key: write("client.key", &client_key),
+        server: tonic::transport::Identity::from_pem(server_cert, server_key),
+        ca_pem: ca.pem(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feeder_service_over_mutual_tls_with_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (feeder, port) = TestFeeder::tls(
+        tonic::transport::ServerTlsConfig::new()
+            .identity(pki.server.clone())
+            .client_ca_root(tonic::transport::Certificate::from_pem(&pki.ca_pem)),
+    )
+    .await;
+    feeder.require_token("cluster-token");
+    let address = format!("https://localhost:{port}");
+    let trusted = kamailio("")
+        .modparam("dsfeed", "feeder", address.as_str())
+        .modparam("dsfeed", "tls_ca", pki.ca.as_path())
+        .modparam("dsfeed", "tls_cert", pki.client_cert.as_path())
+        .modparam("dsfeed", "tls_key", pki.client_key.as_path())
+        .modparam("dsfeed", "token", "cluster-token")
+        .start()
+        .await
+        .unwrap();
+    feeder.wait_streams(1, WAIT).await;
+    feeder.publish(response("v1", "n1", &[(5, &[("sip:10.0.0.5:5060", 0, 0)])]));
+    assert!(feeder.wait_answer("n1", WAIT).await.error_detail.is_none());
+    assert_eq!(uris(&trusted, 5).await, ["sip:10.0.0.5:5060"]);
+    let pid = feed_pid(&trusted).await;
+    assert_eq!(threads(pid), 1, "TLS adds no thread to the feed process");
+
+    // Without a client certificate the handshake is refused, and said so.
+    let anonymous = kamailio("")
+        .modparam("dsfeed", "feeder", address.as_str())
+        .modparam("dsfeed", "tls_ca", pki.ca.as_path())
+        .modparam("dsfeed", "token", "cluster-token")
+        .start()
+        .await
+        .unwrap();
+    let refused = status_until(&anonymous, "the failed handshake in dsfeed.status", |s| {
+        s.text("last_error").contains(&address)
+    })
+    .await;
+    assert!(
+        refused.text("last_error").contains("refused"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.int("connected"), 0, "{refused:?}");
+    assert_eq!(feeder.streams(), 1);
+}

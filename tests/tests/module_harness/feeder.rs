@@ -15,6 +15,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt as _};
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
 
 /// One request the module sent, with the number of the stream it came on
@@ -127,11 +128,25 @@ impl TestFeeder {
 
     /// Serves plain HTTP/2 on 127.0.0.1; returns the feeder and its port.
     pub async fn tcp() -> (TestFeeder, u16) {
+        Self::tcp_with(None).await
+    }
+
+    /// Serves HTTP/2 over TLS on 127.0.0.1 (mutual TLS when `tls` asks for
+    /// client certificates); returns the feeder and its port.
+    pub async fn tls(tls: ServerTlsConfig) -> (TestFeeder, u16) {
+        Self::tcp_with(Some(tls)).await
+    }
+
+    async fn tcp_with(tls: Option<ServerTlsConfig>) -> (TestFeeder, u16) {
         let service = Service::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = oneshot::channel();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).expect("a valid server TLS config");
+        }
+        let server = builder
             .add_service(FeedServer::new(service.clone()))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
