@@ -1,10 +1,10 @@
 //! The feed process: holds the gRPC stream to the feeder and applies what it
 //! sends, forever.
 //!
-//! Reconnection is its own small state machine (`Connecting → Connected →
-//! Backoff → Connecting`); every stream starts with a hello carrying the
-//! version already applied, so the feeder's first response is always a full
-//! state (or nothing, when nothing changed). Every response is answered:
+//! Reconnection is its own small state machine (`reconnect`); every stream
+//! starts with a hello carrying the version already applied, so the
+//! feeder's first response is always a full state (or nothing, when nothing
+//! changed). Every response is answered:
 //! ACK once swapped in, NACK when invalid or refused (the previous sets
 //! stay), and a NACK naming the newer version when a burst superseded it
 //! before its turn. A lost feeder changes nothing in the dispatcher; a list
@@ -25,8 +25,9 @@ use crate::config::Config;
 use crate::engine::{Dispatcher, Engine};
 use crate::error::{ApplyError, SessionError};
 use crate::pacing::Pacer;
+use crate::reconnect::Reconnect;
 use crate::snapshot::Snapshot;
-use crate::status::{LinkState, Status, StatusSink};
+use crate::status::{Status, StatusSink};
 use crate::{listfile, pb as convert, transport};
 
 /// How often the process runs its housekeeping turn (`cfg_update`).
@@ -101,24 +102,17 @@ pub struct Feed<D, S, H> {
     status: Status,
     /// The dispatcher's list file, when `list_file_sync` is on.
     list_file: Option<PathBuf>,
-    failures: u32,
+    reconnect: Reconnect,
     /// The next snapshot to swap in, when its turn comes.
     pending: Option<Pending>,
     /// The snapshot the last swap applied.
     applied: Option<Snapshot>,
 }
 
-/// How a session ended.
-struct Ended {
-    error: SessionError,
-    /// It got at least one response or stayed up a while: the backoff
-    /// starts over.
-    healthy: bool,
-}
-
 impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
     pub fn new(config: Config, user_agent: String, dispatcher: D, sink: S, host: H) -> Self {
         let pacer = Pacer::new(config.min_swap_interval);
+        let reconnect = Reconnect::new(config.backoff);
         Feed {
             config,
             user_agent,
@@ -129,7 +123,7 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             pacer,
             status: Status::default(),
             list_file: None,
-            failures: 0,
+            reconnect,
             pending: None,
             applied: None,
         }
@@ -147,28 +141,20 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
         crate::testhook::maybe_panic("feed");
         loop {
             self.host.turn();
-            self.set_state(LinkState::Connecting);
-            let ended = self.session().await;
-            if ended.healthy {
-                self.failures = 0;
-            }
-            let delay = if ended.error.is_persistent() {
-                self.config.backoff.delay(u32::MAX, rand::random())
-            } else {
-                self.config.backoff.delay(self.failures, rand::random())
-            };
-            self.failures = self.failures.saturating_add(1);
+            self.reconnect.connecting();
+            self.publish();
+            let Err(error) = self.stream().await;
+            let delay = self.reconnect.ended(&error, Instant::now(), rand::random());
             log::warn!(
                 "feeder {}: {}; reconnecting in {delay:?}",
                 self.config.feeder,
-                error_chain(&ended.error)
+                error_chain(&error)
             );
             self.record_error(format!(
                 "feeder {}: {}",
                 self.config.feeder,
-                error_chain(&ended.error)
+                error_chain(&error)
             ));
-            self.set_state(LinkState::Backoff);
             self.idle(Instant::now() + delay).await;
         }
     }
@@ -223,21 +209,8 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
         self.pacer.swapped(Instant::now());
     }
 
-    async fn session(&mut self) -> Ended {
-        let started = Instant::now();
-        let mut received = false;
-        let Err(error) = self.stream(&mut received).await;
-        Ended {
-            error,
-            healthy: received || started.elapsed() >= self.config.backoff.max(),
-        }
-    }
-
     /// One stream, until it fails.
-    async fn stream(
-        &mut self,
-        received: &mut bool,
-    ) -> Result<std::convert::Infallible, SessionError> {
+    async fn stream(&mut self) -> Result<std::convert::Infallible, SessionError> {
         let bearer = transport::bearer(self.config.token.as_ref())?;
         let channel = transport::connect(&self.config).await?;
         let mut client =
@@ -264,7 +237,8 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             .map_err(SessionError::Refused)?
             .into_inner();
         self.status.connects += 1;
-        self.set_state(LinkState::Connected);
+        self.reconnect.connected(Instant::now());
+        self.publish();
         log::info!(
             "connected to feeder {} as node {:?} (applied version {:?})",
             self.config.feeder,
@@ -284,7 +258,7 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
                         Ok(None) => break SessionError::Closed,
                         Err(status) => break SessionError::Stream(status),
                     };
-                    *received = true;
+                    self.reconnect.delivered();
                     self.receive(response, &answers);
                 }
                 () = sleep_until(swap_at.unwrap_or_else(Instant::now)), if swap_at.is_some() => {
@@ -444,11 +418,6 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
         }
     }
 
-    fn set_state(&mut self, state: LinkState) {
-        self.status.state = state;
-        self.publish();
-    }
-
     fn record_error(&mut self, message: String) {
         self.status.last_error = message;
         self.status.last_error_at = Some(SystemTime::now());
@@ -456,6 +425,7 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
     }
 
     fn publish(&mut self) {
+        self.status.state = self.reconnect.state();
         self.sink.publish(&self.status);
     }
 }

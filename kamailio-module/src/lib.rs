@@ -21,6 +21,7 @@ mod ffi;
 mod listfile;
 mod pacing;
 mod pb;
+mod reconnect;
 mod snapshot;
 mod status;
 mod testhook;
