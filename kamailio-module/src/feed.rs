@@ -340,7 +340,6 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             return;
         };
         self.host.turn();
-        let now = Instant::now();
         if self.engine.foreign_swap(&self.dispatcher) {
             self.foreign_swap();
             self.pending = Some(next);
@@ -353,7 +352,12 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             }
         };
         let version = next.snapshot.version.clone();
-        match self.engine.apply(&mut self.dispatcher, &next.snapshot) {
+        let outcome = self.engine.apply(&mut self.dispatcher, &next.snapshot);
+        // Paced from the end of the load: the new list becomes current (and
+        // the old one starts being retired) only when the load finishes,
+        // which takes a while for big sets.
+        let now = Instant::now();
+        match outcome {
             Ok(applied) => {
                 self.pacer.swapped(now);
                 self.status.swaps += 1;

@@ -31,8 +31,9 @@ impl Pacer {
         }
     }
 
-    /// Records that the dispatcher's lists changed at `at` (by our load, a
-    /// refused load, which also frees the retired list, or another writer).
+    /// Records that the dispatcher's lists changed at `at`: when our load
+    /// finished (the flip to the new list), a refused load ended, or
+    /// another writer's swap was noticed.
     pub fn swapped(&mut self, at: Instant) {
         self.last_swap = Some(at);
     }
