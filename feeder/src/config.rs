@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, error::ErrorKind};
 
 use crate::binrpc;
+use crate::sources::consul::ConsulArgs;
 use crate::sources::static_sets::StaticSet;
 
 /// The binrpc address CyCoreSystems/dispatchers reloads by default.
@@ -81,6 +82,9 @@ pub struct Config {
     #[arg(long, value_name = "PATH")]
     pub kubecfg: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub consul: ConsulArgs,
+
     /// Build the snapshot from every source, write it, reload if an RPC
     /// address is given, and exit.
     #[arg(long)]
@@ -114,9 +118,16 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.statics.is_empty() && self.sets_file.is_none() && self.services.is_empty() {
-            return Err("no source given: use --static, --sets-file or --set".into());
+        if self.statics.is_empty()
+            && self.sets_file.is_none()
+            && self.services.is_empty()
+            && self.consul.services.is_empty()
+        {
+            return Err(
+                "no source given: use --static, --sets-file, --set or --consul-service".into(),
+            );
         }
+        self.consul.validate()?;
         if !self.services.is_empty() || self.kubecfg.is_some() {
             return Err(
                 "the Kubernetes source (--set, --kubecfg) is not available in this build yet"

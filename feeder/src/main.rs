@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use dsfeed::config::Config;
 use dsfeed::sinks::file::ListWriter;
 use dsfeed::snapshot::Snapshot;
-use dsfeed::sources::{Source, sets_file::SetsFileSource, static_sets::StaticSource};
+use dsfeed::sources::{Source, consul, sets_file::SetsFileSource, static_sets::StaticSource};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn sources(config: &Config) -> Vec<Box<dyn Source>> {
+fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if !config.statics.is_empty() {
         sources.push(Box::new(StaticSource::new(&config.statics)));
@@ -46,13 +46,14 @@ fn sources(config: &Config) -> Vec<Box<dyn Source>> {
     if let Some(path) = &config.sets_file {
         sources.push(Box::new(SetsFileSource::new(path.clone())));
     }
-    sources
+    sources.extend(consul::sources(&config.consul).context("Consul")?);
+    Ok(sources)
 }
 
 /// Builds the first snapshot from every source, delivers it and returns.
 async fn once(config: &Config) -> anyhow::Result<()> {
     let (tx, mut rx) = watch::channel(None);
-    let hub = tokio::spawn(dsfeed::hub::run(sources(config), tx));
+    let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
     let snapshot: Arc<Snapshot> = tokio::select! {
         synced = rx.wait_for(Option::is_some) => synced
             .context("the sources stopped before syncing")?
@@ -74,7 +75,7 @@ async fn once(config: &Config) -> anyhow::Result<()> {
 /// Runs every source and sink until a fatal error or a shutdown signal.
 async fn daemon(config: &Config) -> anyhow::Result<()> {
     let (tx, mut rx) = watch::channel(None);
-    let hub = tokio::spawn(dsfeed::hub::run(sources(config), tx));
+    let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
     let writer = ListWriter::new(config.output.clone());
     let sink = async move {
         while rx.changed().await.is_ok() {
