@@ -28,6 +28,9 @@ const TOKEN_HEADER: &str = "X-Consul-Token";
 /// The blocking-query index of an answer.
 const INDEX_HEADER: &str = "X-Consul-Index";
 
+/// Set when ACLs hid part of the answer, as they do for a missing token.
+const FILTERED_HEADER: &str = "X-Consul-Results-Filtered-By-ACLs";
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Time allowed on top of the wait: Consul adds up to wait/16 of jitter,
@@ -66,6 +69,8 @@ enum Token {
 pub struct Reply {
     /// `X-Consul-Index`, when present and a number.
     pub index: Option<u64>,
+    /// Whether Consul's ACLs left instances out of the answer.
+    pub filtered_by_acls: bool,
     pub entries: Vec<ServiceEntry>,
 }
 
@@ -158,6 +163,10 @@ impl ConsulClient {
             .get(INDEX_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
+        let filtered_by_acls = response
+            .headers()
+            .get(FILTERED_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
@@ -180,6 +189,7 @@ impl ConsulClient {
             })?;
         Ok(Reply {
             index,
+            filtered_by_acls,
             entries: entries.unwrap_or_default(),
         })
     }

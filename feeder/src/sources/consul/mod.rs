@@ -120,6 +120,7 @@ impl ConsulSource {
         let mut index = 0;
         let mut problems = Vec::new();
         let mut warned_no_index = false;
+        let mut warned_acls = false;
         let mut last_start: Option<Instant> = None;
         loop {
             if let Some(start) = last_start {
@@ -152,6 +153,13 @@ impl ConsulSource {
                 );
             }
             warned_no_index = reply.index.is_none();
+            if reply.filtered_by_acls && !warned_acls {
+                tracing::warn!(
+                    service = %self.spec,
+                    "Consul's ACLs hid instances from this answer; the token (CONSUL_HTTP_TOKEN or --consul-token-file) may be missing or lack service:read"
+                );
+            }
+            warned_acls = reply.filtered_by_acls;
             let next = next_index(index, reply.index);
             if next == 0 {
                 tracing::info!(
