@@ -52,6 +52,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Invalid(#[from] InvalidDestination),
+    #[error(transparent)]
+    Rpc(#[from] crate::binrpc::Error),
 }
 
 impl Error {
@@ -63,6 +65,7 @@ impl Error {
             Error::Write { .. } => "write",
             Error::Watch { .. } => "watch",
             Error::Invalid(_) => "invalid",
+            Error::Rpc(_) => "rpc",
         }
     }
 }

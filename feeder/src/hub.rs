@@ -21,8 +21,9 @@ pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
 /// Views waiting for the hub; a fuller queue makes sources wait.
 const QUEUE: usize = 16;
 
-/// Runs `sources` until one fails or all have finished, publishing each new
-/// merged snapshot on `out`.
+/// Runs `sources` until one fails, publishing each new merged snapshot on
+/// `out`. Once every source has finished (static sets only), it keeps `out`
+/// open so that sinks go on delivering the last snapshot.
 pub async fn run(
     sources: Vec<Box<dyn Source>>,
     out: watch::Sender<Option<Arc<Snapshot>>>,
@@ -57,7 +58,9 @@ pub async fn run(
                 }
                 Err(join) => std::panic::resume_unwind(join.into_panic()),
             },
-            else => return Ok(()),
+            else => {
+                std::future::pending::<()>().await;
+            }
         }
     }
 }

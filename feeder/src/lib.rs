@@ -3,6 +3,7 @@
 //! Data flows one way: [`sources`] publish views, the [`hub`] merges them into
 //! one canonical [`snapshot::Snapshot`], and [`sinks`] deliver it to Kamailio.
 
+pub mod backoff;
 pub mod binrpc;
 pub mod config;
 pub mod error;

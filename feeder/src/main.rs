@@ -1,11 +1,13 @@
 //! The `dsfeed` binary: wiring only. Each piece lives in the library.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use dsfeed::binrpc;
 use dsfeed::config::Config;
-use dsfeed::sinks::file::ListWriter;
+use dsfeed::sinks::file::{FileSink, ListWriter};
 use dsfeed::snapshot::Snapshot;
 use dsfeed::sources::{Source, consul, sets_file::SetsFileSource, static_sets::StaticSource};
 use tokio::sync::watch;
@@ -17,6 +19,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,26 +72,41 @@ async fn once(config: &Config) -> anyhow::Result<()> {
     } else {
         ListWriter::new(config.output.clone()).write(&snapshot)?;
     }
+    if let Some(addr) = config.reload_addr() {
+        binrpc::dispatcher::reload(&binrpc::Client::new(addr.clone()))
+            .await
+            .with_context(|| format!("Kamailio at {addr} did not reload dispatcher.list"))?;
+    }
     Ok(())
 }
 
 /// Runs every source and sink until a fatal error or a shutdown signal.
 async fn daemon(config: &Config) -> anyhow::Result<()> {
-    let (tx, mut rx) = watch::channel(None);
+    let (tx, rx) = watch::channel(None);
     let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
-    let writer = ListWriter::new(config.output.clone());
-    let sink = async move {
-        while rx.changed().await.is_ok() {
-            let Some(snapshot) = rx.borrow_and_update().clone() else {
-                continue;
-            };
-            if let Err(err) = writer.write(&snapshot) {
-                tracing::error!(error = %err, "write failed");
-            }
-        }
-    };
-    tokio::select! {
-        () = sink => Ok(()),
-        failed = hub => failed.context("the hub panicked")?.map_err(Into::into),
+    let reload = config.reload_addr().map(binrpc::Client::new);
+    if reload.is_none() {
+        tracing::info!(
+            "--no-reload: dispatcher.list is written, Kamailio is not asked to reload it"
+        );
     }
+    let sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
+    tokio::spawn(sink.run(rx));
+    tokio::select! {
+        failed = hub => failed.context("the hub panicked")?.map_err(Into::into),
+        signal = shutdown() => signal.context("cannot listen for signals"),
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
+async fn shutdown() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        interrupted = tokio::signal::ctrl_c() => {
+            interrupted?;
+            tracing::info!("SIGINT: shutting down");
+        }
+    }
+    Ok(())
 }

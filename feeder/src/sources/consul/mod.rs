@@ -45,7 +45,6 @@ use crate::snapshot::{Destination, SetMap};
 use crate::sources::{Publisher, Source, SourceFuture};
 
 mod args;
-mod backoff;
 mod client;
 mod error;
 mod hold;
@@ -55,7 +54,7 @@ pub use args::{AttrMapping, ConsulAddr, ConsulArgs, EnvToken, Field, Health, Ser
 pub use client::{ConsulClient, Reply};
 pub use error::ConsulError;
 
-use backoff::Backoff;
+use crate::backoff::Backoff;
 use error::chain;
 use hold::{Decision, Holder};
 
@@ -115,8 +114,9 @@ impl ConsulSource {
     /// instances are the best truth there is until Consul answers again.
     async fn watch(self: Box<Self>, out: Publisher) -> Result<(), Error> {
         let mut holder = Holder::new(self.grace);
-        let mut backoff =
+        let backoff =
             Backoff::new(BACKOFF_MIN, BACKOFF_MAX, BACKOFF_JITTER).expect("valid backoff");
+        let mut delays = backoff.iter();
         let mut index = 0;
         let mut problems = Vec::new();
         let mut warned_no_index = false;
@@ -132,7 +132,7 @@ impl ConsulSource {
             let reply = match self.meanwhile(query, &mut holder, &out).await {
                 Ok(reply) => reply,
                 Err(err) => {
-                    let delay = backoff.next_delay();
+                    let delay = delays.next().expect("backoff delays never end");
                     tracing::warn!(
                         service = %self.spec,
                         error = %chain(&err),
@@ -145,7 +145,7 @@ impl ConsulSource {
                     continue;
                 }
             };
-            backoff.reset();
+            delays = backoff.iter();
             if reply.index.is_none() && !warned_no_index {
                 tracing::warn!(
                     service = %self.spec,

@@ -1,0 +1,43 @@
+# dsfeed: every command a user or CI needs. Run as root on Debian 12
+# (apt-get installs what is missing); `make help` lists the targets.
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+# Debian packages the build, the tests and the demo need.
+APT_PACKAGES := kamailio kamailio-extra-modules sip-tester protobuf-compiler \
+	libclang-dev clang dpkg-dev build-essential pkg-config curl ca-certificates
+
+# One cargo invocation for everything, so features unify the same way for
+# the demo, the tests and CI, and nothing is built twice.
+CARGO_BUILD := cargo build --workspace --all-targets --locked
+CARGO_TEST := cargo test --workspace --locked
+
+.PHONY: help deps build test lint demo
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps: ## Install Kamailio 5.6, sipp, protoc, libclang and Rust where missing
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v cargo >/dev/null || { \
+		echo "installing Rust with rustup"; \
+		curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt; }
+
+build: deps ## Build every crate and test
+	$(CARGO_BUILD)
+
+test: build ## Run every test: unit, fake-server and real Kamailio + sipp
+	$(CARGO_TEST)
+
+lint: deps ## rustfmt and clippy, warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+demo: build ## Real Kamailio + dsfeed + a sets file: edit a set, watch SIP follow
+	docker/demo/demo.sh target/debug/dsfeed

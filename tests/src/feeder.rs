@@ -1,0 +1,88 @@
+//! The `dsfeed` binary as a child process, the way users run it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `dsfeed` binary built next to the running test.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let bin = profile_dir.join("dsfeed");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build --workspace --all-targets`, or `make test`)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `dsfeed ARGS` to completion (for `--once` and bad flags).
+pub fn run(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("dsfeed runs")
+}
+
+/// A running `dsfeed` daemon; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Feeder {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Feeder {
+    /// Starts `dsfeed ARGS`, logging at debug level to `log`.
+    pub fn start(args: &[&str], log: &Path) -> Feeder {
+        let file = std::fs::File::create(log).expect("feeder log file");
+        let child = Command::new(binary())
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("dsfeed starts");
+        Feeder {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// Everything the feeder has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exit status if the feeder has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait on dsfeed")
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        if self.terminate(Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
