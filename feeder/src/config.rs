@@ -82,9 +82,6 @@ pub struct Config {
     #[arg(long, value_name = "PATH")]
     pub kubecfg: Option<PathBuf>,
 
-    #[command(flatten)]
-    pub consul: ConsulArgs,
-
     /// Build the snapshot from every source, write it, reload if an RPC
     /// address is given, and exit.
     #[arg(long)]
@@ -93,6 +90,10 @@ pub struct Config {
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
+
+    /// Last, so that its help heading does not spill over other flags.
+    #[command(flatten)]
+    pub consul: ConsulArgs,
 }
 
 impl Config {
