@@ -92,10 +92,19 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
     }
     let sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
     tokio::spawn(sink.run(rx));
-    tokio::select! {
-        failed = hub => failed.context("the hub panicked")?.map_err(Into::into),
-        signal = shutdown() => signal.context("cannot listen for signals"),
+    let registration = consul::Registration::new(&config.consul, config.reload_addr())
+        .context("Consul registration")?;
+    if let Some(registration) = &registration {
+        tokio::spawn(registration.clone().run());
     }
+    let result = tokio::select! {
+        failed = hub => failed.context("the hub panicked").and_then(|r| r.map_err(Into::into)),
+        signal = shutdown() => signal.context("cannot listen for signals"),
+    };
+    if let Some(registration) = registration {
+        registration.deregister().await;
+    }
+    result
 }
 
 /// Resolves on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).

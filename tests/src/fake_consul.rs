@@ -16,7 +16,12 @@
 //! - with [`FakeConsul::require_token`], an unknown `X-Consul-Token` answers
 //!   403 "ACL not found" and a query without a token is anonymous: 200 with
 //!   an empty list and `X-Consul-Results-Filtered-By-ACLs: true`;
-//! - a malformed `index` or `wait` answers 400.
+//! - a malformed `index` or `wait` answers 400;
+//! - the agent endpoints `PUT /v1/agent/service/register` (a TTL check
+//!   starts critical), `PUT /v1/agent/check/update/CHECK_ID` and
+//!   `PUT /v1/agent/service/deregister/ID` change what the health endpoint
+//!   answers; unknown IDs answer 404. Agent registrations live on the node
+//!   [`AGENT_NODE`] at 127.0.0.1.
 //!
 //! And what a test needs to break it:
 //! - [`FakeConsul::fail`]: every query answers the given status;
@@ -34,7 +39,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -48,6 +53,9 @@ use tokio::time::Instant;
 
 /// The datacenter instances are in unless a test says otherwise.
 pub const DEFAULT_DC: &str = "dc1";
+
+/// The node the fake agent registers services on.
+pub const AGENT_NODE: &str = "fake-agent";
 
 /// Consul's default and largest blocking wait.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -67,6 +75,15 @@ impl Status {
             Status::Passing => "passing",
             Status::Warning => "warning",
             Status::Critical => "critical",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "passing" => Some(Status::Passing),
+            "warning" => Some(Status::Warning),
+            "critical" => Some(Status::Critical),
+            _ => None,
         }
     }
 }
@@ -98,6 +115,10 @@ pub struct Instance {
     /// `Weights.Passing`, `Weights.Warning`.
     pub weights: (i64, i64),
     pub status: Status,
+    /// The service check's ID (`service:ID` unless registered otherwise)
+    /// and its last output.
+    pub check_id: String,
+    pub output: String,
     pub datacenter: String,
 }
 
@@ -117,6 +138,8 @@ impl Instance {
             node_meta: BTreeMap::new(),
             weights: (1, 1),
             status: Status::Passing,
+            check_id: format!("service:{id}"),
+            output: String::new(),
             datacenter: DEFAULT_DC.into(),
         }
     }
@@ -161,9 +184,9 @@ impl Instance {
                 "CreateIndex": index, "ModifyIndex": index
             },
             {
-                "Node": self.node, "CheckID": format!("service:{}", self.id),
+                "Node": self.node, "CheckID": self.check_id,
                 "Name": format!("Service '{}' check", self.service),
-                "Status": self.status.as_str(), "Notes": "", "Output": "",
+                "Status": self.status.as_str(), "Notes": "", "Output": self.output,
                 "ServiceID": self.id, "ServiceName": self.service, "ServiceTags": self.tags,
                 "Type": "ttl", "CreateIndex": index, "ModifyIndex": index
             }
@@ -191,16 +214,18 @@ impl Instance {
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    pub method: String,
     pub path: String,
     /// Decoded query parameters, in order.
     pub query: Vec<(String, String)>,
     pub token: Option<String>,
+    pub body: String,
 }
 
 impl std::fmt::Display for Recorded {
-    /// One line: path, decoded query, token.
+    /// One line: method, path, decoded query, token.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.path)?;
+        write!(f, "{} {}", self.method, self.path)?;
         for (i, (k, v)) in self.query.iter().enumerate() {
             write!(f, "{}{k}={v}", if i == 0 { '?' } else { '&' })?;
         }
@@ -505,6 +530,17 @@ impl FakeConsul {
         self.lock().index_header = header;
     }
 
+    /// Instance `id` of `service` as the fake holds it now.
+    pub fn instance(&self, service: &str, id: &str) -> Option<Instance> {
+        self.lock()
+            .services
+            .get(service)?
+            .instances
+            .iter()
+            .find(|i| i.id == id)
+            .cloned()
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.lock().requests.clone()
@@ -621,23 +657,40 @@ type Reply = Response<Full<Bytes>>;
 
 impl Handler {
     async fn handle(&self, request: Request<hyper::body::Incoming>) -> Reply {
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+            Err(_) => return text(StatusCode::BAD_REQUEST, "unreadable body"),
+        };
         let recorded = Recorded {
-            path: request.uri().path().to_owned(),
-            query: request.uri().query().map(parse_query).unwrap_or_default(),
-            token: request
-                .headers()
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(parse_query).unwrap_or_default(),
+            token: parts
+                .headers
                 .get("X-Consul-Token")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            body,
         };
         self.state
             .lock()
             .expect("never poisoned")
             .requests
             .push(recorded.clone());
-        let Some(name) = recorded.path.strip_prefix("/v1/health/service/") else {
+        let path = recorded.path.as_str();
+        if let Some(rest) = path.strip_prefix("/v1/agent/") {
+            if parts.method != hyper::Method::PUT {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            }
+            return self.agent(rest, &recorded);
+        }
+        let Some(name) = path.strip_prefix("/v1/health/service/") else {
             return text(StatusCode::NOT_FOUND, "Not found");
         };
+        if parts.method != hyper::Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
         let name = decode(name);
         let min_index = match recorded.param("index").map(str::parse::<u64>) {
             None => 0,
@@ -674,6 +727,120 @@ impl Handler {
                 }
             }
         }
+    }
+}
+
+impl Handler {
+    /// The agent endpoints: register, update a TTL check, deregister.
+    fn agent(&self, path: &str, request: &Recorded) -> Reply {
+        let mut state = self.state.lock().expect("never poisoned");
+        if let Some(required) = &state.token
+            && request.token.as_ref() != Some(required)
+        {
+            return text(StatusCode::FORBIDDEN, "Permission denied");
+        }
+        let changed = if path == "service/register" {
+            let Ok(body) = serde_json::from_str::<Value>(&request.body) else {
+                return text(StatusCode::BAD_REQUEST, "Request decode failed");
+            };
+            let (Some(name), Some(id)) = (body["Name"].as_str(), body["ID"].as_str()) else {
+                return text(StatusCode::BAD_REQUEST, "Missing service name or ID");
+            };
+            let mut instance = Instance::new(
+                name,
+                id,
+                body["Address"].as_str().unwrap_or_default(),
+                body["Port"]
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(0),
+            )
+            .node(AGENT_NODE, "127.0.0.1");
+            instance.tags = body["Tags"]
+                .as_array()
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(meta) = body["Meta"].as_object() {
+                for (k, v) in meta {
+                    instance
+                        .meta
+                        .insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
+                }
+            }
+            if let Some(check) = body["Check"].as_object() {
+                if let Some(check_id) = check.get("CheckID").and_then(Value::as_str) {
+                    instance.check_id = check_id.to_owned();
+                }
+                // A TTL check is critical until its first update.
+                instance.status = Status::Critical;
+            }
+            let service = state
+                .services
+                .entry(name.to_owned())
+                .or_insert_with(|| Service {
+                    index: 0,
+                    instances: Vec::new(),
+                });
+            service.instances.retain(|i| i.id != id);
+            service.instances.push(instance);
+            name.to_owned()
+        } else if let Some(check_id) = path.strip_prefix("check/update/") {
+            let check_id = decode(check_id);
+            let Ok(body) = serde_json::from_str::<Value>(&request.body) else {
+                return text(StatusCode::BAD_REQUEST, "Request decode failed");
+            };
+            let Some(status) = body["Status"].as_str().and_then(Status::parse) else {
+                return text(StatusCode::BAD_REQUEST, "Invalid check status");
+            };
+            let found = state.services.iter_mut().find_map(|(name, service)| {
+                let instance = service
+                    .instances
+                    .iter_mut()
+                    .find(|i| i.check_id == check_id)?;
+                instance.status = status;
+                instance.output = body["Output"].as_str().unwrap_or_default().to_owned();
+                Some(name.clone())
+            });
+            match found {
+                Some(name) => name,
+                None => {
+                    return text(
+                        StatusCode::NOT_FOUND,
+                        &format!("Unknown check ID \"{check_id}\""),
+                    );
+                }
+            }
+        } else if let Some(id) = path.strip_prefix("service/deregister/") {
+            let id = decode(id);
+            let found = state.services.iter_mut().find_map(|(name, service)| {
+                let before = service.instances.len();
+                service.instances.retain(|i| i.id != id);
+                (service.instances.len() < before).then(|| name.clone())
+            });
+            match found {
+                Some(name) => name,
+                None => {
+                    return text(
+                        StatusCode::NOT_FOUND,
+                        &format!("Unknown service ID \"{id}\""),
+                    );
+                }
+            }
+        } else {
+            return text(StatusCode::NOT_FOUND, "Not found");
+        };
+        state.index += 1;
+        let index = state.index;
+        if let Some(service) = state.services.get_mut(&changed) {
+            service.index = index;
+        }
+        drop(state);
+        self.changes.send_modify(|c| *c += 1);
+        text(StatusCode::OK, "")
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use dsfeed::config::Config;
 use dsfeed::snapshot::Snapshot;
 use dsfeed::sources::consul;
+use dsfeed_tests::eventually;
 use dsfeed_tests::fake_consul::{FakeConsul, IndexHeader, Instance, Status, TestPki};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -633,5 +634,97 @@ fn unusable_files_stop_the_feeder_at_start() {
         .consul;
         let err = consul::sources(&args).err().expect("an error");
         assert!(err.to_string().contains(needle), "{flag}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn registration_keeps_its_ttl_check_and_survives_an_agent_restart() {
+    let consul = FakeConsul::start().await;
+    let addr = consul.addr();
+    let args = config(&[
+        "--consul-service",
+        "kamailio=9",
+        "--consul-addr",
+        &addr,
+        "--consul-register",
+        "kamailio:5070,id=k1,tag=edge,ttl=3s",
+    ])
+    .consul;
+    let registration = consul::Registration::new(&args, None)
+        .unwrap()
+        .expect("--consul-register was given");
+    assert_eq!(registration.id(), "k1");
+    let task = tokio::spawn(registration.clone().run());
+    let passing = || async {
+        consul
+            .instance("kamailio", "k1")
+            .filter(|i| i.status == Status::Passing)
+    };
+    let instance = eventually("k1 registered and passing", TIMEOUT, passing).await;
+    assert_eq!(
+        (instance.port, instance.tags.as_slice()),
+        (5070, &["edge".to_owned()][..])
+    );
+    assert!(
+        instance.output.contains("dsfeed is running"),
+        "{}",
+        instance.output
+    );
+    // Other Consul users see it, the feeder's own source included.
+    let feed = feed(&["--consul-service", "kamailio=9", "--consul-addr", &addr]);
+    feed.wait_for_set(9, &["sip:127.0.0.1:5070"]).await;
+
+    // The agent forgets it: the next check update fails and dsfeed
+    // registers again.
+    consul.restart();
+    eventually("k1 registered again", TIMEOUT, passing).await;
+
+    task.abort();
+    registration.deregister().await;
+    assert!(consul.instance("kamailio", "k1").is_none());
+    let deregistered = consul.requests().last().unwrap().clone();
+    assert_eq!(deregistered.method, "PUT");
+    assert_eq!(deregistered.path, "/v1/agent/service/deregister/k1");
+}
+
+#[tokio::test]
+async fn the_registration_check_fails_while_kamailio_does_not_answer() {
+    let consul = FakeConsul::start().await;
+    let addr = consul.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = format!("unix:{}", dir.path().join("kamailio_ctl").display());
+    let args = config(&[
+        "--consul-service",
+        "pbx=1",
+        "--consul-addr",
+        &addr,
+        "--consul-register",
+        "kamailio,id=k1,ttl=3s",
+    ])
+    .consul;
+    let registration = consul::Registration::new(&args, Some(ctl.parse().unwrap()))
+        .unwrap()
+        .unwrap();
+    let _task = AbortOnDrop(tokio::spawn(registration.run()));
+    let instance = eventually("a failing check update", TIMEOUT, || async {
+        consul
+            .instance("kamailio", "k1")
+            .filter(|i| !i.output.is_empty())
+    })
+    .await;
+    assert_eq!(instance.status, Status::Critical);
+    assert!(
+        instance.output.contains("cannot reach Kamailio's ctl"),
+        "{}",
+        instance.output
+    );
+}
+
+/// Aborts a task when a test ends, even by a panic.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -152,3 +152,62 @@ fn bad_consul_flags_exit_2_naming_the_culprit() {
         assert!(stderr.contains(culprit), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kamailio_is_registered_while_it_answers_and_deregistered_on_shutdown() {
+    let kamailio = Kamailio::builder("").start().await.unwrap();
+    let consul = FakeConsul::start().await;
+    consul.register(Instance::new("pbx", "a", "10.0.0.1", 5060));
+    let sip_port = kamailio.sip_addr().port();
+    let register = format!("kamailio:{sip_port},id=kam1,ttl=3s");
+    let (addr, rpc) = (consul.addr(), kamailio.ctl_unix().to_string());
+    let mut feeder = Feeder::start(
+        &[
+            "--consul-service",
+            "pbx=1",
+            "--consul-addr",
+            &addr,
+            "--consul-register",
+            &register,
+            "-o",
+            kamailio.list_path().to_str().unwrap(),
+            "--rpc",
+            &rpc,
+        ],
+        &kamailio.dir().join("dsfeed.log"),
+    );
+    let status = |want: Status| {
+        let consul = &consul;
+        move || async move {
+            consul
+                .instance("kamailio", "kam1")
+                .filter(|i| i.status == want)
+        }
+    };
+    let passing = eventually("kam1 passing", SETTLE, status(Status::Passing)).await;
+    assert_eq!(passing.port, sip_port);
+    assert!(
+        passing.output.contains("Kamailio answers core.version"),
+        "{}",
+        passing.output
+    );
+
+    // Kamailio stops: the check goes critical.
+    kamailio.stop();
+    let critical = eventually("kam1 critical", SETTLE, status(Status::Critical)).await;
+    assert!(
+        critical.output.contains("Kamailio's ctl"),
+        "{}",
+        critical.output
+    );
+
+    // dsfeed stops: the service is deregistered.
+    let exit = feeder.terminate(SETTLE).expect("dsfeed exits on SIGTERM");
+    assert!(exit.success(), "{exit:?}\n{}", feeder.log());
+    assert!(consul.instance("kamailio", "kam1").is_none());
+    assert!(
+        feeder.log().contains("deregistered from Consul"),
+        "{}",
+        feeder.log()
+    );
+}

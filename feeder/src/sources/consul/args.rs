@@ -122,6 +122,18 @@ pub struct ConsulArgs {
     #[arg(id = "consul-attr", long = "consul-attr", value_name = "KEY=FIELD")]
     pub attrs: Vec<AttrMapping>,
 
+    /// Register this Kamailio in Consul as service NAME (port default 5060)
+    /// with a TTL check that passes while Kamailio answers on --rpc, and
+    /// deregister it on shutdown. Options: id=ID (default NAME-HOSTNAME),
+    /// address=ADDR (default: the agent's node address), tag=TAG
+    /// (repeatable), ttl=DURATION (default 30s). Off by default.
+    #[arg(
+        id = "consul-register",
+        long = "consul-register",
+        value_name = "NAME[:PORT][,OPTION...]"
+    )]
+    pub register: Option<RegisterSpec>,
+
     /// How long one blocking query may wait for a change (Consul caps it at
     /// 10m).
     #[arg(
@@ -267,18 +279,7 @@ impl FromStr for ServiceSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let usage = "expected NAME=ID[:PORT][,tag=TAG][,dc=DATACENTER][,health=warning]";
         let (name, rest) = s.split_once('=').ok_or_else(|| format!("'{s}': {usage}"))?;
-        if name.is_empty() {
-            return Err(format!("'{s}': empty service name; {usage}"));
-        }
-        if let Some(c) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-        {
-            return Err(format!(
-                "'{s}': service name '{name}' contains '{}' (Consul service names are letters, digits, '-', '_' and '.')",
-                c.escape_default()
-            ));
-        }
+        check_name(s, name).map_err(|e| format!("{e}; {usage}"))?;
         let mut parts = rest.split(',');
         let target = parts.next().unwrap_or_default();
         let (id, port) = match target.split_once(':') {
@@ -352,6 +353,95 @@ impl fmt::Display for ServiceSpec {
         }
         Ok(())
     }
+}
+
+/// `--consul-register`: how this Kamailio appears in Consul.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterSpec {
+    pub name: String,
+    pub port: u16,
+    pub id: Option<String>,
+    pub address: Option<String>,
+    pub tags: Vec<String>,
+    pub ttl: Duration,
+}
+
+impl FromStr for RegisterSpec {
+    type Err = String;
+
+    /// Parses `NAME[:PORT][,id=ID][,address=ADDR][,tag=TAG...][,ttl=DURATION]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = "expected NAME[:PORT][,id=ID][,address=ADDR][,tag=TAG][,ttl=DURATION]";
+        let mut parts = s.split(',');
+        let head = parts.next().unwrap_or_default();
+        let (name, port) = match head.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (head, None),
+        };
+        check_name(s, name).map_err(|e| format!("{e}; {usage}"))?;
+        let port = match port {
+            None => crate::snapshot::DEFAULT_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => {
+                    return Err(format!("'{s}': port '{p}' is not a number from 1 to 65535"));
+                }
+                Ok(p) => p,
+            },
+        };
+        let mut spec = RegisterSpec {
+            name: name.to_owned(),
+            port,
+            id: None,
+            address: None,
+            tags: Vec::new(),
+            ttl: Duration::from_secs(30),
+        };
+        for option in parts {
+            let (key, value) = option
+                .split_once('=')
+                .ok_or_else(|| format!("'{s}': option '{option}' is not KEY=VALUE; {usage}"))?;
+            if value.is_empty() || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(format!(
+                    "'{s}': option {key} needs a value without spaces or control characters"
+                ));
+            }
+            match key {
+                "id" => spec.id = Some(value.to_owned()),
+                "address" => spec.address = Some(value.to_owned()),
+                "tag" => spec.tags.push(value.to_owned()),
+                "ttl" => {
+                    spec.ttl = parse_duration(value).map_err(|e| format!("'{s}': {e}"))?;
+                    if spec.ttl < Duration::from_secs(1) {
+                        return Err(format!("'{s}': ttl must be at least 1s"));
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "'{s}': unknown option '{other}' (known: id, address, tag, ttl)"
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// Consul service names as dsfeed accepts them: letters, digits, `-`, `_`
+/// and `.`.
+fn check_name(flag: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("'{flag}': empty service name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "'{flag}': service name '{name}' contains '{}' (Consul service names are letters, digits, '-', '_' and '.')",
+            c.escape_default()
+        ));
+    }
+    Ok(())
 }
 
 /// Where an attr's value comes from in a `/v1/health/service` entry.
@@ -556,6 +646,34 @@ mod tests {
             ("asterisk=1,near=_agent", "unknown option 'near'"),
         ] {
             let err = bad.parse::<ServiceSpec>().unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn register_specs_parse() {
+        let spec: RegisterSpec = "kamailio".parse().unwrap();
+        assert_eq!(
+            (spec.name.as_str(), spec.port, spec.ttl),
+            ("kamailio", 5060, Duration::from_secs(30))
+        );
+        let spec: RegisterSpec = "kamailio:5080,id=k1,address=10.0.0.9,tag=edge,tag=udp,ttl=5s"
+            .parse()
+            .unwrap();
+        assert_eq!(spec.port, 5080);
+        assert_eq!(spec.id.as_deref(), Some("k1"));
+        assert_eq!(spec.address.as_deref(), Some("10.0.0.9"));
+        assert_eq!(spec.tags, ["edge", "udp"]);
+        assert_eq!(spec.ttl, Duration::from_secs(5));
+        for (bad, needle) in [
+            ("", "empty service name"),
+            ("k m", "contains ' '"),
+            ("kamailio:0", "port '0'"),
+            ("kamailio,ttl=0", "at least 1s"),
+            ("kamailio,ttl=x", "not a duration"),
+            ("kamailio,check=tcp", "unknown option 'check'"),
+        ] {
+            let err = bad.parse::<RegisterSpec>().unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
         }
     }

@@ -1,4 +1,4 @@
-//! A small client for Consul's health endpoint: hyper 1 over the rustls
+//! A small client for Consul's health and agent endpoints: hyper 1 over the rustls
 //! (ring) stack tonic already links, with Consul's token and TLS settings.
 
 use std::fmt::Write as _;
@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
-use hyper::header::{HeaderValue, USER_AGENT};
-use hyper::{Request, StatusCode};
+use hyper::header::{HeaderMap, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, StatusCode};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -44,7 +44,7 @@ const MAX_BODY: usize = 64 << 20;
 /// How much of an error body goes into the error message.
 const MAX_ERROR_BODY: usize = 200;
 
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One connection pool to one Consul agent, shared by every watch.
 #[derive(Clone)]
@@ -62,6 +62,12 @@ enum Token {
     Value(HeaderValue),
     /// Read before every query, so that a rotated token is picked up.
     File(PathBuf),
+}
+
+/// A 200 answer.
+struct Answer {
+    headers: HeaderMap,
+    body: Bytes,
 }
 
 /// One answer of `/v1/health/service/NAME`.
@@ -126,72 +132,97 @@ impl ConsulClient {
         index: u64,
         wait: Duration,
     ) -> Result<Reply, ConsulError> {
-        let url = self.url(spec, index, wait);
-        let mut request =
-            Request::get(&url).header(USER_AGENT, concat!("dsfeed/", env!("CARGO_PKG_VERSION")));
-        if let Some(token) = self.token().await? {
-            request = request.header(TOKEN_HEADER, token);
-        }
-        let request = request
-            .body(Empty::new())
-            .expect("the URL is built from validated parts");
         let limit = if index == 0 {
             REPLY_SLACK
         } else {
             wait + wait / 16 + REPLY_SLACK
         };
-        tokio::time::timeout(limit, self.send(&url, request))
-            .await
-            .map_err(|_| ConsulError::Timeout {
-                url: url.clone(),
-                after: limit,
-            })?
-    }
-
-    async fn send(&self, url: &str, request: Request<Empty<Bytes>>) -> Result<Reply, ConsulError> {
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|source| ConsulError::Request {
-                url: url.to_owned(),
-                source,
-            })?;
-        let status = response.status();
-        let index = response
-            .headers()
+        let request = format!("GET {}", self.url(spec, index, wait));
+        let answer = self
+            .exchange(Method::GET, &request, Bytes::new(), limit)
+            .await?;
+        let index = answer
+            .headers
             .get(INDEX_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        let filtered_by_acls = response
-            .headers()
+        let filtered_by_acls = answer
+            .headers
             .get(FILTERED_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|source| ConsulError::Body {
-                url: url.to_owned(),
-                source,
-            })?
-            .to_bytes();
-        if status != StatusCode::OK {
-            return Err(ConsulError::Status {
-                url: url.to_owned(),
-                status,
-                body: error_body(&body),
-            });
-        }
-        let entries: Option<Vec<ServiceEntry>> =
-            serde_json::from_slice(&body).map_err(|source| ConsulError::Json {
-                url: url.to_owned(),
-                source,
-            })?;
+        let entries: Option<Vec<ServiceEntry>> = serde_json::from_slice(&answer.body)
+            .map_err(|source| ConsulError::Json { request, source })?;
         Ok(Reply {
             index,
             filtered_by_acls,
             entries: entries.unwrap_or_default(),
         })
+    }
+
+    /// `PUT`s `body` to `path` (such as `/v1/agent/service/register`) on
+    /// the agent; anything but 200 is an error.
+    pub async fn put(&self, path: &str, body: Bytes) -> Result<(), ConsulError> {
+        let request = format!("PUT {}{path}", self.base);
+        self.exchange(Method::PUT, &request, body, REPLY_SLACK)
+            .await
+            .map(drop)
+    }
+
+    /// One request (`request` is `METHOD URL`) with the token, answered
+    /// 200 within `limit`.
+    async fn exchange(
+        &self,
+        method: Method,
+        request: &str,
+        body: Bytes,
+        limit: Duration,
+    ) -> Result<Answer, ConsulError> {
+        let url = request.split_once(' ').map_or(request, |(_, url)| url);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(USER_AGENT, concat!("dsfeed/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = self.token().await? {
+            builder = builder.header(TOKEN_HEADER, token);
+        }
+        let http_request = builder
+            .body(Full::new(body))
+            .expect("the URL is built from validated parts");
+        let send =
+            async {
+                let response = self.http.request(http_request).await.map_err(|source| {
+                    ConsulError::Request {
+                        request: request.to_owned(),
+                        source,
+                    }
+                })?;
+                let (parts, body) = response.into_parts();
+                let body = Limited::new(body, MAX_BODY)
+                    .collect()
+                    .await
+                    .map_err(|source| ConsulError::Body {
+                        request: request.to_owned(),
+                        source,
+                    })?
+                    .to_bytes();
+                if parts.status != StatusCode::OK {
+                    return Err(ConsulError::Status {
+                        request: request.to_owned(),
+                        status: parts.status,
+                        body: error_body(&body),
+                    });
+                }
+                Ok(Answer {
+                    headers: parts.headers,
+                    body,
+                })
+            };
+        tokio::time::timeout(limit, send)
+            .await
+            .map_err(|_| ConsulError::Timeout {
+                request: request.to_owned(),
+                after: limit,
+            })?
     }
 
     fn url(&self, spec: &ServiceSpec, index: u64, wait: Duration) -> String {
@@ -343,7 +374,7 @@ fn error_body(body: &[u8]) -> String {
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(value: &str) -> String {
+pub(super) fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

@@ -34,29 +34,29 @@ pub enum ConsulError {
     ServerName(String),
     #[error("the Consul token from {from} is not a valid HTTP header value")]
     BadToken { from: String },
-    #[error("GET {url} failed")]
+    #[error("{request} failed")]
     Request {
-        url: String,
+        request: String,
         #[source]
         source: hyper_util::client::legacy::Error,
     },
-    #[error("GET {url}: no answer within {after:?}")]
-    Timeout { url: String, after: Duration },
-    #[error("GET {url}: reading the answer failed")]
+    #[error("{request}: no answer within {after:?}")]
+    Timeout { request: String, after: Duration },
+    #[error("{request}: reading the answer failed")]
     Body {
-        url: String,
+        request: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("GET {url}: Consul answered {status}: {body}")]
+    #[error("{request}: Consul answered {status}: {body}")]
     Status {
-        url: String,
+        request: String,
         status: StatusCode,
         body: String,
     },
-    #[error("GET {url}: the answer is not a list of health entries")]
+    #[error("{request}: the answer is not a list of health entries")]
     Json {
-        url: String,
+        request: String,
         #[source]
         source: serde_json::Error,
     },

@@ -30,6 +30,8 @@
 //! - A set whose instances all vanish keeps them for `--consul-empty-grace`
 //!   (30s by default); a non-empty answer within it ends the wait, and an
 //!   empty one after it empties the set (see [`hold`]).
+//! - With `--consul-register`, this Kamailio is registered in Consul too
+//!   (see [`Registration`]).
 //! - Settings follow Consul's tools: `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`,
 //!   `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_SSL`, `CONSUL_CACERT`,
 //!   `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`.
@@ -49,10 +51,14 @@ mod client;
 mod error;
 mod hold;
 pub mod instances;
+mod register;
 
-pub use args::{AttrMapping, ConsulAddr, ConsulArgs, EnvToken, Field, Health, ServiceSpec};
+pub use args::{
+    AttrMapping, ConsulAddr, ConsulArgs, EnvToken, Field, Health, RegisterSpec, ServiceSpec,
+};
 pub use client::{ConsulClient, Reply};
 pub use error::ConsulError;
+pub use register::Registration;
 
 use crate::backoff::Backoff;
 use error::chain;
