@@ -89,22 +89,26 @@ async fn consul_health_drives_kamailios_sets_and_sip() {
 }
 
 #[tokio::test]
-async fn once_prints_consuls_instances() {
+async fn once_prints_consuls_instances_with_consuls_environment() {
     let consul = FakeConsul::start().await;
+    consul.require_token("s3cr3t");
     consul.register(Instance::new("pbx", "a", "10.0.0.1", 5060).weights(7, 1));
-    let addr = consul.addr();
+    let url = consul.url();
     let out = tokio::task::spawn_blocking(move || {
-        feeder::run(&[
-            "--once",
-            "--consul-service",
-            "pbx=4:5080",
-            "--consul-addr",
-            &addr,
-            "--consul-attr",
-            "weight=Weights.Passing",
-            "-o",
-            "-",
-        ])
+        std::process::Command::new(feeder::binary())
+            .args([
+                "--once",
+                "--consul-service",
+                "pbx=4:5080",
+                "--consul-attr",
+                "weight=Weights.Passing",
+                "-o",
+                "-",
+            ])
+            .env("CONSUL_HTTP_ADDR", url)
+            .env("CONSUL_HTTP_TOKEN", "s3cr3t")
+            .output()
+            .expect("dsfeed runs")
     })
     .await
     .unwrap();
@@ -117,6 +121,12 @@ async fn once_prints_consuls_instances() {
     assert!(
         stdout.ends_with("\n4 sip:10.0.0.1:5080 0 0 weight=7\n"),
         "{stdout}"
+    );
+    assert!(
+        consul
+            .requests()
+            .iter()
+            .all(|r| r.token.as_deref() == Some("s3cr3t"))
     );
 }
 
