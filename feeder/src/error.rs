@@ -27,6 +27,14 @@ pub enum InvalidDestination {
     LineTooLong { uri: String, len: usize },
 }
 
+/// A `--set` flag that does not name a Kubernetes Service as a set.
+#[derive(Debug, thiserror::Error)]
+#[error("'{spec}': {reason}")]
+pub struct InvalidServiceSet {
+    pub spec: String,
+    pub reason: String,
+}
+
 /// Everything that can fail while running the feeder.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,6 +60,14 @@ pub enum Error {
     },
     #[error(transparent)]
     Invalid(#[from] InvalidDestination),
+    #[error("Kubernetes: {reason}")]
+    KubeConfig {
+        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot build the Kubernetes client")]
+    KubeClient(#[source] kube::Error),
     #[error(transparent)]
     Rpc(#[from] crate::binrpc::Error),
 }
@@ -65,6 +81,7 @@ impl Error {
             Error::Write { .. } => "write",
             Error::Watch { .. } => "watch",
             Error::Invalid(_) => "invalid",
+            Error::KubeConfig { .. } | Error::KubeClient(_) => "kubernetes",
             Error::Rpc(_) => "rpc",
         }
     }

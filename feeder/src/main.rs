@@ -9,6 +9,7 @@ use dsfeed::binrpc;
 use dsfeed::config::Config;
 use dsfeed::sinks::file::{FileSink, ListWriter};
 use dsfeed::snapshot::Snapshot;
+use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
 use dsfeed::sources::{Source, consul, sets_file::SetsFileSource, static_sets::StaticSource};
 use tokio::sync::watch;
 
@@ -48,6 +49,18 @@ fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
     }
     if let Some(path) = &config.sets_file {
         sources.push(Box::new(SetsFileSource::new(path.clone())));
+    }
+    if !config.services.is_empty() {
+        let connection = config
+            .kubecfg
+            .clone()
+            .map_or(Connection::Infer, Connection::Kubeconfig);
+        sources.push(Box::new(KubernetesSource::new(
+            &config.services,
+            &config.namespace,
+            connection,
+            config.min_endpoints,
+        )));
     }
     sources.extend(consul::sources(&config.consul).context("Consul")?);
     Ok(sources)

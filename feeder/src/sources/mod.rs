@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::snapshot::SetMap;
 
 pub mod consul;
+pub mod kubernetes;
 pub mod sets_file;
 pub mod static_sets;
 
