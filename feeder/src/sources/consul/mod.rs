@@ -194,10 +194,13 @@ impl ConsulSource {
                     );
                     out.publish(self.sets(dests)).await;
                 }
-                Decision::Hold { started: true, .. } => tracing::warn!(
+                Decision::Hold {
+                    started: true,
+                    until,
+                } => tracing::warn!(
                     service = %self.spec,
                     set = self.spec.set,
-                    grace = ?self.grace,
+                    holding_for = ?until.saturating_duration_since(Instant::now()),
                     "Consul reports no healthy instance; keeping the last ones until the grace runs out, in case the agent is restarting"
                 ),
                 Decision::Hold { .. } | Decision::Unchanged => {}
