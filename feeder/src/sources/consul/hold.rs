@@ -61,6 +61,11 @@ impl Holder {
         Decision::Publish(dests)
     }
 
+    /// Whether the hub has anything from this watch yet.
+    pub fn has_published(&self) -> bool {
+        self.published.is_some()
+    }
+
     /// When the current wait runs out, if a wait is on.
     pub fn deadline(&self) -> Option<Instant> {
         self.empty_since.map(|since| since + self.grace)
@@ -121,7 +126,9 @@ mod tests {
     fn instances_coming_back_end_the_wait() {
         let t0 = Instant::now();
         let mut holder = Holder::new(Duration::from_secs(30));
+        assert!(!holder.has_published());
         holder.observe(dests(&["a"]), t0);
+        assert!(holder.has_published());
         assert!(matches!(holder.observe(vec![], t0), Decision::Hold { .. }));
         assert_eq!(holder.observe(dests(&["a"]), t0), Decision::Unchanged);
         assert_eq!(holder.deadline(), None);

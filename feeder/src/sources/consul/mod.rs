@@ -139,12 +139,17 @@ impl ConsulSource {
                 Ok(reply) => reply,
                 Err(err) => {
                     let delay = delays.next().expect("backoff delays never end");
+                    let outcome = if holder.has_published() {
+                        "the set keeps its last instances"
+                    } else {
+                        "the set waits for Consul's first answer"
+                    };
                     tracing::warn!(
                         service = %self.spec,
                         error = %chain(&err),
                         kind = err.label(),
                         retry_in = ?delay,
-                        "Consul query failed; the set keeps its last instances"
+                        "Consul query failed; {outcome}"
                     );
                     self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
                         .await;
