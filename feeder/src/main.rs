@@ -70,13 +70,12 @@ fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
 async fn once(config: &Config) -> anyhow::Result<()> {
     let (tx, mut rx) = watch::channel(None);
     let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
-    let snapshot: Arc<Snapshot> = tokio::select! {
-        synced = rx.wait_for(Option::is_some) => synced
-            .context("the sources stopped before syncing")?
-            .clone()
-            .expect("waited for Some"),
-        failed = hub => {
-            failed.context("the hub panicked")??;
+    let synced = rx.wait_for(Option::is_some).await.map(|s| s.clone());
+    let snapshot: Arc<Snapshot> = match synced {
+        Ok(snapshot) => snapshot.expect("waited for Some"),
+        // The hub only lets go of the channel when a source failed.
+        Err(_) => {
+            hub.await.context("the hub panicked")??;
             anyhow::bail!("the sources stopped before syncing");
         }
     };
