@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, error::ErrorKind};
 
 use crate::binrpc;
+use crate::sources::consul::ConsulArgs;
 use crate::sources::kubernetes::{DEFAULT_NAMESPACE, ServiceSet};
 use crate::sources::static_sets::StaticSet;
 
@@ -112,6 +113,10 @@ pub struct Config {
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
+
+    /// Last, so that its help heading does not spill over other flags.
+    #[command(flatten)]
+    pub consul: ConsulArgs,
 }
 
 impl Config {
@@ -137,9 +142,16 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.statics.is_empty() && self.sets_file.is_none() && self.services.is_empty() {
-            return Err("no source given: use --static, --sets-file or --set".into());
+        if self.statics.is_empty()
+            && self.sets_file.is_none()
+            && self.services.is_empty()
+            && self.consul.services.is_empty()
+        {
+            return Err(
+                "no source given: use --static, --sets-file, --set or --consul-service".into(),
+            );
         }
+        self.consul.validate()?;
         if self.writes_stdout() && !self.once {
             return Err("'-o -' (standard output) works only with --once".into());
         }

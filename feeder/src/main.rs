@@ -10,7 +10,7 @@ use dsfeed::config::Config;
 use dsfeed::sinks::file::{FileSink, ListWriter};
 use dsfeed::snapshot::Snapshot;
 use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
-use dsfeed::sources::{Source, sets_file::SetsFileSource, static_sets::StaticSource};
+use dsfeed::sources::{Source, consul, sets_file::SetsFileSource, static_sets::StaticSource};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn sources(config: &Config) -> Vec<Box<dyn Source>> {
+fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if !config.statics.is_empty() {
         sources.push(Box::new(StaticSource::new(&config.statics)));
@@ -62,20 +62,20 @@ fn sources(config: &Config) -> Vec<Box<dyn Source>> {
             config.min_endpoints,
         )));
     }
-    sources
+    sources.extend(consul::sources(&config.consul).context("Consul")?);
+    Ok(sources)
 }
 
 /// Builds the first snapshot from every source, delivers it and returns.
 async fn once(config: &Config) -> anyhow::Result<()> {
     let (tx, mut rx) = watch::channel(None);
-    let hub = tokio::spawn(dsfeed::hub::run(sources(config), tx));
-    let snapshot: Arc<Snapshot> = tokio::select! {
-        synced = rx.wait_for(Option::is_some) => synced
-            .context("the sources stopped before syncing")?
-            .clone()
-            .expect("waited for Some"),
-        failed = hub => {
-            failed.context("the hub panicked")??;
+    let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
+    let synced = rx.wait_for(Option::is_some).await.map(|s| s.clone());
+    let snapshot: Arc<Snapshot> = match synced {
+        Ok(snapshot) => snapshot.expect("waited for Some"),
+        // The hub only lets go of the channel when a source failed.
+        Err(_) => {
+            hub.await.context("the hub panicked")??;
             anyhow::bail!("the sources stopped before syncing");
         }
     };
@@ -95,7 +95,7 @@ async fn once(config: &Config) -> anyhow::Result<()> {
 /// Runs every source and sink until a fatal error or a shutdown signal.
 async fn daemon(config: &Config) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(None);
-    let hub = tokio::spawn(dsfeed::hub::run(sources(config), tx));
+    let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
     let reload = config.reload_addr().map(binrpc::Client::new);
     if reload.is_none() {
         tracing::info!(
@@ -104,10 +104,19 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
     }
     let sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
     tokio::spawn(sink.run(rx));
-    tokio::select! {
-        failed = hub => failed.context("the hub panicked")?.map_err(Into::into),
-        signal = shutdown() => signal.context("cannot listen for signals"),
+    let registration = consul::Registration::new(&config.consul, config.reload_addr())
+        .context("Consul registration")?;
+    if let Some(registration) = &registration {
+        tokio::spawn(registration.clone().run());
     }
+    let result = tokio::select! {
+        failed = hub => failed.context("the hub panicked").and_then(|r| r.map_err(Into::into)),
+        signal = shutdown() => signal.context("cannot listen for signals"),
+    };
+    if let Some(registration) = registration {
+        registration.deregister().await;
+    }
+    result
 }
 
 /// Resolves on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
