@@ -13,7 +13,7 @@ APT_PACKAGES := kamailio kamailio-extra-modules sip-tester protobuf-compiler \
 CARGO_BUILD := cargo build --workspace --all-targets --locked
 CARGO_TEST := cargo test --workspace --locked
 
-.PHONY: help deps build test lint demo
+.PHONY: help deps kamailio-src build module test lint demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,13 +29,22 @@ deps: ## Install Kamailio 5.6, sipp, protoc, libclang and Rust where missing
 		echo "installing Rust with rustup"; \
 		curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt; }
 
-build: deps ## Build every crate and test
+kamailio-src: deps ## Fetch the installed Kamailio's source (headers for dsfeed.so)
+	kamailio-module/fetch-kamailio-src.sh
+
+build: kamailio-src ## Build every crate and test
 	$(CARGO_BUILD)
+
+module: kamailio-src ## Build dsfeed.so (release) for the installed Kamailio
+	cargo build --release --locked -p dsfeed-module
+	cp target/release/libdsfeed.so target/release/dsfeed.so
+	@echo "built target/release/dsfeed.so; install it with:"
+	@echo "  install -m 644 target/release/dsfeed.so $$(dirname $$(dpkg -L kamailio | grep -m1 '/modules/'))/"
 
 test: build ## Run every test: unit, fake-server and real Kamailio + sipp
 	$(CARGO_TEST)
 
-lint: deps ## rustfmt and clippy, warnings as errors
+lint: kamailio-src ## rustfmt and clippy, warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 

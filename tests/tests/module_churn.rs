@@ -4,11 +4,10 @@
 //!
 //! This is the scenario that crashes a stock Kamailio 5.6 whose lists are
 //! swapped without pacing (a SIP worker reads a freed list). It runs for a
-//! minute, so it is ignored by default:
+//! minute; `make test` runs it, and so does:
 //!
 //! ```sh
-//! cargo build -p dsfeed-module
-//! cargo test -p dsfeed-tests --test module_churn -- --ignored --nocapture
+//! cargo test --workspace --test module_churn -- --nocapture
 //! ```
 //!
 //! `DSFEED_CHURN_SECS` (default 60) and `DSFEED_CHURN_RATE` (requests per
@@ -143,7 +142,6 @@ async fn shm_used(kamailio: &dsfeed_tests::Kamailio) -> i32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a minute of SIP load; run with --ignored"]
 async fn kamailio_survives_snapshot_churn_under_sip_load() {
     let secs = env_number("DSFEED_CHURN_SECS", 60);
     let rate = env_number("DSFEED_CHURN_RATE", 2000);
