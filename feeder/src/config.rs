@@ -9,9 +9,11 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, error::ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand, error::ErrorKind};
 
 use crate::binrpc;
+use crate::feed::{ServeArgs, watch::WatchArgs};
 use crate::sources::static_sets::StaticSet;
 
 /// The binrpc address CyCoreSystems/dispatchers reloads by default.
@@ -24,6 +26,7 @@ pub const DEFAULT_RPC: &str = "udp:127.0.0.1:9998";
     name = "dsfeed",
     version,
     disable_help_flag = true,
+    args_conflicts_with_subcommands = true,
     after_help = "Single-dash long flags (-static, -set, -kubecfg, -o, -h, -p) are accepted, as in CyCoreSystems/dispatchers."
 )]
 pub struct Config {
@@ -86,9 +89,27 @@ pub struct Config {
     #[arg(long)]
     pub once: bool,
 
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// Whether -o was given rather than defaulted.
+    #[arg(skip)]
+    output_given: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
+}
+
+/// Commands other than the feeder itself, which runs when none is given.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the snapshots a feeder streams, as dispatcher.list lines, and
+    /// ACK each one.
+    Watch(WatchArgs),
 }
 
 impl Config {
@@ -106,7 +127,8 @@ impl Config {
     {
         let mut command = Self::command();
         let matches = command.try_get_matches_from_mut(single_dash_to_double(args, &command))?;
-        let config = Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        let mut config = Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        config.output_given = matches.value_source("output") != Some(ValueSource::DefaultValue);
         config
             .validate()
             .map_err(|msg| command.error(ErrorKind::ArgumentConflict, msg))?;
@@ -114,6 +136,10 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(Command::Watch(watch)) = &self.command {
+            return watch.validate();
+        }
+        self.serve.validate()?;
         if self.statics.is_empty() && self.sets_file.is_none() && self.services.is_empty() {
             return Err("no source given: use --static, --sets-file or --set".into());
         }
@@ -127,6 +153,12 @@ impl Config {
             return Err("'-o -' (standard output) works only with --once".into());
         }
         Ok(())
+    }
+
+    /// Whether the daemon writes dispatcher.list: always in file mode, and
+    /// next to the feed only when -o is given.
+    pub fn writes_file(&self) -> bool {
+        self.serve.listen.is_empty() || self.output_given
     }
 
     /// Whether dispatcher.list goes to standard output.
@@ -257,6 +289,48 @@ mod tests {
             &["--sets-file", "x", "-o", "-"],
             &["-set", "asterisk=1"],
             &["--bogus"],
+        ] {
+            let err = load(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn serving_flags_are_checked() {
+        let sidecar = load(&["--static", "1=a", "--listen", "unix:/run/dsfeed.sock"]).unwrap();
+        assert!(!sidecar.writes_file());
+        let both = load(&["--static", "1=a", "-listen", "tcp://127.0.0.1:7000", "-o", "/x"]).unwrap();
+        assert!(both.writes_file());
+        assert!(load(&["--static", "1=a"]).unwrap().writes_file());
+        for args in [
+            &["--static", "1=a", "--listen", "tcp://0.0.0.0:7000"][..],
+            &["--static", "1=a", "--listen", "tcp://h.example:7000"],
+            &["--static", "1=a", "--listen", "unix:/x", "--tls-cert", "c.pem"],
+            &["--static", "1=a", "--http", "nohost"],
+        ] {
+            let err = load(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+        let err = load(&["--static", "1=a", "--listen", "tcp://0.0.0.0:7000"]).unwrap_err();
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        assert!(
+            load(&["--static", "1=a", "--listen", "tcp://0.0.0.0:7000", "--insecure"]).is_ok()
+        );
+    }
+
+    #[test]
+    fn watch_is_a_subcommand_needing_no_source() {
+        let config = load(&["watch", "unix:/run/dsfeed.sock", "--sets", "1,2"]).unwrap();
+        let Some(Command::Watch(watch)) = config.command else {
+            panic!("not watch");
+        };
+        assert_eq!(watch.sets, [1, 2]);
+        for args in [
+            &["watch"][..],
+            &["watch", "https://f:7443"],
+            &["watch", "unix:/x", "--tls-ca", "ca.pem"],
+            &["--static", "1=a", "watch", "unix:/x"],
+            &["watch", "unix:/x", "--sets", "one"],
         ] {
             let err = load(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

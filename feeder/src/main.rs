@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use dsfeed::config::Config;
+use dsfeed::config::{Command, Config};
+use dsfeed::feed::server::Server;
 use dsfeed::sinks::file::ListWriter;
 use dsfeed::snapshot::Snapshot;
 use dsfeed::sources::{Source, sets_file::SetsFileSource, static_sets::StaticSource};
@@ -23,10 +24,12 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
     let result = runtime.block_on(async {
-        if config.once {
-            once(&config).await
-        } else {
-            daemon(&config).await
+        match &config.command {
+            Some(Command::Watch(args)) => dsfeed::feed::watch::run(args, &mut std::io::stdout())
+                .await
+                .map_err(Into::into),
+            None if config.once => once(&config).await,
+            None => daemon(&config).await,
         }
     });
     match result {
@@ -73,10 +76,16 @@ async fn once(config: &Config) -> anyhow::Result<()> {
 
 /// Runs every source and sink until a fatal error or a shutdown signal.
 async fn daemon(config: &Config) -> anyhow::Result<()> {
+    let server = Server::bind(&config.serve).await?;
     let (tx, mut rx) = watch::channel(None);
+    let feed = server.run(rx.clone(), terminated());
     let hub = tokio::spawn(dsfeed::hub::run(sources(config), tx));
     let writer = ListWriter::new(config.output.clone());
+    let writes_file = config.writes_file();
     let sink = async move {
+        if !writes_file {
+            return std::future::pending().await;
+        }
         while rx.changed().await.is_ok() {
             let Some(snapshot) = rx.borrow_and_update().clone() else {
                 continue;
@@ -89,5 +98,17 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
     tokio::select! {
         () = sink => Ok(()),
         failed = hub => failed.context("the hub panicked")?.map_err(Into::into),
+        served = feed => served.map_err(Into::into),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
 }

@@ -84,7 +84,7 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
         let text = match read(&path).await {
             Ok(text) => text,
             Err(err) => {
-                tracing::warn!(error = %err, "sets file unreadable; keeping the last good sets");
+                out.failed(&err, "sets file unreadable; keeping the last good sets");
                 continue;
             }
         };
@@ -96,7 +96,7 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
                 tracing::info!(path = %path.display(), "sets file changed");
                 out.publish(sets).await;
             }
-            Err(err) => tracing::error!("{err}; keeping the last good sets"),
+            Err(err) => out.failed(&err, "sets file invalid; keeping the last good sets"),
         }
         last_text = text;
     }
