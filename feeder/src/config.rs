@@ -299,13 +299,28 @@ mod tests {
     fn serving_flags_are_checked() {
         let sidecar = load(&["--static", "1=a", "--listen", "unix:/run/dsfeed.sock"]).unwrap();
         assert!(!sidecar.writes_file());
-        let both = load(&["--static", "1=a", "-listen", "tcp://127.0.0.1:7000", "-o", "/x"]).unwrap();
+        let both = load(&[
+            "--static",
+            "1=a",
+            "-listen",
+            "tcp://127.0.0.1:7000",
+            "-o",
+            "/x",
+        ])
+        .unwrap();
         assert!(both.writes_file());
         assert!(load(&["--static", "1=a"]).unwrap().writes_file());
         for args in [
             &["--static", "1=a", "--listen", "tcp://0.0.0.0:7000"][..],
             &["--static", "1=a", "--listen", "tcp://h.example:7000"],
-            &["--static", "1=a", "--listen", "unix:/x", "--tls-cert", "c.pem"],
+            &[
+                "--static",
+                "1=a",
+                "--listen",
+                "unix:/x",
+                "--tls-cert",
+                "c.pem",
+            ],
             &["--static", "1=a", "--http", "nohost"],
         ] {
             let err = load(args).unwrap_err();
@@ -314,7 +329,14 @@ mod tests {
         let err = load(&["--static", "1=a", "--listen", "tcp://0.0.0.0:7000"]).unwrap_err();
         assert!(err.to_string().contains("--insecure"), "{err}");
         assert!(
-            load(&["--static", "1=a", "--listen", "tcp://0.0.0.0:7000", "--insecure"]).is_ok()
+            load(&[
+                "--static",
+                "1=a",
+                "--listen",
+                "tcp://0.0.0.0:7000",
+                "--insecure"
+            ])
+            .is_ok()
         );
     }
 

@@ -51,8 +51,7 @@ struct SourceErrorLabels {
 /// Source errors are counted where they happen, deep inside each source's
 /// task, so the counter is process-wide rather than threaded through every
 /// source.
-static SOURCE_ERRORS: LazyLock<Family<SourceErrorLabels, Counter>> =
-    LazyLock::new(Family::default);
+static SOURCE_ERRORS: LazyLock<Family<SourceErrorLabels, Counter>> = LazyLock::new(Family::default);
 
 /// Counts one error of `source` (a [`crate::Error::label`] as `kind`).
 pub fn count_source_error(source: &str, kind: &str) {
@@ -216,7 +215,10 @@ mod tests {
 
         let text = metrics.render(Some(&published), std::slice::from_ref(&client));
         for line in [
-            format!("dsfeed_snapshot_info{{version=\"{}\"}} 1", snapshot.version()),
+            format!(
+                "dsfeed_snapshot_info{{version=\"{}\"}} 1",
+                snapshot.version()
+            ),
             "dsfeed_set_destinations{set=\"3\"} 1".to_owned(),
             "dsfeed_clients_connected 1".to_owned(),
             format!(
@@ -225,13 +227,19 @@ mod tests {
             ),
             "dsfeed_nacks_total{node=\"kam-1\"} 1".to_owned(),
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
         }
         assert!(text.contains("dsfeed_source_errors_total{source=\"sets-file\",kind=\"read\"}"));
         assert!(text.contains("dsfeed_snapshot_age_seconds "));
 
         let text = metrics.render(None, &[]);
-        assert!(!text.contains("dsfeed_client_acked_version_info{"), "{text}");
+        assert!(
+            !text.contains("dsfeed_client_acked_version_info{"),
+            "{text}"
+        );
         assert!(!text.contains("dsfeed_set_destinations{"), "{text}");
         assert!(text.contains("dsfeed_clients_connected 0"));
     }

@@ -144,12 +144,11 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Refuses combinations that would expose the feed by accident.
     pub fn validate(&self) -> Result<(), String> {
-        let tcp = self
-            .listen
-            .iter()
-            .any(|l| matches!(l, Listen::Tcp(_)));
+        let tcp = self.listen.iter().any(|l| matches!(l, Listen::Tcp(_)));
         if self.tls_cert.is_some() && !tcp {
-            return Err("--tls-cert applies to tcp:// listeners, and no --listen tcp:// is given".into());
+            return Err(
+                "--tls-cert applies to tcp:// listeners, and no --listen tcp:// is given".into(),
+            );
         }
         if self.tls_cert.is_none() && !self.insecure {
             if let Some(open) = self.listen.iter().find(|l| !l.is_local()) {
@@ -261,7 +260,12 @@ mod tests {
         );
         assert!("tcp://[::1]:7000".parse::<Listen>().unwrap().is_local());
         assert!(!"tcp://0.0.0.0:7000".parse::<Listen>().unwrap().is_local());
-        for bad in ["unix:", "tcp://host.example:7000", "tcp://1.2.3.4", "1.2.3.4:7000"] {
+        for bad in [
+            "unix:",
+            "tcp://host.example:7000",
+            "tcp://1.2.3.4",
+            "1.2.3.4:7000",
+        ] {
             assert!(bad.parse::<Listen>().is_err(), "{bad}");
         }
     }
@@ -275,9 +279,16 @@ mod tests {
 
     #[test]
     fn clear_text_on_the_network_needs_insecure() {
-        assert!(serve(&["unix:/x", "tcp://127.0.0.1:7000"]).validate().is_ok());
+        assert!(
+            serve(&["unix:/x", "tcp://127.0.0.1:7000"])
+                .validate()
+                .is_ok()
+        );
         let err = serve(&["tcp://0.0.0.0:7000"]).validate().unwrap_err();
-        assert!(err.contains("--insecure") && err.contains("0.0.0.0:7000"), "{err}");
+        assert!(
+            err.contains("--insecure") && err.contains("0.0.0.0:7000"),
+            "{err}"
+        );
         let mut insecure = serve(&["tcp://0.0.0.0:7000"]);
         insecure.insecure = true;
         assert!(insecure.validate().is_ok());

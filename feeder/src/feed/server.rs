@@ -227,7 +227,9 @@ impl Session {
             &first.version_info,
         ));
         tracing::info!(node = %node.id, sets = ?filter, version = %first.version_info, "client connected");
-        let end = self.serve(&client, &node.id, &filter, first.version_info).await;
+        let end = self
+            .serve(&client, &node.id, &filter, first.version_info)
+            .await;
         tracing::info!(node = %node.id, "client disconnected");
         if let Some(status) = end {
             self.end(status);
@@ -383,12 +385,14 @@ impl Server {
             });
         }
         let http = match args.http {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
-                Error::Listen {
-                    addr: format!("http://{addr}"),
-                    source,
-                }
-            })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Listen {
+                        addr: format!("http://{addr}"),
+                        source,
+                    })?,
+            ),
             None => None,
         };
         Ok(Server {
@@ -434,10 +438,12 @@ impl Server {
                 }
                 Bound::Tcp { addr, incoming } => {
                     if let Some(tls) = &self.tls {
-                        builder = builder.tls_config(tls.clone()).map_err(|source| Error::Tls {
-                            what: "the certificate or key is unusable".into(),
-                            source,
-                        })?;
+                        builder = builder
+                            .tls_config(tls.clone())
+                            .map_err(|source| Error::Tls {
+                                what: "the certificate or key is unusable".into(),
+                                source,
+                            })?;
                     }
                     tracing::info!(%addr, tls = self.tls.is_some(), "serving the feed");
                     tasks.spawn(async move {

@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::feed::pb::{self, FeedRequest, Node, feed_client::FeedClient};
 use crate::snapshot::SetId;
@@ -23,11 +23,12 @@ use crate::snapshot::SetId;
 /// destinations).
 const MAX_SNAPSHOT: usize = 64 * 1024 * 1024;
 
-/// Reconnection delays: doubled after each failure up to the maximum,
-/// with up to half of each added at random so that many clients of a
-/// restarted feeder do not reconnect in lockstep.
+/// Reconnection delays: doubled after each failure up to the maximum, up
+/// to half of each cut at random so that the clients of a restarted feeder
+/// do not reconnect in lockstep.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const BACKOFF_JITTER: f64 = 0.5;
 
 /// How long `--once` waits for the feeder to take its ACK.
 const ONCE_GRACE: Duration = Duration::from_secs(5);
@@ -121,9 +122,9 @@ impl WatchArgs {
             Target::Tls(_) if self.tls_ca.is_none() => {
                 Err("an https:// feeder needs --tls-ca to verify its certificate".into())
             }
-            Target::Unix(_) | Target::Plain(_) if tls_options => Err(
-                "--tls-ca and --tls-cert need an https:// address".into(),
-            ),
+            Target::Unix(_) | Target::Plain(_) if tls_options => {
+                Err("--tls-ca and --tls-cert need an https:// address".into())
+            }
             _ => Ok(()),
         }
     }
@@ -145,8 +146,10 @@ pub async fn run(args: &WatchArgs, out: &mut (impl Write + Send)) -> Result<(), 
         Some(path) => Some(crate::feed::server::read_token(path).await?),
         None => None,
     };
+    let backoff =
+        Backoff::new(BACKOFF_MIN, BACKOFF_MAX, BACKOFF_JITTER).expect("the constants are valid");
+    let mut delays = backoff.iter();
     let mut applied = String::new();
-    let mut backoff = BACKOFF_MIN;
     loop {
         let printed = applied.clone();
         let err = match stream(args, &endpoint, token.as_deref(), &mut applied, out).await {
@@ -162,12 +165,12 @@ pub async fn run(args: &WatchArgs, out: &mut (impl Write + Send)) -> Result<(), 
             return Err(err);
         }
         if applied != printed {
-            backoff = BACKOFF_MIN;
+            // The stream worked for a while: start again from the shortest delay.
+            delays = backoff.iter();
         }
-        let delay = backoff + backoff.mul_f64(rand::rng().random_range(0.0..0.5));
+        let delay = delays.next().expect("delays never end");
         tracing::warn!(error = %err, "reconnecting in {delay:.1?}");
         tokio::time::sleep(delay).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -177,7 +180,10 @@ fn is_final(err: &Error) -> bool {
     match err {
         Error::Rejected { code, .. } => matches!(
             code,
-            Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument | Code::Unimplemented
+            Code::Unauthenticated
+                | Code::PermissionDenied
+                | Code::InvalidArgument
+                | Code::Unimplemented
         ),
         Error::Write { .. } => true,
         _ => false,
@@ -211,19 +217,18 @@ async fn stream(
     .expect("the receiver is alive");
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     if let Some(token) = token {
-        let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
-            Error::Rejected {
+        let value =
+            MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| Error::Rejected {
                 addr: addr.clone(),
                 code: Code::InvalidArgument,
                 message: "the token contains characters a header cannot carry".into(),
-            }
-        })?;
+            })?;
         request.metadata_mut().insert("authorization", value);
     }
     let rejected = |status: tonic::Status| Error::Rejected {
         addr: addr.clone(),
         code: status.code(),
-        message: status.message().to_owned(),
+        message: explain(&status),
     };
     let mut inbound = client.stream(request).await.map_err(rejected)?.into_inner();
     while let Some(response) = inbound.message().await.map_err(rejected)? {
@@ -295,6 +300,19 @@ async fn endpoint(args: &WatchArgs) -> Result<Endpoint, Error> {
     Ok(endpoint)
 }
 
+/// The status message followed by its causes: for a broken transport
+/// (a refused TLS handshake) the message alone says only "transport error".
+fn explain(status: &tonic::Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut cause = std::error::Error::source(status);
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cause = err.source();
+    }
+    text
+}
+
 fn display(target: &Target) -> String {
     match target {
         Target::Unix(path) => format!("unix:{}", path.display()),
@@ -337,7 +355,13 @@ mod tests {
             "https://feeder.example:7443/".parse::<Target>().unwrap(),
             Target::Tls("feeder.example:7443".into())
         );
-        for bad in ["feeder:7000", "tcp://feeder", "https://:1", "unix:", "tcp://h:0"] {
+        for bad in [
+            "feeder:7000",
+            "tcp://feeder",
+            "https://:1",
+            "unix:",
+            "tcp://h:0",
+        ] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
         }
     }
