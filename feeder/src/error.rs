@@ -84,7 +84,7 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("the feeder at {addr} refused the stream ({code:?}): {message}")]
+    #[error("the feeder at {addr} ended the stream ({code:?}): {message}")]
     Rejected {
         addr: String,
         code: tonic::Code,

@@ -538,7 +538,7 @@ async fn a_wrong_or_missing_token_is_rejected() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("refused") && stderr.contains("Unauthenticated"),
+        stderr.contains("Unauthenticated") && stderr.contains("bearer token"),
         "{stderr}"
     );
     let output = watch(&[

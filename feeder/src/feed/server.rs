@@ -340,7 +340,8 @@ enum Bound {
 pub struct Server {
     listeners: Vec<Bound>,
     http: Option<TcpListener>,
-    tls: Option<ServerTlsConfig>,
+    /// The TLS settings with the files they came from, for error messages.
+    tls: Option<(ServerTlsConfig, PathBuf, PathBuf)>,
     token: Option<String>,
 }
 
@@ -356,7 +357,12 @@ impl Server {
                 if let Some(ca) = &args.tls_client_ca {
                     tls = tls.client_ca_root(Certificate::from_pem(read(ca).await?));
                 }
-                Some(tls)
+                // Building a server with it parses the certificate and key,
+                // so that an unusable pair fails at start, naming the files.
+                tonic::transport::Server::builder()
+                    .tls_config(tls.clone())
+                    .map_err(|source| tls_error(cert, key, source))?;
+                Some((tls, cert.clone(), key.clone()))
             }
             _ => None,
         };
@@ -437,13 +443,10 @@ impl Server {
                     });
                 }
                 Bound::Tcp { addr, incoming } => {
-                    if let Some(tls) = &self.tls {
+                    if let Some((tls, cert, key)) = &self.tls {
                         builder = builder
                             .tls_config(tls.clone())
-                            .map_err(|source| Error::Tls {
-                                what: "the certificate or key is unusable".into(),
-                                source,
-                            })?;
+                            .map_err(|source| tls_error(cert, key, source))?;
                     }
                     tracing::info!(%addr, tls = self.tls.is_some(), "serving the feed");
                     tasks.spawn(async move {
@@ -473,7 +476,7 @@ impl Server {
 
         let result = tokio::select! {
             () = shutdown => Ok(()),
-            Some(failed) = first_failure(&mut tasks) => Err(failed),
+            failed = first_failure(&mut tasks) => Err(failed),
         };
         tracing::info!("closing every stream");
         stop.cancel();
@@ -492,11 +495,11 @@ impl Server {
 }
 
 /// The first server task's error; never resolves while all run.
-async fn first_failure(tasks: &mut JoinSet<Result<(), Error>>) -> Option<Error> {
+async fn first_failure(tasks: &mut JoinSet<Result<(), Error>>) -> Error {
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => return Some(err),
+            Ok(Err(err)) => return err,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
     }
@@ -524,6 +527,17 @@ fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
+}
+
+fn tls_error(cert: &Path, key: &Path, source: tonic::transport::Error) -> Error {
+    Error::Tls {
+        what: format!(
+            "certificate {} or key {} is unusable",
+            cert.display(),
+            key.display()
+        ),
+        source,
+    }
 }
 
 async fn read(path: &Path) -> Result<Vec<u8>, Error> {

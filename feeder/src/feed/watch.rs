@@ -157,7 +157,7 @@ pub async fn run(args: &WatchArgs, out: &mut (impl Write + Send)) -> Result<(), 
             Ok(Ended::Closed) => Error::Rejected {
                 addr: display(&args.addr),
                 code: Code::Unavailable,
-                message: "the stream ended".into(),
+                message: "closed with no error".into(),
             },
             Err(err) => err,
         };

@@ -61,8 +61,12 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut watcher = notify::recommended_watcher(move |_event| {
-        let _ = tx.send(());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // inotify reports our own reads as access events; counting them
+        // would re-read the file every SETTLE, forever.
+        if !event.is_ok_and(|e| e.kind.is_access()) {
+            let _ = tx.send(());
+        }
     })
     .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
     .map_err(|source| Error::Watch {
