@@ -35,11 +35,15 @@ call_set_1() {
 	sed 's/^/    SIP OPTIONS sip:1@kamailio /' uac.log 2>/dev/null || echo "    no answer"
 }
 
-# Wait until Kamailio's loaded set 1 contains $1.
+# Wait until Kamailio's loaded set 1 contains $1, and say how long it took.
 wait_for_backend() {
-	for _ in $(seq 50); do
-		show_sets 2>/dev/null | grep -q "$1" && return 0
-		sleep 0.1
+	local start=$(date +%s%N)
+	for _ in $(seq 300); do
+		if show_sets 2>/dev/null | grep -q "$1"; then
+			echo "    Kamailio loaded it after $(( ($(date +%s%N) - start) / 1000000 )) ms"
+			return 0
+		fi
+		sleep 0.05
 	done
 	echo "Kamailio never loaded $1" >&2
 	return 1
@@ -83,6 +87,8 @@ show_sets
 call_set_1
 
 say "Edit the sets file: set 1 -> backend B"
+echo "    (dispatcher refuses reloads within its reload_delta, 5 s, of the last one;"
+echo "     dsfeed retries until Kamailio has loaded the newest file)"
 sed -i "s/$BACKEND_A/$BACKEND_B/; s/backend-a/backend-b/" sets.yaml
 sed 's/^/    /' sets.yaml
 wait_for_backend "$BACKEND_B"

@@ -14,6 +14,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand, error:
 
 use crate::binrpc;
 use crate::feed::{ServeArgs, watch::WatchArgs};
+use crate::sources::kubernetes::{DEFAULT_NAMESPACE, ServiceSet};
 use crate::sources::static_sets::StaticSet;
 
 /// The binrpc address CyCoreSystems/dispatchers reloads by default.
@@ -76,13 +77,35 @@ pub struct Config {
     #[arg(long, env = "DSFEED_NO_RELOAD", conflicts_with_all = ["rpc", "rpc_host", "rpc_port"])]
     pub no_reload: bool,
 
-    /// A Kubernetes Service as a set: [NAMESPACE:]SERVICE=ID[:PORT]. Repeatable.
-    #[arg(long = "set", value_name = "[NS:]SERVICE=ID[:PORT]")]
-    pub services: Vec<String>,
+    /// A Kubernetes Service as a set: [NAMESPACE:]SERVICE=ID[:PORT], then
+    /// optionally ,flags=N ,priority=N ,attrs=K=V;K=V (these win over the
+    /// Service's dsfeed.io/* annotations). PORT is a number or a port name
+    /// looked up in each EndpointSlice; default 5060. Repeatable.
+    #[arg(
+        long = "set",
+        value_name = "[NS:]SERVICE=ID[:PORT]",
+        env = "DSFEED_SET",
+        value_delimiter = ' '
+    )]
+    pub services: Vec<ServiceSet>,
+
+    /// The namespace of a --set that names none.
+    #[arg(long, value_name = "NS", env = "POD_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
 
     /// Path to a kubeconfig; default: in-cluster, then KUBECONFIG.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "DSFEED_KUBECFG")]
     pub kubecfg: Option<PathBuf>,
+
+    /// Keep a Kubernetes set's last view while its Service has fewer than N
+    /// endpoints, once it has had N (0: off; the set follows the truth).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "DSFEED_MIN_ENDPOINTS",
+        default_value_t = 0
+    )]
+    pub min_endpoints: usize,
 
     /// Build the snapshot from every source, write it, reload if an RPC
     /// address is given, and exit.
@@ -142,12 +165,6 @@ impl Config {
         self.serve.validate()?;
         if self.statics.is_empty() && self.sets_file.is_none() && self.services.is_empty() {
             return Err("no source given: use --static, --sets-file or --set".into());
-        }
-        if !self.services.is_empty() || self.kubecfg.is_some() {
-            return Err(
-                "the Kubernetes source (--set, --kubecfg) is not available in this build yet"
-                    .into(),
-            );
         }
         if self.writes_stdout() && !self.once {
             return Err("'-o -' (standard output) works only with --once".into());
@@ -287,7 +304,10 @@ mod tests {
             &["--rpc", "localhost:9998", "--static", "1=a"],
             &[],
             &["--sets-file", "x", "-o", "-"],
-            &["-set", "asterisk=1"],
+            &["-set", "asterisk"],
+            &["-set", "Voice:asterisk=1"],
+            &["--set", "asterisk=1:SIP"],
+            &["--set", "asterisk=1", "--min-endpoints", "-1"],
             &["--bogus"],
         ] {
             let err = load(args).unwrap_err();
@@ -357,6 +377,28 @@ mod tests {
             let err = load(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn dispatchers_kubernetes_flags_work_with_one_dash() {
+        let config = load(&[
+            "-set",
+            "voice:asterisk=1:sip",
+            "-set=kamailio=2",
+            "-kubecfg",
+            "/etc/kube.conf",
+            "--namespace",
+            "edge",
+            "--min-endpoints",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(config.services.len(), 2);
+        assert_eq!(config.services[0].namespace.as_deref(), Some("voice"));
+        assert_eq!(config.services[1].namespace, None);
+        assert_eq!(config.namespace, "edge");
+        assert_eq!(config.kubecfg, Some(PathBuf::from("/etc/kube.conf")));
+        assert_eq!(config.min_endpoints, 2);
     }
 
     #[test]

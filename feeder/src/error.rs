@@ -27,6 +27,14 @@ pub enum InvalidDestination {
     LineTooLong { uri: String, len: usize },
 }
 
+/// A `--set` flag that does not name a Kubernetes Service as a set.
+#[derive(Debug, thiserror::Error)]
+#[error("'{spec}': {reason}")]
+pub struct InvalidServiceSet {
+    pub spec: String,
+    pub reason: String,
+}
+
 /// Everything that can fail while running the feeder.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,6 +98,16 @@ pub enum Error {
         code: tonic::Code,
         message: String,
     },
+    #[error("Kubernetes: {reason}")]
+    KubeConfig {
+        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot build the Kubernetes client")]
+    KubeClient(#[source] kube::Error),
+    #[error(transparent)]
+    Rpc(#[from] crate::binrpc::Error),
 }
 
 impl Error {
@@ -108,6 +126,8 @@ impl Error {
             Error::Http { .. } => "http",
             Error::Connect { .. } => "connect",
             Error::Rejected { .. } => "rejected",
+            Error::KubeConfig { .. } | Error::KubeClient(_) => "kubernetes",
+            Error::Rpc(_) => "rpc",
         }
     }
 }

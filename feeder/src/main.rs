@@ -1,13 +1,16 @@
 //! The `dsfeed` binary: wiring only. Each piece lives in the library.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use dsfeed::binrpc;
 use dsfeed::config::{Command, Config};
 use dsfeed::feed::server::Server;
-use dsfeed::sinks::file::ListWriter;
+use dsfeed::sinks::file::{FileSink, ListWriter};
 use dsfeed::snapshot::Snapshot;
+use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
 use dsfeed::sources::{Source, sets_file::SetsFileSource, static_sets::StaticSource};
 use tokio::sync::watch;
 
@@ -18,6 +21,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -49,6 +53,18 @@ fn sources(config: &Config) -> Vec<Box<dyn Source>> {
     if let Some(path) = &config.sets_file {
         sources.push(Box::new(SetsFileSource::new(path.clone())));
     }
+    if !config.services.is_empty() {
+        let connection = config
+            .kubecfg
+            .clone()
+            .map_or(Connection::Infer, Connection::Kubeconfig);
+        sources.push(Box::new(KubernetesSource::new(
+            &config.services,
+            &config.namespace,
+            connection,
+            config.min_endpoints,
+        )));
+    }
     sources
 }
 
@@ -71,44 +87,53 @@ async fn once(config: &Config) -> anyhow::Result<()> {
     } else {
         ListWriter::new(config.output.clone()).write(&snapshot)?;
     }
+    if let Some(addr) = config.reload_addr() {
+        binrpc::dispatcher::reload(&binrpc::Client::new(addr.clone()))
+            .await
+            .with_context(|| format!("Kamailio at {addr} did not reload dispatcher.list"))?;
+    }
     Ok(())
 }
 
 /// Runs every source and sink until a fatal error or a shutdown signal.
 async fn daemon(config: &Config) -> anyhow::Result<()> {
     let server = Server::bind(&config.serve).await?;
-    let (tx, mut rx) = watch::channel(None);
-    let feed = server.run(rx.clone(), terminated());
+    let (tx, rx) = watch::channel(None);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let feed = server.run(rx.clone(), stop.clone().cancelled_owned());
+    tokio::pin!(feed);
     let hub = tokio::spawn(dsfeed::hub::run(sources(config), tx));
-    let writer = ListWriter::new(config.output.clone());
-    let writes_file = config.writes_file();
-    let sink = async move {
-        if !writes_file {
-            return std::future::pending().await;
+    if config.writes_file() {
+        let reload = config.reload_addr().map(binrpc::Client::new);
+        if reload.is_none() {
+            tracing::info!(
+                "--no-reload: dispatcher.list is written, Kamailio is not asked to reload it"
+            );
         }
-        while rx.changed().await.is_ok() {
-            let Some(snapshot) = rx.borrow_and_update().clone() else {
-                continue;
-            };
-            if let Err(err) = writer.write(&snapshot) {
-                tracing::error!(error = %err, "write failed");
-            }
-        }
-    };
+        let sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
+        tokio::spawn(sink.run(rx));
+    }
     tokio::select! {
-        () = sink => Ok(()),
         failed = hub => failed.context("the hub panicked")?.map_err(Into::into),
-        served = feed => served.map_err(Into::into),
+        served = &mut feed => served.map_err(Into::into),
+        signal = shutdown() => {
+            signal.context("cannot listen for signals")?;
+            // Let every feed stream end with its status before exiting.
+            stop.cancel();
+            feed.await.map_err(Into::into)
+        }
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+/// Resolves on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
+async fn shutdown() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        interrupted = tokio::signal::ctrl_c() => {
+            interrupted?;
+            tracing::info!("SIGINT: shutting down");
+        }
     }
+    Ok(())
 }

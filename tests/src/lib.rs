@@ -2,4 +2,72 @@
 //! and sipp, each on its own ports and stopped when the test ends.
 
 pub mod feeder;
+mod kamailio;
 pub mod sipp;
+
+pub use kamailio::{HarnessError, Kamailio, KamailioBuilder, ParamValue};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// The URIs Kamailio has loaded per set, read over binrpc with the same
+/// client the feeder uses; empty when Kamailio has no sets.
+pub async fn loaded(kamailio: &Kamailio) -> BTreeMap<u32, BTreeSet<String>> {
+    dsfeed::binrpc::dispatcher::list(&kamailio.client())
+        .await
+        .expect("dispatcher.list answers")
+        .into_iter()
+        .map(|(id, dests)| (id, dests.into_iter().map(|d| d.uri).collect()))
+        .collect()
+}
+
+/// Sets as tests write them: `[(set id, [uri, ...])]`.
+pub fn sets(entries: &[(u32, &[&str])]) -> BTreeMap<u32, BTreeSet<String>> {
+    entries
+        .iter()
+        .map(|(id, uris)| (*id, uris.iter().map(|u| (*u).to_owned()).collect()))
+        .collect()
+}
+
+/// Polls `probe` until it returns `Some`, panicking with `what` after
+/// `timeout`. Tests wait for conditions this way rather than sleeping, so a
+/// loaded machine slows them down instead of failing them.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until Kamailio's loaded sets equal `expected`; returns how long it
+/// took, or panics with what Kamailio had at the deadline.
+pub async fn until_loaded(
+    kamailio: &Kamailio,
+    expected: &BTreeMap<u32, BTreeSet<String>>,
+    timeout: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now = loaded(kamailio).await;
+        if now == *expected {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "after {timeout:?} Kamailio has {now:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

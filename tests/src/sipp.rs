@@ -10,7 +10,7 @@ fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A sipp UAS on 127.0.0.1:`port` answering OPTIONS with `X-Backend:
+/// A sipp UAS on 127.0.0.1 answering OPTIONS with `X-Backend:
 /// 127.0.0.1:port`; stopped on drop.
 pub struct Backend {
     child: Child,
@@ -18,7 +18,12 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn start(port: u16) -> Backend {
+    /// Starts a backend on a free port.
+    pub fn start() -> Backend {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free UDP port")
+            .port();
         let child = Command::new("sipp")
             .arg("-sf")
             .arg(scenario("uas.xml"))
@@ -32,7 +37,12 @@ impl Backend {
 
     /// The SIP URI of this backend, as it appears in dispatcher.list.
     pub fn uri(&self) -> String {
-        format!("sip:127.0.0.1:{}", self.port)
+        format!("sip:{}", self.name())
+    }
+
+    /// How the backend names itself in `X-Backend`, as [`call`] reports it.
+    pub fn name(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 }
 

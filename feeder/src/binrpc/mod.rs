@@ -1,9 +1,87 @@
 //! A client for Kamailio's binrpc protocol (the `ctl` module), the protocol
 //! `kamcmd` speaks.
 
+mod client;
+mod codec;
+pub mod dispatcher;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
+
+pub use client::{Client, DEFAULT_TIMEOUT};
+pub use codec::{CodecError, Header, Message, MessageType, Value, decode_body};
+
+/// A binrpc call that did not succeed. Each variant names the ctl address, so
+/// a log line alone tells which Kamailio misbehaved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach Kamailio's ctl at {addr}")]
+    Connect {
+        addr: Addr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binrpc exchange with {addr} failed")]
+    Io {
+        addr: Addr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no answer from Kamailio's ctl at {addr} within {timeout:?}")]
+    Timeout { addr: Addr, timeout: Duration },
+    #[error("{method} at {addr} failed: {code} {message}")]
+    Fault {
+        addr: Addr,
+        method: String,
+        code: i32,
+        message: String,
+    },
+    #[error("malformed binrpc reply from {addr}")]
+    Malformed {
+        addr: Addr,
+        #[source]
+        source: CodecError,
+    },
+    #[error("reply from {addr} carries cookie {got:#x}, the request had {sent:#x}")]
+    Cookie { addr: Addr, sent: u32, got: u32 },
+    #[error("request for {method} is {len} bytes; ctl reads at most {max}")]
+    RequestTooLarge {
+        method: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("cannot encode the request for {method}")]
+    Encode {
+        method: String,
+        #[source]
+        source: CodecError,
+    },
+    #[error("unexpected reply to {method} from {addr}: {reason}")]
+    UnexpectedReply {
+        addr: Addr,
+        method: String,
+        reason: String,
+    },
+}
+
+impl Error {
+    /// A short, stable label for metrics and structured logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Connect { .. } => "connect",
+            Error::Io { .. } => "io",
+            Error::Timeout { .. } => "timeout",
+            Error::Fault { .. } => "fault",
+            Error::Malformed { .. } => "malformed",
+            Error::Cookie { .. } => "cookie",
+            Error::RequestTooLarge { .. } => "request_too_large",
+            Error::Encode { .. } => "encode",
+            Error::UnexpectedReply { .. } => "unexpected_reply",
+        }
+    }
+}
 
 /// Where Kamailio's ctl module listens: `unix:PATH`, `tcp:HOST:PORT` or
 /// `udp:HOST:PORT` (the forms of ctl's `binrpc` modparam).

@@ -150,13 +150,14 @@ impl ServeArgs {
                 "--tls-cert applies to tcp:// listeners, and no --listen tcp:// is given".into(),
             );
         }
-        if self.tls_cert.is_none() && !self.insecure {
-            if let Some(open) = self.listen.iter().find(|l| !l.is_local()) {
-                return Err(format!(
-                    "--listen {open} would serve the feed in clear text to other machines: \
-                     give --tls-cert and --tls-key, or --insecure to accept that"
-                ));
-            }
+        if self.tls_cert.is_none()
+            && !self.insecure
+            && let Some(open) = self.listen.iter().find(|l| !l.is_local())
+        {
+            return Err(format!(
+                "--listen {open} would serve the feed in clear text to other machines: \
+                 give --tls-cert and --tls-key, or --insecure to accept that"
+            ));
         }
         Ok(())
     }

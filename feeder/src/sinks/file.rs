@@ -1,11 +1,151 @@
-//! The file sink: writes `dispatcher.list` atomically, only when its content
-//! changes.
+//! The file sink, for stock Kamailio: writes `dispatcher.list` atomically,
+//! only when its content changes, and asks Kamailio over binrpc to reload it
+//! until Kamailio has loaded the newest file.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use crate::backoff::Backoff;
+use crate::binrpc::{self, dispatcher};
 use crate::error::Error;
+use crate::hub::SnapshotRx;
 use crate::snapshot::Snapshot;
+
+/// Retry pacing for reloads and failed writes: quick enough to land soon
+/// after Kamailio's `reload_delta` (5 s by default) expires, slow enough not
+/// to flood its log with "Ongoing reload".
+pub fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(5), 0.3)
+        .expect("constant backoff settings are valid")
+}
+
+/// The longest wait between two reloads refused by dispatcher's
+/// `reload_delta`, so the newest file loads soon after the throttle lifts.
+const ONGOING_RELOAD_POLL: Duration = Duration::from_millis(500);
+
+/// Keeps `dispatcher.list` equal to the newest snapshot and, if a binrpc
+/// address is given, Kamailio's loaded sets equal to the file.
+#[derive(Debug)]
+pub struct FileSink {
+    writer: ListWriter,
+    reload: Option<binrpc::Client>,
+    backoff: Backoff,
+}
+
+/// Whether a reload finished or was overtaken by a newer snapshot.
+enum ReloadOutcome {
+    Loaded,
+    Superseded,
+    Closed,
+}
+
+impl FileSink {
+    pub fn new(writer: ListWriter, reload: Option<binrpc::Client>) -> Self {
+        FileSink {
+            writer,
+            reload,
+            backoff: retry_backoff(),
+        }
+    }
+
+    /// Runs until the hub goes away. A burst of snapshots is coalesced: while
+    /// a write or reload is retried, only the newest snapshot is kept.
+    pub async fn run(self, mut snapshots: SnapshotRx) {
+        // Reload at start even when the file on disk is already current: a
+        // previous run may have written it without Kamailio loading it.
+        let mut reload_due = true;
+        let mut write_failures = self.backoff.iter();
+        loop {
+            let current = snapshots.borrow_and_update().clone();
+            let Some(snapshot) = current else {
+                if snapshots.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            match self.writer.write(&snapshot) {
+                Ok(wrote) => {
+                    write_failures = self.backoff.iter();
+                    if wrote {
+                        tracing::info!(path = %self.writer.path().display(), %snapshot, "wrote dispatcher.list");
+                    }
+                    reload_due |= wrote;
+                }
+                Err(err) => {
+                    let delay = write_failures.next().unwrap_or_default();
+                    tracing::error!(error = %err, retry_in = ?delay, "cannot write dispatcher.list; the previous file stays");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        changed = snapshots.changed() => if changed.is_err() { return },
+                    }
+                    continue;
+                }
+            }
+            if let (true, Some(client)) = (reload_due, &self.reload) {
+                match self
+                    .reload_until_loaded(client, &snapshot, &mut snapshots)
+                    .await
+                {
+                    ReloadOutcome::Loaded => reload_due = false,
+                    ReloadOutcome::Superseded => continue,
+                    ReloadOutcome::Closed => return,
+                }
+            }
+            if snapshots.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends `dispatcher.reload` until Kamailio accepts it, backing off on
+    /// faults ("Ongoing reload" inside `reload_delta`) and silence, and
+    /// giving up early when a newer snapshot needs writing first.
+    async fn reload_until_loaded(
+        &self,
+        client: &binrpc::Client,
+        snapshot: &Snapshot,
+        snapshots: &mut SnapshotRx,
+    ) -> ReloadOutcome {
+        let mut delays = self.backoff.iter();
+        for attempt in 1.. {
+            let mut delay = delays.next().unwrap_or_default();
+            match dispatcher::reload(client).await {
+                Ok(()) => {
+                    tracing::info!(rpc = %client.addr(), version = snapshot.version(), attempt, "Kamailio reloaded dispatcher.list");
+                    warn_about_skipped(client, snapshot).await;
+                    return ReloadOutcome::Loaded;
+                }
+                Err(err) if dispatcher::is_ongoing_reload(&err) => {
+                    // The throttle lifts at a moment we cannot know (its
+                    // reload_delta is Kamailio's setting): poll it often.
+                    delay = delay.min(ONGOING_RELOAD_POLL);
+                    if attempt == 1 {
+                        tracing::info!(
+                            rpc = %client.addr(), version = snapshot.version(),
+                            "Kamailio refused the reload inside its reload_delta; retrying until it accepts"
+                        );
+                    } else {
+                        tracing::debug!(rpc = %client.addr(), attempt, retry_in = ?delay, "reload still refused");
+                    }
+                }
+                Err(err) => tracing::warn!(
+                    rpc = %client.addr(), version = snapshot.version(), attempt, retry_in = ?delay,
+                    "dispatcher.reload failed: {err}"
+                ),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                changed = snapshots.changed() => return match changed {
+                    Ok(()) => ReloadOutcome::Superseded,
+                    Err(_) => ReloadOutcome::Closed,
+                },
+            }
+        }
+        ReloadOutcome::Closed
+    }
+}
 
 /// Writes `dispatcher.list` so that Kamailio only ever reads a whole file:
 /// a temporary file in the same directory, fsync, rename over the target,
@@ -36,6 +176,41 @@ impl ListWriter {
             source,
         })?;
         Ok(true)
+    }
+}
+
+/// Reads back what Kamailio loaded and names any destination it skipped:
+/// dispatcher drops a line it cannot use with only a warning in its own log
+/// (an IPv6 URI when Kamailio listens on no IPv6 address, an unresolvable
+/// name, an unknown socket). Large lists exceed ctl's reply limits; then
+/// nothing is checked.
+async fn warn_about_skipped(client: &binrpc::Client, snapshot: &Snapshot) {
+    let loaded = match dispatcher::list(client).await {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            tracing::debug!("cannot read back Kamailio's sets: {err}");
+            return;
+        }
+    };
+    for (id, dests) in snapshot.sets() {
+        let in_kamailio: HashSet<&str> = loaded
+            .get(id)
+            .into_iter()
+            .flatten()
+            .map(|d| d.uri.as_str())
+            .collect();
+        let skipped: Vec<&str> = dests
+            .iter()
+            .map(|d| d.uri.as_str())
+            .filter(|uri| !in_kamailio.contains(uri))
+            .collect();
+        if !skipped.is_empty() {
+            tracing::warn!(
+                set = id,
+                ?skipped,
+                "Kamailio did not load these destinations; its log says why (IPv6 needs an IPv6 listen socket)"
+            );
+        }
     }
 }
 

@@ -1,0 +1,229 @@
+//! `--set [NAMESPACE:]SERVICE=ID[:PORT][,flags=N][,priority=N][,attrs=K=V;...]`:
+//! which Kubernetes Service feeds which dispatcher set.
+//!
+//! The part up to `ID[:PORT]` is CyCoreSystems/dispatchers' syntax, so its
+//! command lines work unchanged; the comma-separated options are ours.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::InvalidServiceSet;
+use crate::snapshot::{DEFAULT_PORT, Destination, SetId, validate_set_id};
+
+/// One `--set` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSet {
+    /// `None` means the default namespace (`POD_NAMESPACE`, else `default`).
+    pub namespace: Option<String>,
+    pub service: String,
+    pub id: SetId,
+    pub port: Port,
+    /// Set-wide values given on the command line; each one given here wins
+    /// over the Service's annotation.
+    pub flags: Option<u32>,
+    pub priority: Option<u32>,
+    pub attrs: Option<String>,
+}
+
+/// The SIP port of a set's destinations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Port {
+    Number(u16),
+    /// A port name, looked up in each EndpointSlice's `ports`.
+    Name(String),
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Port::Number(n) => write!(f, "{n}"),
+            Port::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl FromStr for ServiceSet {
+    type Err = InvalidServiceSet;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: String| InvalidServiceSet {
+            spec: s.to_owned(),
+            reason,
+        };
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected [NAMESPACE:]SERVICE=ID[:PORT]".into()))?;
+        let (namespace, service) = match name.split_once(':') {
+            Some((ns, svc)) => (Some(ns), svc),
+            None => (None, name),
+        };
+        if let Some(ns) = namespace {
+            check_dns_label(ns, "namespace").map_err(bad)?;
+        }
+        check_dns_label(service, "service").map_err(bad)?;
+
+        let mut options = rest.split(',');
+        let target = options.next().unwrap_or_default();
+        let (id, port) = match target.split_once(':') {
+            Some((id, port)) => (id, Some(port)),
+            None => (target, None),
+        };
+        let id = id
+            .parse::<u64>()
+            .map_err(|_| bad(format!("set id '{id}' is not a number")))
+            .and_then(|id| validate_set_id(id).map_err(|e| bad(e.to_string())))?;
+        let port = match port {
+            None => Port::Number(DEFAULT_PORT),
+            Some(p) => parse_port(p).map_err(bad)?,
+        };
+
+        let mut set = ServiceSet {
+            namespace: namespace.map(str::to_owned),
+            service: service.to_owned(),
+            id,
+            port,
+            flags: None,
+            priority: None,
+            attrs: None,
+        };
+        for option in options {
+            let (key, value) = option
+                .split_once('=')
+                .ok_or_else(|| bad(format!("option '{option}' is not KEY=VALUE")))?;
+            let number = || {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| bad(format!("{key} '{value}' is not a number")))
+            };
+            match key {
+                "flags" => set.flags = Some(number()?),
+                "priority" => set.priority = Some(number()?),
+                "attrs" => set.attrs = Some(value.to_owned()),
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option '{key}' (known: flags, priority, attrs)"
+                    )));
+                }
+            }
+        }
+        // Check the set-wide values the way Kamailio's loader would read them.
+        Destination::new(
+            "sip:check:5060",
+            set.flags.unwrap_or(0),
+            set.priority.unwrap_or(0),
+            set.attrs.clone().unwrap_or_default(),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        Ok(set)
+    }
+}
+
+/// A number from 1 to 65535, or an IANA service name as Kubernetes port
+/// names are: at most 15 lowercase letters, digits and inner dashes, with
+/// at least one letter.
+fn parse_port(p: &str) -> Result<Port, String> {
+    if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() {
+        return match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(Port::Number(n)),
+            _ => Err(format!("port '{p}' is not a number from 1 to 65535")),
+        };
+    }
+    let valid = !p.is_empty()
+        && p.len() <= 15
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !p.starts_with('-')
+        && !p.ends_with('-')
+        && !p.contains("--");
+    if valid {
+        Ok(Port::Name(p.to_owned()))
+    } else {
+        Err(format!(
+            "port '{p}' is neither a number nor a port name (up to 15 lowercase letters, digits and dashes)"
+        ))
+    }
+}
+
+/// Namespaces and Service names are DNS labels (RFC 1123).
+fn check_dns_label(value: &str, what: &str) -> Result<(), String> {
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} '{value}' is not a valid name (lowercase letters, digits and '-', at most 63)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> ServiceSet {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn dispatchers_syntax() {
+        let set = parse("asterisk=1");
+        assert_eq!(set.namespace, None);
+        assert_eq!(set.service, "asterisk");
+        assert_eq!(set.id, 1);
+        assert_eq!(set.port, Port::Number(5060));
+
+        let set = parse("voice:asterisk=2:5080");
+        assert_eq!(set.namespace.as_deref(), Some("voice"));
+        assert_eq!(set.port, Port::Number(5080));
+
+        assert_eq!(parse("voice:asterisk=2:sip").port, Port::Name("sip".into()));
+        assert_eq!(
+            parse("asterisk=2:sip-udp").port,
+            Port::Name("sip-udp".into())
+        );
+    }
+
+    #[test]
+    fn options_set_flags_priority_and_attrs() {
+        let set = parse("voice:asterisk=3:sip,flags=8,priority=10,attrs=weight=50;duid=a");
+        assert_eq!(set.flags, Some(8));
+        assert_eq!(set.priority, Some(10));
+        assert_eq!(set.attrs.as_deref(), Some("weight=50;duid=a"));
+    }
+
+    #[test]
+    fn bad_specs_name_the_culprit() {
+        for (spec, needle) in [
+            ("asterisk", "expected [NAMESPACE:]SERVICE=ID[:PORT]"),
+            ("asterisk=x", "set id 'x'"),
+            ("asterisk=-1", "set id '-1'"),
+            ("asterisk=3000000000", "out of range"),
+            ("asterisk=1:0", "port '0'"),
+            ("asterisk=1:70000", "port '70000'"),
+            ("asterisk=1:SIP", "port 'SIP'"),
+            (
+                "asterisk=1:a-very-long-port-name",
+                "port 'a-very-long-port-name'",
+            ),
+            ("Voice:asterisk=1", "namespace 'Voice'"),
+            (":asterisk=1", "namespace ''"),
+            ("voice:=1", "service ''"),
+            ("a.b=1", "service 'a.b'"),
+            ("asterisk=1,flags=x", "flags 'x'"),
+            ("asterisk=1,flags=64", "bits Kamailio does not know"),
+            ("asterisk=1,attrs=a b", "contains ' '"),
+            ("asterisk=1,weight=5", "unknown option 'weight'"),
+            ("asterisk=1,flags", "not KEY=VALUE"),
+        ] {
+            let err = spec.parse::<ServiceSet>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{spec}: {err}");
+            assert!(err.contains(spec), "{spec}: {err}");
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! File mode end to end: the `dsfeed` binary writes dispatcher.list and
+//! reloads a real Kamailio 5.6.3 over binrpc; sipp shows where SIP goes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use dsfeed_tests::feeder::{self, Feeder};
+use dsfeed_tests::sipp::{self, Backend};
+use dsfeed_tests::{Kamailio, eventually, loaded, sets, until_loaded};
+
+/// Generous: CI runs these on a loaded 2-core machine.
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn write(path: &Path, text: &str) {
+    // Through a rename, as editors and ConfigMap updates do.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn sets_yaml(set: u32, uris: &[&str]) -> String {
+    let mut yaml = format!("sets:\n  {set}:\n");
+    for uri in uris {
+        yaml.push_str(&format!("    - {uri}\n"));
+    }
+    yaml
+}
+
+fn start_feeder(kamailio: &Kamailio, sets_file: &Path, extra: &[&str]) -> Feeder {
+    let rpc = kamailio.ctl_unix().to_string();
+    let mut args = vec![
+        "--sets-file",
+        sets_file.to_str().unwrap(),
+        "-o",
+        kamailio.list_path().to_str().unwrap(),
+        "--rpc",
+        &rpc,
+    ];
+    args.extend_from_slice(extra);
+    Feeder::start(&args, &kamailio.dir().join("dsfeed.log"))
+}
+
+#[tokio::test]
+async fn sets_file_edits_reach_kamailio_even_inside_reload_delta() {
+    let kamailio = Kamailio::builder("").reload_delta(2).start().await.unwrap();
+    let sets_file = kamailio.dir().join("sets.yaml");
+    write(&sets_file, &sets_yaml(1, &["sip:10.0.0.1:5060"]));
+    let feeder = start_feeder(&kamailio, &sets_file, &[]);
+    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), SETTLE).await;
+
+    // Past reload_delta, a lone edit is loaded at once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    write(&sets_file, &sets_yaml(1, &["sip:10.0.0.2:5060"]));
+    let took = until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.2:5060"])]), SETTLE).await;
+    println!("a lone edit reached Kamailio in {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}: the edit waited for something"
+    );
+
+    // Two more edits inside reload_delta: Kamailio refuses the reloads for
+    // a while, and still ends with the newest sets.
+    write(&sets_file, &sets_yaml(1, &["sip:10.0.0.3:5060"]));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    write(
+        &sets_file,
+        &sets_yaml(1, &["sip:10.0.0.3:5060", "sip:10.0.0.4:5060"]),
+    );
+    let newest = sets(&[(1, &["sip:10.0.0.3:5060", "sip:10.0.0.4:5060"])]);
+    until_loaded(&kamailio, &newest, SETTLE).await;
+    let on_disk = std::fs::read_to_string(kamailio.list_path()).unwrap();
+    assert!(on_disk.contains("1 sip:10.0.0.4:5060 0 0\n"), "{on_disk}");
+    assert!(
+        feeder.log().contains("reload_delta"),
+        "the refusals are logged:\n{}",
+        feeder.log()
+    );
+}
+
+#[tokio::test]
+async fn sip_requests_follow_the_sets() {
+    let kamailio = Kamailio::builder("").reload_delta(1).start().await.unwrap();
+    let sip = kamailio.sip_addr().to_string();
+    let (a, b) = (Backend::start(), Backend::start());
+    let sets_file = kamailio.dir().join("sets.yaml");
+    write(&sets_file, &sets_yaml(1, &[&a.uri()]));
+    let _feeder = start_feeder(&kamailio, &sets_file, &[]);
+    until_loaded(&kamailio, &sets(&[(1, &[&a.uri()])]), SETTLE).await;
+    let reached = sipp::call(&sip, 1, 4, kamailio.dir());
+    assert_eq!(reached, vec![a.name(); 4]);
+
+    // B added: round robin reaches both.
+    write(&sets_file, &sets_yaml(1, &[&a.uri(), &b.uri()]));
+    until_loaded(&kamailio, &sets(&[(1, &[&a.uri(), &b.uri()])]), SETTLE).await;
+    let reached = sipp::call(&sip, 1, 6, kamailio.dir());
+    assert_eq!(reached.len(), 6, "{reached:?}");
+    assert!(
+        reached.contains(&a.name()) && reached.contains(&b.name()),
+        "{reached:?}"
+    );
+
+    // A removed: no request reaches it any more.
+    write(&sets_file, &sets_yaml(1, &[&b.uri()]));
+    until_loaded(&kamailio, &sets(&[(1, &[&b.uri()])]), SETTLE).await;
+    let reached = sipp::call(&sip, 1, 4, kamailio.dir());
+    assert_eq!(reached, vec![b.name(); 4]);
+    assert!(kamailio.is_running());
+}
+
+#[tokio::test]
+async fn static_only_start_writes_the_file_and_kamailio_loads_it_with_ipv6() {
+    let kamailio = Kamailio::builder("").ipv6().start().await.unwrap();
+    assert!(loaded(&kamailio).await.is_empty());
+    let rpc = kamailio.ctl_tcp().to_string();
+    let list = kamailio.list_path().to_str().unwrap();
+    let _feeder = Feeder::start(
+        &[
+            "-static",
+            "1=127.0.0.1:5070,[2001:db8::1]",
+            "-static",
+            "2=sip:127.0.0.1:5080;transport=tcp",
+            "-o",
+            list,
+            "--rpc",
+            &rpc,
+        ],
+        &kamailio.dir().join("dsfeed.log"),
+    );
+    let expected = sets(&[
+        (1, &["sip:127.0.0.1:5070", "sip:[2001:db8::1]:5060"]),
+        (2, &["sip:127.0.0.1:5080;transport=tcp"]),
+    ]);
+    until_loaded(&kamailio, &expected, SETTLE).await;
+    let on_disk = std::fs::read_to_string(list).unwrap();
+    assert!(
+        on_disk.contains("1 sip:[2001:db8::1]:5060 0 0\n"),
+        "{on_disk}"
+    );
+}
+
+#[tokio::test]
+async fn once_writes_reloads_and_exits() {
+    let kamailio = Kamailio::start("").await.unwrap();
+    let rpc = kamailio.ctl_udp().to_string();
+    let list = kamailio.list_path().to_str().unwrap();
+    let out = feeder::run(&[
+        "--once",
+        "--static",
+        "7=127.0.0.1:5099",
+        "-o",
+        list,
+        "-p",
+        &port_of(&rpc),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        loaded(&kamailio).await,
+        sets(&[(7, &["sip:127.0.0.1:5099"])])
+    );
+
+    // `-o -` prints the list and touches nothing else.
+    let out = feeder::run(&["--once", "--static", "3=[::1]:5062", "-o", "-"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("# dispatcher.list generated by dsfeed, version "),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("\n3 sip:[::1]:5062 0 0\n"), "{stdout}");
+}
+
+/// `udp:127.0.0.1:PORT` → `PORT`, for the `-p` flag.
+fn port_of(addr: &str) -> String {
+    addr.rsplit(':').next().unwrap().to_owned()
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_culprit() {
+    for (args, culprit) in [
+        (&["--static", "1=10.0.0.1:99999"][..], "99999"),
+        (&["-static", "1=2001:db8::1:5060x"], "brackets"),
+        (&["--static", "one=10.0.0.1"], "'one'"),
+        (
+            &["--static", "1=10.0.0.1", "--rpc", "localhost:9998"],
+            "localhost:9998",
+        ),
+        (&["--static", "1=10.0.0.1", "--frobnicate"], "--frobnicate"),
+        (&[], "no source"),
+    ] {
+        let out = feeder::run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(culprit), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_never_replaces_the_last_good_list() {
+    let kamailio = Kamailio::builder("").reload_delta(1).start().await.unwrap();
+    let sets_file = kamailio.dir().join("sets.yaml");
+    let good = sets(&[(1, &["sip:10.0.0.1:5060"])]);
+    write(&sets_file, &sets_yaml(1, &["sip:10.0.0.1:5060"]));
+    let feeder = start_feeder(&kamailio, &sets_file, &[]);
+    until_loaded(&kamailio, &good, SETTLE).await;
+    let good_file = std::fs::read_to_string(kamailio.list_path()).unwrap();
+
+    let bad_edits = [
+        ("sets:\n  1: [\n", "invalid YAML"),
+        (
+            "sets:\n  1:\n    - uri: sip:10.0.0.2:5060\n      attrs: \"a=1 b=2\"\n",
+            "'a=1 b=2'",
+        ),
+        (
+            "sets:\n  1:\n    - uri: sip:10.0.0.2:5060\n      attrs: \"a=1\\nb=2\"\n",
+            "'a=1\nb=2'",
+        ),
+        ("sets:\n  1:\n    - 10.0.0.2:99999\n", "99999"),
+    ];
+    for (text, culprit) in bad_edits {
+        write(&sets_file, text);
+        eventually(
+            &format!("the feeder to report {culprit:?}"),
+            SETTLE,
+            || async { feeder.log().contains(culprit).then_some(()) },
+        )
+        .await;
+        assert_eq!(
+            std::fs::read_to_string(kamailio.list_path()).unwrap(),
+            good_file
+        );
+        assert_eq!(loaded(&kamailio).await, good);
+    }
+
+    // A good edit after the bad ones flows again.
+    write(&sets_file, &sets_yaml(1, &["sip:10.0.0.9:5060"]));
+    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.9:5060"])]), SETTLE).await;
+
+    // `--once` with bad input fails, naming the file and the culprit, and
+    // leaves the list alone.
+    write(
+        &sets_file,
+        "sets:\n  2:\n    - uri: sip:10.0.0.5\n      attrs: 'x=#1'\n",
+    );
+    let before = std::fs::read_to_string(kamailio.list_path()).unwrap();
+    let out = feeder::run(&[
+        "--once",
+        "--sets-file",
+        sets_file.to_str().unwrap(),
+        "-o",
+        kamailio.list_path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("sets.yaml")
+            && stderr.contains("set 2, entry 1")
+            && stderr.contains("x=#1"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(kamailio.list_path()).unwrap(),
+        before
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_rpc_address_is_reported_and_nothing_is_lost() {
+    let kamailio = Kamailio::start("1 sip:10.0.0.1:5060 0 0\n").await.unwrap();
+    let dead = kamailio.dir().join("nobody-listens.sock");
+    let dead_rpc = format!("unix:{}", dead.display());
+    let list = kamailio.dir().join("elsewhere.list");
+
+    // --once: a clear error naming the address.
+    let out = feeder::run(&[
+        "--once",
+        "--static",
+        "1=10.0.0.2",
+        "-o",
+        list.to_str().unwrap(),
+        "--rpc",
+        &dead_rpc,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&dead_rpc), "{stderr}");
+
+    // The daemon keeps retrying and says why; Kamailio keeps its sets.
+    let mut feeder = Feeder::start(
+        &[
+            "--static",
+            "1=10.0.0.3",
+            "-o",
+            list.to_str().unwrap(),
+            "--rpc",
+            &dead_rpc,
+        ],
+        &kamailio.dir().join("dsfeed.log"),
+    );
+    eventually("the feeder to report the dead address", SETTLE, || async {
+        let log = feeder.log();
+        (log.contains("dispatcher.reload failed") && log.contains(&dead_rpc)).then_some(())
+    })
+    .await;
+    assert!(
+        feeder.exited().is_none(),
+        "the feeder keeps running:\n{}",
+        feeder.log()
+    );
+    assert_eq!(
+        loaded(&kamailio).await,
+        sets(&[(1, &["sip:10.0.0.1:5060"])])
+    );
+}

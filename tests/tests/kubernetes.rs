@@ -1,0 +1,145 @@
+//! End to end: EndpointSlice changes in a (fake) Kubernetes API reach a real
+//! Kamailio 5.6.3 through the `dsfeed` binary in file mode, and SIP follows:
+//! sipp backends stand behind the endpoints, a sipp caller goes through
+//! Kamailio to set 1.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use dsfeed::binrpc::Client;
+use dsfeed::binrpc::dispatcher::{self, ListedSets};
+use dsfeed_tests::Kamailio;
+use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::sipp::{self, Backend};
+use fake_kube::{FakeKube, Gone, Scenario};
+use serde_json::{Value, json};
+
+/// Generous: several engineers build on the same two cores.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A slice of Service `asterisk` in `voice` whose one endpoint is the
+/// backend on `port` (named port `sip`), in the given state.
+fn slice(name: &str, backend: &Backend, ready: bool, terminating: bool) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "voice",
+                     "labels": {"kubernetes.io/service-name": "asterisk"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "sip", "port": backend.port, "protocol": "UDP"}],
+        "endpoints": [{"addresses": ["127.0.0.1"],
+                       "conditions": {"ready": ready, "serving": true, "terminating": terminating}}],
+    })
+}
+
+/// Set 1 as Kamailio has it loaded: `(uri, flags)` pairs.
+fn set_one(sets: &ListedSets) -> BTreeSet<(String, String)> {
+    sets.get(&1)
+        .into_iter()
+        .flatten()
+        .map(|d| (d.uri.clone(), d.flags.clone()))
+        .collect()
+}
+
+/// Polls Kamailio's `dispatcher.list` until set 1 is `want`.
+async fn wait_for_set(client: &Client, feeder: &Feeder, want: &[(&Backend, &str)]) {
+    let want: BTreeSet<(String, String)> = want
+        .iter()
+        .map(|(b, flags)| (b.uri(), (*flags).to_owned()))
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = BTreeSet::new();
+    while Instant::now() < deadline {
+        if let Ok(sets) = dispatcher::list(client).await {
+            seen = set_one(&sets);
+            if seen == want {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "Kamailio's set 1 never became {want:?}; it is {seen:?}. Feeder log:\n{}",
+        feeder.log()
+    );
+}
+
+/// The backends that answered `calls` OPTIONS sent to set 1.
+fn reached(kamailio: &Kamailio, calls: u32) -> BTreeSet<u16> {
+    sipp::call(&kamailio.sip_addr().to_string(), 1, calls, kamailio.dir())
+        .iter()
+        .filter_map(|b| b.rsplit_once(':')?.1.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn slice_changes_reach_kamailio_and_sip_follows() {
+    let a = Backend::start();
+    let b = Backend::start();
+    let kube = FakeKube::start().await;
+    kube.apply(slice("asterisk-a", &a, true, false));
+
+    let kamailio = Kamailio::builder("").reload_delta(1).start().await.unwrap();
+    let client = kamailio.client();
+    let kubeconfig = kamailio.dir().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig);
+    let ctl = kamailio.ctl_udp().to_string();
+    let ctl_port = ctl.rsplit_once(':').unwrap().1;
+    // CyCoreSystems/dispatchers' flags, binrpc over UDP.
+    let feeder = Feeder::start(
+        &[
+            "-set",
+            "voice:asterisk=1:sip",
+            "-kubecfg",
+            kubeconfig.to_str().unwrap(),
+            "-o",
+            kamailio.list_path().to_str().unwrap(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            ctl_port,
+        ],
+        &kamailio.dir().join("dsfeed.log"),
+    );
+
+    wait_for_set(&client, &feeder, &[(&a, "AX")]).await;
+    assert_eq!(reached(&kamailio, 4), BTreeSet::from([a.port]));
+
+    // A second slice: its endpoint joins the set, calls spread over both.
+    kube.apply(slice("asterisk-b", &b, true, false));
+    wait_for_set(&client, &feeder, &[(&a, "AX"), (&b, "AX")]).await;
+    assert_eq!(reached(&kamailio, 6), BTreeSet::from([a.port, b.port]));
+
+    // The API server loses its history: the relist changes nothing.
+    let version = std::fs::read_to_string(kamailio.list_path()).unwrap();
+    let lists = kube.requests().iter().filter(|r| !r.is_watch()).count();
+    kube.play(Scenario::ExpireHistory(Gone::Event)).await;
+    kube.wait_for_requests(lists + 1, PATIENCE, |r| !r.is_watch())
+        .await;
+    kube.play(Scenario::DropConnections).await;
+
+    // A's pod terminates: it drains (flag 4), new calls avoid it.
+    kube.apply(slice("asterisk-a", &a, false, true));
+    wait_for_set(&client, &feeder, &[(&a, "DX"), (&b, "AX")]).await;
+    assert_ne!(
+        std::fs::read_to_string(kamailio.list_path()).unwrap(),
+        version
+    );
+    assert_eq!(reached(&kamailio, 4), BTreeSet::from([b.port]));
+
+    // A's pod is gone.
+    assert!(kube.delete(
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        "voice",
+        "asterisk-a"
+    ));
+    wait_for_set(&client, &feeder, &[(&b, "AX")]).await;
+    assert!(kamailio.is_running());
+    let log = feeder.log();
+    assert_eq!(
+        log.matches("kubernetes sets changed").count(),
+        4,
+        "one change per real change, none for the relist:\n{log}"
+    );
+}
