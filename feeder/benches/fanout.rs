@@ -98,17 +98,14 @@ async fn main() {
     file.write_text(&sets_text(0).0);
     let tcp = free_addr();
     let http = free_addr();
-    let feeder = Feeder::start(
-        dir.path(),
-        &[
-            "--sets-file".into(),
-            file.path.display().to_string(),
-            "--listen".into(),
-            format!("tcp://{tcp}"),
-            "--http".into(),
-            http.to_string(),
-        ],
-    )
+    let feeder = Feeder::start(&[
+        "--sets-file".into(),
+        file.path.display().to_string(),
+        "--listen".into(),
+        format!("tcp://{tcp}"),
+        "--http".into(),
+        http.to_string(),
+    ])
     .await;
     let rss_idle = feeder.rss_kib();
 

@@ -361,6 +361,13 @@ mod tests {
     }
 
     #[test]
+    fn watch_has_help() {
+        let err = load(&["watch", "--help"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::DisplayHelp);
+        assert!(err.to_string().contains("--sets <IDS>"), "{err}");
+    }
+
+    #[test]
     fn watch_is_a_subcommand_needing_no_source() {
         let config = load(&["watch", "unix:/run/dsfeed.sock", "--sets", "1,2"]).unwrap();
         let Some(Command::Watch(watch)) = config.command else {

@@ -30,19 +30,16 @@ async fn feeder(
     let socket = dir.join("feed.sock");
     let tcp = free_addr();
     let http = free_addr();
-    let feeder = Feeder::start(
-        dir,
-        &args(&[
-            "--sets-file",
-            file.path.to_str().unwrap(),
-            "--listen",
-            &format!("unix:{}", socket.display()),
-            "--listen",
-            &format!("tcp://{tcp}"),
-            "--http",
-            &http.to_string(),
-        ]),
-    )
+    let feeder = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("unix:{}", socket.display()),
+        "--listen",
+        &format!("tcp://{tcp}"),
+        "--http",
+        &http.to_string(),
+    ]))
     .await;
     (feeder, file, socket, tcp)
 }
@@ -240,17 +237,14 @@ async fn a_client_that_holds_the_current_version_gets_nothing_until_a_change() {
     let replica_dir = TempDir::new().unwrap();
     let replica_socket = replica_dir.path().join("replica.sock");
     let replica_http = free_addr();
-    let _replica = Feeder::start(
-        replica_dir.path(),
-        &args(&[
-            "--sets-file",
-            file.path.to_str().unwrap(),
-            "--listen",
-            &format!("unix:{}", replica_socket.display()),
-            "--http",
-            &replica_http.to_string(),
-        ]),
-    )
+    let _replica = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("unix:{}", replica_socket.display()),
+        "--http",
+        &replica_http.to_string(),
+    ]))
     .await;
     let mut moved = Stream::connect(
         common::unix_endpoint(&replica_socket),
@@ -304,17 +298,14 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
     file.write_text(&big(0));
     let socket = dir.path().join("feed.sock");
     let http = free_addr();
-    let feeder = Feeder::start(
-        dir.path(),
-        &args(&[
-            "--sets-file",
-            file.path.to_str().unwrap(),
-            "--listen",
-            &format!("unix:{}", socket.display()),
-            "--http",
-            &http.to_string(),
-        ]),
-    )
+    let feeder = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("unix:{}", socket.display()),
+        "--http",
+        &http.to_string(),
+    ]))
     .await;
 
     let mut slow = Stream::connect(common::unix_endpoint(&socket), hello("slow", &[], "")).await;
@@ -445,15 +436,12 @@ async fn plain_tcp_on_every_interface_needs_insecure() {
     let dir = TempDir::new().unwrap();
     let file = SetsFile::new(dir.path(), THREE_SETS);
     let port = free_addr().port();
-    let mut refused = Feeder::spawn(
-        dir.path(),
-        &args(&[
-            "--sets-file",
-            file.path.to_str().unwrap(),
-            "--listen",
-            &format!("tcp://0.0.0.0:{port}"),
-        ]),
-    );
+    let mut refused = Feeder::spawn(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("tcp://0.0.0.0:{port}"),
+    ]));
     let exit = refused.exited().await;
     assert_eq!(exit.code(), Some(2), "{}", refused.log());
     let log = refused.log();
@@ -463,18 +451,15 @@ async fn plain_tcp_on_every_interface_needs_insecure() {
     );
 
     let http = free_addr();
-    let accepted = Feeder::start(
-        dir.path(),
-        &args(&[
-            "--sets-file",
-            file.path.to_str().unwrap(),
-            "--listen",
-            &format!("tcp://0.0.0.0:{port}"),
-            "--insecure",
-            "--http",
-            &http.to_string(),
-        ]),
-    )
+    let accepted = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("tcp://0.0.0.0:{port}"),
+        "--insecure",
+        "--http",
+        &http.to_string(),
+    ]))
     .await;
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut client = Stream::connect(common::tcp_endpoint(addr), hello("kam", &[], "")).await;
@@ -493,19 +478,16 @@ async fn a_wrong_or_missing_token_is_rejected() {
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
     let socket = dir.path().join("feed.sock");
     let http = free_addr();
-    let _feeder = Feeder::start(
-        dir.path(),
-        &args(&[
-            "--sets-file",
-            file.path.to_str().unwrap(),
-            "--listen",
-            &format!("unix:{}", socket.display()),
-            "--token-file",
-            token_file.to_str().unwrap(),
-            "--http",
-            &http.to_string(),
-        ]),
-    )
+    let _feeder = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("unix:{}", socket.display()),
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--http",
+        &http.to_string(),
+    ]))
     .await;
     for token in [None, Some("wrong"), Some("s3cret-token-and-more")] {
         let err = Stream::open(common::unix_endpoint(&socket), token, hello("kam", &[], ""))
@@ -554,7 +536,7 @@ async fn a_wrong_or_missing_token_is_rejected() {
 #[tokio::test]
 async fn watch_prints_each_snapshot_and_acks_it() {
     let dir = TempDir::new().unwrap();
-    let (feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
+    let (mut feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
     let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_dsfeed"))
         .args([
             "watch",
@@ -609,6 +591,39 @@ async fn watch_prints_each_snapshot_and_acks_it() {
             s["clients"][0]["acked_version"] == second.version()
         })
         .await;
+
+    // The feeder restarts: the watcher reconnects with what it has and
+    // prints nothing, until the sets change again.
+    feeder.terminate();
+    assert!(feeder.exited().await.success());
+    let restarted = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("unix:{}", socket.display()),
+        "--http",
+        &free_addr().to_string(),
+    ]))
+    .await;
+    restarted
+        .wait_status("the watcher back with its version", |s| {
+            s["clients"][0]["node"] == "watcher"
+                && s["clients"][0]["acked_version"] == second.version()
+        })
+        .await;
+    let reprinted = tokio::time::timeout(QUIET, lines.next_line()).await;
+    assert!(reprinted.is_err(), "printed again: {reprinted:?}");
+    const AGAIN: common::Sets<'static> = &[(1, &["10.0.0.6"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(AGAIN);
+    let line = tokio::time::timeout(PATIENCE, lines.next_line()).await;
+    let third = snapshot(AGAIN, Some(&[1, 3]));
+    assert_eq!(
+        line.unwrap().unwrap().unwrap(),
+        format!(
+            "# dispatcher.list generated by dsfeed, version {}",
+            third.version()
+        )
+    );
 }
 
 /// Runs `dsfeed watch ARGS` to completion.

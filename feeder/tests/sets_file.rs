@@ -30,17 +30,14 @@ async fn an_unchanged_sets_file_is_not_read_again() {
         path: dir.path().join("sets.yaml"),
     };
     file.write_text(&text);
-    let feeder = Feeder::start(
-        dir.path(),
-        &[
-            "--sets-file".into(),
-            file.path.display().to_string(),
-            "--listen".into(),
-            format!("unix:{}", dir.path().join("feed.sock").display()),
-            "--http".into(),
-            free_addr().to_string(),
-        ],
-    )
+    let feeder = Feeder::start(&[
+        "--sets-file".into(),
+        file.path.display().to_string(),
+        "--listen".into(),
+        format!("unix:{}", dir.path().join("feed.sock").display()),
+        "--http".into(),
+        free_addr().to_string(),
+    ])
     .await;
     let before = bytes_read(feeder.pid());
     tokio::time::sleep(Duration::from_secs(2)).await;

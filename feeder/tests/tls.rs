@@ -116,7 +116,7 @@ async fn tls_feeder(
             ca.to_str().unwrap().to_owned(),
         ]);
     }
-    (Feeder::start(dir, &args).await, tcp)
+    (Feeder::start(&args).await, tcp)
 }
 
 async fn watch(args: &[&str]) -> std::process::Output {
@@ -238,19 +238,16 @@ async fn an_unusable_certificate_stops_the_feeder_at_start() {
     let dir = TempDir::new().unwrap();
     let pki = Pki::new(dir.path(), "feed-ca");
     let file = SetsFile::new(dir.path(), SETS);
-    let mut feeder = Feeder::spawn(
-        dir.path(),
-        &[
-            "--sets-file".to_owned(),
-            file.path.display().to_string(),
-            "--listen".to_owned(),
-            format!("tcp://{}", free_addr()),
-            "--tls-cert".to_owned(),
-            pki.server_key.display().to_string(),
-            "--tls-key".to_owned(),
-            pki.server_key.display().to_string(),
-        ],
-    );
+    let mut feeder = Feeder::spawn(&[
+        "--sets-file".to_owned(),
+        file.path.display().to_string(),
+        "--listen".to_owned(),
+        format!("tcp://{}", free_addr()),
+        "--tls-cert".to_owned(),
+        pki.server_key.display().to_string(),
+        "--tls-key".to_owned(),
+        pki.server_key.display().to_string(),
+    ]);
     let exit = feeder.exited().await;
     assert_eq!(exit.code(), Some(1), "{}", feeder.log());
     let log = feeder.log();

@@ -113,6 +113,11 @@ pub struct WatchArgs {
     /// Print the first snapshot, ACK it and exit; any error is final.
     #[arg(long)]
     pub once: bool,
+
+    // Help is `--help` only, as for the feeder, whose `-h` is the binrpc host.
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 impl WatchArgs {
@@ -169,7 +174,7 @@ pub async fn run(args: &WatchArgs, out: &mut (impl Write + Send)) -> Result<(), 
             delays = backoff.iter();
         }
         let delay = delays.next().expect("delays never end");
-        tracing::warn!(error = %err, "reconnecting in {delay:.1?}");
+        tracing::warn!(error = %with_causes(&err), "reconnecting in {delay:.1?}");
         tokio::time::sleep(delay).await;
     }
 }
@@ -304,13 +309,28 @@ async fn endpoint(args: &WatchArgs) -> Result<Endpoint, Error> {
 /// (a refused TLS handshake) the message alone says only "transport error".
 fn explain(status: &tonic::Status) -> String {
     let mut text = status.message().to_owned();
-    let mut cause = std::error::Error::source(status);
+    append_causes(&mut text, std::error::Error::source(status));
+    text
+}
+
+/// An error and its causes on one line, for a log that would otherwise show
+/// only the outermost ("cannot connect").
+fn with_causes(err: &Error) -> String {
+    let mut text = err.to_string();
+    append_causes(&mut text, std::error::Error::source(err));
+    text
+}
+
+fn append_causes(text: &mut String, mut cause: Option<&(dyn std::error::Error + 'static)>) {
     while let Some(err) = cause {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
+        let line = err.to_string();
+        // tonic repeats an I/O error at each layer; say it once.
+        if !text.ends_with(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
         cause = err.source();
     }
-    text
 }
 
 fn display(target: &Target) -> String {

@@ -102,13 +102,16 @@ pub fn uris(response: &FeedResponse) -> Vec<(u32, Vec<String>)> {
 pub struct Feeder {
     child: Child,
     log: PathBuf,
+    /// Holds the log away from the sets file: writes to the log are events
+    /// in a watched directory, which would wake the sets-file source.
+    _log_dir: tempfile::TempDir,
     pub http: Option<SocketAddr>,
 }
 
 impl Feeder {
     /// Starts `dsfeed ARGS` and, when it serves HTTP, waits until it is ready.
-    pub async fn start(dir: &Path, args: &[String]) -> Feeder {
-        let feeder = Feeder::spawn(dir, args);
+    pub async fn start(args: &[String]) -> Feeder {
+        let feeder = Feeder::spawn(args);
         if let Some(http) = feeder.http {
             let deadline = Instant::now() + PATIENCE;
             loop {
@@ -123,8 +126,9 @@ impl Feeder {
     }
 
     /// Starts `dsfeed ARGS` without waiting for anything.
-    pub fn spawn(dir: &Path, args: &[String]) -> Feeder {
-        let log = dir.join(format!("dsfeed-{}.log", rand_suffix()));
+    pub fn spawn(args: &[String]) -> Feeder {
+        let log_dir = tempfile::TempDir::new().unwrap();
+        let log = log_dir.path().join("dsfeed.log");
         let http = args
             .iter()
             .position(|a| a == "--http")
@@ -137,7 +141,12 @@ impl Feeder {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("dsfeed starts");
-        Feeder { child, log, http }
+        Feeder {
+            child,
+            log,
+            _log_dir: log_dir,
+            http,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -235,12 +244,6 @@ impl Drop for Feeder {
             eprintln!("--- dsfeed log ---\n{}", self.log());
         }
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// One GET over HTTP/1.1; returns the status code and body.
