@@ -14,6 +14,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand, error:
 
 use crate::binrpc;
 use crate::feed::{ServeArgs, watch::WatchArgs};
+use crate::sources::consul::ConsulArgs;
 use crate::sources::kubernetes::{DEFAULT_NAMESPACE, ServiceSet};
 use crate::sources::static_sets::StaticSet;
 
@@ -125,6 +126,10 @@ pub struct Config {
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
+
+    /// Last, so that its help heading does not spill over other flags.
+    #[command(flatten)]
+    pub consul: ConsulArgs,
 }
 
 /// Commands other than the feeder itself, which runs when none is given.
@@ -163,9 +168,16 @@ impl Config {
             return watch.validate();
         }
         self.serve.validate()?;
-        if self.statics.is_empty() && self.sets_file.is_none() && self.services.is_empty() {
-            return Err("no source given: use --static, --sets-file or --set".into());
+        if self.statics.is_empty()
+            && self.sets_file.is_none()
+            && self.services.is_empty()
+            && self.consul.services.is_empty()
+        {
+            return Err(
+                "no source given: use --static, --sets-file, --set or --consul-service".into(),
+            );
         }
+        self.consul.validate()?;
         if self.writes_stdout() && !self.once {
             return Err("'-o -' (standard output) works only with --once".into());
         }

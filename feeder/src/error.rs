@@ -38,6 +38,12 @@ pub struct InvalidServiceSet {
 /// Everything that can fail while running the feeder.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("source {name} failed")]
+    SourceFailed {
+        name: String,
+        #[source]
+        cause: Box<Error>,
+    },
     #[error("sets file {path}: {reason}")]
     SetsFile { path: PathBuf, reason: String },
     #[error("cannot read {path}")]
@@ -114,6 +120,7 @@ impl Error {
     /// A short, stable label for metrics and structured logs.
     pub fn label(&self) -> &'static str {
         match self {
+            Error::SourceFailed { cause, .. } => cause.label(),
             Error::SetsFile { .. } => "sets_file",
             Error::Read { .. } => "read",
             Error::Write { .. } => "write",

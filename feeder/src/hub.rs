@@ -53,9 +53,8 @@ pub async fn run(
             Some(done) = tasks.join_next() => match done {
                 Ok((_, Ok(()))) => {}
                 Ok((name, Err(err))) => {
-                    tracing::error!(source = %name, error = %err, "source failed");
                     crate::metrics::count_source_error(&name, err.label());
-                    return Err(err);
+                    return Err(Error::SourceFailed { name, cause: Box::new(err) });
                 }
                 Err(join) => std::panic::resume_unwind(join.into_panic()),
             },

@@ -11,7 +11,7 @@ use dsfeed::feed::server::Server;
 use dsfeed::sinks::file::{FileSink, ListWriter};
 use dsfeed::snapshot::Snapshot;
 use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
-use dsfeed::sources::{Source, sets_file::SetsFileSource, static_sets::StaticSource};
+use dsfeed::sources::{Source, consul, sets_file::SetsFileSource, static_sets::StaticSource};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn sources(config: &Config) -> Vec<Box<dyn Source>> {
+fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if !config.statics.is_empty() {
         sources.push(Box::new(StaticSource::new(&config.statics)));
@@ -65,20 +65,20 @@ fn sources(config: &Config) -> Vec<Box<dyn Source>> {
             config.min_endpoints,
         )));
     }
-    sources
+    sources.extend(consul::sources(&config.consul).context("Consul")?);
+    Ok(sources)
 }
 
 /// Builds the first snapshot from every source, delivers it and returns.
 async fn once(config: &Config) -> anyhow::Result<()> {
     let (tx, mut rx) = watch::channel(None);
-    let hub = tokio::spawn(dsfeed::hub::run(sources(config), tx));
-    let snapshot: Arc<Snapshot> = tokio::select! {
-        synced = rx.wait_for(Option::is_some) => synced
-            .context("the sources stopped before syncing")?
-            .clone()
-            .expect("waited for Some"),
-        failed = hub => {
-            failed.context("the hub panicked")??;
+    let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
+    let synced = rx.wait_for(Option::is_some).await.map(|s| s.clone());
+    let snapshot: Arc<Snapshot> = match synced {
+        Ok(snapshot) => snapshot.expect("waited for Some"),
+        // The hub only lets go of the channel when a source failed.
+        Err(_) => {
+            hub.await.context("the hub panicked")??;
             anyhow::bail!("the sources stopped before syncing");
         }
     };
@@ -102,7 +102,7 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
     let feed = server.run(rx.clone(), stop.clone().cancelled_owned());
     tokio::pin!(feed);
-    let hub = tokio::spawn(dsfeed::hub::run(sources(config), tx));
+    let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
     if config.writes_file() {
         let reload = config.reload_addr().map(binrpc::Client::new);
         if reload.is_none() {
@@ -113,16 +113,27 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         let sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
         tokio::spawn(sink.run(rx));
     }
-    tokio::select! {
-        failed = hub => failed.context("the hub panicked")?.map_err(Into::into),
-        served = &mut feed => served.map_err(Into::into),
-        signal = shutdown() => {
-            signal.context("cannot listen for signals")?;
-            // Let every feed stream end with its status before exiting.
-            stop.cancel();
-            feed.await.map_err(Into::into)
+    let registration = consul::Registration::new(&config.consul, config.reload_addr())
+        .context("Consul registration")?;
+    if let Some(registration) = &registration {
+        tokio::spawn(registration.clone().run());
+    }
+    let (result, feed_ended) = tokio::select! {
+        failed = hub => (failed.context("the hub panicked").and_then(|r| r.map_err(Into::into)), false),
+        served = &mut feed => (served.map_err(Into::into), true),
+        signal = shutdown() => (signal.context("cannot listen for signals"), false),
+    };
+    if !feed_ended {
+        // Let every feed stream end with its status before exiting.
+        stop.cancel();
+        if let Err(err) = feed.await {
+            tracing::error!(error = %err, "the feed did not shut down cleanly");
         }
     }
+    if let Some(registration) = registration {
+        registration.deregister().await;
+    }
+    result
 }
 
 /// Resolves on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).

@@ -64,6 +64,9 @@ impl Feeder {
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(status) = self.exited() {
+            return Some(status);
+        }
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();

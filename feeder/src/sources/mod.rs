@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::error::Error;
 use crate::snapshot::SetMap;
 
+pub mod consul;
 pub mod kubernetes;
 pub mod sets_file;
 pub mod static_sets;

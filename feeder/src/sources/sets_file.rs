@@ -54,6 +54,8 @@ impl Source for SetsFileSource {
 }
 
 async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
+    let mut last_text = read(&path).await?;
+    let first = parse(&path, &last_text)?;
     let (tx, mut events) = mpsc::unbounded_channel();
     // Watch the directory, not the file: editors and Kubernetes ConfigMap
     // updates replace the file by renaming, which ends a watch on the file.
@@ -73,9 +75,7 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
         path: dir.clone(),
         source,
     })?;
-
-    let mut last_text = read(&path).await?;
-    out.publish(parse(&path, &last_text)?).await;
+    out.publish(first).await;
 
     loop {
         tokio::select! {

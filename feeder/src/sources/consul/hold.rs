@@ -1,0 +1,152 @@
+//! The empty-answer guard: what a watch publishes after each answer.
+//!
+//! A Consul agent that restarts answers for a moment as if no instance were
+//! registered, and consul-template renders that as an empty list. Here a set
+//! that suddenly turns empty keeps its last instances for a grace period;
+//! any non-empty answer ends the wait, and an answer still empty when it
+//! runs out is a real deregistration and empties the set.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::snapshot::Destination;
+
+/// What the watch should do with an answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Send these destinations to the hub.
+    Publish(Vec<Destination>),
+    /// The set turned empty: keep publishing the last instances until
+    /// `until`; `started` is true for the answer that began the wait.
+    Hold { until: Instant, started: bool },
+    /// Nothing changed.
+    Unchanged,
+}
+
+#[derive(Debug)]
+pub struct Holder {
+    grace: Duration,
+    /// What the hub has from this watch, sorted; `None` before the first
+    /// answer.
+    published: Option<Vec<Destination>>,
+    empty_since: Option<Instant>,
+}
+
+impl Holder {
+    pub fn new(grace: Duration) -> Self {
+        Holder {
+            grace,
+            published: None,
+            empty_since: None,
+        }
+    }
+
+    /// Takes the destinations of one answer received at `now`.
+    pub fn observe(&mut self, mut dests: Vec<Destination>, now: Instant) -> Decision {
+        let had_instances = self.published.as_ref().is_some_and(|p| !p.is_empty());
+        if dests.is_empty() && had_instances && !self.grace.is_zero() {
+            let started = self.empty_since.is_none();
+            let until = *self.empty_since.get_or_insert(now) + self.grace;
+            if now < until {
+                return Decision::Hold { until, started };
+            }
+        }
+        self.empty_since = None;
+        dests.sort_by(|a, b| a.uri.cmp(&b.uri).then_with(|| a.attrs.cmp(&b.attrs)));
+        if self.published.as_ref() == Some(&dests) {
+            return Decision::Unchanged;
+        }
+        self.published = Some(dests.clone());
+        Decision::Publish(dests)
+    }
+
+    /// Whether the hub has anything from this watch yet.
+    pub fn has_published(&self) -> bool {
+        self.published.is_some()
+    }
+
+    /// When the current wait runs out, if a wait is on.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.empty_since.map(|since| since + self.grace)
+    }
+
+    /// Ends the wait: the set was really emptied.
+    pub fn expire(&mut self) {
+        self.empty_since = None;
+        self.published = Some(Vec::new());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dests(uris: &[&str]) -> Vec<Destination> {
+        uris.iter()
+            .map(|u| Destination::parse_target(u).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_answer_is_held_then_published() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(30);
+        let mut holder = Holder::new(grace);
+        assert_eq!(
+            holder.observe(dests(&["b", "a"]), t0),
+            Decision::Publish(dests(&["a", "b"]))
+        );
+        assert_eq!(holder.observe(dests(&["a", "b"]), t0), Decision::Unchanged);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            holder.observe(vec![], t1),
+            Decision::Hold {
+                until: t1 + grace,
+                started: true
+            }
+        );
+        assert_eq!(
+            holder.observe(vec![], t1 + Duration::from_secs(5)),
+            Decision::Hold {
+                until: t1 + grace,
+                started: false
+            }
+        );
+        assert_eq!(holder.deadline(), Some(t1 + grace));
+        assert_eq!(
+            holder.observe(vec![], t1 + grace),
+            Decision::Publish(vec![])
+        );
+        assert_eq!(holder.deadline(), None);
+        assert_eq!(holder.observe(vec![], t1 + grace), Decision::Unchanged);
+    }
+
+    #[test]
+    fn instances_coming_back_end_the_wait() {
+        let t0 = Instant::now();
+        let mut holder = Holder::new(Duration::from_secs(30));
+        assert!(!holder.has_published());
+        holder.observe(dests(&["a"]), t0);
+        assert!(holder.has_published());
+        assert!(matches!(holder.observe(vec![], t0), Decision::Hold { .. }));
+        assert_eq!(holder.observe(dests(&["a"]), t0), Decision::Unchanged);
+        assert_eq!(holder.deadline(), None);
+        assert!(matches!(
+            holder.observe(vec![], t0),
+            Decision::Hold { started: true, .. }
+        ));
+        holder.expire();
+        assert_eq!(holder.observe(vec![], t0), Decision::Unchanged);
+    }
+
+    #[test]
+    fn a_first_empty_answer_or_no_grace_publishes_at_once() {
+        let t0 = Instant::now();
+        let mut first = Holder::new(Duration::from_secs(30));
+        assert_eq!(first.observe(vec![], t0), Decision::Publish(vec![]));
+        let mut none = Holder::new(Duration::ZERO);
+        none.observe(dests(&["a"]), t0);
+        assert_eq!(none.observe(vec![], t0), Decision::Publish(vec![]));
+    }
+}

@@ -1,0 +1,278 @@
+//! `--consul-service NAME=ID[:PORT][,OPTION...]`: Consul services as sets,
+//! followed with blocking queries on `/v1/health/service/NAME`. This replaces
+//! the consul-template + `kamcmd dispatcher.reload` setup (Wazo's) and fixes
+//! its weak spots: an agent that restarts and answers empty for a moment no
+//! longer blanks a set, and errors are retried forever instead of ending the
+//! process.
+//!
+//! ```text
+//! dsfeed --consul-service asterisk=1 \
+//!        --consul-service 'asterisk=2:5080,tag=primary,dc=dc2,health=warning' \
+//!        --consul-attr weight=Weights.Passing --consul-attr duid=ID
+//! ```
+//!
+//! - Each service is watched on its own: the first query reads at once,
+//!   later ones pass `index` and `wait` and Consul answers when the index
+//!   moves or the wait runs out. Queries start at most once per
+//!   [`MIN_INTERVAL`], the rate limit Consul asks blocking clients to keep.
+//! - Healthy means every check passing (`passing=true`); `health=warning`
+//!   also keeps instances whose checks warn, and drops critical ones here.
+//! - The address is the service's, else its node's; the port is the one in
+//!   the flag, else the service's. Attrs come only from `--consul-attr`, and
+//!   hostile values are rejected (see [`instances`]).
+//! - Index rules: an index that goes backwards (a restarted or restored
+//!   server) restarts at 0, a full read; an index of 0 or a missing
+//!   `X-Consul-Index` becomes 1, so the next query still blocks.
+//! - An error (refused connection, timeout, 5xx, bad JSON, 403) is logged and
+//!   retried with jittered backoff; the set keeps its last instances. A
+//!   service that never answered holds back the first snapshot, so Kamailio
+//!   never sees it empty by mistake.
+//! - A set whose instances all vanish keeps them for `--consul-empty-grace`
+//!   (30s by default); a non-empty answer within it ends the wait, and an
+//!   empty one after it empties the set (see [`hold`]).
+//! - With `--consul-register`, this Kamailio is registered in Consul too
+//!   (see [`Registration`]).
+//! - Settings follow Consul's tools: `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`,
+//!   `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_SSL`, `CONSUL_CACERT`,
+//!   `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::snapshot::{Destination, SetMap};
+use crate::sources::{Publisher, Source, SourceFuture};
+
+mod args;
+mod client;
+mod error;
+mod hold;
+pub mod instances;
+mod register;
+
+pub use args::{
+    AttrMapping, ConsulAddr, ConsulArgs, EnvToken, Field, Health, RegisterSpec, ServiceSpec,
+};
+pub use client::{ConsulClient, Reply};
+pub use error::ConsulError;
+pub use register::Registration;
+
+use crate::backoff::Backoff;
+use error::chain;
+use hold::{Decision, Holder};
+
+/// The shortest time between the starts of two queries for one service.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_JITTER: f64 = 0.5;
+
+/// One source per `--consul-service`, sharing one client. Fails when a
+/// file the flags name (token, CA, client certificate) is unusable.
+pub fn sources(args: &ConsulArgs) -> Result<Vec<Box<dyn Source>>, ConsulError> {
+    if args.services.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = ConsulClient::new(args)?;
+    let attrs: Arc<[AttrMapping]> = args.attrs.clone().into();
+    Ok(args
+        .services
+        .iter()
+        .map(|spec| {
+            Box::new(ConsulSource {
+                name: format!("consul {spec}"),
+                spec: spec.clone(),
+                client: client.clone(),
+                attrs: attrs.clone(),
+                wait: args.wait,
+                grace: args.empty_grace,
+            }) as Box<dyn Source>
+        })
+        .collect())
+}
+
+/// Follows one Consul service and publishes it as one set.
+pub struct ConsulSource {
+    name: String,
+    spec: ServiceSpec,
+    client: ConsulClient,
+    attrs: Arc<[AttrMapping]>,
+    wait: Duration,
+    grace: Duration,
+}
+
+impl Source for ConsulSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(self: Box<Self>, out: Publisher) -> SourceFuture {
+        Box::pin(self.watch(out))
+    }
+}
+
+impl ConsulSource {
+    /// Queries forever; no Consul error is fatal, since the set's last
+    /// instances are the best truth there is until Consul answers again.
+    async fn watch(self: Box<Self>, out: Publisher) -> Result<(), Error> {
+        let mut holder = Holder::new(self.grace);
+        let backoff =
+            Backoff::new(BACKOFF_MIN, BACKOFF_MAX, BACKOFF_JITTER).expect("valid backoff");
+        let mut delays = backoff.iter();
+        let mut index = 0;
+        let mut problems = Vec::new();
+        let mut warned_no_index = false;
+        let mut warned_acls = false;
+        let mut last_start: Option<Instant> = None;
+        loop {
+            if let Some(start) = last_start {
+                let pause = tokio::time::sleep_until(start + MIN_INTERVAL);
+                self.meanwhile(pause, &mut holder, &out).await;
+            }
+            last_start = Some(Instant::now());
+            let query = self.client.health_service(&self.spec, index, self.wait);
+            let reply = match self.meanwhile(query, &mut holder, &out).await {
+                Ok(reply) => reply,
+                Err(err) => {
+                    let delay = delays.next().expect("backoff delays never end");
+                    let outcome = if holder.has_published() {
+                        "the set keeps its last instances"
+                    } else {
+                        "the set waits for Consul's first answer"
+                    };
+                    tracing::warn!(
+                        service = %self.spec,
+                        error = %chain(&err),
+                        kind = err.label(),
+                        retry_in = ?delay,
+                        "Consul query failed; {outcome}"
+                    );
+                    crate::metrics::count_source_error("consul", err.label());
+                    self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
+                        .await;
+                    continue;
+                }
+            };
+            delays = backoff.iter();
+            if reply.index.is_none() && !warned_no_index {
+                tracing::warn!(
+                    service = %self.spec,
+                    "Consul's answer has no X-Consul-Index; polling every {MIN_INTERVAL:?} instead of blocking"
+                );
+            }
+            warned_no_index = reply.index.is_none();
+            if reply.filtered_by_acls && !warned_acls {
+                tracing::warn!(
+                    service = %self.spec,
+                    "Consul's ACLs hid instances from this answer; the token (CONSUL_HTTP_TOKEN or --consul-token-file) may be missing or lack service:read"
+                );
+            }
+            warned_acls = reply.filtered_by_acls;
+            let next = next_index(index, reply.index);
+            if next == 0 {
+                tracing::info!(
+                    service = %self.spec,
+                    from = index,
+                    to = reply.index,
+                    "Consul's index went backwards; reading the service again"
+                );
+            }
+            index = next;
+
+            let converted = instances::convert(&self.spec, &self.attrs, &reply.entries);
+            if converted.problems != problems {
+                for problem in &converted.problems {
+                    tracing::warn!(service = %self.spec, "{problem}");
+                }
+                problems = converted.problems;
+            }
+            match holder.observe(converted.destinations, Instant::now()) {
+                Decision::Publish(dests) => {
+                    tracing::info!(
+                        service = %self.spec,
+                        set = self.spec.set,
+                        instances = dests.len(),
+                        "Consul instances changed"
+                    );
+                    out.publish(self.sets(dests)).await;
+                }
+                Decision::Hold {
+                    started: true,
+                    until,
+                } => tracing::warn!(
+                    service = %self.spec,
+                    set = self.spec.set,
+                    holding_for = ?until.saturating_duration_since(Instant::now()),
+                    "Consul reports no healthy instance; keeping the last ones until the grace runs out, in case the agent is restarting"
+                ),
+                Decision::Hold { .. } | Decision::Unchanged => {}
+            }
+        }
+    }
+
+    /// Runs `work` to its end; if the empty-answer grace runs out meanwhile,
+    /// empties the set.
+    async fn meanwhile<F: Future>(
+        &self,
+        work: F,
+        holder: &mut Holder,
+        out: &Publisher,
+    ) -> F::Output {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                output = &mut work => return output,
+                () = until(holder.deadline()) => {
+                    holder.expire();
+                    tracing::info!(
+                        service = %self.spec,
+                        set = self.spec.set,
+                        "Consul still reports no healthy instance after the grace; emptying the set"
+                    );
+                    out.publish(self.sets(Vec::new())).await;
+                }
+            }
+        }
+    }
+
+    fn sets(&self, dests: Vec<Destination>) -> SetMap {
+        SetMap::from([(self.spec.set, dests)])
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The index for the next query, by Consul's blocking-query rules.
+fn next_index(sent: u64, got: Option<u64>) -> u64 {
+    match got {
+        None | Some(0) => 1,
+        Some(got) if got < sent => 0,
+        Some(got) => got,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_rules() {
+        assert_eq!(next_index(0, Some(42)), 42);
+        assert_eq!(next_index(42, Some(42)), 42);
+        assert_eq!(next_index(42, Some(50)), 50);
+        assert_eq!(next_index(42, Some(7)), 0);
+        assert_eq!(next_index(42, Some(0)), 1);
+        assert_eq!(next_index(42, None), 1);
+        assert_eq!(next_index(0, None), 1);
+    }
+}

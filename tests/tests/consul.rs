@@ -1,0 +1,730 @@
+//! The Consul source against a fake Consul agent (`dsfeed_tests::fake_consul`)
+//! with real blocking-query semantics, through the same flags, client and
+//! hub that the `dsfeed` binary runs.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dsfeed::config::Config;
+use dsfeed::snapshot::Snapshot;
+use dsfeed::sources::consul;
+use dsfeed_tests::eventually;
+use dsfeed_tests::fake_consul::{FakeConsul, IndexHeader, Instance, Status, TestPki};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Generous: the machine running the tests may be busy.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The feeder's hub fed by the Consul sources the flags describe.
+struct Feed {
+    rx: watch::Receiver<Option<Arc<Snapshot>>>,
+    /// Every snapshot the hub published, in order.
+    history: Arc<Mutex<Vec<Arc<Snapshot>>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn config(args: &[&str]) -> Config {
+    Config::try_load(std::iter::once("dsfeed").chain(args.iter().copied()))
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn feed(args: &[&str]) -> Feed {
+    let sources = consul::sources(&config(args).consul).expect("usable Consul settings");
+    let (tx, rx) = watch::channel(None);
+    let hub = tokio::spawn(async move {
+        dsfeed::hub::run(sources, tx).await.expect("the hub runs");
+    });
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let mut watcher = rx.clone();
+    let seen = history.clone();
+    let recorder = tokio::spawn(async move {
+        while watcher.changed().await.is_ok() {
+            if let Some(snapshot) = watcher.borrow_and_update().clone() {
+                seen.lock().unwrap().push(snapshot);
+            }
+        }
+    });
+    Feed {
+        rx,
+        history,
+        tasks: vec![hub, recorder],
+    }
+}
+
+impl Feed {
+    /// Waits until the published snapshot satisfies `pred`.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
+        let mut rx = self.rx.clone();
+        let found = tokio::time::timeout(TIMEOUT, async {
+            loop {
+                if let Some(snapshot) = rx.borrow_and_update().clone()
+                    && pred(&snapshot)
+                {
+                    return snapshot;
+                }
+                rx.changed().await.expect("the hub is running");
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!(
+                "no snapshot with {what} within {TIMEOUT:?}; last: {:?}",
+                self.current().map(|s| s.to_dispatcher_list())
+            )
+        })
+    }
+
+    /// Waits until set `id` holds exactly `want`.
+    async fn wait_for_set(&self, id: u32, want: &[&str]) -> Arc<Snapshot> {
+        self.wait_for(&format!("set {id} = {want:?}"), |s| uris(s, id) == want)
+            .await
+    }
+
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        self.rx.borrow().clone()
+    }
+
+    fn current_set(&self, id: u32) -> Vec<String> {
+        uris(&self.current().expect("a snapshot"), id)
+    }
+
+    /// Whether set `id` was ever published empty.
+    fn ever_empty(&self, id: u32) -> bool {
+        self.history
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.sets().get(&id).is_some_and(Vec::is_empty))
+    }
+}
+
+/// The URIs of set `id`, sorted.
+fn uris(snapshot: &Snapshot, id: u32) -> Vec<String> {
+    let mut uris: Vec<String> = snapshot
+        .sets()
+        .get(&id)
+        .map(|d| d.iter().map(|d| d.uri.clone()).collect())
+        .unwrap_or_default();
+    uris.sort();
+    uris
+}
+
+/// Waits for the next query that blocks (carries an index) after the first
+/// `after` requests; returns its position.
+async fn next_blocking(consul: &FakeConsul, after: usize) -> usize {
+    consul
+        .wait_for_request(after, TIMEOUT, |r| r.index().is_some_and(|i| i > 0))
+        .await
+}
+
+#[tokio::test]
+async fn health_changes_move_instances_within_one_blocking_round_trip() {
+    let consul = FakeConsul::start().await;
+    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060).status(Status::Critical));
+    let addr = consul.addr();
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-addr",
+        &addr,
+        "--consul-empty-grace",
+        "0",
+    ]);
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+    let first = &consul.requests()[0];
+    assert_eq!(first.path, "/v1/health/service/asterisk");
+    assert_eq!(first.param("passing"), Some("true"));
+
+    for (change, want) in [
+        (
+            ("a2", Status::Passing),
+            &["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"][..],
+        ),
+        (("a1", Status::Critical), &["sip:10.0.0.2:5060"]),
+        (("a2", Status::Warning), &[]),
+        (("a1", Status::Passing), &["sip:10.0.0.1:5060"]),
+    ] {
+        // The default 5m wait cannot run out here: only the held query can
+        // bring the change.
+        let held = next_blocking(&consul, consul.requests().len() - 1).await;
+        let sent = consul.requests().len();
+        consul.set_status("asterisk", change.0, change.1);
+        feed.wait_for_set(1, want).await;
+        let requests = consul.requests();
+        assert!(
+            requests.len() <= sent + 1,
+            "{change:?} took more than the held query: {requests:#?}"
+        );
+        assert!(requests[held].index().unwrap() > 0);
+    }
+}
+
+#[tokio::test]
+async fn warning_instances_are_opt_in_and_critical_ones_always_out() {
+    let consul = FakeConsul::start().await;
+    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060).status(Status::Warning));
+    let addr = consul.addr();
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-service",
+        "asterisk=2,health=warning",
+        "--consul-addr",
+        &addr,
+    ]);
+    let snapshot = feed.wait_for("both sets", |s| s.sets().len() == 2).await;
+    assert_eq!(uris(&snapshot, 1), ["sip:10.0.0.1:5060"]);
+    assert_eq!(
+        uris(&snapshot, 2),
+        ["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"]
+    );
+    assert!(
+        consul
+            .requests()
+            .iter()
+            .any(|r| r.param("passing").is_none()),
+        "health=warning must not ask Consul for passing only"
+    );
+
+    consul.set_status("asterisk", "a2", Status::Critical);
+    feed.wait_for_set(2, &["sip:10.0.0.1:5060"]).await;
+    assert_eq!(feed.current_set(1), ["sip:10.0.0.1:5060"]);
+}
+
+#[tokio::test]
+async fn tags_datacenters_and_the_node_address_fallback() {
+    let consul = FakeConsul::start().await;
+    consul.register(
+        Instance::new("asterisk", "a1", "", 5060)
+            .node("pbx1", "10.0.1.1")
+            .tag("primary"),
+    );
+    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060).tag("backup"));
+    consul.register(
+        Instance::new("asterisk", "a3", "10.0.2.3", 5060)
+            .tag("Primary")
+            .tag("udp")
+            .datacenter("dc2"),
+    );
+    let addr = consul.addr();
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1,tag=primary",
+        "--consul-service",
+        "asterisk=2:5080,dc=dc2,tag=primary,tag=udp",
+        "--consul-addr",
+        &addr,
+    ]);
+    let snapshot = feed.wait_for("both sets", |s| s.sets().len() == 2).await;
+    assert_eq!(uris(&snapshot, 1), ["sip:10.0.1.1:5060"]);
+    assert_eq!(uris(&snapshot, 2), ["sip:10.0.2.3:5080"]);
+    let requests = consul.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.param("dc") == Some("dc2") && r.params("tag") == ["primary", "udp"])
+    );
+
+    // The instance moves to its own address: the fallback ends.
+    consul.register(
+        Instance::new("asterisk", "a1", "10.0.0.1", 5062)
+            .node("pbx1", "10.0.1.1")
+            .tag("primary"),
+    );
+    feed.wait_for_set(1, &["sip:10.0.0.1:5062"]).await;
+}
+
+#[tokio::test]
+async fn weights_and_meta_become_attrs_and_hostile_values_are_rejected() {
+    let consul = FakeConsul::start().await;
+    consul.register(
+        Instance::new("asterisk", "a1", "10.0.0.1", 5060)
+            .weights(10, 1)
+            .meta("instance", "pbx-1"),
+    );
+    consul.register(
+        Instance::new("asterisk", "a2", "10.0.0.2", 5060)
+            .meta("instance", "x\n1 sip:evil.example:5060 0 0"),
+    );
+    consul.register(
+        Instance::new("asterisk", "a3", "10.0.0.3", 5060)
+            .weights(3, 1)
+            .meta("instance", "x;weight=100 #"),
+    );
+    consul.register(Instance::new("asterisk", "a4", "10.0.0.4", 5060).weights(500, 1));
+    let addr = consul.addr();
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-addr",
+        &addr,
+        "--consul-attr",
+        "weight=Weights.Passing",
+        "--consul-attr",
+        "duid=Meta.instance",
+    ]);
+    let snapshot = feed
+        .wait_for("four instances", |s| uris(s, 1).len() == 4)
+        .await;
+    let list = snapshot.to_dispatcher_list();
+    let body: Vec<&str> = list.lines().skip(1).collect();
+    assert_eq!(
+        body,
+        [
+            "1 sip:10.0.0.1:5060 0 0 weight=10;duid=pbx-1",
+            "1 sip:10.0.0.2:5060 0 0 weight=1",
+            "1 sip:10.0.0.3:5060 0 0 weight=3",
+            "1 sip:10.0.0.4:5060 0 0",
+        ],
+        "{list}"
+    );
+    assert!(!list.contains("evil"), "{list}");
+
+    consul.register(
+        Instance::new("asterisk", "a1", "10.0.0.1", 5060)
+            .weights(20, 1)
+            .meta("instance", "pbx-1"),
+    );
+    feed.wait_for("the new weight", |s| {
+        s.to_dispatcher_list()
+            .contains("1 sip:10.0.0.1:5060 0 0 weight=20;duid=pbx-1\n")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_agent_restarting_empty_keeps_the_set() {
+    let consul = FakeConsul::start().await;
+    let register = || {
+        consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+        consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+    };
+    register();
+    let addr = consul.addr();
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-addr",
+        &addr,
+        "--consul-wait",
+        "2s",
+        "--consul-empty-grace",
+        "10m",
+    ]);
+    let both = ["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"];
+    feed.wait_for_set(1, &both).await;
+    let held = next_blocking(&consul, 0).await;
+    let old_index = consul.requests()[held].index().unwrap();
+    assert!(old_index > 1);
+
+    consul.restart();
+    let restarted = consul.requests().len();
+    // The index went backwards (old_index to 1): a full read without an
+    // index, then a query blocking on the new index. Both answers were empty.
+    let reread = consul
+        .wait_for_request(restarted, TIMEOUT, |r| r.index().is_none())
+        .await;
+    consul
+        .wait_for_request(reread, TIMEOUT, |r| r.index() == Some(1))
+        .await;
+    assert_eq!(feed.current_set(1), both);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(feed.current_set(1), both);
+
+    register();
+    consul
+        .wait_for_request(reread, TIMEOUT, |r| r.index().is_some_and(|i| i > 1))
+        .await;
+    assert_eq!(feed.current_set(1), both);
+    assert!(
+        !feed.ever_empty(1),
+        "the set was blanked during the restart"
+    );
+}
+
+#[tokio::test]
+async fn a_real_deregistration_empties_the_set_after_the_grace() {
+    let consul = FakeConsul::start().await;
+    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    let addr = consul.addr();
+    let grace = Duration::from_secs(2);
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-addr",
+        &addr,
+        "--consul-empty-grace",
+        "2s",
+    ]);
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+    next_blocking(&consul, 0).await;
+
+    let deregistered = Instant::now();
+    consul.deregister("asterisk", "a1");
+    let snapshot = feed.wait_for_set(1, &[]).await;
+    assert!(
+        deregistered.elapsed() >= grace,
+        "emptied after {:?}, before the grace",
+        deregistered.elapsed()
+    );
+    assert!(
+        snapshot.sets().contains_key(&1),
+        "an empty set is still a set"
+    );
+
+    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+    feed.wait_for_set(1, &["sip:10.0.0.2:5060"]).await;
+}
+
+#[tokio::test]
+async fn errors_never_change_the_set() {
+    let consul = FakeConsul::start().await;
+    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    let addr = consul.addr();
+    let feed = feed(&["--consul-service", "asterisk=1", "--consul-addr", &addr]);
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+    next_blocking(&consul, 0).await;
+
+    consul.fail(Some(500));
+    let failing = consul.requests().len();
+    consul.deregister("asterisk", "a1");
+    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+    // The held query failed, and so did the retries after it.
+    let retry = consul.wait_for_request(failing, TIMEOUT, |_| true).await;
+    consul.wait_for_request(retry + 1, TIMEOUT, |_| true).await;
+    assert_eq!(feed.current_set(1), ["sip:10.0.0.1:5060"]);
+
+    consul.fail(None);
+    feed.wait_for_set(1, &["sip:10.0.0.2:5060"]).await;
+    assert!(!feed.ever_empty(1));
+}
+
+#[tokio::test]
+async fn a_hanging_agent_is_given_up_on_and_never_changes_the_set() {
+    let consul = FakeConsul::start().await;
+    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    let addr = consul.addr();
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-addr",
+        &addr,
+        "--consul-wait",
+        "1s",
+    ]);
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+    next_blocking(&consul, 0).await;
+
+    consul.hang(true);
+    let hung_from = consul.requests().len();
+    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+    // A query sent while the agent hangs is never answered; the next one
+    // shows the client gave up on it (wait + wait/16 + slack) and retried.
+    let hung = consul
+        .wait_for_request(hung_from, Duration::from_secs(60), |_| true)
+        .await;
+    consul
+        .wait_for_request(hung + 1, Duration::from_secs(60), |_| true)
+        .await;
+    assert_eq!(feed.current_set(1), ["sip:10.0.0.1:5060"]);
+
+    consul.hang(false);
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"])
+        .await;
+}
+
+#[tokio::test]
+async fn a_missing_or_zero_index_still_follows_changes() {
+    for header in [IndexHeader::Missing, IndexHeader::Zero] {
+        let consul = FakeConsul::start().await;
+        consul.index_header(header);
+        consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+        let addr = consul.addr();
+        let feed = feed(&["--consul-service", "asterisk=1", "--consul-addr", &addr]);
+        feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+        consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+        feed.wait_for_set(1, &["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"])
+            .await;
+        let indexes: Vec<_> = consul.requests().iter().map(|r| r.index()).collect();
+        assert_eq!(indexes[0], None, "{header:?}");
+        assert!(
+            indexes[1..].iter().all(|i| *i == Some(1)),
+            "{header:?}: {indexes:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_token_file_is_sent_and_read_again() {
+    let consul = FakeConsul::start().await;
+    consul.require_token("s3cr3t");
+    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cr3t\n").unwrap();
+    let addr = consul.addr();
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-addr",
+        &addr,
+        "--consul-token-file",
+        token.to_str().unwrap(),
+    ]);
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+    assert!(
+        consul
+            .requests()
+            .iter()
+            .all(|r| r.token.as_deref() == Some("s3cr3t"))
+    );
+
+    // A token rotated to a wrong one: 403s, and the set stays. The query
+    // already held still has the good token and brings one more change.
+    next_blocking(&consul, 0).await;
+    std::fs::write(&token, "nope").unwrap();
+    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+    let both = ["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"];
+    feed.wait_for_set(1, &both).await;
+    let refused = consul
+        .wait_for_request(0, TIMEOUT, |r| r.token.as_deref() == Some("nope"))
+        .await;
+    consul.deregister("asterisk", "a1");
+    consul
+        .wait_for_request(refused + 1, TIMEOUT, |r| r.token.as_deref() == Some("nope"))
+        .await;
+    assert_eq!(feed.current_set(1), both);
+
+    std::fs::write(&token, "s3cr3t").unwrap();
+    feed.wait_for_set(1, &["sip:10.0.0.2:5060"]).await;
+}
+
+#[tokio::test]
+async fn mutual_tls_with_consuls_ca() {
+    let pki = TestPki::new(&["localhost", "127.0.0.1"]);
+    let consul = FakeConsul::start_tls(&pki, true).await;
+    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    let url = consul.url();
+    let (ca, cert, key) = (
+        pki.ca.to_str().unwrap(),
+        pki.client_cert.to_str().unwrap(),
+        pki.client_key.to_str().unwrap(),
+    );
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-addr",
+        &url,
+        "--consul-cacert",
+        ca,
+        "--consul-client-cert",
+        cert,
+        "--consul-client-key",
+        key,
+    ]);
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+
+    // Without a client certificate the handshake fails.
+    let spec = "asterisk=1".parse().unwrap();
+    let args = config(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-addr",
+        &url,
+        "--consul-cacert",
+        ca,
+    ])
+    .consul;
+    let client = consul::ConsulClient::new(&args).unwrap();
+    let err = client
+        .health_service(&spec, 0, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.label(), "consul_request", "{err}");
+    // Without Consul's CA the server is not trusted.
+    let args = config(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-addr",
+        &url,
+        "--consul-client-cert",
+        cert,
+        "--consul-client-key",
+        key,
+    ])
+    .consul;
+    match consul::ConsulClient::new(&args) {
+        Err(consul::ConsulError::NoRoots) => {}
+        Err(err) => panic!("{err}"),
+        Ok(client) => {
+            let err = client
+                .health_service(&spec, 0, Duration::from_secs(1))
+                .await
+                .unwrap_err();
+            assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_tls_server_name_can_differ_from_the_address() {
+    let pki = TestPki::new(&["server.dc1.consul"]);
+    let consul = FakeConsul::start_tls(&pki, false).await;
+    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    let spec = "asterisk=1".parse().unwrap();
+    // No scheme: --consul-https asks for TLS, as CONSUL_HTTP_SSL=true does.
+    let addr = format!("127.0.0.1:{}", consul.port());
+    let mut args = vec![
+        "--consul-service",
+        "asterisk=1",
+        "--consul-addr",
+        &addr,
+        "--consul-https",
+        "--consul-cacert",
+        pki.ca.to_str().unwrap(),
+    ];
+
+    let plain = consul::ConsulClient::new(&config(&args).consul).unwrap();
+    let err = plain
+        .health_service(&spec, 0, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(format!("{:?}", err).contains("NotValidForName"), "{err:?}");
+
+    args.extend(["--consul-tls-server-name", "server.dc1.consul"]);
+    let named = consul::ConsulClient::new(&config(&args).consul).unwrap();
+    let reply = named
+        .health_service(&spec, 0, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(reply.entries.len(), 1);
+}
+
+#[test]
+fn unusable_files_stop_the_feeder_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    for (flag, path, needle) in [
+        ("--consul-token-file", &missing, "cannot read token file"),
+        ("--consul-cacert", &missing, "cannot read CA file"),
+        ("--consul-cacert", &garbage, "holds no certificate"),
+    ] {
+        let args = config(&[
+            "--consul-service",
+            "asterisk=1",
+            "--consul-addr",
+            "https://127.0.0.1:8501",
+            flag,
+            path.to_str().unwrap(),
+        ])
+        .consul;
+        let err = consul::sources(&args).err().expect("an error");
+        assert!(err.to_string().contains(needle), "{flag}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn registration_keeps_its_ttl_check_and_survives_an_agent_restart() {
+    let consul = FakeConsul::start().await;
+    let addr = consul.addr();
+    let args = config(&[
+        "--consul-service",
+        "kamailio=9",
+        "--consul-addr",
+        &addr,
+        "--consul-register",
+        "kamailio:5070,id=k1,tag=edge,ttl=3s",
+    ])
+    .consul;
+    let registration = consul::Registration::new(&args, None)
+        .unwrap()
+        .expect("--consul-register was given");
+    assert_eq!(registration.id(), "k1");
+    let task = tokio::spawn(registration.clone().run());
+    let passing = || async {
+        consul
+            .instance("kamailio", "k1")
+            .filter(|i| i.status == Status::Passing)
+    };
+    let instance = eventually("k1 registered and passing", TIMEOUT, passing).await;
+    assert_eq!(
+        (instance.port, instance.tags.as_slice()),
+        (5070, &["edge".to_owned()][..])
+    );
+    assert!(
+        instance.output.contains("dsfeed is running"),
+        "{}",
+        instance.output
+    );
+    // Other Consul users see it, the feeder's own source included.
+    let feed = feed(&["--consul-service", "kamailio=9", "--consul-addr", &addr]);
+    feed.wait_for_set(9, &["sip:127.0.0.1:5070"]).await;
+
+    // The agent forgets it: the next check update fails and dsfeed
+    // registers again.
+    consul.restart();
+    eventually("k1 registered again", TIMEOUT, passing).await;
+
+    task.abort();
+    registration.deregister().await;
+    assert!(consul.instance("kamailio", "k1").is_none());
+    let deregistered = consul.requests().last().unwrap().clone();
+    assert_eq!(deregistered.method, "PUT");
+    assert_eq!(deregistered.path, "/v1/agent/service/deregister/k1");
+}
+
+#[tokio::test]
+async fn the_registration_check_fails_while_kamailio_does_not_answer() {
+    let consul = FakeConsul::start().await;
+    let addr = consul.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = format!("unix:{}", dir.path().join("kamailio_ctl").display());
+    let args = config(&[
+        "--consul-service",
+        "pbx=1",
+        "--consul-addr",
+        &addr,
+        "--consul-register",
+        "kamailio,id=k1,ttl=3s",
+    ])
+    .consul;
+    let registration = consul::Registration::new(&args, Some(ctl.parse().unwrap()))
+        .unwrap()
+        .unwrap();
+    let _task = AbortOnDrop(tokio::spawn(registration.run()));
+    let instance = eventually("a failing check update", TIMEOUT, || async {
+        consul
+            .instance("kamailio", "k1")
+            .filter(|i| !i.output.is_empty())
+    })
+    .await;
+    assert_eq!(instance.status, Status::Critical);
+    assert!(
+        instance.output.contains("cannot reach Kamailio's ctl"),
+        "{}",
+        instance.output
+    );
+}
+
+/// Aborts a task when a test ends, even by a panic.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
