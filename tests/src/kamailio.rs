@@ -110,6 +110,7 @@ pub struct KamailioBuilder {
     globals: Vec<String>,
     modules: Vec<String>,
     modparams: Vec<(String, String, ParamValue)>,
+    envs: Vec<(String, String)>,
 }
 
 impl KamailioBuilder {
@@ -160,6 +161,12 @@ impl KamailioBuilder {
     /// Loads a module by name (from Kamailio's module dir) or by path.
     pub fn loadmodule(mut self, module: impl Into<String>) -> Self {
         self.modules.push(module.into());
+        self
+    }
+
+    /// Sets an environment variable for the Kamailio process.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.envs.push((name.into(), value.into()));
         self
     }
 
@@ -246,6 +253,7 @@ impl KamailioBuilder {
             .arg("-P")
             .arg(dir.join("kamailio.pid"))
             .current_dir(dir)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -547,6 +555,7 @@ impl Kamailio {
             globals: Vec::new(),
             modules: Vec::new(),
             modparams: Vec::new(),
+            envs: Vec::new(),
         }
     }
 

@@ -1,0 +1,527 @@
+//! Module parameters: collected as Kamailio parses `modparam("dsfeed", ...)`
+//! lines, then checked together in `mod_init`, where a bad value stops
+//! Kamailio's start with a message naming the parameter.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::error::ConfigError;
+use crate::snapshot::{MAX_ID, SetId};
+
+/// Swaps closer than this crashed Kamailio 5.6 (a list freed under a SIP
+/// worker still reading it; reader windows up to ~107 ms were measured).
+pub const MIN_SWAP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Default pacing: about three times the longest measured reader window
+/// (a ping round over 10,000 destinations took ~350 ms).
+pub const DEFAULT_SWAP_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// The parameters as set so far, in the main process before `mod_init`.
+pub static PARAMS: Mutex<Params> = Mutex::new(Params::new());
+
+/// A modparam value as Kamailio hands it over.
+#[derive(Debug, Clone, Copy)]
+pub enum ParamValue<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+/// What `modparam` lines said, unchecked except for each value's type.
+#[derive(Debug, Default)]
+pub struct Params {
+    feeder: Option<String>,
+    node_id: Option<String>,
+    sets: Option<String>,
+    tls_ca: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_domain: Option<String>,
+    token: Option<String>,
+    token_file: Option<String>,
+    min_swap_interval_ms: Option<i64>,
+    list_file_sync: Option<i64>,
+    reconnect_min_ms: Option<i64>,
+    reconnect_max_ms: Option<i64>,
+    reconnect_jitter_pct: Option<i64>,
+}
+
+impl Params {
+    pub const fn new() -> Self {
+        Params {
+            feeder: None,
+            node_id: None,
+            sets: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_domain: None,
+            token: None,
+            token_file: None,
+            min_swap_interval_ms: None,
+            list_file_sync: None,
+            reconnect_min_ms: None,
+            reconnect_max_ms: None,
+            reconnect_jitter_pct: None,
+        }
+    }
+
+    /// Records one `modparam` line; the last one for a name wins, as with
+    /// Kamailio's own variables.
+    pub fn set(&mut self, name: &str, value: ParamValue<'_>) -> Result<(), ConfigError> {
+        let string = |slot: &mut Option<String>| match value {
+            ParamValue::Str(s) => {
+                *slot = Some(s.to_owned());
+                Ok(())
+            }
+            ParamValue::Int(_) => Err(ConfigError::Type(name.to_owned(), "a string")),
+        };
+        let int = |slot: &mut Option<i64>| match value {
+            ParamValue::Int(i) => {
+                *slot = Some(i);
+                Ok(())
+            }
+            ParamValue::Str(_) => Err(ConfigError::Type(name.to_owned(), "an integer")),
+        };
+        match name {
+            "feeder" => string(&mut self.feeder),
+            "node_id" => string(&mut self.node_id),
+            "sets" => string(&mut self.sets),
+            "tls_ca" => string(&mut self.tls_ca),
+            "tls_cert" => string(&mut self.tls_cert),
+            "tls_key" => string(&mut self.tls_key),
+            "tls_domain" => string(&mut self.tls_domain),
+            "token" => string(&mut self.token),
+            "token_file" => string(&mut self.token_file),
+            "min_swap_interval_ms" => int(&mut self.min_swap_interval_ms),
+            "list_file_sync" => int(&mut self.list_file_sync),
+            "reconnect_min_ms" => int(&mut self.reconnect_min_ms),
+            "reconnect_max_ms" => int(&mut self.reconnect_max_ms),
+            "reconnect_jitter_pct" => int(&mut self.reconnect_jitter_pct),
+            _ => Err(ConfigError::Unknown(name.to_owned())),
+        }
+    }
+
+    /// Checks every parameter and builds the configuration; `hostname` is
+    /// asked only when `node_id` is not set.
+    pub fn build(&self, hostname: impl FnOnce() -> String) -> Result<Config, ConfigError> {
+        let feeder = match self.feeder.as_deref().map(str::trim) {
+            None | Some("") => return Err(ConfigError::Missing("feeder")),
+            Some(feeder) => FeederAddr::parse(feeder)?,
+        };
+        let node_id = match self.node_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => id.to_owned(),
+            _ => hostname(),
+        };
+        let sets = parse_sets(self.sets.as_deref().unwrap_or(""))?;
+
+        let tls = self.tls_files(&feeder)?;
+        let token = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::Conflict("token", "token_file")),
+            (Some(token), None) => Some(Token::Literal(check_token(token)?)),
+            (None, Some(path)) => Some(Token::File(readable("token_file", path)?)),
+            (None, None) => None,
+        };
+
+        let min_swap_interval = match self.min_swap_interval_ms {
+            None => DEFAULT_SWAP_INTERVAL,
+            Some(ms) => {
+                let interval = millis("min_swap_interval_ms", ms)?;
+                if interval < MIN_SWAP_INTERVAL {
+                    return Err(ConfigError::SwapInterval(ms));
+                }
+                interval
+            }
+        };
+        let list_file_sync = match self.list_file_sync {
+            None | Some(0) => false,
+            Some(1) => true,
+            Some(other) => return Err(ConfigError::Bool("list_file_sync", other)),
+        };
+
+        let min = millis("reconnect_min_ms", self.reconnect_min_ms.unwrap_or(500))?;
+        let max = millis("reconnect_max_ms", self.reconnect_max_ms.unwrap_or(30_000))?;
+        let jitter = self.reconnect_jitter_pct.unwrap_or(20);
+        let jitter = u8::try_from(jitter)
+            .ok()
+            .filter(|pct| *pct <= 100)
+            .ok_or(ConfigError::Jitter(jitter))?;
+        let backoff = Backoff::new(min, max, f64::from(jitter) / 100.0)?;
+
+        Ok(Config {
+            feeder,
+            node_id,
+            sets,
+            tls,
+            token,
+            min_swap_interval,
+            list_file_sync,
+            backoff,
+        })
+    }
+
+    fn tls_files(&self, feeder: &FeederAddr) -> Result<Option<TlsFiles>, ConfigError> {
+        let given = [
+            ("tls_ca", &self.tls_ca),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("tls_domain", &self.tls_domain),
+        ];
+        let is_https = matches!(feeder, FeederAddr::Tcp { tls: true, .. });
+        if !is_https {
+            if let Some((name, _)) = given.iter().find(|(_, v)| v.is_some()) {
+                return Err(ConfigError::TlsWithoutHttps(name));
+            }
+            return Ok(None);
+        }
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some((readable("tls_cert", cert)?, readable("tls_key", key)?))
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::Missing("tls_key (tls_cert is set)")),
+            (None, Some(_)) => return Err(ConfigError::Missing("tls_cert (tls_key is set)")),
+        };
+        Ok(Some(TlsFiles {
+            ca: self
+                .tls_ca
+                .as_deref()
+                .map(|ca| readable("tls_ca", ca))
+                .transpose()?,
+            identity,
+            domain: self.tls_domain.clone(),
+        }))
+    }
+}
+
+/// The checked configuration every process of the module shares (it is
+/// built in the main process before Kamailio forks).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub feeder: FeederAddr,
+    pub node_id: String,
+    /// The set ids to ask the feeder for; empty asks for every set.
+    pub sets: Vec<SetId>,
+    pub tls: Option<TlsFiles>,
+    pub token: Option<Token>,
+    pub min_swap_interval: Duration,
+    pub list_file_sync: bool,
+    pub backoff: Backoff,
+}
+
+/// Where the feeder listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeederAddr {
+    /// A sidecar's unix socket.
+    Unix(PathBuf),
+    /// A feeder service over TCP; `host` keeps IPv6 brackets.
+    Tcp { tls: bool, host: String, port: u16 },
+}
+
+impl FeederAddr {
+    /// Parses `unix:PATH`, `unix://PATH`, `http://HOST:PORT` or `https://HOST:PORT`.
+    pub fn parse(addr: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &'static str| ConfigError::Feeder(addr.to_owned(), why);
+        if let Some(path) = addr.strip_prefix("unix:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if !path.starts_with('/') {
+                return Err(bad("a unix socket path must be absolute"));
+            }
+            return Ok(FeederAddr::Unix(PathBuf::from(path)));
+        }
+        let (tls, rest) = if let Some(rest) = addr.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = addr.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(bad(
+                "expected unix:PATH, http://HOST:PORT or https://HOST:PORT",
+            ));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = rest.rsplit_once(':').ok_or(bad("no port"))?;
+        let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        let host_ok = match bare {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => {
+                !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+            }
+        };
+        if !host_ok || port == 0 {
+            return Err(bad("bad host or port"));
+        }
+        Ok(FeederAddr::Tcp {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for FeederAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeederAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+            FeederAddr::Tcp { tls, host, port } => {
+                let scheme = if *tls { "https" } else { "http" };
+                write!(f, "{scheme}://{host}:{port}")
+            }
+        }
+    }
+}
+
+/// TLS material, read again at every connect so rotated files take effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA bundle; without it the system roots are used.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key, for feeders that require mTLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// Name to verify instead of the feeder address's host.
+    pub domain: Option<String>,
+}
+
+/// The bearer token sent as `authorization: Bearer ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token {
+    Literal(String),
+    /// Read at every connect, so a rotated token takes effect.
+    File(PathBuf),
+}
+
+fn parse_sets(text: &str) -> Result<Vec<SetId>, ConfigError> {
+    let mut ids = BTreeSet::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let id = part
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| SetId::try_from(id).ok())
+            .filter(|id| *id <= MAX_ID)
+            .ok_or_else(|| ConfigError::Sets(part.to_owned()))?;
+        ids.insert(id);
+    }
+    Ok(ids.into_iter().collect())
+}
+
+fn millis(name: &'static str, ms: i64) -> Result<Duration, ConfigError> {
+    u64::try_from(ms)
+        .map(Duration::from_millis)
+        .map_err(|_| ConfigError::Negative(name, ms))
+}
+
+fn readable(name: &'static str, path: &str) -> Result<PathBuf, ConfigError> {
+    std::fs::File::open(path).map_err(|source| ConfigError::File {
+        name,
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(PathBuf::from(path))
+}
+
+/// A token goes into an HTTP header, so it must be visible ASCII.
+pub fn check_token(token: &str) -> Result<String, ConfigError> {
+    let token = token.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::Token);
+    }
+    Ok(token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, ParamValue<'_>)]) -> Params {
+        let mut params = Params::new();
+        for (name, value) in pairs {
+            params.set(name, *value).unwrap();
+        }
+        params
+    }
+
+    fn build(pairs: &[(&str, ParamValue<'_>)]) -> Result<Config, ConfigError> {
+        params(pairs).build(|| "host-a".to_owned())
+    }
+
+    #[test]
+    fn minimal_config_uses_safe_defaults() {
+        let config = build(&[("feeder", ParamValue::Str("unix:/run/dsfeed/feed.sock"))]).unwrap();
+        assert_eq!(
+            config.feeder,
+            FeederAddr::Unix("/run/dsfeed/feed.sock".into())
+        );
+        assert_eq!(config.node_id, "host-a");
+        assert!(config.sets.is_empty());
+        assert_eq!(config.min_swap_interval, DEFAULT_SWAP_INTERVAL);
+        assert!(!config.list_file_sync);
+        assert!(config.tls.is_none() && config.token.is_none());
+    }
+
+    #[test]
+    fn feeder_addresses() {
+        assert_eq!(
+            FeederAddr::parse("unix:///run/f.sock").unwrap(),
+            FeederAddr::Unix("/run/f.sock".into())
+        );
+        assert_eq!(
+            FeederAddr::parse("https://feeder.dsfeed.svc:8443").unwrap(),
+            FeederAddr::Tcp {
+                tls: true,
+                host: "feeder.dsfeed.svc".into(),
+                port: 8443
+            }
+        );
+        let v6 = FeederAddr::parse("http://[2001:db8::1]:50051/").unwrap();
+        assert_eq!(v6.to_string(), "http://[2001:db8::1]:50051");
+        for bad in [
+            "unix:relative.sock",
+            "feeder:50051",
+            "http://feeder",
+            "http://feeder:0",
+            "http://:50051",
+            "http://[nope]:1",
+            "grpc://feeder:1",
+        ] {
+            let err = FeederAddr::parse(bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn missing_feeder_is_named() {
+        let err = build(&[]).unwrap_err();
+        assert!(err.to_string().contains("feeder"), "{err}");
+    }
+
+    #[test]
+    fn sets_filter_is_sorted_and_deduplicated() {
+        let config = build(&[
+            ("feeder", ParamValue::Str("unix:/f")),
+            ("sets", ParamValue::Str(" 2,1, 2 ,")),
+        ])
+        .unwrap();
+        assert_eq!(config.sets, vec![1, 2]);
+        let err = build(&[
+            ("feeder", ParamValue::Str("unix:/f")),
+            ("sets", ParamValue::Str("1,x")),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("\"x\""), "{err}");
+        assert!(
+            build(&[
+                ("feeder", ParamValue::Str("unix:/f")),
+                ("sets", ParamValue::Str("2147483648")),
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn swap_interval_below_reader_windows_is_refused() {
+        let err = build(&[
+            ("feeder", ParamValue::Str("unix:/f")),
+            ("min_swap_interval_ms", ParamValue::Int(5)),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("min_swap_interval_ms"), "{err}");
+        let ok = build(&[
+            ("feeder", ParamValue::Str("unix:/f")),
+            ("min_swap_interval_ms", ParamValue::Int(250)),
+        ])
+        .unwrap();
+        assert_eq!(ok.min_swap_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn tls_needs_https_and_a_full_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, "x").unwrap();
+        let file = file.to_str().unwrap();
+        let err = build(&[
+            ("feeder", ParamValue::Str("http://f:1")),
+            ("tls_ca", ParamValue::Str(file)),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("tls_ca"), "{err}");
+        let err = build(&[
+            ("feeder", ParamValue::Str("https://f:1")),
+            ("tls_cert", ParamValue::Str(file)),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("tls_key"), "{err}");
+        let err = build(&[
+            ("feeder", ParamValue::Str("https://f:1")),
+            ("tls_ca", ParamValue::Str("/nonexistent/ca.pem")),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        let config = build(&[
+            ("feeder", ParamValue::Str("https://f:1")),
+            ("tls_ca", ParamValue::Str(file)),
+        ])
+        .unwrap();
+        assert_eq!(config.tls.unwrap().ca.unwrap().to_str(), Some(file));
+    }
+
+    #[test]
+    fn token_sources_are_exclusive_and_header_safe() {
+        let err = build(&[
+            ("feeder", ParamValue::Str("unix:/f")),
+            ("token", ParamValue::Str("a")),
+            ("token_file", ParamValue::Str("/etc/hostname")),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("token_file"), "{err}");
+        assert!(
+            build(&[
+                ("feeder", ParamValue::Str("unix:/f")),
+                ("token", ParamValue::Str("has space")),
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_names_are_refused() {
+        let mut params = Params::new();
+        assert!(params.set("feeder", ParamValue::Int(1)).is_err());
+        assert!(
+            params
+                .set("min_swap_interval_ms", ParamValue::Str("1"))
+                .is_err()
+        );
+        let err = params.set("feedr", ParamValue::Str("x")).unwrap_err();
+        assert!(err.to_string().contains("feedr"), "{err}");
+    }
+
+    #[test]
+    fn backoff_and_bool_params_are_checked() {
+        for (name, value) in [
+            ("reconnect_jitter_pct", 101),
+            ("reconnect_min_ms", 0),
+            ("reconnect_min_ms", -1),
+            ("list_file_sync", 2),
+        ] {
+            let err = build(&[
+                ("feeder", ParamValue::Str("unix:/f")),
+                (name, ParamValue::Int(value)),
+            ])
+            .unwrap_err();
+            assert!(!err.to_string().is_empty());
+        }
+        let err = build(&[
+            ("feeder", ParamValue::Str("unix:/f")),
+            ("reconnect_min_ms", ParamValue::Int(5000)),
+            ("reconnect_max_ms", ParamValue::Int(1000)),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("max"), "{err}");
+    }
+}

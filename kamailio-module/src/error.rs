@@ -1,0 +1,171 @@
+//! The module's errors. Each names its culprit, because the only place a
+//! user sees them is Kamailio's log, the `dsfeed.status` RPC or a NACK on
+//! the feeder's side.
+
+use std::time::Duration;
+
+use crate::snapshot::SetId;
+
+/// A bad `modparam("dsfeed", ...)`: Kamailio refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("modparam dsfeed {0} is required")]
+    Missing(&'static str),
+    #[error("dsfeed has no parameter {0:?}")]
+    Unknown(String),
+    #[error("modparam dsfeed {0} must be {1}")]
+    Type(String, &'static str),
+    #[error("modparam dsfeed feeder {0:?}: {1}")]
+    Feeder(String, &'static str),
+    #[error("modparam dsfeed sets: {0:?} is not a set id (0..2147483647)")]
+    Sets(String),
+    #[error("modparam dsfeed {0} needs an https:// feeder")]
+    TlsWithoutHttps(&'static str),
+    #[error("modparam dsfeed {0} and {1} cannot both be set")]
+    Conflict(&'static str, &'static str),
+    #[error("modparam dsfeed {name} {path:?} cannot be read")]
+    File {
+        name: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the dsfeed token must be non-empty visible ASCII (it is sent as an HTTP header)")]
+    Token,
+    #[error("modparam dsfeed {0} must not be negative, got {1}")]
+    Negative(&'static str, i64),
+    #[error(
+        "modparam dsfeed min_swap_interval_ms {0} is below 100: the stock dispatcher frees the \
+         list retired by one swap at the next, and readers were measured holding it ~107 ms"
+    )]
+    SwapInterval(i64),
+    #[error("modparam dsfeed {0} must be 0 or 1, got {1}")]
+    Bool(&'static str, i64),
+    #[error("modparam dsfeed reconnect_jitter_pct must be 0..100, got {0}")]
+    Jitter(i64),
+    #[error("modparam dsfeed reconnect: {0}")]
+    Backoff(#[from] InvalidBackoff),
+}
+
+/// Backoff settings that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidBackoff {
+    #[error("the minimum delay must be above zero")]
+    ZeroMin,
+    #[error("the max delay {max:?} is below the min delay {min:?}")]
+    MaxBelowMin { min: Duration, max: Duration },
+    #[error("jitter {0} is outside 0..=1")]
+    Jitter(f64),
+}
+
+/// A feed response that breaks the contract or the list format: NACKed, and
+/// the previous sets stay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("response has no version")]
+    NoVersion,
+    #[error("set id {0} is above 2147483647")]
+    SetId(u32),
+    #[error("set {0} appears twice")]
+    DuplicateSet(SetId),
+    #[error("set {0} was not requested")]
+    UnwantedSet(SetId),
+    #[error("set {set}: {uri:?} appears twice")]
+    DuplicateUri { set: SetId, uri: String },
+    #[error("set {set}: destination {uri:?}: {why}")]
+    Destination {
+        set: SetId,
+        uri: String,
+        why: &'static str,
+    },
+}
+
+/// Why a snapshot could not be swapped in.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// `ds_load_list` returned without loading because another load was in
+    /// progress ("load command already generated"); retried.
+    #[error("the dispatcher skipped the load (another load was in progress); retrying")]
+    Skipped,
+    #[error("could not hand the list to the dispatcher")]
+    ListFile(#[source] std::io::Error),
+    #[error("the dispatcher refused the list (see its log lines); the previous sets stay")]
+    Refused,
+}
+
+/// Why a feed session ended; every one of them is retried after a backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot read {what} {path:?}")]
+    ReadFile {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad TLS settings")]
+    Tls(#[source] tonic::transport::Error),
+    #[error("bad token")]
+    Token(#[source] ConfigError),
+    #[error("cannot connect")]
+    Connect(#[source] tonic::transport::Error),
+    #[error("the feeder refused the stream: {}", status_text(.0))]
+    Refused(tonic::Status),
+    #[error("the stream failed: {}", status_text(.0))]
+    Stream(tonic::Status),
+    #[error("the feeder closed the stream")]
+    Closed,
+}
+
+/// A gRPC status on one line: its code, message and causes (a TLS or
+/// connection error under a transport failure), each said once.
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl SessionError {
+    /// The one place that decides how hard to back off: errors a retry
+    /// cannot fix soon (credentials, a feeder that does not serve the Feed
+    /// API) go straight to the longest delay instead of hammering.
+    pub fn is_persistent(&self) -> bool {
+        use tonic::Code;
+        match self {
+            SessionError::ReadFile { .. } | SessionError::Tls(_) | SessionError::Token(_) => true,
+            SessionError::Refused(status) | SessionError::Stream(status) => matches!(
+                status.code(),
+                Code::Unauthenticated
+                    | Code::PermissionDenied
+                    | Code::Unimplemented
+                    | Code::InvalidArgument
+            ),
+            SessionError::Connect(_) | SessionError::Closed => false,
+        }
+    }
+}
+
+/// Why `mod_init` failed: Kamailio refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the dispatcher module is not loaded: loadmodule \"dispatcher.so\" before dsfeed.so")]
+    NoDispatcher,
+    #[error("dispatcher.so has no symbol {0} (dsfeed.so was built for Kamailio 5.6's dispatcher)")]
+    Symbol(String),
+    #[error(
+        "modparam dsfeed list_file_sync needs the dispatcher to load from list_file, not db_url"
+    )]
+    SyncWithDb,
+    #[error("out of shared memory for the dsfeed status")]
+    NoShm,
+}

@@ -1,0 +1,166 @@
+//! Shared by the `module*` tests: the harness's real Kamailio with
+//! `dsfeed.so` loaded, a scriptable feeder serving the real gRPC contract,
+//! and readers for what the module and the dispatcher report over binrpc.
+
+#![allow(dead_code)]
+
+pub mod feeder;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dsfeed::binrpc::Value;
+use dsfeed::binrpc::dispatcher::{self, ListedSets};
+use dsfeed_tests::{Kamailio, KamailioBuilder, eventually};
+
+/// Generous: the machine is shared and loaded.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Where `dsfeed.so` is: `DSFEED_MODULE`, else the workspace's target dir
+/// (the newer of debug and release).
+pub fn module_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("DSFEED_MODULE") {
+        return PathBuf::from(path);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let candidates = [
+        target.join("debug/libdsfeed.so"),
+        target.join("release/libdsfeed.so"),
+    ];
+    candidates
+        .iter()
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "dsfeed.so not found at {candidates:?}: build it first with \
+                 `cargo build -p dsfeed-module` (or `make module`), or set DSFEED_MODULE"
+            )
+        })
+}
+
+/// A harness Kamailio with `list` and dsfeed.so loaded.
+pub fn kamailio(list: &str) -> KamailioBuilder {
+    Kamailio::builder(list).loadmodule(module_path().display().to_string())
+}
+
+/// Calls an RPC; a fault is `Err` with its text. Arguments that look like
+/// integers are sent as integers, as kamcmd does.
+pub async fn rpc(kamailio: &Kamailio, method: &str, args: &[&str]) -> Result<Vec<Value>, String> {
+    let params: Vec<Value> = args
+        .iter()
+        .map(|a| {
+            a.parse()
+                .map_or_else(|_| Value::Str((*a).to_owned()), Value::Int)
+        })
+        .collect();
+    kamailio
+        .client()
+        .call(method, &params)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `dsfeed.status`.
+pub async fn status(kamailio: &Kamailio) -> Status {
+    let mut reply = rpc(kamailio, "dsfeed.status", &[])
+        .await
+        .expect("dsfeed.status answers");
+    assert_eq!(reply.len(), 1, "{reply:?}");
+    Status(reply.remove(0))
+}
+
+/// The `dsfeed.status` struct.
+#[derive(Debug)]
+pub struct Status(pub Value);
+
+impl Status {
+    pub fn text(&self, key: &str) -> &str {
+        self.0
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no string {key} in {}", self.0))
+    }
+
+    pub fn int(&self, key: &str) -> i64 {
+        self.0
+            .get(key)
+            .and_then(Value::as_int)
+            .map(i64::from)
+            .unwrap_or_else(|| panic!("no int {key} in {}", self.0))
+    }
+
+    /// The `sets` member as (set id, destination count).
+    pub fn sets(&self) -> Vec<(u32, i64)> {
+        self.0
+            .get("sets")
+            .and_then(Value::members)
+            .unwrap_or_default()
+            .iter()
+            .map(|(id, count)| (id.parse().unwrap(), i64::from(count.as_int().unwrap())))
+            .collect()
+    }
+}
+
+/// The dispatcher's in-memory sets.
+pub async fn sets(kamailio: &Kamailio) -> ListedSets {
+    dispatcher::list(&kamailio.client())
+        .await
+        .expect("dispatcher.list answers")
+}
+
+/// The URIs of `set`, in the dispatcher's order.
+pub async fn uris(kamailio: &Kamailio, set: u32) -> Vec<String> {
+    sets(kamailio)
+        .await
+        .get(&set)
+        .map(|dests| dests.iter().map(|d| d.uri.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// The state letters of `uri` in `set` (`AX`, `IP`, `DX`, ...).
+pub async fn flags(kamailio: &Kamailio, set: u32, uri: &str) -> String {
+    sets(kamailio)
+        .await
+        .get(&set)
+        .and_then(|dests| dests.iter().find(|d| d.uri == uri))
+        .map(|d| d.flags.clone())
+        .unwrap_or_else(|| panic!("{uri} is not in set {set}"))
+}
+
+/// The pid of the "dsfeed feed" process, from `core.psx`.
+pub async fn feed_pid(kamailio: &Kamailio) -> u32 {
+    let processes = rpc(kamailio, "core.psx", &[]).await.unwrap();
+    processes
+        .iter()
+        .find(|p| p.get("DSC").and_then(Value::as_str) == Some("dsfeed feed"))
+        .and_then(|p| p.get("PID").and_then(Value::as_int))
+        .expect("a dsfeed feed process in core.psx") as u32
+}
+
+/// Threads of process `pid`.
+pub fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// Waits until `dsfeed.status` satisfies `check`, and returns it.
+pub async fn status_until(
+    kamailio: &Kamailio,
+    what: &str,
+    check: impl Fn(&Status) -> bool,
+) -> Status {
+    eventually(what, WAIT, || async {
+        let status = status(kamailio).await;
+        check(&status).then_some(status)
+    })
+    .await
+}

@@ -1,0 +1,187 @@
+//! dsfeed.so in a real Kamailio 5.6.3: it loads, answers `dsfeed.status`,
+//! refuses bad parameters by name, and contains panics.
+
+mod module_harness;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dsfeed_tests::{HarnessError, KamailioBuilder, eventually, sets};
+use module_harness::{WAIT, feed_pid, kamailio, module_path, rpc, status, status_until, threads};
+
+/// Starts a Kamailio that must fail; returns its exit status and log.
+async fn start_failing(builder: KamailioBuilder) -> (std::process::ExitStatus, String) {
+    match builder.start().await {
+        Ok(_) => panic!("kamailio started"),
+        Err(HarnessError::Exited { status, log }) => (status, log),
+        Err(other) => panic!("kamailio did not exit: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn loads_and_reports_status_without_a_feeder() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("no-feeder.sock");
+    let feeder = format!("unix:{}", socket.display());
+    let kamailio = kamailio("1 sip:10.0.0.1:5060 0 0\n2 sip:10.0.0.2:5060 0 0\n")
+        .modparam("dsfeed", "feeder", feeder.as_str())
+        .modparam("dsfeed", "node_id", "kam-test-0")
+        .modparam("dsfeed", "reconnect_max_ms", 1000)
+        .start()
+        .await
+        .unwrap();
+    let status = status_until(&kamailio, "a failed connect in dsfeed.status", |s| {
+        !s.text("last_error").is_empty()
+    })
+    .await;
+    assert_eq!(status.int("connected"), 0);
+    assert!(
+        ["connecting", "backoff"].contains(&status.text("state")),
+        "{status:?}"
+    );
+    assert_eq!(status.text("feeder"), feeder);
+    assert_eq!(status.text("node_id"), "kam-test-0");
+    assert_eq!(status.text("applied_version"), "");
+    assert_eq!(status.int("swaps"), 0);
+    assert_eq!(status.int("min_swap_interval_ms"), 1000);
+    assert!(status.text("last_error").contains(&feeder), "{status:?}");
+    // No feeder never means no sets: the list file's sets are untouched.
+    let loaded = dsfeed_tests::loaded(&kamailio).await;
+    assert_eq!(
+        loaded,
+        sets(&[(1, &["sip:10.0.0.1:5060"]), (2, &["sip:10.0.0.2:5060"])])
+    );
+    assert!(
+        kamailio.log().contains("dsfeed [feed]: feeder unix:"),
+        "logs go through Kamailio's logger"
+    );
+}
+
+#[tokio::test]
+async fn bad_parameters_stop_kamailio_with_the_culprit_named() {
+    let cases: [(KamailioBuilder, &str); 4] = [
+        (kamailio(""), "modparam dsfeed feeder is required"),
+        (
+            kamailio("")
+                .modparam("dsfeed", "feeder", "unix:/run/x.sock")
+                .modparam("dsfeed", "min_swap_interval_ms", 5),
+            "min_swap_interval_ms 5 is below 100",
+        ),
+        (
+            kamailio("").modparam("dsfeed", "feeder", "grpc://feeder:1"),
+            "feeder \"grpc://feeder:1\"",
+        ),
+        (
+            kamailio("")
+                .modparam("dsfeed", "feeder", "http://feeder:1")
+                .modparam("dsfeed", "tls_ca", "/etc/hostname"),
+            "tls_ca needs an https:// feeder",
+        ),
+    ];
+    for (builder, expected) in cases {
+        let (status, log) = start_failing(builder).await;
+        assert!(!status.success());
+        assert!(log.contains(expected), "no {expected:?} in:\n{log}");
+    }
+}
+
+/// The shared harness always loads the dispatcher, so this one config is
+/// written by hand.
+#[test]
+fn needs_the_dispatcher_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("kamailio.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "#!KAMAILIO\nlog_stderror=yes\nlisten=udp:127.0.0.1:0\n\
+             loadmodule \"{}\"\nmodparam(\"dsfeed\", \"feeder\", \"unix:/run/x.sock\")\n\
+             request_route {{ drop; }}\n",
+            module_path().display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new("kamailio")
+        .args(["-DD", "-E", "-f"])
+        .arg(&cfg)
+        .arg("-Y")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(log.contains("the dispatcher module is not loaded"), "{log}");
+}
+
+#[tokio::test]
+async fn a_panic_in_an_rpc_is_an_rpc_fault_and_kamailio_keeps_running() {
+    let kamailio = kamailio("")
+        .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
+        .env("DSFEED_TEST_PANIC", "dsfeed.status")
+        .start()
+        .await
+        .unwrap();
+    let fault = rpc(&kamailio, "dsfeed.status", &[]).await.unwrap_err();
+    assert!(
+        fault.contains("500") && fault.contains("internal error"),
+        "{fault}"
+    );
+    let log = kamailio.log();
+    assert!(log.contains("panicking on purpose"), "{log}");
+    assert!(log.contains("dsfeed.status failed (panic"), "{log}");
+    assert!(kamailio.is_running());
+    // The same process serves the next call normally.
+    assert_eq!(
+        status(&kamailio).await.text("feeder"),
+        "unix:/nonexistent/feed.sock"
+    );
+    assert!(rpc(&kamailio, "core.version", &[]).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_panic_in_mod_init_fails_the_start_cleanly() {
+    let (status, log) = start_failing(
+        kamailio("")
+            .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
+            .env("DSFEED_TEST_PANIC", "mod_init"),
+    )
+    .await;
+    assert!(log.contains("mod_init failed (panic"), "{log}");
+    // An orderly exit through Kamailio's error path, not a signal.
+    assert!(status.code().is_some(), "{status:?}");
+}
+
+#[tokio::test]
+async fn the_feed_process_is_one_thread_and_survives_a_panic() {
+    let kamailio = kamailio("")
+        .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
+        .env("DSFEED_TEST_PANIC", "feed")
+        .start()
+        .await
+        .unwrap();
+    let pid = feed_pid(&kamailio).await;
+    eventually("the restarted feed loop", WAIT, || async {
+        kamailio
+            .log()
+            .contains("the feed loop panicked")
+            .then_some(())
+    })
+    .await;
+    status_until(&kamailio, "a connect attempt after the panic", |s| {
+        !s.text("last_error").is_empty()
+    })
+    .await;
+    assert_eq!(
+        threads(pid),
+        1,
+        "the dsfeed feed process must stay single-threaded"
+    );
+    assert_eq!(
+        feed_pid(&kamailio).await,
+        pid,
+        "the process itself never restarts"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(kamailio.is_running());
+}
