@@ -13,7 +13,7 @@ APT_PACKAGES := kamailio kamailio-extra-modules sip-tester protobuf-compiler \
 CARGO_BUILD := cargo build --workspace --all-targets --locked
 CARGO_TEST := cargo test --workspace --locked
 
-.PHONY: help deps kamailio-src build module test lint demo
+.PHONY: help deps kamailio-src build module test lint demo bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -50,3 +50,6 @@ lint: kamailio-src ## rustfmt and clippy, warnings as errors
 
 demo: build ## Real Kamailio + dsfeed + a sets file: edit a set, watch SIP follow
 	docker/demo/demo.sh target/debug/dsfeed
+
+bench: deps ## Fan-out: 1,000 feed clients, time from a sets-file change to the last ACK
+	cargo bench -p dsfeed --bench fanout --locked

@@ -9,9 +9,11 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, error::ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand, error::ErrorKind};
 
 use crate::binrpc;
+use crate::feed::{ServeArgs, watch::WatchArgs};
 use crate::sources::consul::ConsulArgs;
 use crate::sources::kubernetes::{DEFAULT_NAMESPACE, ServiceSet};
 use crate::sources::static_sets::StaticSet;
@@ -26,6 +28,7 @@ pub const DEFAULT_RPC: &str = "udp:127.0.0.1:9998";
     name = "dsfeed",
     version,
     disable_help_flag = true,
+    args_conflicts_with_subcommands = true,
     after_help = "Single-dash long flags (-static, -set, -kubecfg, -o, -h, -p) are accepted, as in CyCoreSystems/dispatchers."
 )]
 pub struct Config {
@@ -110,6 +113,16 @@ pub struct Config {
     #[arg(long)]
     pub once: bool,
 
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// Whether -o was given rather than defaulted.
+    #[arg(skip)]
+    output_given: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
@@ -117,6 +130,14 @@ pub struct Config {
     /// Last, so that its help heading does not spill over other flags.
     #[command(flatten)]
     pub consul: ConsulArgs,
+}
+
+/// Commands other than the feeder itself, which runs when none is given.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the snapshots a feeder streams, as dispatcher.list lines, and
+    /// ACK each one.
+    Watch(WatchArgs),
 }
 
 impl Config {
@@ -134,7 +155,8 @@ impl Config {
     {
         let mut command = Self::command();
         let matches = command.try_get_matches_from_mut(single_dash_to_double(args, &command))?;
-        let config = Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        let mut config = Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        config.output_given = matches.value_source("output") != Some(ValueSource::DefaultValue);
         config
             .validate()
             .map_err(|msg| command.error(ErrorKind::ArgumentConflict, msg))?;
@@ -142,6 +164,10 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(Command::Watch(watch)) = &self.command {
+            return watch.validate();
+        }
+        self.serve.validate()?;
         if self.statics.is_empty()
             && self.sets_file.is_none()
             && self.services.is_empty()
@@ -156,6 +182,12 @@ impl Config {
             return Err("'-o -' (standard output) works only with --once".into());
         }
         Ok(())
+    }
+
+    /// Whether the daemon writes dispatcher.list: always in file mode, and
+    /// next to the feed only when -o is given.
+    pub fn writes_file(&self) -> bool {
+        self.serve.listen.is_empty() || self.output_given
     }
 
     /// Whether dispatcher.list goes to standard output.
@@ -289,6 +321,77 @@ mod tests {
             &["--set", "asterisk=1:SIP"],
             &["--set", "asterisk=1", "--min-endpoints", "-1"],
             &["--bogus"],
+        ] {
+            let err = load(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn serving_flags_are_checked() {
+        let sidecar = load(&["--static", "1=a", "--listen", "unix:/run/dsfeed.sock"]).unwrap();
+        assert!(!sidecar.writes_file());
+        let both = load(&[
+            "--static",
+            "1=a",
+            "-listen",
+            "tcp://127.0.0.1:7000",
+            "-o",
+            "/x",
+        ])
+        .unwrap();
+        assert!(both.writes_file());
+        assert!(load(&["--static", "1=a"]).unwrap().writes_file());
+        for args in [
+            &["--static", "1=a", "--listen", "tcp://0.0.0.0:7000"][..],
+            &["--static", "1=a", "--listen", "tcp://h.example:7000"],
+            &[
+                "--static",
+                "1=a",
+                "--listen",
+                "unix:/x",
+                "--tls-cert",
+                "c.pem",
+            ],
+            &["--static", "1=a", "--http", "nohost"],
+        ] {
+            let err = load(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+        let err = load(&["--static", "1=a", "--listen", "tcp://0.0.0.0:7000"]).unwrap_err();
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        assert!(
+            load(&[
+                "--static",
+                "1=a",
+                "--listen",
+                "tcp://0.0.0.0:7000",
+                "--insecure"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn watch_has_help() {
+        let err = load(&["watch", "--help"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::DisplayHelp);
+        assert!(err.to_string().contains("--sets <IDS>"), "{err}");
+    }
+
+    #[test]
+    fn watch_is_a_subcommand_needing_no_source() {
+        let config = load(&["watch", "unix:/run/dsfeed.sock", "--sets", "1,2"]).unwrap();
+        let Some(Command::Watch(watch)) = config.command else {
+            panic!("not watch");
+        };
+        assert_eq!(watch.sets, [1, 2]);
+        for args in [
+            &["watch"][..],
+            &["watch", "https://f:7443"],
+            &["watch", "unix:/x", "--tls-ca", "ca.pem"],
+            &["--static", "1=a", "watch", "unix:/x"],
+            &["watch", "unix:/x", "--sets", "one"],
         ] {
             let err = load(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

@@ -66,6 +66,44 @@ pub enum Error {
     },
     #[error(transparent)]
     Invalid(#[from] InvalidDestination),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {what}")]
+    Tls {
+        what: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("token file {path} is empty")]
+    EmptyToken { path: PathBuf },
+    #[error("the feed server on {addr} failed")]
+    Serve {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the HTTP server on {addr} failed")]
+    Http {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the feeder at {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the feeder at {addr} ended the stream ({code:?}): {message}")]
+    Rejected {
+        addr: String,
+        code: tonic::Code,
+        message: String,
+    },
     #[error("Kubernetes: {reason}")]
     KubeConfig {
         reason: String,
@@ -88,6 +126,13 @@ impl Error {
             Error::Write { .. } => "write",
             Error::Watch { .. } => "watch",
             Error::Invalid(_) => "invalid",
+            Error::Listen { .. } => "listen",
+            Error::Tls { .. } => "tls",
+            Error::EmptyToken { .. } => "token",
+            Error::Serve { .. } => "serve",
+            Error::Http { .. } => "http",
+            Error::Connect { .. } => "connect",
+            Error::Rejected { .. } => "rejected",
             Error::KubeConfig { .. } | Error::KubeClient(_) => "kubernetes",
             Error::Rpc(_) => "rpc",
         }

@@ -32,7 +32,7 @@ pub async fn run(
     let mut views: Vec<Option<SetMap>> = vec![None; sources.len()];
     let mut tasks = JoinSet::new();
     for (slot, source) in sources.into_iter().enumerate() {
-        let publisher = Publisher::new(slot, tx.clone());
+        let publisher = Publisher::new(slot, source.name(), tx.clone());
         tasks.spawn(async move {
             let name = source.name().to_owned();
             (name, source.run(publisher).await)
@@ -53,6 +53,7 @@ pub async fn run(
             Some(done) = tasks.join_next() => match done {
                 Ok((_, Ok(()))) => {}
                 Ok((name, Err(err))) => {
+                    crate::metrics::count_source_error(&name, err.label());
                     return Err(Error::SourceFailed { name, cause: Box::new(err) });
                 }
                 Err(join) => std::panic::resume_unwind(join.into_panic()),

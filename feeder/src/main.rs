@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use dsfeed::binrpc;
-use dsfeed::config::Config;
+use dsfeed::config::{Command, Config};
+use dsfeed::feed::server::Server;
 use dsfeed::sinks::file::{FileSink, ListWriter};
 use dsfeed::snapshot::Snapshot;
 use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
@@ -27,10 +28,12 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
     let result = runtime.block_on(async {
-        if config.once {
-            once(&config).await
-        } else {
-            daemon(&config).await
+        match &config.command {
+            Some(Command::Watch(args)) => dsfeed::feed::watch::run(args, &mut std::io::stdout())
+                .await
+                .map_err(Into::into),
+            None if config.once => once(&config).await,
+            None => daemon(&config).await,
         }
     });
     match result {
@@ -94,25 +97,39 @@ async fn once(config: &Config) -> anyhow::Result<()> {
 
 /// Runs every source and sink until a fatal error or a shutdown signal.
 async fn daemon(config: &Config) -> anyhow::Result<()> {
+    let server = Server::bind(&config.serve).await?;
     let (tx, rx) = watch::channel(None);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let feed = server.run(rx.clone(), stop.clone().cancelled_owned());
+    tokio::pin!(feed);
     let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
-    let reload = config.reload_addr().map(binrpc::Client::new);
-    if reload.is_none() {
-        tracing::info!(
-            "--no-reload: dispatcher.list is written, Kamailio is not asked to reload it"
-        );
+    if config.writes_file() {
+        let reload = config.reload_addr().map(binrpc::Client::new);
+        if reload.is_none() {
+            tracing::info!(
+                "--no-reload: dispatcher.list is written, Kamailio is not asked to reload it"
+            );
+        }
+        let sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
+        tokio::spawn(sink.run(rx));
     }
-    let sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
-    tokio::spawn(sink.run(rx));
     let registration = consul::Registration::new(&config.consul, config.reload_addr())
         .context("Consul registration")?;
     if let Some(registration) = &registration {
         tokio::spawn(registration.clone().run());
     }
-    let result = tokio::select! {
-        failed = hub => failed.context("the hub panicked").and_then(|r| r.map_err(Into::into)),
-        signal = shutdown() => signal.context("cannot listen for signals"),
+    let (result, feed_ended) = tokio::select! {
+        failed = hub => (failed.context("the hub panicked").and_then(|r| r.map_err(Into::into)), false),
+        served = &mut feed => (served.map_err(Into::into), true),
+        signal = shutdown() => (signal.context("cannot listen for signals"), false),
     };
+    if !feed_ended {
+        // Let every feed stream end with its status before exiting.
+        stop.cancel();
+        if let Err(err) = feed.await {
+            tracing::error!(error = %err, "the feed did not shut down cleanly");
+        }
+    }
     if let Some(registration) = registration {
         registration.deregister().await;
     }

@@ -5,7 +5,7 @@
 //! same truth render byte-identical lists and publish the same version, and a
 //! Kamailio moving between them re-applies nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::net::Ipv6Addr;
 
@@ -144,6 +144,21 @@ impl Snapshot {
 
     pub fn sets(&self) -> &SetMap {
         &self.sets
+    }
+
+    /// The sets among `ids` that exist, as a snapshot of their own: a client
+    /// that asks for some sets gets a version that changes only when those
+    /// sets do, and is the same on every feeder.
+    pub fn filtered(&self, ids: &BTreeSet<SetId>) -> Snapshot {
+        // A subset of a canonical snapshot is canonical and valid already.
+        let sets: SetMap = self
+            .sets
+            .iter()
+            .filter(|(id, _)| ids.contains(id))
+            .map(|(id, dests)| (*id, dests.clone()))
+            .collect();
+        let version = version_of(&sets);
+        Snapshot { sets, version }
     }
 
     pub fn destination_count(&self) -> usize {
@@ -433,6 +448,22 @@ mod tests {
         let empty = Snapshot::new(SetMap::from([(1, vec![])])).unwrap();
         assert_ne!(none.version(), empty.version());
         assert_eq!(empty.to_dispatcher_list().lines().count(), 1);
+    }
+
+    #[test]
+    fn a_filtered_snapshot_has_its_own_stable_version() {
+        let full = Snapshot::new(SetMap::from([
+            (1, vec![dest("sip:a:5060", 0)]),
+            (2, vec![dest("sip:b:5060", 0)]),
+            (3, vec![]),
+        ]))
+        .unwrap();
+        let only_two = full.filtered(&BTreeSet::from([2, 9]));
+        assert_eq!(only_two.sets().keys().copied().collect::<Vec<_>>(), [2]);
+        let direct = Snapshot::new(SetMap::from([(2, vec![dest("sip:b:5060", 0)])])).unwrap();
+        assert_eq!(only_two, direct);
+        assert_ne!(only_two.version(), full.version());
+        assert_eq!(full.filtered(&BTreeSet::from([1, 2, 3])), full);
     }
 
     #[test]

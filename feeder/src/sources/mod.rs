@@ -42,12 +42,24 @@ pub(crate) struct View {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     slot: usize,
+    source: String,
     tx: mpsc::Sender<View>,
 }
 
 impl Publisher {
-    pub(crate) fn new(slot: usize, tx: mpsc::Sender<View>) -> Self {
-        Publisher { slot, tx }
+    pub(crate) fn new(slot: usize, source: &str, tx: mpsc::Sender<View>) -> Self {
+        Publisher {
+            slot,
+            source: source.to_owned(),
+            tx,
+        }
+    }
+
+    /// Reports an error the source recovers from (its last view stays):
+    /// logged and counted in `dsfeed_source_errors_total`.
+    pub fn failed(&self, err: &Error, consequence: &str) {
+        tracing::warn!(source = %self.source, error = %err, "{consequence}");
+        crate::metrics::count_source_error(&self.source, err.label());
     }
 
     /// Replaces this source's view. Waits while the hub is busy, so a source

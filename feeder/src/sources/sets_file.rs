@@ -63,8 +63,12 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut watcher = notify::recommended_watcher(move |_event| {
-        let _ = tx.send(());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // inotify reports our own reads as access events; counting them
+        // would re-read the file every SETTLE, forever.
+        if !event.is_ok_and(|e| e.kind.is_access()) {
+            let _ = tx.send(());
+        }
     })
     .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
     .map_err(|source| Error::Watch {
@@ -84,7 +88,7 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
         let text = match read(&path).await {
             Ok(text) => text,
             Err(err) => {
-                tracing::warn!(error = %err, "sets file unreadable; keeping the last good sets");
+                out.failed(&err, "sets file unreadable; keeping the last good sets");
                 continue;
             }
         };
@@ -96,7 +100,7 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
                 tracing::info!(path = %path.display(), "sets file changed");
                 out.publish(sets).await;
             }
-            Err(err) => tracing::error!("{err}; keeping the last good sets"),
+            Err(err) => out.failed(&err, "sets file invalid; keeping the last good sets"),
         }
         last_text = text;
     }

@@ -151,6 +151,7 @@ impl ConsulSource {
                         retry_in = ?delay,
                         "Consul query failed; {outcome}"
                     );
+                    crate::metrics::count_source_error("consul", err.label());
                     self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
                         .await;
                     continue;

@@ -100,9 +100,11 @@ where
                         } else if fault == Fault::Forbidden {
                             tracing::error!(mirror = %self.label, error = %err,
                                 "forbidden: the feeder's ServiceAccount needs get, list and watch here; keeping the last sets");
+                            crate::metrics::count_source_error("kubernetes", "forbidden");
                         } else {
                             tracing::warn!(mirror = %self.label, error = %err,
                                 "watch failed; keeping the last sets and retrying");
+                            crate::metrics::count_source_error("kubernetes", "watch");
                         }
                         tokio::time::sleep(delays.next().unwrap_or_default()).await;
                         if fault == Fault::GoneAtStart {

@@ -1,0 +1,304 @@
+//! The feed: the canonical snapshot streamed over gRPC (`dsfeed.v1`) to many
+//! Kamailios, xDS style (see `proto/dsfeed/v1/feed.proto` for the rules).
+//!
+//! [`server`] serves the stream, [`pb`] is the one place where protobuf
+//! meets the domain model, [`clients`] records who is connected for
+//! `/status` and `/metrics`, and [`watch`] is the small client behind
+//! `dsfeed watch`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::SnapshotRx;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+pub mod clients;
+pub mod pb;
+pub mod server;
+pub mod watch;
+
+/// Where the feeder serves the feed: `unix:PATH` or `tcp://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl Listen {
+    /// Whether only this machine can reach the address, so clear text is
+    /// acceptable on it.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Listen::Unix(_) => true,
+            Listen::Tcp(addr) => addr.ip().is_loopback(),
+        }
+    }
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(format!("'{s}' has no socket path"));
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        if let Some(addr) = s.strip_prefix("tcp://") {
+            return parse_socket_addr(addr)
+                .map(Listen::Tcp)
+                .map_err(|reason| format!("'{s}': {reason}"));
+        }
+        Err(format!("'{s}' is not unix:PATH or tcp://HOST:PORT"))
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+            Listen::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+/// Parses `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`. Names other than
+/// localhost are refused: a listener must know which interface it binds.
+pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("port '{port}' is not a number from 0 to 65535"))?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    s.parse().map_err(|_| {
+        "expected IP:PORT, [IPv6]:PORT or localhost:PORT (the host must be an address)".to_owned()
+    })
+}
+
+/// How the feed and the HTTP endpoints are served; part of the command line.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Serve the feed on unix:PATH (socket mode 0660; the sidecar's choice)
+    /// or tcp://HOST:PORT. Repeatable.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "DSFEED_LISTEN",
+        value_delimiter = ' '
+    )]
+    pub listen: Vec<Listen>,
+
+    /// PEM certificate chain: serve TLS on every tcp:// listener.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "DSFEED_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "DSFEED_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: require TCP clients to present a certificate
+    /// signed by one of them.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "DSFEED_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// A file holding a bearer token every stream must present
+    /// (`authorization: Bearer TOKEN`).
+    #[arg(long, value_name = "PATH", env = "DSFEED_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Allow a tcp:// listener without TLS on an address other machines
+    /// can reach.
+    #[arg(long, env = "DSFEED_INSECURE")]
+    pub insecure: bool,
+
+    /// Serve /healthz, /readyz, /metrics and /status on HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", env = "DSFEED_HTTP", value_parser = parse_socket_addr)]
+    pub http: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    /// Refuses combinations that would expose the feed by accident.
+    pub fn validate(&self) -> Result<(), String> {
+        let tcp = self.listen.iter().any(|l| matches!(l, Listen::Tcp(_)));
+        if self.tls_cert.is_some() && !tcp {
+            return Err(
+                "--tls-cert applies to tcp:// listeners, and no --listen tcp:// is given".into(),
+            );
+        }
+        if self.tls_cert.is_none()
+            && !self.insecure
+            && let Some(open) = self.listen.iter().find(|l| !l.is_local())
+        {
+            return Err(format!(
+                "--listen {open} would serve the feed in clear text to other machines: \
+                 give --tls-cert and --tls-key, or --insecure to accept that"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether anything is to be served at all.
+    pub fn serves(&self) -> bool {
+        !self.listen.is_empty() || self.http.is_some()
+    }
+}
+
+/// A set filter as a client sent it: `None` asks for every set.
+pub type SetFilter = Option<std::collections::BTreeSet<crate::snapshot::SetId>>;
+
+/// When the current snapshot was first seen by this feeder.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub snapshot: Arc<Snapshot>,
+    pub at: SystemTime,
+}
+
+impl Published {
+    pub fn age(&self) -> Duration {
+        self.at.elapsed().unwrap_or_default()
+    }
+}
+
+/// What the gRPC service and the HTTP endpoints share.
+#[derive(Debug)]
+pub struct Shared {
+    pub snapshots: SnapshotRx,
+    pub clients: Arc<clients::Clients>,
+    pub metrics: Metrics,
+    published: Mutex<Option<Published>>,
+}
+
+impl Shared {
+    pub fn new(snapshots: SnapshotRx) -> Arc<Self> {
+        let shared = Arc::new(Shared {
+            snapshots,
+            clients: Arc::default(),
+            metrics: Metrics::new(),
+            published: Mutex::new(None),
+        });
+        shared.note_publication();
+        shared
+    }
+
+    /// The current snapshot and when it appeared; `None` until every source
+    /// has synced once.
+    pub fn published(&self) -> Option<Published> {
+        self.note_publication();
+        self.published.lock().expect("not poisoned").clone()
+    }
+
+    /// Records the time of each new snapshot until `stop`, so that its age
+    /// is measured from when it was published, not from when it was read.
+    pub async fn track_publications(self: Arc<Self>, stop: CancellationToken) {
+        let mut snapshots = self.snapshots.clone();
+        loop {
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+            self.note_publication();
+        }
+    }
+
+    fn note_publication(&self) {
+        let current = self.snapshots.borrow().clone();
+        let mut published = self.published.lock().expect("not poisoned");
+        match (current, published.as_ref()) {
+            (Some(now), Some(known)) if now.version() == known.snapshot.version() => {}
+            (Some(now), _) => {
+                *published = Some(Published {
+                    snapshot: now,
+                    at: SystemTime::now(),
+                });
+            }
+            (None, _) => *published = None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_parse() {
+        assert_eq!(
+            "unix:/run/dsfeed.sock".parse::<Listen>().unwrap(),
+            Listen::Unix("/run/dsfeed.sock".into())
+        );
+        assert_eq!(
+            "unix:///run/dsfeed.sock".parse::<Listen>().unwrap(),
+            Listen::Unix("/run/dsfeed.sock".into())
+        );
+        assert_eq!(
+            "tcp://localhost:7000".parse::<Listen>().unwrap(),
+            Listen::Tcp("127.0.0.1:7000".parse().unwrap())
+        );
+        assert!("tcp://[::1]:7000".parse::<Listen>().unwrap().is_local());
+        assert!(!"tcp://0.0.0.0:7000".parse::<Listen>().unwrap().is_local());
+        for bad in [
+            "unix:",
+            "tcp://host.example:7000",
+            "tcp://1.2.3.4",
+            "1.2.3.4:7000",
+        ] {
+            assert!(bad.parse::<Listen>().is_err(), "{bad}");
+        }
+    }
+
+    fn serve(listen: &[&str]) -> ServeArgs {
+        ServeArgs {
+            listen: listen.iter().map(|l| l.parse().unwrap()).collect(),
+            ..ServeArgs::default()
+        }
+    }
+
+    #[test]
+    fn clear_text_on_the_network_needs_insecure() {
+        assert!(
+            serve(&["unix:/x", "tcp://127.0.0.1:7000"])
+                .validate()
+                .is_ok()
+        );
+        let err = serve(&["tcp://0.0.0.0:7000"]).validate().unwrap_err();
+        assert!(
+            err.contains("--insecure") && err.contains("0.0.0.0:7000"),
+            "{err}"
+        );
+        let mut insecure = serve(&["tcp://0.0.0.0:7000"]);
+        insecure.insecure = true;
+        assert!(insecure.validate().is_ok());
+        let mut tls = serve(&["tcp://[::]:7000"]);
+        tls.tls_cert = Some("c.pem".into());
+        tls.tls_key = Some("k.pem".into());
+        assert!(tls.validate().is_ok());
+        let mut tls_on_unix = serve(&["unix:/x"]);
+        tls_on_unix.tls_cert = Some("c.pem".into());
+        assert!(tls_on_unix.validate().is_err());
+    }
+}

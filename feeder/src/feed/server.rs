@@ -1,0 +1,595 @@
+//! The feed server: one stream per client, xDS state of the world.
+//!
+//! Each stream holds at most one unanswered response. A new one is sent only
+//! after the client has ACKed or NACKed the last, and it is always built
+//! from the newest snapshot, so a slow client skips what it missed instead
+//! of receiving a backlog, and a stream costs one response of memory at
+//! most. Responses for equal filters of one snapshot are built once and
+//! shared.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
+use tonic::transport::server::{TcpIncoming, UdsConnectInfo};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Error;
+use crate::feed::clients::{ClientHandle, ClientStatus};
+use crate::feed::pb::{self, FeedRequest, FeedResponse, feed_server};
+use crate::feed::{Listen, ServeArgs, SetFilter, Shared};
+use crate::hub::SnapshotRx;
+use crate::snapshot::Snapshot;
+
+/// How long a new stream may take to send its first request.
+const FIRST_REQUEST: Duration = Duration::from_secs(30);
+
+/// HTTP/2 pings find clients that vanished without closing their socket.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request accepted; requests carry ids and short texts only.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// How long shutdown waits for streams to close before leaving anyway, so
+/// that a client that stopped reading cannot hold the feeder up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The status a stream ends with when the feeder stops; clients reconnect,
+/// possibly to another replica.
+pub const SHUTTING_DOWN: &str = "the feeder is shutting down";
+
+/// The response content for one filter of one snapshot.
+#[derive(Debug)]
+struct View {
+    version: String,
+    sets: Vec<pb::Set>,
+}
+
+impl View {
+    fn of(snapshot: &Snapshot, filter: &SetFilter) -> Self {
+        let filtered;
+        let snapshot = match filter {
+            None => snapshot,
+            Some(ids) => {
+                filtered = snapshot.filtered(ids);
+                &filtered
+            }
+        };
+        View {
+            version: snapshot.version().to_owned(),
+            sets: pb::sets_to_pb(snapshot.sets()),
+        }
+    }
+}
+
+/// Views of the current snapshot by filter; cleared when the snapshot
+/// changes, so it holds one snapshot's worth per distinct filter.
+#[derive(Debug, Default)]
+struct Views {
+    inner: Mutex<(String, HashMap<SetFilter, Arc<View>>)>,
+}
+
+impl Views {
+    fn get(&self, snapshot: &Snapshot, filter: &SetFilter) -> Arc<View> {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        let (version, views) = &mut *inner;
+        if version != snapshot.version() {
+            snapshot.version().clone_into(version);
+            views.clear();
+        }
+        Arc::clone(
+            views
+                .entry(filter.clone())
+                .or_insert_with(|| Arc::new(View::of(snapshot, filter))),
+        )
+    }
+}
+
+/// The `dsfeed.v1.Feed` service.
+#[derive(Debug, Clone)]
+pub struct FeedService {
+    shared: Arc<Shared>,
+    views: Arc<Views>,
+    token: Option<Arc<str>>,
+    shutdown: CancellationToken,
+}
+
+impl FeedService {
+    /// A service publishing `shared`'s snapshots; streams end with
+    /// UNAVAILABLE when `shutdown` is cancelled.
+    pub fn new(shared: Arc<Shared>, token: Option<String>, shutdown: CancellationToken) -> Self {
+        FeedService {
+            shared,
+            views: Arc::default(),
+            token: token.map(Into::into),
+            shutdown,
+        }
+    }
+
+    /// The tonic service, with requests capped at [`MAX_REQUEST`].
+    pub fn into_server(self) -> feed_server::FeedServer<Self> {
+        feed_server::FeedServer::new(self).max_decoding_message_size(MAX_REQUEST)
+    }
+
+    fn authorize(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let given = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(Status::unauthenticated(
+                "a valid bearer token is required (authorization: Bearer TOKEN)",
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl feed_server::Feed for FeedService {
+    type StreamStream = ReceiverStream<Result<FeedResponse, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<FeedRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        self.authorize(request.metadata())?;
+        let peer = peer_of(&request);
+        // Room for one response and the final status.
+        let (tx, rx) = mpsc::channel(2);
+        let session = Session {
+            service: self.clone(),
+            inbound: request.into_inner(),
+            tx,
+        };
+        tokio::spawn(session.run(peer));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn peer_of<T>(request: &Request<T>) -> String {
+    if let Some(addr) = request.remote_addr() {
+        return addr.to_string();
+    }
+    let pid = request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .and_then(|cred| cred.pid());
+    match pid {
+        Some(pid) => format!("unix (pid {pid})"),
+        None => "unix".into(),
+    }
+}
+
+/// Compares without an early exit, so response times do not reveal how much
+/// of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The response a stream is waiting to hear back about.
+#[derive(Debug)]
+struct Outstanding {
+    nonce: String,
+    version: String,
+}
+
+/// One client's stream.
+struct Session {
+    service: FeedService,
+    inbound: Streaming<FeedRequest>,
+    tx: mpsc::Sender<Result<FeedResponse, Status>>,
+}
+
+impl Session {
+    async fn run(mut self, peer: String) {
+        let shutdown = self.service.shutdown.clone();
+        let first = tokio::select! {
+            first = tokio::time::timeout(FIRST_REQUEST, self.inbound.message()) => first,
+            () = shutdown.cancelled() => return self.end(Status::unavailable(SHUTTING_DOWN)),
+        };
+        let first = match first {
+            Ok(Ok(Some(first))) => first,
+            Ok(Ok(None) | Err(_)) => return,
+            Err(_) => {
+                return self.end(Status::deadline_exceeded(format!(
+                    "no first request within {} s",
+                    FIRST_REQUEST.as_secs()
+                )));
+            }
+        };
+        let Some(node) = first.node.filter(|n| !n.id.is_empty()) else {
+            return self.end(Status::invalid_argument(
+                "the first request must name the node (node.id)",
+            ));
+        };
+        let filter = pb::filter_from_pb(&first.set_ids);
+        let client = self.service.shared.clients.register(ClientStatus::new(
+            &node.id,
+            &node.user_agent,
+            peer,
+            filter.as_ref().map(|ids| ids.iter().copied().collect()),
+            &first.version_info,
+        ));
+        tracing::info!(node = %node.id, sets = ?filter, version = %first.version_info, "client connected");
+        let end = self
+            .serve(&client, &node.id, &filter, first.version_info)
+            .await;
+        tracing::info!(node = %node.id, "client disconnected");
+        if let Some(status) = end {
+            self.end(status);
+        }
+    }
+
+    /// Sends the newest view whenever it differs from what the client holds
+    /// and nothing is outstanding; returns the status to end with, if any.
+    async fn serve(
+        &mut self,
+        client: &ClientHandle,
+        node: &str,
+        filter: &SetFilter,
+        mut applied: String,
+    ) -> Option<Status> {
+        let shared = Arc::clone(&self.service.shared);
+        let shutdown = self.service.shutdown.clone();
+        let mut snapshots: SnapshotRx = shared.snapshots.clone();
+        let mut outstanding: Option<Outstanding> = None;
+        // A version the client refused is not offered again until the truth
+        // moves on.
+        let mut rejected: Option<String> = None;
+        let mut sent = 0u64;
+        loop {
+            if outstanding.is_none() {
+                let current = snapshots.borrow_and_update().clone();
+                if let Some(snapshot) = current {
+                    let view = self.service.views.get(&snapshot, filter);
+                    if view.version != applied && rejected.as_ref() != Some(&view.version) {
+                        sent += 1;
+                        let nonce = format!("{}-{sent}", client.id());
+                        let response = FeedResponse {
+                            version_info: view.version.clone(),
+                            nonce: nonce.clone(),
+                            sets: view.sets.clone(),
+                        };
+                        if self.tx.send(Ok(response)).await.is_err() {
+                            return None;
+                        }
+                        client.update(|c| c.sent_version = Some(view.version.clone()));
+                        outstanding = Some(Outstanding {
+                            nonce,
+                            version: view.version.clone(),
+                        });
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Some(Status::unavailable(SHUTTING_DOWN)),
+                () = self.tx.closed() => return None,
+                changed = snapshots.changed(), if outstanding.is_none() => {
+                    if changed.is_err() {
+                        return Some(Status::unavailable(SHUTTING_DOWN));
+                    }
+                }
+                message = self.inbound.message() => match message {
+                    Ok(Some(reply)) => {
+                        let Some(answered) = outstanding.take_if(|o| o.nonce == reply.response_nonce) else {
+                            tracing::debug!(nonce = %reply.response_nonce, "ignoring a reply to no outstanding response");
+                            continue;
+                        };
+                        applied = reply.version_info;
+                        match reply.error_detail {
+                            Some(error) => {
+                                tracing::warn!(%node, version = %answered.version, error = %error.message, "client refused a snapshot");
+                                shared.metrics.count_nack(node);
+                                client.update(|c| c.nack(&applied, &error.message));
+                                rejected = Some(answered.version);
+                            }
+                            None => {
+                                client.update(|c| c.ack(&applied));
+                                rejected = None;
+                            }
+                        }
+                    }
+                    // The client closed its side: it can ACK nothing more.
+                    Ok(None) => return None,
+                    Err(status) => {
+                        tracing::debug!(%status, "stream broke");
+                        return None;
+                    }
+                },
+            }
+        }
+    }
+
+    fn end(&self, status: Status) {
+        // If the client stopped reading the channel may be full; it is
+        // going away anyway.
+        let _ = self.tx.try_send(Err(status));
+    }
+}
+
+/// A bound listener, ready to serve.
+enum Bound {
+    Unix {
+        path: PathBuf,
+        listener: UnixListener,
+    },
+    Tcp {
+        addr: String,
+        incoming: TcpIncoming,
+    },
+}
+
+/// Every listener of the feed and the HTTP endpoints, bound at start so
+/// that an unusable address fails the feeder at once.
+pub struct Server {
+    listeners: Vec<Bound>,
+    http: Option<TcpListener>,
+    /// The TLS settings with the files they came from, for error messages.
+    tls: Option<(ServerTlsConfig, PathBuf, PathBuf)>,
+    token: Option<String>,
+}
+
+impl Server {
+    /// Reads the TLS files and the token and binds every address.
+    pub async fn bind(args: &ServeArgs) -> Result<Self, Error> {
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let identity = Identity::from_pem(read(cert).await?, read(key).await?);
+                let mut tls = ServerTlsConfig::new()
+                    .identity(identity)
+                    .timeout(Duration::from_secs(10));
+                if let Some(ca) = &args.tls_client_ca {
+                    tls = tls.client_ca_root(Certificate::from_pem(read(ca).await?));
+                }
+                // Building a server with it parses the certificate and key,
+                // so that an unusable pair fails at start, naming the files.
+                tonic::transport::Server::builder()
+                    .tls_config(tls.clone())
+                    .map_err(|source| tls_error(cert, key, source))?;
+                Some((tls, cert.clone(), key.clone()))
+            }
+            _ => None,
+        };
+        let token = match &args.token_file {
+            Some(path) => Some(read_token(path).await?),
+            None => None,
+        };
+        let mut listeners = Vec::new();
+        for listen in &args.listen {
+            let bind_err = |source| Error::Listen {
+                addr: listen.to_string(),
+                source,
+            };
+            listeners.push(match listen {
+                Listen::Unix(path) => Bound::Unix {
+                    path: path.clone(),
+                    listener: bind_unix(path).map_err(bind_err)?,
+                },
+                Listen::Tcp(addr) => Bound::Tcp {
+                    addr: listen.to_string(),
+                    incoming: TcpIncoming::bind(*addr)
+                        .map_err(bind_err)?
+                        .with_nodelay(Some(true))
+                        .with_keepalive(Some(KEEPALIVE)),
+                },
+            });
+        }
+        let http = match args.http {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Listen {
+                        addr: format!("http://{addr}"),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Server {
+            listeners,
+            http,
+            tls,
+            token,
+        })
+    }
+
+    /// Serves until `shutdown` resolves or a listener fails; on shutdown
+    /// every stream ends with UNAVAILABLE and the unix sockets are removed.
+    pub async fn run(
+        self,
+        snapshots: SnapshotRx,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let stop = CancellationToken::new();
+        let shared = Shared::new(snapshots);
+        tokio::spawn(Arc::clone(&shared).track_publications(stop.clone()));
+        let service = FeedService::new(Arc::clone(&shared), self.token, stop.clone());
+        let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
+        let mut sockets = Vec::new();
+        for listener in self.listeners {
+            let mut builder = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(KEEPALIVE))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+            let service = service.clone().into_server();
+            let stopped = stop.clone().cancelled_owned();
+            match listener {
+                Bound::Unix { path, listener } => {
+                    tracing::info!(path = %path.display(), "serving the feed on a unix socket");
+                    let addr = format!("unix:{}", path.display());
+                    sockets.push(path);
+                    let incoming = UnixListenerStream::new(listener);
+                    tasks.spawn(async move {
+                        builder
+                            .add_service(service)
+                            .serve_with_incoming_shutdown(incoming, stopped)
+                            .await
+                            .map_err(|source| Error::Serve { addr, source })
+                    });
+                }
+                Bound::Tcp { addr, incoming } => {
+                    if let Some((tls, cert, key)) = &self.tls {
+                        builder = builder
+                            .tls_config(tls.clone())
+                            .map_err(|source| tls_error(cert, key, source))?;
+                    }
+                    tracing::info!(%addr, tls = self.tls.is_some(), "serving the feed");
+                    tasks.spawn(async move {
+                        builder
+                            .add_service(service)
+                            .serve_with_incoming_shutdown(incoming, stopped)
+                            .await
+                            .map_err(|source| Error::Serve { addr, source })
+                    });
+                }
+            }
+        }
+        if let Some(listener) = self.http {
+            let addr = listener
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string());
+            tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
+            let router = crate::http::router(Arc::clone(&shared));
+            let stopped = stop.clone().cancelled_owned();
+            tasks.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                    .map_err(|source| Error::Http { addr, source })
+            });
+        }
+
+        let result = tokio::select! {
+            () = shutdown => Ok(()),
+            failed = first_failure(&mut tasks) => Err(failed),
+        };
+        tracing::info!("closing every stream");
+        stop.cancel();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some clients did not close in time; leaving anyway");
+        }
+        for path in sockets {
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+}
+
+/// The first server task's error; never resolves while all run.
+async fn first_failure(tasks: &mut JoinSet<Result<(), Error>>) -> Error {
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return err,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+    std::future::pending().await
+}
+
+/// Binds a unix socket with mode 0660, replacing a socket left by a previous
+/// run but never a live one or another kind of file.
+fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another process is serving on this socket",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+fn tls_error(cert: &Path, key: &Path, source: tonic::transport::Error) -> Error {
+    Error::Tls {
+        what: format!(
+            "certificate {} or key {} is unusable",
+            cert.display(),
+            key.display()
+        ),
+        source,
+    }
+}
+
+async fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    tokio::fs::read(path).await.map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The bearer token in `path`, without surrounding whitespace.
+pub async fn read_token(path: &Path) -> Result<String, Error> {
+    let bytes = read(path).await?;
+    let token = String::from_utf8_lossy(&bytes).trim().to_owned();
+    if token.is_empty() {
+        return Err(Error::EmptyToken {
+            path: path.to_owned(),
+        });
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn views_are_shared_per_filter_and_snapshot() {
+        use crate::snapshot::{Destination, SetMap};
+        let snapshot = |host: &str| {
+            Snapshot::new(SetMap::from([
+                (1, vec![Destination::parse_target(host).unwrap()]),
+                (2, vec![]),
+            ]))
+            .unwrap()
+        };
+        let views = Views::default();
+        let first = snapshot("10.0.0.1");
+        let one = Some([1].into());
+        let a = views.get(&first, &one);
+        assert!(Arc::ptr_eq(&a, &views.get(&first, &one)));
+        assert_eq!(views.get(&first, &None).version, first.version());
+        assert_eq!(a.sets.len(), 1);
+        let b = views.get(&snapshot("10.0.0.2"), &one);
+        assert_ne!(a.version, b.version);
+        assert_eq!(views.inner.lock().unwrap().1.len(), 1);
+    }
+}

@@ -1,0 +1,105 @@
+//! `--http`: probes, metrics and a status page for people.
+//!
+//! - `/healthz`: the process is serving.
+//! - `/readyz`: every source has synced once, so the feed has a snapshot.
+//! - `/metrics`: Prometheus text, see [`crate::metrics`].
+//! - `/status`: JSON with the current snapshot and every connected node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::feed::Shared;
+use crate::feed::clients::ClientStatus;
+use crate::snapshot::SetId;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .with_state(shared)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    match shared.published() {
+        Some(p) => (StatusCode::OK, format!("ready: {}\n", p.snapshot)),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for every source to sync once\n".to_owned(),
+        ),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let text = shared
+        .metrics
+        .render(shared.published().as_ref(), &shared.clients.list());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
+}
+
+#[derive(Debug, Serialize)]
+struct StatusPage {
+    ready: bool,
+    snapshot: Option<SnapshotStatus>,
+    clients: Vec<ClientStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct SnapshotStatus {
+    version: String,
+    /// Unix time in seconds.
+    published_at: f64,
+    age_seconds: f64,
+    sets: BTreeMap<SetId, Vec<DestinationStatus>>,
+}
+
+#[derive(Debug, Serialize)]
+struct DestinationStatus {
+    uri: String,
+    flags: u32,
+    priority: u32,
+    attrs: String,
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusPage> {
+    let snapshot = shared.published().map(|p| SnapshotStatus {
+        version: p.snapshot.version().to_owned(),
+        published_at: p
+            .at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64(),
+        age_seconds: p.age().as_secs_f64(),
+        sets: p
+            .snapshot
+            .sets()
+            .iter()
+            .map(|(id, dests)| {
+                let dests = dests
+                    .iter()
+                    .map(|d| DestinationStatus {
+                        uri: d.uri.clone(),
+                        flags: d.flags,
+                        priority: d.priority,
+                        attrs: d.attrs.clone(),
+                    })
+                    .collect();
+                (*id, dests)
+            })
+            .collect(),
+    });
+    Json(StatusPage {
+        ready: snapshot.is_some(),
+        snapshot,
+        clients: shared.clients.list(),
+    })
+}

@@ -1,0 +1,246 @@
+//! Prometheus metrics, all named `dsfeed_*`.
+//!
+//! Gauges that describe the present (snapshot, sets, clients) are rebuilt
+//! from the live state at each scrape, so a client that left or a set that
+//! went away leaves no stale series. Counters count events as they happen.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{LazyLock, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::feed::Published;
+use crate::feed::clients::ClientStatus;
+use crate::snapshot::SetId;
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SetLabels {
+    set: SetId,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabels {
+    node: String,
+    version: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceErrorLabels {
+    source: String,
+    kind: String,
+}
+
+/// Source errors are counted where they happen, deep inside each source's
+/// task, so the counter is process-wide rather than threaded through every
+/// source.
+static SOURCE_ERRORS: LazyLock<Family<SourceErrorLabels, Counter>> = LazyLock::new(Family::default);
+
+/// Counts one error of `source` (a [`crate::Error::label`] as `kind`).
+pub fn count_source_error(source: &str, kind: &str) {
+    SOURCE_ERRORS
+        .get_or_create(&SourceErrorLabels {
+            source: source.to_owned(),
+            kind: kind.to_owned(),
+        })
+        .inc();
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    snapshot: Family<VersionLabels, Gauge>,
+    snapshot_age: Gauge<f64, AtomicU64>,
+    set_destinations: Family<SetLabels, Gauge>,
+    clients_connected: Gauge,
+    client_acked: Family<ClientLabels, Gauge>,
+    nacks: Family<NodeLabels, Counter>,
+    /// Serializes scrapes: each one rebuilds the live gauges before encoding.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("dsfeed");
+        let metrics = Metrics {
+            snapshot: Family::default(),
+            snapshot_age: Gauge::default(),
+            set_destinations: Family::default(),
+            clients_connected: Gauge::default(),
+            client_acked: Family::default(),
+            nacks: Family::default(),
+            scrape: Mutex::new(()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "snapshot_info",
+            "The version of the current snapshot (value 1)",
+            metrics.snapshot.clone(),
+        );
+        registry.register_with_unit(
+            "snapshot_age",
+            "Time since the current snapshot was published",
+            Unit::Seconds,
+            metrics.snapshot_age.clone(),
+        );
+        registry.register(
+            "set_destinations",
+            "Destinations per set in the current snapshot",
+            metrics.set_destinations.clone(),
+        );
+        registry.register(
+            "clients_connected",
+            "Open feed streams",
+            metrics.clients_connected.clone(),
+        );
+        registry.register(
+            "client_acked_version_info",
+            "The version each connected node last applied (value 1)",
+            metrics.client_acked.clone(),
+        );
+        registry.register(
+            "nacks",
+            "Snapshots a node refused to apply",
+            metrics.nacks.clone(),
+        );
+        registry.register(
+            "source_errors",
+            "Errors of a source, by kind; the last good view stays published",
+            SOURCE_ERRORS.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn count_nack(&self, node: &str) {
+        self.nacks
+            .get_or_create(&NodeLabels {
+                node: node.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition of every metric, with the live gauges taken from
+    /// `published` and `clients`.
+    pub fn render(&self, published: Option<&Published>, clients: &[ClientStatus]) -> String {
+        let _scrape = self.scrape.lock().expect("not poisoned");
+        self.snapshot.clear();
+        self.set_destinations.clear();
+        match published {
+            Some(p) => {
+                self.snapshot
+                    .get_or_create(&VersionLabels {
+                        version: p.snapshot.version().to_owned(),
+                    })
+                    .set(1);
+                self.snapshot_age.set(p.age().as_secs_f64());
+                for (id, dests) in p.snapshot.sets() {
+                    self.set_destinations
+                        .get_or_create(&SetLabels { set: *id })
+                        .set(i64::try_from(dests.len()).unwrap_or(i64::MAX));
+                }
+            }
+            None => {
+                self.snapshot_age.set(0.0);
+            }
+        }
+        self.clients_connected
+            .set(i64::try_from(clients.len()).unwrap_or(i64::MAX));
+        self.client_acked.clear();
+        for client in clients {
+            if let Some(version) = &client.acked_version {
+                self.client_acked
+                    .get_or_create(&ClientLabels {
+                        node: client.node.clone(),
+                        version: version.clone(),
+                    })
+                    .set(1);
+            }
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::snapshot::{Destination, SetMap, Snapshot};
+
+    #[test]
+    fn live_gauges_follow_the_state() {
+        let metrics = Metrics::new();
+        let snapshot = Snapshot::new(SetMap::from([(
+            3,
+            vec![Destination::parse_target("10.0.0.1").unwrap()],
+        )]))
+        .unwrap();
+        let published = Published {
+            snapshot: Arc::new(snapshot.clone()),
+            at: SystemTime::now(),
+        };
+        let mut client = ClientStatus::new("kam-1", "", "unix".into(), None, "");
+        client.ack(snapshot.version());
+        metrics.count_nack("kam-1");
+        count_source_error("sets-file", "read");
+
+        let text = metrics.render(Some(&published), std::slice::from_ref(&client));
+        for line in [
+            format!(
+                "dsfeed_snapshot_info{{version=\"{}\"}} 1",
+                snapshot.version()
+            ),
+            "dsfeed_set_destinations{set=\"3\"} 1".to_owned(),
+            "dsfeed_clients_connected 1".to_owned(),
+            format!(
+                "dsfeed_client_acked_version_info{{node=\"kam-1\",version=\"{}\"}} 1",
+                snapshot.version()
+            ),
+            "dsfeed_nacks_total{node=\"kam-1\"} 1".to_owned(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert!(text.contains("dsfeed_source_errors_total{source=\"sets-file\",kind=\"read\"}"));
+        assert!(text.contains("dsfeed_snapshot_age_seconds "));
+
+        let text = metrics.render(None, &[]);
+        assert!(
+            !text.contains("dsfeed_client_acked_version_info{"),
+            "{text}"
+        );
+        assert!(!text.contains("dsfeed_set_destinations{"), "{text}");
+        assert!(text.contains("dsfeed_clients_connected 0"));
+    }
+}

@@ -1,0 +1,686 @@
+//! The feed as a client sees it: a real `dsfeed` process serving a sets file
+//! over a unix socket and TCP, real gRPC clients, and its HTTP endpoints.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt as _;
+
+use common::{Feeder, PATIENCE, SetsFile, Stream, free_addr, hello, snapshot, uris};
+use tempfile::TempDir;
+
+/// Long enough for a wrongly sent response to arrive on a loaded machine.
+const QUIET: Duration = Duration::from_millis(1500);
+
+const THREE_SETS: common::Sets<'static> =
+    &[(1, &["10.0.0.1", "10.0.0.2"]), (2, &["10.0.1.1"]), (3, &[])];
+
+fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A feeder on a sets file, a unix socket, TCP on loopback and HTTP.
+async fn feeder(
+    dir: &Path,
+    sets: common::Sets<'_>,
+) -> (Feeder, SetsFile, std::path::PathBuf, std::net::SocketAddr) {
+    let file = SetsFile::new(dir, sets);
+    let socket = dir.join("feed.sock");
+    let tcp = free_addr();
+    let http = free_addr();
+    let feeder = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("unix:{}", socket.display()),
+        "--listen",
+        &format!("tcp://{tcp}"),
+        "--http",
+        &http.to_string(),
+    ]))
+    .await;
+    (feeder, file, socket, tcp)
+}
+
+#[tokio::test]
+async fn each_client_gets_exactly_its_sets_and_every_change() {
+    let dir = TempDir::new().unwrap();
+    let (feeder, file, socket, tcp) = feeder(dir.path(), THREE_SETS).await;
+
+    let mut all = Stream::connect(common::unix_endpoint(&socket), hello("kam-all", &[], "")).await;
+    let mut one = Stream::connect(common::tcp_endpoint(tcp), hello("kam-one", &[1], "")).await;
+    let mut two = Stream::connect(
+        common::unix_endpoint(&socket),
+        hello("kam-two", &[3, 2, 99], ""),
+    )
+    .await;
+
+    let got_all = all.next_acked().await;
+    let got_one = one.next_acked().await;
+    let got_two = two.next_acked().await;
+    assert_eq!(
+        uris(&got_all),
+        [
+            (
+                1,
+                vec!["sip:10.0.0.1:5060".into(), "sip:10.0.0.2:5060".into()]
+            ),
+            (2, vec!["sip:10.0.1.1:5060".into()]),
+            (3, vec![]),
+        ]
+    );
+    assert_eq!(
+        uris(&got_one),
+        [(
+            1,
+            vec!["sip:10.0.0.1:5060".into(), "sip:10.0.0.2:5060".into()]
+        )]
+    );
+    assert_eq!(
+        uris(&got_two),
+        [(2, vec!["sip:10.0.1.1:5060".into()]), (3, vec![])]
+    );
+    // Versions are the content hash of exactly the sets sent.
+    assert_eq!(got_all.version_info, snapshot(THREE_SETS, None).version());
+    assert_eq!(
+        got_one.version_info,
+        snapshot(THREE_SETS, Some(&[1])).version()
+    );
+    assert_eq!(
+        got_two.version_info,
+        snapshot(THREE_SETS, Some(&[2, 3])).version()
+    );
+    assert_ne!(got_one.version_info, got_two.version_info);
+
+    feeder
+        .wait_status("three ACKs", |s| {
+            let clients = s["clients"].as_array().unwrap();
+            clients.len() == 3
+                && clients
+                    .iter()
+                    .all(|c| c["acked_version"] == c["sent_version"])
+        })
+        .await;
+    let status = feeder.status().await;
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["snapshot"]["version"], got_all.version_info.as_str());
+    assert_eq!(
+        status["snapshot"]["sets"]["1"][1]["uri"],
+        "sip:10.0.0.2:5060"
+    );
+    let by_node = |node: &str| {
+        status["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["node"] == node)
+            .cloned()
+            .unwrap_or_else(|| panic!("{node} not in {status:#}"))
+    };
+    assert_eq!(
+        by_node("kam-one")["acked_version"],
+        got_one.version_info.as_str()
+    );
+    assert_eq!(by_node("kam-one")["sets"], serde_json::json!([1]));
+    assert_eq!(by_node("kam-all")["sets"], serde_json::Value::Null);
+    assert!(
+        by_node("kam-one")["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        by_node("kam-two")["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("unix")
+    );
+
+    let metrics = feeder.metrics().await;
+    for line in [
+        "dsfeed_clients_connected 3".to_owned(),
+        format!(
+            "dsfeed_snapshot_info{{version=\"{}\"}} 1",
+            got_all.version_info
+        ),
+        "dsfeed_set_destinations{set=\"1\"} 2".to_owned(),
+        "dsfeed_set_destinations{set=\"3\"} 0".to_owned(),
+        format!(
+            "dsfeed_client_acked_version_info{{node=\"kam-two\",version=\"{}\"}} 1",
+            got_two.version_info
+        ),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("dsfeed_snapshot_age_seconds "),
+        "{metrics}"
+    );
+
+    // Set 1 changes: the clients that want it get it, the other hears nothing.
+    const SET_ONE_CHANGED: common::Sets<'static> =
+        &[(1, &["10.0.0.3"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(SET_ONE_CHANGED);
+    let next_all = all.next_acked().await;
+    let next_one = one.next_acked().await;
+    assert_eq!(uris(&next_one), [(1, vec!["sip:10.0.0.3:5060".into()])]);
+    assert_eq!(
+        next_all.version_info,
+        snapshot(SET_ONE_CHANGED, None).version()
+    );
+    assert_eq!(
+        next_one.version_info,
+        snapshot(SET_ONE_CHANGED, Some(&[1])).version()
+    );
+    assert!(two.quiet_for(QUIET).await, "set 2 and 3 did not change");
+
+    // Set 2 changes: the set-2 client gets it too.
+    const SET_TWO_CHANGED: common::Sets<'static> =
+        &[(1, &["10.0.0.3"]), (2, &["10.0.1.2"]), (3, &[])];
+    file.write(SET_TWO_CHANGED);
+    let next_two = two.next_acked().await;
+    assert_eq!(
+        uris(&next_two),
+        [(2, vec!["sip:10.0.1.2:5060".into()]), (3, vec![])]
+    );
+    assert_eq!(
+        all.next_acked().await.version_info,
+        snapshot(SET_TWO_CHANGED, None).version()
+    );
+    assert!(one.quiet_for(QUIET).await, "set 1 did not change");
+    feeder
+        .wait_metric(&format!(
+            "dsfeed_client_acked_version_info{{node=\"kam-two\",version=\"{}\"}} 1",
+            next_two.version_info
+        ))
+        .await;
+}
+
+#[tokio::test]
+async fn a_client_that_holds_the_current_version_gets_nothing_until_a_change() {
+    let dir = TempDir::new().unwrap();
+    let (feeder, file, socket, tcp) = feeder(dir.path(), THREE_SETS).await;
+    let current = snapshot(THREE_SETS, Some(&[1])).version().to_owned();
+
+    // Reconnecting with the version it has applied: no resend.
+    let mut same = Stream::connect(
+        common::unix_endpoint(&socket),
+        hello("kam-a", &[1], &current),
+    )
+    .await;
+    assert!(
+        same.quiet_for(QUIET).await,
+        "the client already had {current}"
+    );
+    feeder
+        .wait_status("kam-a's reported version", |s| {
+            s["clients"][0]["acked_version"] == current.as_str()
+        })
+        .await;
+
+    // Reconnecting with an old version: the newest, at once.
+    let mut old = Stream::connect(
+        common::tcp_endpoint(tcp),
+        hello("kam-b", &[1], "0123456789abcdef"),
+    )
+    .await;
+    let newest = old.next_acked().await;
+    assert_eq!(newest.version_info, current);
+
+    // A second feeder on the same file publishes the same versions, so a
+    // client moving to it re-applies nothing.
+    let replica_dir = TempDir::new().unwrap();
+    let replica_socket = replica_dir.path().join("replica.sock");
+    let replica_http = free_addr();
+    let _replica = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("unix:{}", replica_socket.display()),
+        "--http",
+        &replica_http.to_string(),
+    ]))
+    .await;
+    let mut moved = Stream::connect(
+        common::unix_endpoint(&replica_socket),
+        hello("kam-a", &[1], &current),
+    )
+    .await;
+    assert!(moved.quiet_for(QUIET).await, "the replica resent {current}");
+    let mut fresh = Stream::connect(
+        common::unix_endpoint(&replica_socket),
+        hello("kam-c", &[], ""),
+    )
+    .await;
+    assert_eq!(
+        fresh.next_acked().await.version_info,
+        snapshot(THREE_SETS, None).version()
+    );
+
+    // A change reaches the silent ones, identically from both feeders.
+    const CHANGED: common::Sets<'static> = &[(1, &["10.0.0.9"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(CHANGED);
+    let from_first = same.next_acked().await;
+    let from_replica = moved.next_acked().await;
+    assert_eq!(from_first.version_info, from_replica.version_info);
+    assert_eq!(
+        from_first.version_info,
+        snapshot(CHANGED, Some(&[1])).version()
+    );
+    assert_eq!(from_first.sets, from_replica.sets);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() {
+    let dir = TempDir::new().unwrap();
+    // Big sets, so that a backlog would show in the feeder's memory: each
+    // snapshot is about 300 KB on the wire.
+    let big = |round: usize| -> String {
+        let mut text = String::from("sets:\n  1:\n");
+        for i in 0..3000 {
+            text.push_str(&format!(
+                "    - uri: sip:10.{}.{}.{}:5060\n      attrs: duid=backend-{round}-{i};weight=50;socket=udp:10.255.255.1:5060\n",
+                (i / 250) % 250,
+                i % 250,
+                round % 250 + 1,
+            ));
+        }
+        text
+    };
+    let file = SetsFile {
+        path: dir.path().join("sets.yaml"),
+    };
+    file.write_text(&big(0));
+    let socket = dir.path().join("feed.sock");
+    let http = free_addr();
+    let feeder = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("unix:{}", socket.display()),
+        "--http",
+        &http.to_string(),
+    ]))
+    .await;
+
+    let mut slow = Stream::connect(common::unix_endpoint(&socket), hello("slow", &[], "")).await;
+    let mut fast = Stream::connect(common::unix_endpoint(&socket), hello("fast", &[], "")).await;
+    slow.next_acked().await;
+    fast.next_acked().await;
+
+    // Warm up: let the allocator reach its working size.
+    for round in 1..=5 {
+        file.write_text(&big(round));
+        fast.next_acked().await;
+        slow.next_acked().await;
+    }
+    let before = feeder.rss_kib();
+
+    // The slow client stops reading; the fast one sees every change.
+    const ROUNDS: usize = 100;
+    let mut last = dsfeed::feed::pb::FeedResponse::default();
+    for round in 6..6 + ROUNDS {
+        file.write_text(&big(round));
+        let response = fast.next_acked().await;
+        assert_ne!(response.version_info, last.version_info);
+        last = response;
+    }
+    let after = feeder.rss_kib();
+    // A backlog of ROUNDS snapshots would be some 30 MB.
+    assert!(
+        after < before + 12 * 1024,
+        "RSS grew from {before} KiB to {after} KiB while a client was not reading"
+    );
+    // One response went out before the stall; nothing more was sent.
+    let status = feeder.status().await;
+    let slow_status = status["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["node"] == "slow")
+        .unwrap()
+        .clone();
+    assert_ne!(
+        slow_status["sent_version"],
+        last.version_info.as_str(),
+        "{slow_status:#}"
+    );
+
+    // Resuming, it reads the one response in flight, then the newest.
+    let in_flight = slow.next_acked().await;
+    assert_ne!(in_flight.version_info, last.version_info);
+    let newest = slow.next_acked().await;
+    assert_eq!(newest.version_info, last.version_info);
+    assert_eq!(newest.sets, last.sets);
+    assert!(slow.quiet_for(QUIET).await, "a backlog followed the newest");
+}
+
+#[tokio::test]
+async fn a_nack_is_visible_with_its_text_and_not_resent() {
+    let dir = TempDir::new().unwrap();
+    let (feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
+    let mut client =
+        Stream::connect(common::unix_endpoint(&socket), hello("kam-nack", &[1], "")).await;
+    let first = client.next_acked().await;
+
+    const CHANGED: common::Sets<'static> = &[(1, &["10.0.0.7"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(CHANGED);
+    let refused = client.next().await;
+    client
+        .nack(
+            &refused,
+            &first.version_info,
+            "ds_load_list failed: no memory",
+        )
+        .await;
+    feeder
+        .wait_status("the NACK", |s| s["clients"][0]["nacks"] == 1)
+        .await;
+    let status = feeder.status().await;
+    let entry = &status["clients"][0];
+    assert_eq!(entry["last_error"], "ds_load_list failed: no memory");
+    assert_eq!(entry["acked_version"], first.version_info.as_str());
+    assert_eq!(entry["sent_version"], refused.version_info.as_str());
+    feeder
+        .wait_metric("dsfeed_nacks_total{node=\"kam-nack\"} 1")
+        .await;
+    assert!(
+        client.quiet_for(QUIET).await,
+        "the refused version was resent"
+    );
+
+    // The truth moves on: the new version is offered.
+    const AGAIN: common::Sets<'static> = &[(1, &["10.0.0.8"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(AGAIN);
+    assert_eq!(
+        client.next_acked().await.version_info,
+        snapshot(AGAIN, Some(&[1])).version()
+    );
+}
+
+#[tokio::test]
+async fn sigterm_ends_every_stream_with_a_status() {
+    let dir = TempDir::new().unwrap();
+    let (mut feeder, _file, socket, tcp) = feeder(dir.path(), THREE_SETS).await;
+    let mut unix = Stream::connect(common::unix_endpoint(&socket), hello("kam-u", &[], "")).await;
+    let mut tcp = Stream::connect(common::tcp_endpoint(tcp), hello("kam-t", &[], "")).await;
+    unix.next_acked().await;
+    tcp.next_acked().await;
+    feeder
+        .wait_status("both clients", |s| {
+            s["clients"].as_array().unwrap().len() == 2
+        })
+        .await;
+
+    feeder.terminate();
+    for stream in [&mut unix, &mut tcp] {
+        let status = stream
+            .next_result()
+            .await
+            .expect_err("the stream ends with a status");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert_eq!(status.message(), dsfeed::feed::server::SHUTTING_DOWN);
+    }
+    let exit = feeder.exited().await;
+    assert!(exit.success(), "{exit:?}\n{}", feeder.log());
+    assert!(!socket.exists(), "the socket file was left behind");
+}
+
+#[tokio::test]
+async fn plain_tcp_on_every_interface_needs_insecure() {
+    let dir = TempDir::new().unwrap();
+    let file = SetsFile::new(dir.path(), THREE_SETS);
+    let port = free_addr().port();
+    let mut refused = Feeder::spawn(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("tcp://0.0.0.0:{port}"),
+    ]));
+    let exit = refused.exited().await;
+    assert_eq!(exit.code(), Some(2), "{}", refused.log());
+    let log = refused.log();
+    assert!(
+        log.contains(&format!("tcp://0.0.0.0:{port}")) && log.contains("--insecure"),
+        "{log}"
+    );
+
+    let http = free_addr();
+    let accepted = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("tcp://0.0.0.0:{port}"),
+        "--insecure",
+        "--http",
+        &http.to_string(),
+    ]))
+    .await;
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut client = Stream::connect(common::tcp_endpoint(addr), hello("kam", &[], "")).await;
+    assert_eq!(
+        client.next().await.version_info,
+        snapshot(THREE_SETS, None).version()
+    );
+    drop(accepted);
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_token_is_rejected() {
+    let dir = TempDir::new().unwrap();
+    let file = SetsFile::new(dir.path(), THREE_SETS);
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let socket = dir.path().join("feed.sock");
+    let http = free_addr();
+    let _feeder = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("unix:{}", socket.display()),
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--http",
+        &http.to_string(),
+    ]))
+    .await;
+    for token in [None, Some("wrong"), Some("s3cret-token-and-more")] {
+        let err = Stream::open(common::unix_endpoint(&socket), token, hello("kam", &[], ""))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("token {token:?} was accepted"));
+        assert!(err.starts_with("Unauthenticated"), "{token:?}: {err}");
+    }
+    let mut good = Stream::open(
+        common::unix_endpoint(&socket),
+        Some("s3cret-token"),
+        hello("kam", &[], ""),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        good.next().await.version_info,
+        snapshot(THREE_SETS, None).version()
+    );
+
+    // dsfeed watch gives up at once on a refused token, saying why.
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "nope").unwrap();
+    let output = watch(&[
+        &format!("unix:{}", socket.display()),
+        "--token-file",
+        wrong.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Unauthenticated") && stderr.contains("bearer token"),
+        "{stderr}"
+    );
+    let output = watch(&[
+        &format!("unix:{}", socket.display()),
+        "--once",
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[tokio::test]
+async fn watch_prints_each_snapshot_and_acks_it() {
+    let dir = TempDir::new().unwrap();
+    let (mut feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
+    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_dsfeed"))
+        .args([
+            "watch",
+            &format!("unix:{}", socket.display()),
+            "--sets",
+            "1,3",
+            "--node",
+            "watcher",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("watch still running")
+    };
+    let first = snapshot(THREE_SETS, Some(&[1, 3]));
+    assert_eq!(
+        next_line().await,
+        format!(
+            "# dispatcher.list generated by dsfeed, version {}",
+            first.version()
+        )
+    );
+    assert_eq!(next_line().await, "1 sip:10.0.0.1:5060 0 0");
+    assert_eq!(next_line().await, "1 sip:10.0.0.2:5060 0 0");
+    feeder
+        .wait_status("the watcher's ACK", |s| {
+            s["clients"][0]["node"] == "watcher"
+                && s["clients"][0]["acked_version"] == first.version()
+        })
+        .await;
+
+    const CHANGED: common::Sets<'static> = &[(1, &["10.0.0.5"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(CHANGED);
+    let second = snapshot(CHANGED, Some(&[1, 3]));
+    assert_eq!(
+        next_line().await,
+        format!(
+            "# dispatcher.list generated by dsfeed, version {}",
+            second.version()
+        )
+    );
+    assert_eq!(next_line().await, "1 sip:10.0.0.5:5060 0 0");
+    feeder
+        .wait_status("the watcher's second ACK", |s| {
+            s["clients"][0]["acked_version"] == second.version()
+        })
+        .await;
+
+    // The feeder restarts: the watcher reconnects with what it has and
+    // prints nothing, until the sets change again.
+    feeder.terminate();
+    assert!(feeder.exited().await.success());
+    let restarted = Feeder::start(&args(&[
+        "--sets-file",
+        file.path.to_str().unwrap(),
+        "--listen",
+        &format!("unix:{}", socket.display()),
+        "--http",
+        &free_addr().to_string(),
+    ]))
+    .await;
+    restarted
+        .wait_status("the watcher back with its version", |s| {
+            s["clients"][0]["node"] == "watcher"
+                && s["clients"][0]["acked_version"] == second.version()
+        })
+        .await;
+    let reprinted = tokio::time::timeout(QUIET, lines.next_line()).await;
+    assert!(reprinted.is_err(), "printed again: {reprinted:?}");
+    const AGAIN: common::Sets<'static> = &[(1, &["10.0.0.6"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(AGAIN);
+    let line = tokio::time::timeout(PATIENCE, lines.next_line()).await;
+    let third = snapshot(AGAIN, Some(&[1, 3]));
+    assert_eq!(
+        line.unwrap().unwrap().unwrap(),
+        format!(
+            "# dispatcher.list generated by dsfeed, version {}",
+            third.version()
+        )
+    );
+}
+
+/// Runs `dsfeed watch ARGS` to completion.
+async fn watch(args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dsfeed"))
+        .arg("watch")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("dsfeed watch ended in time")
+        .unwrap()
+}
+
+/// An in-process server whose snapshot the test sets by hand.
+#[tokio::test]
+async fn ready_only_once_every_source_has_synced() {
+    let dir = TempDir::new().unwrap();
+    let socket = dir.path().join("feed.sock");
+    let http = free_addr();
+    let serve = dsfeed::feed::ServeArgs {
+        listen: vec![dsfeed::feed::Listen::Unix(socket.clone())],
+        http: Some(http),
+        ..Default::default()
+    };
+    let server = dsfeed::feed::server::Server::bind(&serve).await.unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(rx, async {
+        let _ = stopped.await;
+    }));
+
+    assert_eq!(common::http_get(http, "/healthz").await.unwrap().0, 200);
+    let (code, body) = common::http_get(http, "/readyz").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    let mut early = Stream::connect(common::unix_endpoint(&socket), hello("early", &[], "")).await;
+    assert!(
+        early.quiet_for(QUIET).await,
+        "a client got something before the sources synced"
+    );
+
+    // A first request that does not say who it is, is refused.
+    let mut nameless = Stream::connect(common::unix_endpoint(&socket), hello("", &[], "")).await;
+    let refused = nameless.next_result().await.expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    let synced = snapshot(THREE_SETS, None);
+    tx.send(Some(std::sync::Arc::new(synced.clone()))).unwrap();
+    assert_eq!(early.next_acked().await.version_info, synced.version());
+    let (code, body) = common::http_get(http, "/readyz").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        early.next_result().await.expect_err("ended").code(),
+        tonic::Code::Unavailable
+    );
+}
