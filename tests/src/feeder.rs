@@ -1,8 +1,11 @@
 //! The `dsfeed` binary as a child process, the way users run it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Path of the `dsfeed` binary built next to the running test.
 pub fn binary() -> PathBuf {
@@ -62,6 +65,13 @@ impl Feeder {
         self.child.try_wait().expect("wait on dsfeed")
     }
 
+    /// SIGKILL, as a crash or an OOM kill would end it: no stream is closed
+    /// cleanly and its unix socket stays on disk. Returns once it is reaped.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if let Some(status) = self.exited() {
@@ -78,6 +88,42 @@ impl Feeder {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+}
+
+/// A free TCP address on 127.0.0.1, for `--http`.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// One `GET path` to a feeder's `--http` address: the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP reply: {head:?}")))?;
+    Ok((code, body.to_owned()))
+}
+
+/// The feeder's `/status` page; `None` while it does not answer (starting,
+/// stopped).
+pub async fn status(addr: SocketAddr) -> Option<serde_json::Value> {
+    match http_get(addr, "/status").await {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
     }
 }
 

@@ -1,0 +1,533 @@
+//! dsfeed.so with the real feeder: the `dsfeed` binary serving the feed on
+//! a unix socket and nothing else (no list file, no reload), a real
+//! Kamailio 5.6.3 loading the module, and sipp backends that show where SIP
+//! goes. The sources are a sets file, a fake Kubernetes API server and a
+//! fake Consul agent, each reached through the feeder's own client code.
+
+mod module_harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use dsfeed_tests::fake_consul::{self, FakeConsul, Instance};
+use dsfeed_tests::feeder::{self, Feeder};
+use dsfeed_tests::sipp::{self, Backend};
+use dsfeed_tests::{Kamailio, KamailioBuilder, eventually, sets, until_loaded};
+use fake_kube::FakeKube;
+use module_harness::{WAIT, kamailio, status_until};
+use serde_json::{Value, json};
+
+/// The feeder's flags that make it serve the stream only: it never writes
+/// dispatcher.list and never asks Kamailio to reload.
+const STREAM_ONLY: &[&str] = &[];
+
+/// What a test owns outside Kamailio's directory, so that a second
+/// Kamailio can start on the same files: the feed socket, the list file,
+/// the feeder's logs and the sets file. The sets file has a directory of
+/// its own because the feeder watches that directory: any other write
+/// there (a log line) would wake it.
+struct Files {
+    root: tempfile::TempDir,
+}
+
+impl Files {
+    /// A directory holding `list` as the dispatcher's list file.
+    fn new(list: &str) -> Files {
+        let root = tempfile::Builder::new()
+            .prefix("dsfeed-e2e-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir(root.path().join("sets")).unwrap();
+        std::fs::write(root.path().join("dispatcher.list"), list).unwrap();
+        Files { root }
+    }
+
+    fn dir(&self) -> &Path {
+        self.root.path()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir().join("feed.sock")
+    }
+
+    fn list(&self) -> PathBuf {
+        self.dir().join("dispatcher.list")
+    }
+
+    fn sets_file(&self) -> PathBuf {
+        self.dir().join("sets/sets.yaml")
+    }
+
+    /// Replaces the sets file atomically, as an editor or a ConfigMap does.
+    fn write_sets(&self, yaml: &str) {
+        let tmp = self.dir().join("sets.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.sets_file()).unwrap();
+    }
+
+    /// A Kamailio with dsfeed.so reading this list file and this feed
+    /// socket (the builder's own list file is left unused).
+    fn kamailio(&self, node: &str) -> KamailioBuilder {
+        kamailio("")
+            .modparam("dispatcher", "list_file", self.list().as_path())
+            .modparam(
+                "dsfeed",
+                "feeder",
+                format!("unix:{}", self.socket().display()),
+            )
+            .modparam("dsfeed", "node_id", node)
+            .modparam("dsfeed", "reconnect_min_ms", 100)
+            .modparam("dsfeed", "reconnect_max_ms", 1000)
+    }
+}
+
+/// Set 1 of a sets file: one destination per backend, with a priority and
+/// attrs so that the comparison with the dispatcher's view covers them.
+fn sets_yaml(backends: &[&Backend]) -> String {
+    let mut yaml = String::from("sets:\n  1:\n");
+    for (i, backend) in backends.iter().enumerate() {
+        yaml.push_str(&format!(
+            "    - uri: {}\n      priority: {}\n      attrs: \"duid=b{i};weight=50\"\n",
+            backend.uri(),
+            10 - i
+        ));
+    }
+    yaml
+}
+
+/// The real `dsfeed` binary serving the feed only, plus its `/status`.
+struct StreamFeeder {
+    process: Feeder,
+    args: Vec<String>,
+    http: SocketAddr,
+    dir: PathBuf,
+    starts: usize,
+}
+
+impl StreamFeeder {
+    /// Starts `dsfeed SOURCES --listen unix:SOCKET` (logs in `dir`).
+    fn start(sources: &[&str], socket: &Path, dir: &Path) -> StreamFeeder {
+        let mut args: Vec<String> = sources.iter().map(|s| (*s).to_owned()).collect();
+        args.extend(STREAM_ONLY.iter().map(|s| (*s).to_owned()));
+        args.extend(["--listen".into(), format!("unix:{}", socket.display())]);
+        let http = feeder::free_addr();
+        let process = spawn(&args, http, &dir.join("dsfeed-1.log"));
+        StreamFeeder {
+            process,
+            args,
+            http,
+            dir: dir.to_owned(),
+            starts: 1,
+        }
+    }
+
+    /// SIGKILL: the streams break with no goodbye.
+    fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// A new process with the same sources and socket (a new log).
+    fn restart(&mut self) {
+        self.process.kill();
+        self.starts += 1;
+        self.http = feeder::free_addr();
+        let log = self.dir.join(format!("dsfeed-{}.log", self.starts));
+        self.process = spawn(&self.args, self.http, &log);
+    }
+
+    fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// `/status` once the feeder has a snapshot.
+    async fn status(&self) -> Value {
+        eventually("the feeder's /status with a snapshot", WAIT, || async {
+            feeder::status(self.http)
+                .await
+                .filter(|s| s["ready"] == json!(true))
+        })
+        .await
+    }
+
+    /// The version of the snapshot the feeder publishes.
+    async fn version(&self) -> String {
+        self.status().await["snapshot"]["version"]
+            .as_str()
+            .expect("a version string")
+            .to_owned()
+    }
+
+    /// Waits until the feeder publishes a version other than `old`.
+    async fn version_after(&self, old: &str) -> String {
+        eventually("a new snapshot in the feeder", WAIT, || async {
+            let version = self.version().await;
+            (version != old).then_some(version)
+        })
+        .await
+    }
+
+    /// The feeder's snapshot as `dispatcher.list` shows sets:
+    /// `(uri, priority, attrs)` in order, by set.
+    async fn snapshot(&self) -> BTreeMap<u32, Vec<(String, i64, String)>> {
+        let status = self.status().await;
+        status["snapshot"]["sets"]
+            .as_object()
+            .expect("sets")
+            .iter()
+            .map(|(id, dests)| {
+                let dests = dests
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| {
+                        (
+                            d["uri"].as_str().unwrap().to_owned(),
+                            d["priority"].as_i64().unwrap(),
+                            d["attrs"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect();
+                (id.parse().unwrap(), dests)
+            })
+            .collect()
+    }
+
+    /// Waits until the node's stream has ACKed `version`.
+    async fn until_acked(&self, node: &str, version: &str) {
+        eventually(
+            &format!("{node}'s ACK of {version} in /status"),
+            WAIT,
+            || async {
+                let status = feeder::status(self.http).await?;
+                status["clients"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["node"] == json!(node) && c["acked_version"] == json!(version))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Runs `dsfeed ARGS --http HTTP`, logging to `log`.
+fn spawn(args: &[String], http: SocketAddr, log: &Path) -> Feeder {
+    let http = http.to_string();
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend(["--http", &http]);
+    Feeder::start(&all, log)
+}
+
+/// Kamailio's sets for the feed-managed set ids, in the dispatcher's order.
+async fn in_kamailio(kamailio: &Kamailio) -> BTreeMap<u32, Vec<(String, i64, String)>> {
+    module_harness::sets(kamailio)
+        .await
+        .into_iter()
+        .map(|(id, dests)| {
+            let dests = dests
+                .into_iter()
+                .map(|d| (d.uri, i64::from(d.priority), d.attrs))
+                .collect();
+            (id, dests)
+        })
+        .collect()
+}
+
+/// Waits until the module reports `version` applied, and returns its status.
+async fn until_applied(kamailio: &Kamailio, version: &str) -> module_harness::Status {
+    status_until(kamailio, &format!("version {version} applied"), |s| {
+        s.text("applied_version") == version
+    })
+    .await
+}
+
+/// The backends (`HOST:PORT`) that answered `calls` OPTIONS to `set`.
+async fn reached(kamailio: &Kamailio, set: u32, calls: u32) -> Vec<String> {
+    let sip = kamailio.sip_addr().to_string();
+    let dir = kamailio.dir().to_owned();
+    tokio::task::spawn_blocking(move || sipp::call(&sip, set, calls, &dir))
+        .await
+        .unwrap()
+}
+
+/// Asserts that every one of `calls` OPTIONS to `set` reached `backend`.
+async fn all_reach(kamailio: &Kamailio, set: u32, calls: u32, backend: &Backend) {
+    assert_eq!(
+        reached(kamailio, set, calls).await,
+        vec![backend.name(); calls as usize],
+        "calls to set {set}"
+    );
+}
+
+/// What would show that Kamailio reloaded its list file: the module notices
+/// a list it did not install, and the feeder logs every write and reload.
+fn assert_no_reload(kamailio: &Kamailio, feeder: &StreamFeeder, list: &Path, original: &str) {
+    assert_eq!(
+        std::fs::read_to_string(list).unwrap(),
+        original,
+        "the list file on disk is untouched"
+    );
+    let log = kamailio.log();
+    assert!(
+        !log.contains("replaced by something else"),
+        "a foreign swap:\n{log}"
+    );
+    let feeder_log = feeder.log();
+    for line in [
+        "wrote dispatcher.list",
+        "reloaded dispatcher.list",
+        "dispatcher.reload",
+    ] {
+        assert!(!feeder_log.contains(line), "{line:?} in:\n{feeder_log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sets_file_edit_reaches_kamailio_in_memory_without_a_reload() {
+    let (listed, old, new, other) = (
+        Backend::start(),
+        Backend::start(),
+        Backend::start(),
+        Backend::start(),
+    );
+    // Set 9 is only in the list file; the feed carries set 1.
+    let list = format!("1 {} 0 0\n9 {} 0 0\n", listed.uri(), other.uri());
+    let files = Files::new(&list);
+    files.write_sets(&sets_yaml(&[&old]));
+    let kamailio = files.kamailio("kam-e2e").start().await.unwrap();
+    let sets_file = files.sets_file();
+    let feeder = StreamFeeder::start(
+        &["--sets-file", sets_file.to_str().unwrap()],
+        &files.socket(),
+        files.dir(),
+    );
+
+    let v1 = feeder.version().await;
+    let status = until_applied(&kamailio, &v1).await;
+    assert_eq!(status.int("connected"), 1, "{status:?}");
+    assert_eq!(status.text("state"), "connected");
+    assert_eq!(status.int("swaps"), 1);
+    assert_eq!(status.sets(), [(1, 1), (9, 1)]);
+    feeder.until_acked("kam-e2e", &v1).await;
+    let mut expected = feeder.snapshot().await;
+    expected.insert(9, vec![(other.uri(), 0, String::new())]);
+    assert_eq!(in_kamailio(&kamailio).await, expected);
+    all_reach(&kamailio, 1, 4, &old).await;
+    all_reach(&kamailio, 9, 2, &other).await;
+
+    // The edit: `new` replaces `old`, in memory, with no reload.
+    files.write_sets(&sets_yaml(&[&new]));
+    let v2 = feeder.version_after(&v1).await;
+    let status = until_applied(&kamailio, &v2).await;
+    assert_eq!(status.int("swaps"), 2, "one swap per snapshot: {status:?}");
+    assert_eq!(status.int("connects"), 1);
+    feeder.until_acked("kam-e2e", &v2).await;
+    let mut expected = feeder.snapshot().await;
+    assert_eq!(expected[&1][0].0, new.uri());
+    expected.insert(9, vec![(other.uri(), 0, String::new())]);
+    assert_eq!(in_kamailio(&kamailio).await, expected);
+    assert!(
+        kamailio.log().contains(&format!("applied version {v2:?}")),
+        "{}",
+        kamailio.log()
+    );
+    all_reach(&kamailio, 1, 4, &new).await;
+    all_reach(&kamailio, 9, 2, &other).await;
+    assert_no_reload(&kamailio, &feeder, &files.list(), &list);
+    assert!(kamailio.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kamailio_keeps_routing_without_the_feeder_and_resyncs_when_either_restarts() {
+    let (listed, fed, edited, other) = (
+        Backend::start(),
+        Backend::start(),
+        Backend::start(),
+        Backend::start(),
+    );
+    let list = format!("1 {} 0 0\n9 {} 0 0\n", listed.uri(), other.uri());
+    let files = Files::new(&list);
+    files.write_sets(&sets_yaml(&[&fed]));
+    let first = files.kamailio("kam-e2e").start().await.unwrap();
+    let sets_file = files.sets_file();
+    let mut feeder = StreamFeeder::start(
+        &["--sets-file", sets_file.to_str().unwrap()],
+        &files.socket(),
+        files.dir(),
+    );
+    let v1 = feeder.version().await;
+    until_applied(&first, &v1).await;
+    let fed_sets = sets(&[(1, &[&fed.uri()]), (9, &[&other.uri()])]);
+    assert_eq!(dsfeed_tests::loaded(&first).await, fed_sets);
+
+    // The feeder dies: Kamailio keeps the last sets and keeps routing.
+    feeder.kill();
+    let down = status_until(&first, "the lost feeder in dsfeed.status", |s| {
+        s.int("connected") == 0 && !s.text("last_error").is_empty()
+    })
+    .await;
+    assert_eq!(down.text("applied_version"), v1);
+    all_reach(&first, 1, 4, &fed).await;
+    assert_eq!(dsfeed_tests::loaded(&first).await, fed_sets);
+
+    // The sets change while it is down, then it comes back: Kamailio
+    // re-syncs to what the sets file says now.
+    files.write_sets(&sets_yaml(&[&edited]));
+    all_reach(&first, 1, 2, &fed).await;
+    feeder.restart();
+    let v2 = feeder.version().await;
+    assert_ne!(v2, v1);
+    let up = until_applied(&first, &v2).await;
+    assert_eq!(up.int("connected"), 1);
+    assert!(up.int("connects") >= 2, "{up:?}");
+    assert_eq!(up.int("swaps"), 2);
+    let edited_sets = sets(&[(1, &[&edited.uri()]), (9, &[&other.uri()])]);
+    until_loaded(&first, &edited_sets, WAIT).await;
+    all_reach(&first, 1, 4, &edited).await;
+    assert_no_reload(&first, &feeder, &files.list(), &list);
+
+    // Kamailio restarts on the same list file and socket: it starts from
+    // the list file's sets and the module brings it back to the feed's.
+    first.stop();
+    let second = files.kamailio("kam-e2e").start().await.unwrap();
+    let again = until_applied(&second, &v2).await;
+    assert_eq!(again.int("swaps"), 1);
+    until_loaded(&second, &edited_sets, WAIT).await;
+    feeder.until_acked("kam-e2e", &v2).await;
+    all_reach(&second, 1, 4, &edited).await;
+    all_reach(&second, 9, 2, &other).await;
+    assert_no_reload(&second, &feeder, &files.list(), &list);
+    assert!(second.is_running());
+}
+
+/// `module_load` shows the status of a module with no feeder; this shows
+/// SIP meanwhile, and a feeder that turns up later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kamailio_routes_on_its_list_file_until_a_late_feeder_turns_up() {
+    let (listed, fed) = (Backend::start(), Backend::start());
+    let list = format!("1 {} 0 0\n", listed.uri());
+    let files = Files::new(&list);
+    files.write_sets(&sets_yaml(&[&fed]));
+    let kamailio = files.kamailio("kam-late").start().await.unwrap();
+    let waiting = status_until(&kamailio, "a failed connect", |s| {
+        !s.text("last_error").is_empty()
+    })
+    .await;
+    assert_eq!(waiting.int("connected"), 0);
+    assert!(
+        waiting
+            .text("last_error")
+            .contains(&files.socket().display().to_string()),
+        "{waiting:?}"
+    );
+    all_reach(&kamailio, 1, 4, &listed).await;
+
+    let sets_file = files.sets_file();
+    let feeder = StreamFeeder::start(
+        &["--sets-file", sets_file.to_str().unwrap()],
+        &files.socket(),
+        files.dir(),
+    );
+    let version = feeder.version().await;
+    until_applied(&kamailio, &version).await;
+    until_loaded(&kamailio, &sets(&[(1, &[&fed.uri()])]), WAIT).await;
+    all_reach(&kamailio, 1, 4, &fed).await;
+    assert_no_reload(&kamailio, &feeder, &files.list(), &list);
+}
+
+/// An EndpointSlice of Service `asterisk` in `voice` with one endpoint, the
+/// backend, on the named port `sip`.
+fn slice(name: &str, backend: &Backend, ready: bool, terminating: bool) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "voice",
+                     "labels": {"kubernetes.io/service-name": "asterisk"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "sip", "port": backend.port, "protocol": "UDP"}],
+        "endpoints": [{"addresses": ["127.0.0.1"],
+                       "conditions": {"ready": ready, "serving": true, "terminating": terminating}}],
+    })
+}
+
+/// Set 1 as `(uri, state letters)`.
+async fn set_one_states(kamailio: &Kamailio) -> BTreeSet<(String, String)> {
+    module_harness::sets(kamailio)
+        .await
+        .remove(&1)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| (d.uri, d.flags))
+        .collect()
+}
+
+async fn until_states(kamailio: &Kamailio, want: &[(&Backend, &str)]) {
+    let want: BTreeSet<(String, String)> = want
+        .iter()
+        .map(|(b, flags)| (b.uri(), (*flags).to_owned()))
+        .collect();
+    eventually(&format!("set 1 to be {want:?}"), WAIT, || async {
+        (set_one_states(kamailio).await == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_slice_changes_reach_kamailio_through_the_module() {
+    let (a, b) = (Backend::start(), Backend::start());
+    let kube = FakeKube::start().await;
+    kube.apply(slice("asterisk-a", &a, true, false));
+    let files = Files::new("");
+    let kubeconfig = files.dir().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig);
+    let kamailio = files.kamailio("kam-kube").start().await.unwrap();
+    let feeder = StreamFeeder::start(
+        &[
+            "-set",
+            "voice:asterisk=1:sip",
+            "-kubecfg",
+            kubeconfig.to_str().unwrap(),
+        ],
+        &files.socket(),
+        files.dir(),
+    );
+    until_applied(&kamailio, &feeder.version().await).await;
+    until_states(&kamailio, &[(&a, "AX")]).await;
+    all_reach(&kamailio, 1, 4, &a).await;
+
+    // A second slice joins; then A's pod terminates and drains (flag 4).
+    kube.apply(slice("asterisk-b", &b, true, false));
+    until_states(&kamailio, &[(&a, "AX"), (&b, "AX")]).await;
+    kube.apply(slice("asterisk-a", &a, false, true));
+    until_states(&kamailio, &[(&a, "DX"), (&b, "AX")]).await;
+    until_applied(&kamailio, &feeder.version().await).await;
+    all_reach(&kamailio, 1, 4, &b).await;
+    assert_no_reload(&kamailio, &feeder, &files.list(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_health_changes_reach_kamailio_through_the_module() {
+    let (a, b) = (Backend::start(), Backend::start());
+    let consul = FakeConsul::start().await;
+    consul.register(Instance::new("pbx", "a", "127.0.0.1", a.port));
+    let files = Files::new("");
+    let kamailio = files.kamailio("kam-consul").start().await.unwrap();
+    let addr = consul.addr();
+    let feeder = StreamFeeder::start(
+        &["--consul-service", "pbx=1", "--consul-addr", &addr],
+        &files.socket(),
+        files.dir(),
+    );
+    until_applied(&kamailio, &feeder.version().await).await;
+    until_loaded(&kamailio, &sets(&[(1, &[&a.uri()])]), WAIT).await;
+    all_reach(&kamailio, 1, 4, &a).await;
+
+    consul.register(Instance::new("pbx", "b", "127.0.0.1", b.port));
+    until_loaded(&kamailio, &sets(&[(1, &[&a.uri(), &b.uri()])]), WAIT).await;
+    consul.set_status("pbx", "a", fake_consul::Status::Critical);
+    until_loaded(&kamailio, &sets(&[(1, &[&b.uri()])]), WAIT).await;
+    until_applied(&kamailio, &feeder.version().await).await;
+    all_reach(&kamailio, 1, 4, &b).await;
+    assert_no_reload(&kamailio, &feeder, &files.list(), "");
+}
