@@ -51,5 +51,6 @@ lint: kamailio-src ## rustfmt and clippy, warnings as errors
 demo: build ## Real Kamailio + dsfeed + a sets file: edit a set, watch SIP follow
 	docker/demo/demo.sh target/debug/dsfeed
 
-bench: deps ## Fan-out: 1,000 feed clients, time from a sets-file change to the last ACK
-	cargo bench -p dsfeed --bench fanout --locked
+bench: kamailio-src ## Fan-out to 1,000 feed clients; module vs file mode in a real Kamailio
+	cargo build --release --workspace --locked
+	cargo bench --workspace --locked --bench fanout --bench module

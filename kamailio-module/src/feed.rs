@@ -352,6 +352,7 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             }
         };
         let version = next.snapshot.version.clone();
+        let started = Instant::now();
         let outcome = self.engine.apply(&mut self.dispatcher, &next.snapshot);
         // Paced from the end of the load: the new list becomes current (and
         // the old one starts being retired) only when the load finishes,
@@ -368,10 +369,13 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
                 if let Some(nonce) = &next.nonce {
                     answer(convert::answer(nonce, &version, None));
                 }
+                // With the swap's duration: the stock loader is quadratic in
+                // a set of equal priorities, so big sets are slow to swap.
                 log::info!(
-                    "applied version {version:?}: {} sets, {} destinations (swap {})",
+                    "applied version {version:?}: {} sets, {} destinations in {:.1?} (swap {})",
                     self.status.sets.len(),
                     self.status.destinations,
+                    now - started,
                     self.status.swaps
                 );
                 if !applied.dropped.is_empty() {
