@@ -110,7 +110,10 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
                 "--no-reload: dispatcher.list is written, Kamailio is not asked to reload it"
             );
         }
-        let sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
+        let mut sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
+        if config.defers_to_module() {
+            sink = sink.deferring_to_module();
+        }
         tokio::spawn(sink.run(rx));
     }
     let registration = consul::Registration::new(&config.consul, config.reload_addr())

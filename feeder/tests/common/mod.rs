@@ -125,7 +125,9 @@ impl Feeder {
         feeder
     }
 
-    /// Starts `dsfeed ARGS` without waiting for anything.
+    /// Starts `dsfeed ARGS` without waiting for anything. These tests are
+    /// about the feed, so the feeder serves it only (`--mode grpc`) and never
+    /// writes dispatcher.list.
     pub fn spawn(args: &[String]) -> Feeder {
         let log_dir = tempfile::TempDir::new().unwrap();
         let log = log_dir.path().join("dsfeed.log");
@@ -136,6 +138,7 @@ impl Feeder {
         let child = Command::new(env!("CARGO_BIN_EXE_dsfeed"))
             .args(args)
             .env("RUST_LOG", "info")
+            .env("DSFEED_MODE", "grpc")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
