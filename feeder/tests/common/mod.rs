@@ -29,6 +29,19 @@ pub fn free_addr() -> SocketAddr {
         .expect("a free port")
 }
 
+/// Runs `dsfeed watch ARGS` to completion.
+pub async fn watch(args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dsfeed"))
+        .arg("watch")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("dsfeed watch ended in time")
+        .unwrap()
+}
+
 /// A sets file the feeder watches; every write replaces it atomically.
 pub struct SetsFile {
     pub path: PathBuf,
