@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use dsfeed::feed::pb::{FeedRequest, FeedResponse, Node, feed_client::FeedClient};
 use dsfeed::snapshot::{Destination, SetMap, Snapshot};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -173,12 +175,10 @@ impl Feeder {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends SIGTERM, as Kubernetes does on shutdown.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let pid = Pid::from_raw(i32::try_from(self.pid()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
     }
 
     /// Waits for the process to exit by itself.
