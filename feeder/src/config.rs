@@ -75,9 +75,10 @@ pub struct Config {
     )]
     pub output: PathBuf,
 
-    /// Kamailio's ctl (binrpc) address to send dispatcher.reload to:
-    /// unix:PATH, tcp:HOST:PORT or udp:HOST:PORT. Default: udp:127.0.0.1:9998,
-    /// as CyCoreSystems/dispatchers; with --once, no reload unless given.
+    /// Kamailio's ctl (binrpc) address to send dispatcher.reload to (and, in
+    /// --mode auto, to ask dsfeed.status): unix:PATH, tcp:HOST:PORT or
+    /// udp:HOST:PORT. Default: udp:127.0.0.1:9998, as
+    /// CyCoreSystems/dispatchers; with --once, no reload unless given.
     #[arg(long, value_name = "ADDR", env = "DSFEED_RPC", conflicts_with_all = ["rpc_host", "rpc_port"])]
     pub rpc: Option<binrpc::Addr>,
 
@@ -89,7 +90,8 @@ pub struct Config {
     #[arg(short = 'p', value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub rpc_port: Option<u16>,
 
-    /// Write dispatcher.list but never ask Kamailio to reload it.
+    /// Write dispatcher.list but never ask Kamailio to reload it (nor, in
+    /// --mode auto, whether it runs dsfeed.so: the file is always written).
     #[arg(long, env = "DSFEED_NO_RELOAD", conflicts_with_all = ["rpc", "rpc_host", "rpc_port"])]
     pub no_reload: bool,
 

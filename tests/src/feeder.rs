@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 /// Path of the `dsfeed` binary built next to the running test.
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -67,9 +70,9 @@ impl Feeder {
         if let Some(status) = self.exited() {
             return Some(status);
         }
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits in i32"));
+        // It may exit by itself meanwhile; then the wait below sees it.
+        let _ = kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.exited() {

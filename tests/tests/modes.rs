@@ -7,14 +7,8 @@ mod module_harness;
 use std::path::Path;
 
 use dsfeed_tests::feeder::Feeder;
-use dsfeed_tests::{Kamailio, eventually, sets, until_loaded};
+use dsfeed_tests::{Kamailio, eventually, replace_file, sets, until_loaded};
 use module_harness::WAIT;
-
-fn write(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 /// `dsfeed --sets-file … --listen unix:… -o LIST --rpc CTL`, no --mode.
 fn auto_feeder(kamailio: &Kamailio, sets_file: &Path, socket: &Path, log: &Path) -> Feeder {
@@ -40,7 +34,7 @@ async fn auto_mode_reloads_a_stock_kamailio() {
     let work = tempfile::tempdir().unwrap();
     let kamailio = Kamailio::builder("").reload_delta(1).start().await.unwrap();
     let sets_file = work.path().join("sets.yaml");
-    write(&sets_file, "sets:\n  1: [sip:10.0.0.1:5060]\n");
+    replace_file(&sets_file, "sets:\n  1: [sip:10.0.0.1:5060]\n");
     let feeder = auto_feeder(
         &kamailio,
         &sets_file,
@@ -48,7 +42,7 @@ async fn auto_mode_reloads_a_stock_kamailio() {
         &work.path().join("dsfeed.log"),
     );
     until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), WAIT).await;
-    write(&sets_file, "sets:\n  1: [sip:10.0.0.2:5060]\n");
+    replace_file(&sets_file, "sets:\n  1: [sip:10.0.0.2:5060]\n");
     until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.2:5060"])]), WAIT).await;
     assert!(
         feeder.log().contains("without dsfeed.so"),
@@ -71,7 +65,7 @@ async fn auto_mode_leaves_a_module_kamailio_to_the_module() {
         .await
         .unwrap();
     let sets_file = work.path().join("sets.yaml");
-    write(&sets_file, "sets:\n  1: [sip:10.0.0.1:5060]\n");
+    replace_file(&sets_file, "sets:\n  1: [sip:10.0.0.1:5060]\n");
     let feeder = auto_feeder(
         &kamailio,
         &sets_file,
@@ -81,7 +75,7 @@ async fn auto_mode_leaves_a_module_kamailio_to_the_module() {
 
     let first = sets(&[(1, &["sip:10.0.0.1:5060"]), (9, &["sip:10.9.9.9:5060"])]);
     until_loaded(&kamailio, &first, WAIT).await;
-    write(&sets_file, "sets:\n  1: [sip:10.0.0.2:5060]\n");
+    replace_file(&sets_file, "sets:\n  1: [sip:10.0.0.2:5060]\n");
     let second = sets(&[(1, &["sip:10.0.0.2:5060"]), (9, &["sip:10.9.9.9:5060"])]);
     until_loaded(&kamailio, &second, WAIT).await;
 

@@ -45,8 +45,8 @@ pub struct FileSink {
     module_seen: Option<bool>,
 }
 
-/// Whether a reload finished, was overtaken by a newer snapshot, or found
-/// dsfeed.so in charge.
+/// Whether a reload finished, was overtaken by a newer snapshot, found
+/// dsfeed.so in charge, or outlived the hub.
 enum ReloadOutcome {
     Loaded,
     Superseded,
