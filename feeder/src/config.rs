@@ -18,6 +18,21 @@ use crate::sources::consul::ConsulArgs;
 use crate::sources::kubernetes::{DEFAULT_NAMESPACE, ServiceSet};
 use crate::sources::static_sets::StaticSet;
 
+/// Where `--mode grpc` serves the feed when no --listen is given; the
+/// module's examples read it there.
+pub const DEFAULT_LISTEN: &str = "unix:/run/dsfeed/feed.sock";
+
+/// How the daemon delivers snapshots to Kamailio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// dsfeed.so if Kamailio runs it, else dispatcher.list and reload.
+    Auto,
+    /// The feed only: dsfeed.so applies it.
+    Grpc,
+    /// dispatcher.list and a binrpc reload, for stock Kamailio.
+    File,
+}
+
 /// The binrpc address CyCoreSystems/dispatchers reloads by default.
 pub const DEFAULT_RPC: &str = "udp:127.0.0.1:9998";
 
@@ -60,9 +75,10 @@ pub struct Config {
     )]
     pub output: PathBuf,
 
-    /// Kamailio's ctl (binrpc) address to send dispatcher.reload to:
-    /// unix:PATH, tcp:HOST:PORT or udp:HOST:PORT. Default: udp:127.0.0.1:9998,
-    /// as CyCoreSystems/dispatchers; with --once, no reload unless given.
+    /// Kamailio's ctl (binrpc) address to send dispatcher.reload to (and, in
+    /// --mode auto, to ask dsfeed.status): unix:PATH, tcp:HOST:PORT or
+    /// udp:HOST:PORT. Default: udp:127.0.0.1:9998, as
+    /// CyCoreSystems/dispatchers; with --once, no reload unless given.
     #[arg(long, value_name = "ADDR", env = "DSFEED_RPC", conflicts_with_all = ["rpc_host", "rpc_port"])]
     pub rpc: Option<binrpc::Addr>,
 
@@ -74,7 +90,8 @@ pub struct Config {
     #[arg(short = 'p', value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub rpc_port: Option<u16>,
 
-    /// Write dispatcher.list but never ask Kamailio to reload it.
+    /// Write dispatcher.list but never ask Kamailio to reload it (nor, in
+    /// --mode auto, whether it runs dsfeed.so: the file is always written).
     #[arg(long, env = "DSFEED_NO_RELOAD", conflicts_with_all = ["rpc", "rpc_host", "rpc_port"])]
     pub no_reload: bool,
 
@@ -112,6 +129,14 @@ pub struct Config {
     /// address is given, and exit.
     #[arg(long)]
     pub once: bool,
+
+    /// How to deliver to Kamailio. auto: serve the feed (--listen) and, unless
+    /// Kamailio's dsfeed.status answers on --rpc (dsfeed.so is loaded), write
+    /// dispatcher.list and reload it. grpc: serve the feed only, never write or
+    /// reload (default --listen unix:/run/dsfeed/feed.sock). file: write and
+    /// reload whatever Kamailio runs.
+    #[arg(long, value_enum, env = "DSFEED_MODE", default_value_t = Mode::Auto)]
+    pub mode: Mode,
 
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -157,6 +182,13 @@ impl Config {
         let matches = command.try_get_matches_from_mut(single_dash_to_double(args, &command))?;
         let mut config = Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
         config.output_given = matches.value_source("output") != Some(ValueSource::DefaultValue);
+        if config.mode == Mode::Grpc && config.serve.listen.is_empty() {
+            config.serve.listen.push(
+                DEFAULT_LISTEN
+                    .parse()
+                    .expect("the default listen address parses"),
+            );
+        }
         config
             .validate()
             .map_err(|msg| command.error(ErrorKind::ArgumentConflict, msg))?;
@@ -178,16 +210,25 @@ impl Config {
             );
         }
         self.consul.validate()?;
+        if self.mode == Mode::Grpc && self.output_given && !self.once {
+            return Err("--mode grpc never writes dispatcher.list (dsfeed.so applies the feed; its list_file_sync keeps the file): drop -o or use --mode auto".into());
+        }
         if self.writes_stdout() && !self.once {
             return Err("'-o -' (standard output) works only with --once".into());
         }
         Ok(())
     }
 
-    /// Whether the daemon writes dispatcher.list: always in file mode, and
-    /// next to the feed only when -o is given.
+    /// Whether the daemon writes dispatcher.list (and reloads it): in every
+    /// mode but grpc, where dsfeed.so is the dispatcher's only writer.
     pub fn writes_file(&self) -> bool {
-        self.serve.listen.is_empty() || self.output_given
+        self.mode != Mode::Grpc
+    }
+
+    /// Whether the file sink steps aside while Kamailio runs dsfeed.so: in
+    /// auto mode, when this feeder serves the feed the module reads.
+    pub fn defers_to_module(&self) -> bool {
+        self.mode == Mode::Auto && !self.serve.listen.is_empty()
     }
 
     /// Whether dispatcher.list goes to standard output.
@@ -330,17 +371,22 @@ mod tests {
     #[test]
     fn serving_flags_are_checked() {
         let sidecar = load(&["--static", "1=a", "--listen", "unix:/run/dsfeed.sock"]).unwrap();
-        assert!(!sidecar.writes_file());
-        let both = load(&[
+        assert!(sidecar.writes_file() && sidecar.defers_to_module());
+        let grpc = load(&["--static", "1=a", "--mode", "grpc"]).unwrap();
+        assert!(!grpc.writes_file());
+        assert_eq!(grpc.serve.listen, [DEFAULT_LISTEN.parse().unwrap()]);
+        let file = load(&[
             "--static",
             "1=a",
             "-listen",
             "tcp://127.0.0.1:7000",
-            "-o",
-            "/x",
+            "-mode",
+            "file",
         ])
         .unwrap();
-        assert!(both.writes_file());
+        assert!(file.writes_file() && !file.defers_to_module());
+        let err = load(&["--static", "1=a", "--mode", "grpc", "-o", "/x"]).unwrap_err();
+        assert!(err.to_string().contains("list_file_sync"), "{err}");
         assert!(load(&["--static", "1=a"]).unwrap().writes_file());
         for args in [
             &["--static", "1=a", "--listen", "tcp://0.0.0.0:7000"][..],

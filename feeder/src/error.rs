@@ -114,6 +114,8 @@ pub enum Error {
     KubeClient(#[source] kube::Error),
     #[error(transparent)]
     Rpc(#[from] crate::binrpc::Error),
+    #[error("the {0} task was cancelled")]
+    Cancelled(&'static str),
 }
 
 impl Error {
@@ -135,6 +137,17 @@ impl Error {
             Error::Rejected { .. } => "rejected",
             Error::KubeConfig { .. } | Error::KubeClient(_) => "kubernetes",
             Error::Rpc(_) => "rpc",
+            Error::Cancelled(_) => "cancelled",
         }
+    }
+
+    /// The error for a task of `what` that did not finish: a panic goes on
+    /// unwinding here, so a bug is never mistaken for an error; a task is
+    /// cancelled only when the runtime shuts down, which is no reason to panic.
+    pub fn from_join(join: tokio::task::JoinError, what: &'static str) -> Error {
+        if join.is_panic() {
+            std::panic::resume_unwind(join.into_panic());
+        }
+        Error::Cancelled(what)
     }
 }

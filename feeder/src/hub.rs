@@ -56,7 +56,7 @@ pub async fn run(
                     crate::metrics::count_source_error(&name, err.label());
                     return Err(Error::SourceFailed { name, cause: Box::new(err) });
                 }
-                Err(join) => std::panic::resume_unwind(join.into_panic()),
+                Err(join) => return Err(Error::from_join(join, "source")),
             },
             else => {
                 std::future::pending::<()>().await;

@@ -23,10 +23,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("a tokio runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("dsfeed: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
         match &config.command {
             Some(Command::Watch(args)) => dsfeed::feed::watch::run(args, &mut std::io::stdout())
@@ -110,7 +116,10 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
                 "--no-reload: dispatcher.list is written, Kamailio is not asked to reload it"
             );
         }
-        let sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
+        let mut sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
+        if config.defers_to_module() {
+            sink = sink.deferring_to_module();
+        }
         tokio::spawn(sink.run(rx));
     }
     let registration = consul::Registration::new(&config.consul, config.reload_addr())

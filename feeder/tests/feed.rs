@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt as _;
 
-use common::{Feeder, PATIENCE, SetsFile, Stream, free_addr, hello, snapshot, uris};
+use common::{Feeder, PATIENCE, SetsFile, Stream, free_addr, hello, snapshot, uris, watch};
 use tempfile::TempDir;
 
 /// Long enough for a wrongly sent response to arrive on a loaded machine.
@@ -624,19 +624,6 @@ async fn watch_prints_each_snapshot_and_acks_it() {
             third.version()
         )
     );
-}
-
-/// Runs `dsfeed watch ARGS` to completion.
-async fn watch(args: &[&str]) -> std::process::Output {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dsfeed"))
-        .arg("watch")
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(PATIENCE, run)
-        .await
-        .expect("dsfeed watch ended in time")
-        .unwrap()
 }
 
 /// An in-process server whose snapshot the test sets by hand.

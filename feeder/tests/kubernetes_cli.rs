@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fake_kube::FakeKube;
+use fake_kube::{FakeKube, endpoint_slice};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -16,15 +16,7 @@ fn slice(name: &str, port: u16, ips: &[&str]) -> Value {
         .iter()
         .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}))
         .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": "voice",
-                     "labels": {"kubernetes.io/service-name": "asterisk"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "sip", "port": port, "protocol": "UDP"}],
-        "endpoints": endpoints,
-    })
+    endpoint_slice("voice", "asterisk", name, "IPv4", port, endpoints)
 }
 
 /// Kills the feeder when the test ends, passed or not.

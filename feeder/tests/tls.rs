@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Feeder, PATIENCE, SetsFile, Stream, free_addr, hello, snapshot};
+use common::{Feeder, SetsFile, Stream, free_addr, hello, snapshot, watch};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
@@ -117,18 +117,6 @@ async fn tls_feeder(
         ]);
     }
     (Feeder::start(&args).await, tcp)
-}
-
-async fn watch(args: &[&str]) -> std::process::Output {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dsfeed"))
-        .arg("watch")
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(PATIENCE, run)
-        .await
-        .expect("dsfeed watch ended in time")
-        .unwrap()
 }
 
 #[tokio::test]

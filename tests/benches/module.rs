@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dsfeed::binrpc::{Client, Value};
-use dsfeed_tests::Kamailio;
 use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::{Kamailio, replace_file};
 
 /// Sizes of set 1 for the swap table; the first is also the latency run's.
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
@@ -119,6 +119,8 @@ impl Lane {
             &[
                 "--sets-file",
                 sets_file.to_str().unwrap(),
+                "--mode",
+                "grpc",
                 "--listen",
                 &format!("unix:{}", socket.display()),
             ],
@@ -138,6 +140,8 @@ impl Lane {
             &[
                 "--sets-file",
                 sets_file.to_str().unwrap(),
+                "--mode",
+                "file",
                 "-o",
                 kamailio.list_path().to_str().unwrap(),
                 "--rpc",
@@ -169,9 +173,7 @@ impl Lane {
     /// Writes round `round`'s sets and returns how long until Kamailio has
     /// them in memory.
     async fn change(&self, size: usize, round: usize) -> Duration {
-        let tmp = self.sets_file.with_extension("tmp");
-        std::fs::write(&tmp, sets_yaml(size, round)).unwrap();
-        std::fs::rename(&tmp, &self.sets_file).unwrap();
+        replace_file(&self.sets_file, &sets_yaml(size, round));
         let changed = Instant::now();
         let uri = probe_uri(round);
         while !self.has(&uri).await {

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Path of the `dsfeed` binary built next to the running test.
@@ -77,9 +79,9 @@ impl Feeder {
         if let Some(status) = self.exited() {
             return Some(status);
         }
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits in i32"));
+        // It may exit by itself meanwhile; then the wait below sees it.
+        let _ = kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.exited() {

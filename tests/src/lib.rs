@@ -11,7 +11,25 @@ pub use kamailio::{HarnessError, Kamailio, KamailioBuilder, ParamValue};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// Replaces `path` with `text` through a rename, as editors and ConfigMap
+/// updates do, so a watching feeder never reads a half-written file.
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write the temporary file");
+    std::fs::rename(&tmp, path).expect("rename it into place");
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago, for a process the
+/// test is about to start (sipp, Kamailio).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
 
 /// The URIs Kamailio has loaded per set, read over binrpc with the same
 /// client the feeder uses; empty when Kamailio has no sets.

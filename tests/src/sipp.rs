@@ -20,10 +20,7 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend on a free port.
     pub fn start() -> Backend {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("a free UDP port")
-            .port();
+        let port = crate::free_udp_port();
         let child = Command::new("sipp")
             .arg("-sf")
             .arg(scenario("uas.xml"))

@@ -6,17 +6,10 @@ use std::time::Duration;
 
 use dsfeed_tests::feeder::{self, Feeder};
 use dsfeed_tests::sipp::{self, Backend};
-use dsfeed_tests::{Kamailio, eventually, loaded, sets, until_loaded};
+use dsfeed_tests::{Kamailio, eventually, loaded, replace_file, sets, until_loaded};
 
 /// Generous: CI runs these on a loaded 2-core machine.
 const SETTLE: Duration = Duration::from_secs(20);
-
-fn write(path: &Path, text: &str) {
-    // Through a rename, as editors and ConfigMap updates do.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 fn sets_yaml(set: u32, uris: &[&str]) -> String {
     let mut yaml = format!("sets:\n  {set}:\n");
@@ -44,13 +37,13 @@ fn start_feeder(kamailio: &Kamailio, sets_file: &Path, extra: &[&str]) -> Feeder
 async fn sets_file_edits_reach_kamailio_even_inside_reload_delta() {
     let kamailio = Kamailio::builder("").reload_delta(2).start().await.unwrap();
     let sets_file = kamailio.dir().join("sets.yaml");
-    write(&sets_file, &sets_yaml(1, &["sip:10.0.0.1:5060"]));
+    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.1:5060"]));
     let feeder = start_feeder(&kamailio, &sets_file, &[]);
     until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), SETTLE).await;
 
     // Past reload_delta, a lone edit is loaded at once.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    write(&sets_file, &sets_yaml(1, &["sip:10.0.0.2:5060"]));
+    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.2:5060"]));
     let took = until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.2:5060"])]), SETTLE).await;
     println!("a lone edit reached Kamailio in {took:?}");
     assert!(
@@ -60,9 +53,9 @@ async fn sets_file_edits_reach_kamailio_even_inside_reload_delta() {
 
     // Two more edits inside reload_delta: Kamailio refuses the reloads for
     // a while, and still ends with the newest sets.
-    write(&sets_file, &sets_yaml(1, &["sip:10.0.0.3:5060"]));
+    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.3:5060"]));
     tokio::time::sleep(Duration::from_millis(150)).await;
-    write(
+    replace_file(
         &sets_file,
         &sets_yaml(1, &["sip:10.0.0.3:5060", "sip:10.0.0.4:5060"]),
     );
@@ -83,14 +76,14 @@ async fn sip_requests_follow_the_sets() {
     let sip = kamailio.sip_addr().to_string();
     let (a, b) = (Backend::start(), Backend::start());
     let sets_file = kamailio.dir().join("sets.yaml");
-    write(&sets_file, &sets_yaml(1, &[&a.uri()]));
+    replace_file(&sets_file, &sets_yaml(1, &[&a.uri()]));
     let _feeder = start_feeder(&kamailio, &sets_file, &[]);
     until_loaded(&kamailio, &sets(&[(1, &[&a.uri()])]), SETTLE).await;
     let reached = sipp::call(&sip, 1, 4, kamailio.dir());
     assert_eq!(reached, vec![a.name(); 4]);
 
     // B added: round robin reaches both.
-    write(&sets_file, &sets_yaml(1, &[&a.uri(), &b.uri()]));
+    replace_file(&sets_file, &sets_yaml(1, &[&a.uri(), &b.uri()]));
     until_loaded(&kamailio, &sets(&[(1, &[&a.uri(), &b.uri()])]), SETTLE).await;
     let reached = sipp::call(&sip, 1, 6, kamailio.dir());
     assert_eq!(reached.len(), 6, "{reached:?}");
@@ -100,7 +93,7 @@ async fn sip_requests_follow_the_sets() {
     );
 
     // A removed: no request reaches it any more.
-    write(&sets_file, &sets_yaml(1, &[&b.uri()]));
+    replace_file(&sets_file, &sets_yaml(1, &[&b.uri()]));
     until_loaded(&kamailio, &sets(&[(1, &[&b.uri()])]), SETTLE).await;
     let reached = sipp::call(&sip, 1, 4, kamailio.dir());
     assert_eq!(reached, vec![b.name(); 4]);
@@ -203,7 +196,7 @@ async fn bad_input_never_replaces_the_last_good_list() {
     let kamailio = Kamailio::builder("").reload_delta(1).start().await.unwrap();
     let sets_file = kamailio.dir().join("sets.yaml");
     let good = sets(&[(1, &["sip:10.0.0.1:5060"])]);
-    write(&sets_file, &sets_yaml(1, &["sip:10.0.0.1:5060"]));
+    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.1:5060"]));
     let feeder = start_feeder(&kamailio, &sets_file, &[]);
     until_loaded(&kamailio, &good, SETTLE).await;
     let good_file = std::fs::read_to_string(kamailio.list_path()).unwrap();
@@ -221,7 +214,7 @@ async fn bad_input_never_replaces_the_last_good_list() {
         ("sets:\n  1:\n    - 10.0.0.2:99999\n", "99999"),
     ];
     for (text, culprit) in bad_edits {
-        write(&sets_file, text);
+        replace_file(&sets_file, text);
         eventually(
             &format!("the feeder to report {culprit:?}"),
             SETTLE,
@@ -236,12 +229,12 @@ async fn bad_input_never_replaces_the_last_good_list() {
     }
 
     // A good edit after the bad ones flows again.
-    write(&sets_file, &sets_yaml(1, &["sip:10.0.0.9:5060"]));
+    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.9:5060"]));
     until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.9:5060"])]), SETTLE).await;
 
     // `--once` with bad input fails, naming the file and the culprit, and
     // leaves the list alone.
-    write(
+    replace_file(
         &sets_file,
         "sets:\n  2:\n    - uri: sip:10.0.0.5\n      attrs: 'x=#1'\n",
     );

@@ -11,7 +11,7 @@ use dsfeed::binrpc::dispatcher::{self, ListedSets};
 use dsfeed_tests::Kamailio;
 use dsfeed_tests::feeder::Feeder;
 use dsfeed_tests::sipp::{self, Backend};
-use fake_kube::{FakeKube, Gone, Scenario};
+use fake_kube::{FakeKube, Gone, Scenario, endpoint_slice};
 use serde_json::{Value, json};
 
 /// Generous: several engineers build on the same two cores.
@@ -20,16 +20,16 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// A slice of Service `asterisk` in `voice` whose one endpoint is the
 /// backend on `port` (named port `sip`), in the given state.
 fn slice(name: &str, backend: &Backend, ready: bool, terminating: bool) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": "voice",
-                     "labels": {"kubernetes.io/service-name": "asterisk"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "sip", "port": backend.port, "protocol": "UDP"}],
-        "endpoints": [{"addresses": ["127.0.0.1"],
-                       "conditions": {"ready": ready, "serving": true, "terminating": terminating}}],
-    })
+    let endpoint = json!({"addresses": ["127.0.0.1"],
+                          "conditions": {"ready": ready, "serving": true, "terminating": terminating}});
+    endpoint_slice(
+        "voice",
+        "asterisk",
+        name,
+        "IPv4",
+        backend.port,
+        vec![endpoint],
+    )
 }
 
 /// Set 1 as Kamailio has it loaded: `(uri, flags)` pairs.

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dsfeed_tests::sipp;
+use dsfeed_tests::{free_udp_port, sipp};
 use module_harness::feeder::{Dest, TestFeeder, response};
 use module_harness::{WAIT, kamailio, rpc, status};
 
@@ -89,14 +89,6 @@ impl Drop for Sipp {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn env_number(name: &str, default: u64) -> u64 {

@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use dsfeed_tests::fake_consul::{self, FakeConsul, Instance};
 use dsfeed_tests::feeder::{self, Feeder};
 use dsfeed_tests::sipp::{self, Backend};
-use dsfeed_tests::{Kamailio, KamailioBuilder, eventually, sets, until_loaded};
-use fake_kube::FakeKube;
+use dsfeed_tests::{Kamailio, KamailioBuilder, eventually, replace_file, sets, until_loaded};
+use fake_kube::{FakeKube, endpoint_slice};
 use module_harness::{WAIT, kamailio, status_until};
 use serde_json::{Value, json};
 
 /// The feeder's flags that make it serve the stream only: it never writes
 /// dispatcher.list and never asks Kamailio to reload.
-const STREAM_ONLY: &[&str] = &[];
+const STREAM_ONLY: &[&str] = &["--mode", "grpc"];
 
 /// What a test owns outside Kamailio's directory, so that a second
 /// Kamailio can start on the same files: the feed socket, the list file,
@@ -59,11 +59,8 @@ impl Files {
         self.dir().join("sets/sets.yaml")
     }
 
-    /// Replaces the sets file atomically, as an editor or a ConfigMap does.
     fn write_sets(&self, yaml: &str) {
-        let tmp = self.dir().join("sets.yaml.tmp");
-        std::fs::write(&tmp, yaml).unwrap();
-        std::fs::rename(&tmp, self.sets_file()).unwrap();
+        replace_file(&self.sets_file(), yaml);
     }
 
     /// A Kamailio with dsfeed.so reading this list file and this feed
@@ -439,16 +436,16 @@ async fn kamailio_routes_on_its_list_file_until_a_late_feeder_turns_up() {
 /// An EndpointSlice of Service `asterisk` in `voice` with one endpoint, the
 /// backend, on the named port `sip`.
 fn slice(name: &str, backend: &Backend, ready: bool, terminating: bool) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": "voice",
-                     "labels": {"kubernetes.io/service-name": "asterisk"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "sip", "port": backend.port, "protocol": "UDP"}],
-        "endpoints": [{"addresses": ["127.0.0.1"],
-                       "conditions": {"ready": ready, "serving": true, "terminating": terminating}}],
-    })
+    let endpoint = json!({"addresses": ["127.0.0.1"],
+                          "conditions": {"ready": ready, "serving": true, "terminating": terminating}});
+    endpoint_slice(
+        "voice",
+        "asterisk",
+        name,
+        "IPv4",
+        backend.port,
+        vec![endpoint],
+    )
 }
 
 /// Set 1 as `(uri, state letters)`.

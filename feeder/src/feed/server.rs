@@ -500,7 +500,7 @@ async fn first_failure(tasks: &mut JoinSet<Result<(), Error>>) -> Error {
         match done {
             Ok(Ok(())) => {}
             Ok(Err(err)) => return err,
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
+            Err(join) => return Error::from_join(join, "server"),
         }
     }
     std::future::pending().await

@@ -1,6 +1,10 @@
 //! The file sink, for stock Kamailio: writes `dispatcher.list` atomically,
 //! only when its content changes, and asks Kamailio over binrpc to reload it
 //! until Kamailio has loaded the newest file.
+//!
+//! In `--mode auto` it first asks Kamailio whether it runs dsfeed.so (its
+//! `dsfeed.status` RPC answers). The module must be the dispatcher's only
+//! writer, so while it is there the sink neither writes nor reloads.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -25,6 +29,10 @@ pub fn retry_backoff() -> Backoff {
 /// `reload_delta`, so the newest file loads soon after the throttle lifts.
 const ONGOING_RELOAD_POLL: Duration = Duration::from_millis(500);
 
+/// How often a sink that stepped aside for dsfeed.so asks again, so that a
+/// Kamailio restarted without the module gets its file back.
+const MODULE_RECHECK: Duration = Duration::from_secs(30);
+
 /// Keeps `dispatcher.list` equal to the newest snapshot and, if a binrpc
 /// address is given, Kamailio's loaded sets equal to the file.
 #[derive(Debug)]
@@ -32,13 +40,28 @@ pub struct FileSink {
     writer: ListWriter,
     reload: Option<binrpc::Client>,
     backoff: Backoff,
+    defer_to_module: bool,
+    /// What Kamailio last said about dsfeed.so, to log only changes.
+    module_seen: Option<bool>,
 }
 
-/// Whether a reload finished or was overtaken by a newer snapshot.
+/// Whether a reload finished, was overtaken by a newer snapshot, found
+/// dsfeed.so in charge, or outlived the hub.
 enum ReloadOutcome {
     Loaded,
     Superseded,
+    ModuleApplies,
     Closed,
+}
+
+/// What answers Kamailio's `dsfeed.status`.
+enum Applier {
+    /// The RPC answers: dsfeed.so applies the feed in memory.
+    Module,
+    /// Kamailio answers with a fault: no module, the file is the way in.
+    Dispatcher,
+    /// No answer: Kamailio is down or starting.
+    Unknown,
 }
 
 impl FileSink {
@@ -47,12 +70,56 @@ impl FileSink {
             writer,
             reload,
             backoff: retry_backoff(),
+            defer_to_module: false,
+            module_seen: None,
         }
+    }
+
+    /// Steps aside whenever Kamailio runs dsfeed.so (`--mode auto`).
+    pub fn deferring_to_module(mut self) -> Self {
+        self.defer_to_module = true;
+        self
+    }
+
+    async fn applier(&self) -> Applier {
+        let Some(client) = self.reload.as_ref().filter(|_| self.defer_to_module) else {
+            return Applier::Dispatcher;
+        };
+        match client.call("dsfeed.status", &[]).await {
+            Ok(_) => Applier::Module,
+            Err(binrpc::Error::Fault { .. }) => Applier::Dispatcher,
+            Err(_) => Applier::Unknown,
+        }
+    }
+
+    /// Whether dsfeed.so applies the feed, logging when Kamailio's answer
+    /// changes.
+    async fn module_applies(&mut self) -> bool {
+        let applier = self.applier().await;
+        let known = match applier {
+            Applier::Module => Some(true),
+            Applier::Dispatcher if self.defer_to_module => Some(false),
+            _ => None,
+        };
+        if let Some(module) = known.filter(|m| Some(*m) != self.module_seen) {
+            let rpc = self
+                .reload
+                .as_ref()
+                .map(|c| c.addr().to_string())
+                .unwrap_or_default();
+            if module {
+                tracing::info!(%rpc, "Kamailio runs dsfeed.so: it applies the feed; dispatcher.list is left alone");
+            } else {
+                tracing::info!(%rpc, "Kamailio runs without dsfeed.so: delivering dispatcher.list");
+            }
+            self.module_seen = Some(module);
+        }
+        matches!(applier, Applier::Module)
     }
 
     /// Runs until the hub goes away. A burst of snapshots is coalesced: while
     /// a write or reload is retried, only the newest snapshot is kept.
-    pub async fn run(self, mut snapshots: SnapshotRx) {
+    pub async fn run(mut self, mut snapshots: SnapshotRx) {
         // Reload at start even when the file on disk is already current: a
         // previous run may have written it without Kamailio loading it.
         let mut reload_due = true;
@@ -65,6 +132,15 @@ impl FileSink {
                 }
                 continue;
             };
+            if self.module_applies().await {
+                // Deliver again if Kamailio comes back without the module.
+                reload_due = true;
+                tokio::select! {
+                    () = tokio::time::sleep(MODULE_RECHECK) => {}
+                    changed = snapshots.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
             match self.writer.write(&snapshot) {
                 Ok(wrote) => {
                     write_failures = self.backoff.iter();
@@ -89,7 +165,7 @@ impl FileSink {
                     .await
                 {
                     ReloadOutcome::Loaded => reload_due = false,
-                    ReloadOutcome::Superseded => continue,
+                    ReloadOutcome::Superseded | ReloadOutcome::ModuleApplies => continue,
                     ReloadOutcome::Closed => return,
                 }
             }
@@ -130,10 +206,15 @@ impl FileSink {
                         tracing::debug!(rpc = %client.addr(), attempt, retry_in = ?delay, "reload still refused");
                     }
                 }
-                Err(err) => tracing::warn!(
-                    rpc = %client.addr(), version = snapshot.version(), attempt, retry_in = ?delay,
-                    "dispatcher.reload failed: {err}"
-                ),
+                Err(err) => {
+                    tracing::warn!(
+                        rpc = %client.addr(), version = snapshot.version(), attempt, retry_in = ?delay,
+                        "dispatcher.reload failed: {err}"
+                    );
+                    if matches!(self.applier().await, Applier::Module) {
+                        return ReloadOutcome::ModuleApplies;
+                    }
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}

@@ -28,6 +28,11 @@ use crate::sources::{Publisher, Source, SourceFuture};
 /// truncate-then-write lands as one edit.
 const SETTLE: Duration = Duration::from_millis(50);
 
+/// How long an invalid read waits for a further write before it is
+/// reported, so that an editor's slow in-place write is not taken for a
+/// broken file.
+const HALF_WRITE_GRACE: Duration = Duration::from_millis(250);
+
 /// Re-read the file this often even without an event, for file systems
 /// (network mounts, some volume drivers) that do not report changes.
 const POLL: Duration = Duration::from_secs(5);
@@ -77,10 +82,13 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
     })?;
     out.publish(first).await;
 
+    let mut changed_again = false;
     loop {
-        tokio::select! {
-            event = events.recv() => if event.is_none() { break },
-            () = tokio::time::sleep(POLL) => {}
+        if !std::mem::take(&mut changed_again) {
+            tokio::select! {
+                event = events.recv() => if event.is_none() { break },
+                () = tokio::time::sleep(POLL) => {}
+            }
         }
         tokio::time::sleep(SETTLE).await;
         while events.try_recv().is_ok() {}
@@ -100,13 +108,21 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
                 tracing::info!(path = %path.display(), "sets file changed");
                 out.publish(sets).await;
             }
-            Err(err) => out.failed(&err, "sets file invalid; keeping the last good sets"),
+            Err(err) => {
+                // A file written in place is empty or cut short for a
+                // moment: report it only if no further write follows.
+                if let Ok(Some(())) = tokio::time::timeout(HALF_WRITE_GRACE, events.recv()).await {
+                    changed_again = true;
+                    continue;
+                }
+                out.failed(&err, "sets file invalid; keeping the last good sets");
+            }
         }
         last_text = text;
     }
     // The watcher's sender lives as long as the watcher, so this is reached
     // only if inotify itself failed.
-    drop(watcher.unwatch(&path));
+    drop(watcher.unwatch(&dir));
     Err(Error::SetsFile {
         path,
         reason: "the file watcher stopped".into(),

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use dsfeed::feed::pb::{FeedRequest, FeedResponse, Node, feed_client::FeedClient};
 use dsfeed::snapshot::{Destination, SetMap, Snapshot};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,6 +29,19 @@ pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
+}
+
+/// Runs `dsfeed watch ARGS` to completion.
+pub async fn watch(args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dsfeed"))
+        .arg("watch")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("dsfeed watch ended in time")
+        .unwrap()
 }
 
 /// A sets file the feeder watches; every write replaces it atomically.
@@ -125,7 +140,9 @@ impl Feeder {
         feeder
     }
 
-    /// Starts `dsfeed ARGS` without waiting for anything.
+    /// Starts `dsfeed ARGS` without waiting for anything. These tests are
+    /// about the feed, so the feeder serves it only (`--mode grpc`) and never
+    /// writes dispatcher.list.
     pub fn spawn(args: &[String]) -> Feeder {
         let log_dir = tempfile::TempDir::new().unwrap();
         let log = log_dir.path().join("dsfeed.log");
@@ -136,6 +153,7 @@ impl Feeder {
         let child = Command::new(env!("CARGO_BIN_EXE_dsfeed"))
             .args(args)
             .env("RUST_LOG", "info")
+            .env("DSFEED_MODE", "grpc")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -157,12 +175,10 @@ impl Feeder {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends SIGTERM, as Kubernetes does on shutdown.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let pid = Pid::from_raw(i32::try_from(self.pid()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
     }
 
     /// Waits for the process to exit by itself.

@@ -478,6 +478,34 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
 
 type Body = BoxBody<Bytes, Infallible>;
 
+/// An EndpointSlice of `service` in `namespace` as the endpointslice
+/// controller writes it: one UDP port named `sip` on `sip_port`, and
+/// `endpoints` as given (addresses and conditions).
+pub fn endpoint_slice(
+    namespace: &str,
+    service: &str,
+    name: &str,
+    address_type: &str,
+    sip_port: u16,
+    endpoints: Vec<Value>,
+) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
+        "addressType": address_type,
+        "ports": [{"name": "sip", "port": sip_port, "protocol": "UDP"}],
+        "endpoints": endpoints,
+    })
+}
+
 fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     let query: BTreeMap<String, String> = req.uri().query().map(parse_query).unwrap_or_default();
     let recorded = Recorded {

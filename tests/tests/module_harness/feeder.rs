@@ -204,7 +204,7 @@ impl TestFeeder {
     }
 
     /// The answer (ACK or NACK) to the response with `nonce`, if any.
-    pub fn answer_to(&self, nonce: &str) -> Option<pb::FeedRequest> {
+    fn answer_to(&self, nonce: &str) -> Option<pb::FeedRequest> {
         self.received()
             .into_iter()
             .map(|r| r.request)

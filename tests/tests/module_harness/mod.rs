@@ -2,7 +2,7 @@
 //! `dsfeed.so` loaded, a scriptable feeder serving the real gRPC contract,
 //! and readers for what the module and the dispatcher report over binrpc.
 
-#![allow(dead_code)]
+#![allow(dead_code)] // Each test binary uses a different part.
 
 pub mod feeder;
 

@@ -258,22 +258,32 @@ impl ConsulClient {
             Token::None => Ok(None),
             Token::Value(value) => Ok(Some(value.clone())),
             Token::File(path) => {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || read_token(&path))
+                let text = tokio::fs::read_to_string(path)
                     .await
-                    .expect("reading a token file does not panic")
+                    .map_err(|source| token_file_error(path, source))?;
+                parse_token(&text, path)
             }
         }
     }
 }
 
-/// Reads a token file; an empty file means no token, as in Consul's tools.
+/// Reads a token file at start-up, to refuse a bad one before running.
 fn read_token(path: &Path) -> Result<Option<HeaderValue>, ConsulError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConsulError::ReadFile {
+    let text = std::fs::read_to_string(path).map_err(|source| token_file_error(path, source))?;
+    parse_token(&text, path)
+}
+
+fn token_file_error(path: &Path, source: std::io::Error) -> ConsulError {
+    ConsulError::ReadFile {
         what: "token file",
         path: path.to_owned(),
         source,
-    })?;
+    }
+}
+
+/// The token in a token file's text; an empty file means no token, as in
+/// Consul's tools.
+fn parse_token(text: &str, path: &Path) -> Result<Option<HeaderValue>, ConsulError> {
     let token = text.trim();
     if token.is_empty() {
         return Ok(None);

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use fake_kube::{FakeKube, Gone, Recorded, Scenario};
+use fake_kube::{FakeKube, Gone, Recorded, Scenario, endpoint_slice};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -131,32 +131,7 @@ fn endpoint(ip: &str, ready: bool, serving: bool, terminating: bool) -> Value {
 
 /// An EndpointSlice of `service` in `namespace`, with port `sip` on 5060.
 fn slice(namespace: &str, service: &str, name: &str, endpoints: Vec<Value>) -> Value {
-    slice_of(namespace, service, name, "IPv4", 5060, endpoints)
-}
-
-fn slice_of(
-    namespace: &str,
-    service: &str,
-    name: &str,
-    address_type: &str,
-    sip_port: u16,
-    endpoints: Vec<Value>,
-) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {
-                "kubernetes.io/service-name": service,
-                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
-            },
-        },
-        "addressType": address_type,
-        "ports": [{"name": "sip", "port": sip_port, "protocol": "UDP"}],
-        "endpoints": endpoints,
-    })
+    endpoint_slice(namespace, service, name, "IPv4", 5060, endpoints)
 }
 
 fn service(namespace: &str, name: &str, annotations: Value) -> Value {
@@ -306,7 +281,7 @@ async fn named_ports_ipv6_and_two_namespaces() {
         ],
         0,
         |kube| {
-            kube.apply(slice_of(
+            kube.apply(endpoint_slice(
                 "voice",
                 "asterisk",
                 "a4",
@@ -314,7 +289,7 @@ async fn named_ports_ipv6_and_two_namespaces() {
                 5080,
                 vec![ready("10.0.0.1")],
             ));
-            kube.apply(slice_of(
+            kube.apply(endpoint_slice(
                 "voice",
                 "asterisk",
                 "a6",
@@ -322,7 +297,7 @@ async fn named_ports_ipv6_and_two_namespaces() {
                 5090,
                 vec![ready("fd00::1")],
             ));
-            kube.apply(slice_of(
+            kube.apply(endpoint_slice(
                 "edge",
                 "kamailio",
                 "k",
@@ -331,7 +306,7 @@ async fn named_ports_ipv6_and_two_namespaces() {
                 vec![ready("fd00:0:0::a")],
             ));
             // Same name in another namespace: not ours.
-            kube.apply(slice_of(
+            kube.apply(endpoint_slice(
                 "edge",
                 "asterisk",
                 "x",
@@ -352,7 +327,7 @@ async fn named_ports_ipv6_and_two_namespaces() {
         ]
     );
     // The port's number changes in one slice: resolved again.
-    h.kube.apply(slice_of(
+    h.kube.apply(endpoint_slice(
         "voice",
         "asterisk",
         "a4",
@@ -361,7 +336,7 @@ async fn named_ports_ipv6_and_two_namespaces() {
         vec![ready("10.0.0.1")],
     ));
     assert_eq!(h.next().await[0], "1 sip:10.0.0.1:5081 0 0");
-    h.kube.apply(slice_of(
+    h.kube.apply(endpoint_slice(
         "voice",
         "asterisk",
         "f",
