@@ -37,6 +37,10 @@ const MIN_SWAP_INTERVAL_MS: i64 = 100;
 /// feeder's read-back of the sets after its reload.
 const SPACING: Duration = Duration::from_millis(250);
 
+/// How many changes per size also time a bare `dispatcher.reload` of the
+/// file lane's unchanged list.
+const RELOADS_TIMED: usize = 10;
+
 /// How long one change may take before the bench gives up.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -94,7 +98,7 @@ fn probe_uri(round: usize) -> String {
 struct Lane {
     name: &'static str,
     kamailio: Kamailio,
-    _feeder: Feeder,
+    feeder: Feeder,
     sets_file: PathBuf,
     /// Holds the sets file alone: the feeder watches its directory.
     _sets_dir: tempfile::TempDir,
@@ -163,7 +167,7 @@ impl Lane {
         Lane {
             name,
             kamailio,
-            _feeder: feeder,
+            feeder,
             sets_file,
             _sets_dir: sets_dir,
             probe,
@@ -238,6 +242,17 @@ impl Lane {
         }
     }
 
+    /// How long Kamailio takes to reload its list file, timed around the
+    /// `dispatcher.reload` RPC: file mode's equivalent of a module swap.
+    async fn reload_time(&self) -> Duration {
+        let started = Instant::now();
+        self.probe
+            .call("dispatcher.reload", &[])
+            .await
+            .expect("dispatcher.reload succeeds");
+        started.elapsed()
+    }
+
     /// How long the module's swap of `version` took, from its log line
     /// `applied version "V": N sets, M destinations in 1.2ms (swap K)`.
     fn swap_time(&self, version: &str) -> Option<Duration> {
@@ -287,12 +302,14 @@ fn ratio(module: Duration, file: Duration) -> String {
     format!("{:.2}", module.as_secs_f64() / file.as_secs_f64())
 }
 
-/// Measurements of one size: change-to-memory per mode, module swap times.
+/// Measurements of one size: change-to-memory per mode, and what one swap
+/// costs inside Kamailio in each mode.
 #[derive(Default)]
 struct Run {
     module: Vec<Duration>,
     file: Vec<Duration>,
     swaps: Vec<Duration>,
+    reloads: Vec<Duration>,
 }
 
 impl Run {
@@ -300,6 +317,7 @@ impl Run {
         self.module.sort();
         self.file.sort();
         self.swaps.sort();
+        self.reloads.sort();
     }
 }
 
@@ -318,11 +336,17 @@ async fn run(module: &Lane, file: &Lane, size: usize, changes: usize, round: &mu
         if i == 0 {
             continue;
         }
+        if i <= RELOADS_TIMED {
+            run.reloads.push(file.reload_time().await);
+            tokio::time::sleep(SPACING).await;
+        }
         run.module.push(m);
         run.file.push(f);
-        if let Some(swap) = module.swap_time(&version) {
-            run.swaps.push(swap);
-        }
+        run.swaps.push(
+            module
+                .swap_time(&version)
+                .unwrap_or_else(|| panic!("no swap of {version} in the module's log")),
+        );
     }
     run.sort();
     run
@@ -345,7 +369,11 @@ async fn main() {
         .expect("core.version answers");
     println!(
         "module vs file mode: sets-file change -> Kamailio's in-memory set\n  {}; module {}",
-        version.first().and_then(Value::as_str).unwrap_or("?"),
+        version
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .trim(),
         module_so().display()
     );
 
@@ -402,27 +430,36 @@ async fn main() {
         ),
     );
 
-    println!("\nby set size (p50; the module's own swap time is from its log):");
     println!(
-        "  {:>12} {:>8} {:>12} {:>12} {:>14} {:>18}",
-        "destinations", "changes", "module", "file", "module / file", "module swap"
+        "\nby set size, p50: change -> in memory, and one swap inside Kamailio \
+         (module: its log; file: a dispatcher.reload RPC of the same list, {RELOADS_TIMED} per size)"
+    );
+    println!(
+        "  {:>12} {:>8} {:>11} {:>11} {:>8} {:>12} {:>12} {:>8}",
+        "destinations", "changes", "module", "file", "ratio", "module swap", "file reload", "ratio"
     );
     for (size, run) in &runs {
-        let swap = if run.swaps.is_empty() {
-            "-".to_owned()
-        } else {
-            ms(percentile(&run.swaps, 50.0))
-        };
+        let p50 = |times: &[Duration]| percentile(times, 50.0);
         println!(
-            "  {:>12} {:>8} {:>12} {:>12} {:>14} {:>18}",
+            "  {:>12} {:>8} {:>11} {:>11} {:>8} {:>12} {:>12} {:>8}",
             size,
             run.module.len(),
-            ms(percentile(&run.module, 50.0)),
-            ms(percentile(&run.file, 50.0)),
-            ratio(percentile(&run.module, 50.0), percentile(&run.file, 50.0)),
-            swap,
+            ms(p50(&run.module)),
+            ms(p50(&run.file)),
+            ratio(p50(&run.module), p50(&run.file)),
+            ms(p50(&run.swaps)),
+            ms(p50(&run.reloads)),
+            ratio(p50(&run.swaps), p50(&run.reloads)),
         );
     }
+    // What would make the comparison unfair: a throttled reload, or a swap
+    // the module did not make.
+    let file_log = file.feeder.log();
+    assert!(
+        !file_log.contains("refused the reload"),
+        "reload_delta 0 still refused a reload:\n{file_log}"
+    );
+    assert!(!module.kamailio.log().contains("replaced by something else"));
     println!(
         "\nthe floor for both: inotify plus the sets file's 50 ms settle delay; bench took {:.0?}",
         started.elapsed()
