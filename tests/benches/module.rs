@@ -432,7 +432,8 @@ async fn main() {
 
     println!(
         "\nby set size, p50: change -> in memory, and one swap inside Kamailio \
-         (module: its log; file: a dispatcher.reload RPC of the same list, {RELOADS_TIMED} per size)"
+         (module: its log; file: a dispatcher.reload RPC of the same list, on the first \
+         {RELOADS_TIMED} changes of each size)"
     );
     println!(
         "  {:>12} {:>8} {:>11} {:>11} {:>8} {:>12} {:>12} {:>8}",
