@@ -16,7 +16,7 @@ CARGO_TEST := cargo test --workspace --locked
 .PHONY: help deps kamailio-src build module test lint demo bench
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 deps: ## Install Kamailio 5.6, sipp, protoc, libclang and Rust where missing
 	@missing=""; for p in $(APT_PACKAGES); do \
