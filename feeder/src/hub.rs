@@ -65,6 +65,24 @@ pub async fn run(
     }
 }
 
+/// Runs `sources` until every one has synced once and returns the merged
+/// snapshot, for `--once`. A source that fails before that is the error.
+pub async fn first_snapshot(sources: Vec<Box<dyn Source>>) -> Result<Arc<Snapshot>, Error> {
+    let (tx, mut rx) = watch::channel(None);
+    let hub = tokio::spawn(run(sources, tx));
+    let synced = rx.wait_for(Option::is_some).await.map(|s| s.clone());
+    if let Ok(Some(snapshot)) = synced {
+        hub.abort();
+        return Ok(snapshot);
+    }
+    // The hub only lets go of the channel when a source failed.
+    match hub.await {
+        Ok(Err(err)) => Err(err),
+        Ok(Ok(())) => Err(Error::Cancelled("the hub")),
+        Err(join) => Err(Error::from_join(join, "the hub")),
+    }
+}
+
 fn store(views: &mut [Option<SetMap>], view: View) {
     views[view.slot] = Some(view.sets);
 }

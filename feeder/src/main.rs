@@ -2,14 +2,12 @@
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use dsfeed::binrpc;
 use dsfeed::config::{Command, Config};
 use dsfeed::feed::server::Server;
 use dsfeed::sinks::file::{FileSink, ListWriter};
-use dsfeed::snapshot::Snapshot;
 use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
 use dsfeed::sources::{Source, consul, sets_file::SetsFileSource, static_sets::StaticSource};
 use tokio::sync::watch;
@@ -77,17 +75,7 @@ fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
 
 /// Builds the first snapshot from every source, delivers it and returns.
 async fn once(config: &Config) -> anyhow::Result<()> {
-    let (tx, mut rx) = watch::channel(None);
-    let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
-    let synced = rx.wait_for(Option::is_some).await.map(|s| s.clone());
-    let snapshot: Arc<Snapshot> = match synced {
-        Ok(snapshot) => snapshot.expect("waited for Some"),
-        // The hub only lets go of the channel when a source failed.
-        Err(_) => {
-            hub.await.context("the hub panicked")??;
-            anyhow::bail!("the sources stopped before syncing");
-        }
-    };
+    let snapshot = dsfeed::hub::first_snapshot(sources(config)?).await?;
     if config.writes_stdout() {
         print!("{}", snapshot.to_dispatcher_list());
     } else {
