@@ -185,7 +185,9 @@ impl FileSink {
         snapshots: &mut SnapshotRx,
     ) -> ReloadOutcome {
         let mut delays = self.backoff.iter();
-        for attempt in 1.. {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt = attempt.saturating_add(1);
             let mut delay = delays.next().unwrap_or_default();
             match dispatcher::reload(client).await {
                 Ok(()) => {
@@ -224,7 +226,6 @@ impl FileSink {
                 },
             }
         }
-        ReloadOutcome::Closed
     }
 }
 
