@@ -6,13 +6,14 @@
 //! as an empty set. After that each source's last view stays in the merge
 //! until it sends a new one.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::error::Error;
-use crate::snapshot::{SetMap, Snapshot};
+use crate::snapshot::{SetId, SetMap, Snapshot};
 use crate::sources::{Publisher, Source, View};
 
 /// What sinks watch: `None` until every source has synced once.
@@ -29,7 +30,7 @@ pub async fn run(
     out: watch::Sender<Option<Arc<Snapshot>>>,
 ) -> Result<(), Error> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
-    let mut views: Vec<Option<SetMap>> = vec![None; sources.len()];
+    let mut views: Vec<Option<View>> = (0..sources.len()).map(|_| None).collect();
     let mut tasks = JoinSet::new();
     for (slot, source) in sources.into_iter().enumerate() {
         let publisher = Publisher::new(slot, source.name(), tx.clone());
@@ -83,21 +84,16 @@ pub async fn first_snapshot(sources: Vec<Box<dyn Source>>) -> Result<Arc<Snapsho
     }
 }
 
-fn store(views: &mut [Option<SetMap>], view: View) {
-    views[view.slot] = Some(view.sets);
+fn store(views: &mut [Option<View>], view: View) {
+    let slot = view.slot;
+    views[slot] = Some(view);
 }
 
-fn publish(views: &[Option<SetMap>], out: &watch::Sender<Option<Arc<Snapshot>>>) {
-    let Some(merged) = merge(views) else {
+fn publish(views: &[Option<View>], out: &watch::Sender<Option<Arc<Snapshot>>>) {
+    let Some((merged, held)) = merge(views) else {
         return;
     };
-    let snapshot = match Snapshot::new(merged) {
-        Ok(snapshot) => snapshot,
-        Err(err) => {
-            tracing::error!(error = %err, "merged sets are invalid; keeping the last snapshot");
-            return;
-        }
-    };
+    let snapshot = Snapshot::with_held(merged, held);
     out.send_if_modified(|current| {
         if current
             .as_ref()
@@ -111,16 +107,20 @@ fn publish(views: &[Option<SetMap>], out: &watch::Sender<Option<Arc<Snapshot>>>)
     });
 }
 
-/// The union of every source's sets, or `None` while a source has not
-/// synced yet.
-fn merge(views: &[Option<SetMap>]) -> Option<SetMap> {
+/// The union of every source's sets and of their held sets, or `None`
+/// while a source has not synced yet. A set held by one source is held as a
+/// whole: publishing only the other sources' part of it would shrink it.
+fn merge(views: &[Option<View>]) -> Option<(SetMap, BTreeSet<SetId>)> {
     let mut merged = SetMap::new();
+    let mut held = BTreeSet::new();
     for view in views {
-        for (id, dests) in view.as_ref()? {
+        let view = view.as_ref()?;
+        for (id, dests) in &view.sets {
             merged.entry(*id).or_default().extend(dests.iter().cloned());
         }
+        held.extend(view.held.iter().copied());
     }
-    Some(merged)
+    Some((merged, held))
 }
 
 #[cfg(test)]
@@ -128,12 +128,16 @@ mod tests {
     use super::*;
     use crate::snapshot::Destination;
 
-    fn view(id: u32, uris: &[&str]) -> Option<SetMap> {
+    fn view(id: u32, uris: &[&str]) -> Option<View> {
         let dests = uris
             .iter()
             .map(|u| Destination::parse_target(u).unwrap())
             .collect();
-        Some(SetMap::from([(id, dests)]))
+        Some(View {
+            slot: 0,
+            sets: SetMap::from([(id, dests)]),
+            held: BTreeSet::new(),
+        })
     }
 
     #[test]
@@ -143,9 +147,21 @@ mod tests {
 
     #[test]
     fn unions_sets_across_sources() {
-        let merged = merge(&[view(1, &["a", "b"]), view(1, &["b", "c"]), view(2, &["d"])]).unwrap();
-        let snapshot = Snapshot::new(merged).unwrap();
+        let (merged, held) =
+            merge(&[view(1, &["a", "b"]), view(1, &["b", "c"]), view(2, &["d"])]).unwrap();
+        let snapshot = Snapshot::with_held(merged, held);
         assert_eq!(snapshot.sets()[&1].len(), 3);
         assert_eq!(snapshot.sets()[&2].len(), 1);
+    }
+
+    #[test]
+    fn a_set_held_by_one_source_is_held_whole() {
+        let mut holding = view(2, &[]).unwrap();
+        holding.sets.clear();
+        holding.held.insert(1);
+        let (merged, held) = merge(&[view(1, &["a"]), Some(holding), view(2, &["d"])]).unwrap();
+        let snapshot = Snapshot::with_held(merged, held);
+        assert_eq!(snapshot.sets().keys().copied().collect::<Vec<_>>(), [2]);
+        assert_eq!(snapshot.held(), &BTreeSet::from([1]));
     }
 }

@@ -202,8 +202,7 @@ mod tests {
         let snapshot = Snapshot::new(SetMap::from([(
             3,
             vec![Destination::parse_target("10.0.0.1").unwrap()],
-        )]))
-        .unwrap();
+        )]));
         let published = Published {
             snapshot: Arc::new(snapshot.clone()),
             at: SystemTime::now(),

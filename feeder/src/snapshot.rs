@@ -24,6 +24,14 @@ pub const MAX_INT: u32 = i32::MAX as u32;
 /// line and its newline must fit in 1023 bytes or the tail becomes a new line.
 pub const MAX_LINE: usize = 1022;
 
+/// The room a destination may take on its line: [`MAX_LINE`] less the
+/// widest set id and its separator (`2147483647 `). Checking each
+/// destination against it on its own means a valid destination fits in
+/// any set, so no merge of valid views can produce a line Kamailio cuts in
+/// two, and one long value is dropped where it enters instead of freezing
+/// the whole snapshot.
+pub const MAX_DESTINATION_LINE: usize = MAX_LINE - "2147483647 ".len();
+
 /// Destination flags Kamailio 5.6 knows: inactive, trying, disabled, probing,
 /// skip-DNS-at-load.
 pub const KNOWN_FLAGS: u32 = 1 | 2 | 4 | 8 | 16;
@@ -79,7 +87,15 @@ impl Destination {
         if self.priority > MAX_INT {
             return Err(InvalidDestination::Priority(self.priority));
         }
-        validate_attrs(&self.attrs)
+        validate_attrs(&self.attrs)?;
+        let len = render_fields(self).len();
+        if len > MAX_DESTINATION_LINE {
+            return Err(InvalidDestination::LineTooLong {
+                uri: self.uri.clone(),
+                len,
+            });
+        }
+        Ok(())
     }
 
     /// Orders destinations within a set: highest priority first, which is
@@ -110,30 +126,40 @@ pub fn validate_set_id(id: u64) -> Result<SetId, InvalidDestination> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     sets: SetMap,
+    /// Sets no source can vouch for yet (a Consul service whose first answer
+    /// after a restart was suspiciously empty): they carry no content, and
+    /// every sink keeps what it already has for them.
+    held: BTreeSet<SetId>,
     version: String,
 }
 
 impl Snapshot {
     /// Canonicalizes `sets`: destinations sorted, a URI listed twice in one
     /// set kept once (the entry that sorts first wins), and empty sets kept,
-    /// since an empty set is real data (a Service with no endpoints).
-    pub fn new(mut sets: SetMap) -> Result<Self, InvalidDestination> {
-        for (id, dests) in &mut sets {
+    /// since an empty set is real data (a Service with no endpoints). It
+    /// cannot fail: every [`Destination`] fits Kamailio's line in any set.
+    pub fn new(mut sets: SetMap) -> Self {
+        for dests in sets.values_mut() {
             dests.sort_by(Destination::canonical_cmp);
             let mut seen = std::collections::HashSet::new();
             dests.retain(|d| seen.insert(d.uri.clone()));
-            for dest in dests.iter() {
-                let len = render_line(*id, dest).len();
-                if len > MAX_LINE {
-                    return Err(InvalidDestination::LineTooLong {
-                        uri: dest.uri.clone(),
-                        len,
-                    });
-                }
-            }
         }
-        let version = version_of(&sets);
-        Ok(Snapshot { sets, version })
+        let version = version_of(&sets, &BTreeSet::new());
+        Snapshot {
+            sets,
+            held: BTreeSet::new(),
+            version,
+        }
+    }
+
+    /// Like [`Snapshot::new`], with the sets in `held` marked as held: their
+    /// content, if any, is dropped, and sinks keep what they have for them.
+    pub fn with_held(sets: SetMap, held: BTreeSet<SetId>) -> Self {
+        let mut snapshot = Snapshot::new(sets);
+        snapshot.sets.retain(|id, _| !held.contains(id));
+        snapshot.version = version_of(&snapshot.sets, &held);
+        snapshot.held = held;
+        snapshot
     }
 
     /// The hex SHA-256 prefix of the rendered sets: equal content, equal
@@ -142,8 +168,14 @@ impl Snapshot {
         &self.version
     }
 
+    /// The sets with known content; held sets are not among them.
     pub fn sets(&self) -> &SetMap {
         &self.sets
+    }
+
+    /// The ids of the held sets.
+    pub fn held(&self) -> &BTreeSet<SetId> {
+        &self.held
     }
 
     /// The sets among `ids` that exist, as a snapshot of their own: a client
@@ -157,8 +189,13 @@ impl Snapshot {
             .filter(|(id, _)| ids.contains(id))
             .map(|(id, dests)| (*id, dests.clone()))
             .collect();
-        let version = version_of(&sets);
-        Snapshot { sets, version }
+        let held = self.held.intersection(ids).copied().collect();
+        let version = version_of(&sets, &held);
+        Snapshot {
+            sets,
+            held,
+            version,
+        }
     }
 
     pub fn destination_count(&self) -> usize {
@@ -166,13 +203,38 @@ impl Snapshot {
     }
 
     /// The content of `dispatcher.list`: a header naming the version, then
-    /// one line per destination.
+    /// one line per destination. Held sets are left out; see
+    /// [`Snapshot::to_dispatcher_list_keeping`].
     pub fn to_dispatcher_list(&self) -> String {
+        self.to_dispatcher_list_keeping("")
+    }
+
+    /// The content of `dispatcher.list`, with the lines of held sets taken
+    /// from `previous` (the list file as it is), so a held set keeps what
+    /// Kamailio would load from the file today.
+    pub fn to_dispatcher_list_keeping(&self, previous: &str) -> String {
         let mut out = format!(
             "# dispatcher.list generated by dsfeed, version {}\n",
             self.version
         );
-        render_body(&self.sets, &mut out);
+        let mut kept: BTreeMap<SetId, Vec<&str>> = BTreeMap::new();
+        for line in previous.lines() {
+            let id = line.split_whitespace().next().and_then(|w| w.parse().ok());
+            if let Some(id) = id.filter(|id| self.held.contains(id)) {
+                kept.entry(id).or_default().push(line);
+            }
+        }
+        let ids: BTreeSet<SetId> = self.sets.keys().chain(kept.keys()).copied().collect();
+        for id in ids {
+            for dest in self.sets.get(&id).into_iter().flatten() {
+                out.push_str(&render_line(id, dest));
+                out.push('\n');
+            }
+            for line in kept.get(&id).into_iter().flatten() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
         out
     }
 }
@@ -181,22 +243,29 @@ impl fmt::Display for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "version {} ({} sets, {} destinations)",
+            "version {} ({} sets, {} destinations",
             self.version,
             self.sets.len(),
             self.destination_count()
-        )
+        )?;
+        if !self.held.is_empty() {
+            write!(f, ", held sets {:?}", self.held)?;
+        }
+        f.write_str(")")
     }
 }
 
-fn version_of(sets: &SetMap) -> String {
+fn version_of(sets: &SetMap, held: &BTreeSet<SetId>) -> String {
     let mut body = String::new();
     render_body(sets, &mut body);
-    // Empty sets render no line but are still part of the truth.
+    // Empty and held sets render no line but are still part of the truth.
     for (id, dests) in sets {
         if dests.is_empty() {
             let _ = writeln!(body, "# empty {id}");
         }
+    }
+    for id in held {
+        let _ = writeln!(body, "# held {id}");
     }
     let digest = Sha256::digest(body.as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -212,7 +281,12 @@ fn render_body(sets: &SetMap, out: &mut String) {
 }
 
 fn render_line(id: SetId, dest: &Destination) -> String {
-    let mut line = format!("{id} {} {} {}", dest.uri, dest.flags, dest.priority);
+    format!("{id} {}", render_fields(dest))
+}
+
+/// A destination's part of its line: `uri flags priority [attrs]`.
+fn render_fields(dest: &Destination) -> String {
+    let mut line = format!("{} {} {}", dest.uri, dest.flags, dest.priority);
     if !dest.attrs.is_empty() {
         line.push(' ');
         line.push_str(&dest.attrs);
@@ -414,13 +488,11 @@ mod tests {
                     dest("sip:low:5060", 1),
                 ],
             ),
-        ]))
-        .unwrap();
+        ]));
         let b = Snapshot::new(SetMap::from([
             (1, vec![dest("sip:high:5060", 9), dest("sip:low:5060", 1)]),
             (2, vec![dest("sip:a:5060", 0), dest("sip:b:5060", 0)]),
-        ]))
-        .unwrap();
+        ]));
         assert_eq!(a, b);
         assert_eq!(a.version().len(), 16);
         let body: Vec<_> = a
@@ -438,14 +510,14 @@ mod tests {
                 "2 sip:b:5060 0 0"
             ]
         );
-        let c = Snapshot::new(SetMap::from([(1, vec![dest("sip:high:5060", 9)])])).unwrap();
+        let c = Snapshot::new(SetMap::from([(1, vec![dest("sip:high:5060", 9)])]));
         assert_ne!(a.version(), c.version());
     }
 
     #[test]
     fn an_empty_set_changes_the_version() {
-        let none = Snapshot::new(SetMap::new()).unwrap();
-        let empty = Snapshot::new(SetMap::from([(1, vec![])])).unwrap();
+        let none = Snapshot::new(SetMap::new());
+        let empty = Snapshot::new(SetMap::from([(1, vec![])]));
         assert_ne!(none.version(), empty.version());
         assert_eq!(empty.to_dispatcher_list().lines().count(), 1);
     }
@@ -456,21 +528,55 @@ mod tests {
             (1, vec![dest("sip:a:5060", 0)]),
             (2, vec![dest("sip:b:5060", 0)]),
             (3, vec![]),
-        ]))
-        .unwrap();
+        ]));
         let only_two = full.filtered(&BTreeSet::from([2, 9]));
         assert_eq!(only_two.sets().keys().copied().collect::<Vec<_>>(), [2]);
-        let direct = Snapshot::new(SetMap::from([(2, vec![dest("sip:b:5060", 0)])])).unwrap();
+        let direct = Snapshot::new(SetMap::from([(2, vec![dest("sip:b:5060", 0)])]));
         assert_eq!(only_two, direct);
         assert_ne!(only_two.version(), full.version());
         assert_eq!(full.filtered(&BTreeSet::from([1, 2, 3])), full);
     }
 
     #[test]
-    fn lines_beyond_kamailios_buffer_are_refused() {
-        let attrs = format!("x={}", "a".repeat(1000));
-        let long = Destination::new("sip:10.0.0.1:5060", 0, 0, attrs).unwrap();
-        let err = Snapshot::new(SetMap::from([(1, vec![long])])).unwrap_err();
+    fn held_sets_keep_the_lines_of_the_previous_file() {
+        let sets = SetMap::from([
+            (1, vec![dest("sip:a:5060", 0)]),
+            (3, vec![dest("sip:c:5060", 0)]),
+        ]);
+        let held = Snapshot::with_held(sets.clone(), BTreeSet::from([2, 3]));
+        assert_eq!(held.sets().keys().copied().collect::<Vec<_>>(), [1]);
+        assert_ne!(held.version(), Snapshot::new(sets).version());
+        let previous = "# old\n1 sip:old:5060 0 0\n2 sip:b:5060 8 0 duid=b\n2 sip:b2:5060 0 0\n";
+        let list = held.to_dispatcher_list_keeping(previous);
+        let body: Vec<&str> = list.lines().skip(1).collect();
+        assert_eq!(
+            body,
+            [
+                "1 sip:a:5060 0 0",
+                "2 sip:b:5060 8 0 duid=b",
+                "2 sip:b2:5060 0 0"
+            ]
+        );
+        assert_eq!(
+            held.filtered(&BTreeSet::from([2])).held(),
+            &BTreeSet::from([2])
+        );
+        assert!(held.to_string().contains("held sets {2, 3}"), "{held}");
+    }
+
+    #[test]
+    fn a_destination_fits_kamailios_buffer_in_any_set() {
+        let uri = "sip:10.0.0.1:5060";
+        // "sip:10.0.0.1:5060 0 0 " is 22 bytes; the widest set id takes 11.
+        let fits = format!("x={}", "a".repeat(MAX_DESTINATION_LINE - 22 - 2));
+        let dest = Destination::new(uri, 0, 0, fits).unwrap();
+        let widest = Snapshot::new(SetMap::from([(MAX_INT, vec![dest])]));
+        let line = widest.to_dispatcher_list().lines().nth(1).unwrap().len();
+        assert_eq!(line, MAX_LINE);
+        let long = format!("x={}", "a".repeat(MAX_DESTINATION_LINE - 22 - 1));
+        let err = Destination::new(uri, 0, 0, long).unwrap_err();
         assert!(err.to_string().contains("1024-byte"), "{err}");
+        let host = format!("sip:{}.example.com", "a".repeat(1000));
+        assert!(Destination::parse_target(&host).is_err());
     }
 }

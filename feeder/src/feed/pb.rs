@@ -39,7 +39,7 @@ pub fn snapshot_from_pb(sets: Vec<Set>) -> Result<Snapshot, InvalidDestination> 
             dests.push(DomainDestination::new(d.uri, d.flags, d.priority, d.attrs)?);
         }
     }
-    Snapshot::new(map)
+    Ok(Snapshot::new(map))
 }
 
 /// The filter a first request asks for: no ids means every set.
@@ -81,7 +81,6 @@ mod tests {
             ),
             (7, vec![]),
         ]))
-        .unwrap()
     }
 
     #[test]

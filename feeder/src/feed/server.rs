@@ -579,7 +579,6 @@ mod tests {
                 (1, vec![Destination::parse_target(host).unwrap()]),
                 (2, vec![]),
             ]))
-            .unwrap()
         };
         let views = Views::default();
         let first = snapshot("10.0.0.1");

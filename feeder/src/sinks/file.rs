@@ -338,7 +338,6 @@ mod tests {
             1,
             vec![Destination::parse_target(uri).unwrap()],
         )]))
-        .unwrap()
     }
 
     #[test]

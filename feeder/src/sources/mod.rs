@@ -5,13 +5,14 @@
 //! its last good view stays in the merge, so a failing source never empties
 //! a set. The [`crate::hub`] merges every view into one snapshot.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::snapshot::SetMap;
+use crate::snapshot::{SetId, SetMap};
 
 pub mod consul;
 pub mod kubernetes;
@@ -36,6 +37,9 @@ pub trait Source: Send + 'static {
 pub(crate) struct View {
     pub slot: usize,
     pub sets: SetMap,
+    /// Sets this source manages but cannot vouch for yet (see
+    /// [`Publisher::publish_holding`]).
+    pub held: BTreeSet<SetId>,
 }
 
 /// How a source hands its views to the hub.
@@ -65,12 +69,22 @@ impl Publisher {
     /// Replaces this source's view. Waits while the hub is busy, so a source
     /// that changes faster than the hub merges is slowed, not buffered.
     pub async fn publish(&self, sets: SetMap) {
+        self.publish_holding(sets, BTreeSet::new()).await;
+    }
+
+    /// Replaces this source's view with `sets`, and the sets in `held`
+    /// marked as held: managed by this source, but with no content it can
+    /// vouch for yet (a suspicious first answer). The rest of the snapshot
+    /// is published without waiting for them, and every sink keeps what it
+    /// already has for a held set.
+    pub async fn publish_holding(&self, sets: SetMap, held: BTreeSet<SetId>) {
         // The hub only goes away when the feeder is shutting down.
         let _ = self
             .tx
             .send(View {
                 slot: self.slot,
                 sets,
+                held,
             })
             .await;
     }

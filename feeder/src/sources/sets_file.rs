@@ -80,6 +80,7 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
         path: dir.clone(),
         source,
     })?;
+    let mut published_empty = first.is_empty();
     out.publish(first).await;
 
     let mut changed_again = false;
@@ -105,7 +106,15 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
         }
         match parse(&path, &text) {
             Ok(sets) => {
-                tracing::info!(path = %path.display(), "sets file changed");
+                if sets.is_empty() && !published_empty {
+                    tracing::error!(
+                        path = %path.display(),
+                        "the sets file now manages no set at all: every set it held is removed from Kamailio"
+                    );
+                } else {
+                    tracing::info!(path = %path.display(), sets = sets.len(), "sets file changed");
+                }
+                published_empty = sets.is_empty();
                 out.publish(sets).await;
             }
             Err(err) => {
@@ -161,7 +170,10 @@ pub fn parse_sets(text: &str) -> Result<SetMap, String> {
     }
     let sets = match top.get("sets") {
         Some(Value::Mapping(sets)) => sets,
-        Some(Value::Null) => return Ok(SetMap::new()),
+        // A truncated file or a stray edit must not read as "no sets".
+        Some(Value::Null) => {
+            return Err("'sets' is empty; write 'sets: {}' to manage no sets".into());
+        }
         Some(other) => {
             return Err(format!(
                 "'sets' must be a mapping of set id to destinations, not {}",
@@ -175,7 +187,11 @@ pub fn parse_sets(text: &str) -> Result<SetMap, String> {
         let id = set_id(key)?;
         let entries = match entries {
             Value::Sequence(entries) => entries.as_slice(),
-            Value::Null => &[],
+            Value::Null => {
+                return Err(format!(
+                    "set {id} has nothing after it; write '{id}: []' for an empty set"
+                ));
+            }
             other => {
                 return Err(format!(
                     "set {id}: expected a list of destinations, not {}",
@@ -318,6 +334,10 @@ mod tests {
             ("sets:\n  1:\n    - flags: 1", "missing 'uri'"),
             ("sets:\n  1:\n    - uri: sip:a\n      flags: 64", "flags 64"),
             ("", "expected a mapping"),
+            ("sets:", "'sets' is empty"),
+            ("sets:\n", "'sets' is empty"),
+            ("sets:\n  1:\n", "set 1 has nothing"),
+            ("# no sets\n", "expected a mapping"),
         ] {
             let err = parse_sets(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");

@@ -96,7 +96,7 @@ pub fn snapshot(sets: Sets<'_>, only: Option<&[u32]>) -> Snapshot {
             (*id, dests)
         })
         .collect();
-    let full = Snapshot::new(map).unwrap();
+    let full = Snapshot::new(map);
     match only {
         Some(ids) => full.filtered(&ids.iter().copied().collect::<BTreeSet<_>>()),
         None => full,

@@ -54,6 +54,10 @@ pub enum ConsulError {
         status: StatusCode,
         body: String,
     },
+    #[error(
+        "Consul's ACLs filtered instances from the answer (X-Consul-Results-Filtered-By-ACLs): the token (CONSUL_HTTP_TOKEN or --consul-token-file) is missing or lacks service:read and node:read"
+    )]
+    FilteredByAcls,
     #[error("{request}: the answer is not a list of health entries")]
     Json {
         request: String,
@@ -78,6 +82,7 @@ impl ConsulError {
             ConsulError::Body { .. } => "consul_body",
             ConsulError::Status { .. } => "consul_status",
             ConsulError::Json { .. } => "consul_json",
+            ConsulError::FilteredByAcls => "consul_acl_filtered",
         }
     }
 }

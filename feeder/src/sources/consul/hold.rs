@@ -4,7 +4,9 @@
 //! registered, and consul-template renders that as an empty list. Here a set
 //! that suddenly turns empty keeps its last instances for a grace period;
 //! any non-empty answer ends the wait, and an answer still empty when it
-//! runs out is a real deregistration and empties the set.
+//! runs out is a real deregistration and empties the set. A first answer
+//! that is empty (the feeder restarted while the agent did) is held the
+//! same way: the set is published as held, so Kamailio keeps what it has.
 
 use std::time::Duration;
 
@@ -44,8 +46,8 @@ impl Holder {
 
     /// Takes the destinations of one answer received at `now`.
     pub fn observe(&mut self, mut dests: Vec<Destination>, now: Instant) -> Decision {
-        let had_instances = self.published.as_ref().is_some_and(|p| !p.is_empty());
-        if dests.is_empty() && had_instances && !self.grace.is_zero() {
+        let suspicious = self.published.as_ref().is_none_or(|p| !p.is_empty());
+        if dests.is_empty() && suspicious && !self.grace.is_zero() {
             let started = self.empty_since.is_none();
             let until = *self.empty_since.get_or_insert(now) + self.grace;
             if now < until {
@@ -61,7 +63,7 @@ impl Holder {
         Decision::Publish(dests)
     }
 
-    /// Whether the hub has anything from this watch yet.
+    /// Whether the hub has content from this watch yet (a held set is none).
     pub fn has_published(&self) -> bool {
         self.published.is_some()
     }
@@ -141,11 +143,34 @@ mod tests {
     }
 
     #[test]
-    fn a_first_empty_answer_or_no_grace_publishes_at_once() {
+    fn a_first_empty_answer_is_held_too() {
         let t0 = Instant::now();
-        let mut first = Holder::new(Duration::from_secs(30));
-        assert_eq!(first.observe(vec![], t0), Decision::Publish(vec![]));
+        let grace = Duration::from_secs(30);
+        let mut first = Holder::new(grace);
+        assert_eq!(
+            first.observe(vec![], t0),
+            Decision::Hold {
+                until: t0 + grace,
+                started: true
+            }
+        );
+        assert!(!first.has_published());
+        first.expire();
+        assert!(first.has_published());
+        assert_eq!(first.observe(vec![], t0 + grace), Decision::Unchanged);
+        let mut back = Holder::new(grace);
+        back.observe(vec![], t0);
+        assert_eq!(
+            back.observe(dests(&["a"]), t0),
+            Decision::Publish(dests(&["a"]))
+        );
+    }
+
+    #[test]
+    fn without_grace_an_empty_answer_publishes_at_once() {
+        let t0 = Instant::now();
         let mut none = Holder::new(Duration::ZERO);
+        assert_eq!(none.observe(vec![], t0), Decision::Publish(vec![]));
         none.observe(dests(&["a"]), t0);
         assert_eq!(none.observe(vec![], t0), Decision::Publish(vec![]));
     }

@@ -15,7 +15,7 @@ use std::net::Ipv6Addr;
 use serde::Deserialize;
 
 use super::args::{AttrMapping, Field, Health, ServiceSpec};
-use crate::snapshot::{Destination, SetMap, Snapshot};
+use crate::snapshot::Destination;
 
 /// One element of the JSON array Consul answers.
 #[derive(Debug, Clone, Deserialize)]
@@ -168,19 +168,19 @@ fn destination(
             )),
         }
     }
-    let dest =
-        Destination::new(plain.uri.clone(), 0, 0, pairs.join(";")).map_err(|e| e.to_string())?;
-    // Attrs that push the line past Kamailio's buffer would make the whole
-    // snapshot invalid; keep the instance without them instead.
-    if Snapshot::new(SetMap::from([(spec.set, vec![dest.clone()])])).is_err() {
-        problems.push(format!(
-            "instance {} on node {}: attrs dropped, the line would not fit Kamailio's 1024-byte buffer",
-            shown(&entry.service.id),
-            shown(&entry.node.name)
-        ));
-        return Ok(plain);
+    // Attrs that push the line past Kamailio's buffer would not load; keep
+    // the instance without them instead.
+    match Destination::new(plain.uri.clone(), 0, 0, pairs.join(";")) {
+        Ok(dest) => Ok(dest),
+        Err(err) => {
+            problems.push(format!(
+                "instance {} on node {}: attrs dropped: {err}",
+                shown(&entry.service.id),
+                shown(&entry.node.name)
+            ));
+            Ok(plain)
+        }
     }
-    Ok(dest)
 }
 
 fn lookup(entry: &ServiceEntry, field: &Field) -> Option<String> {

@@ -29,13 +29,19 @@
 //!   never sees it empty by mistake.
 //! - A set whose instances all vanish keeps them for `--consul-empty-grace`
 //!   (30s by default); a non-empty answer within it ends the wait, and an
-//!   empty one after it empties the set (see [`hold`]).
+//!   empty one after it empties the set (see [`hold`]). A first answer that
+//!   is empty is held the same way: the set is published as *held*, so the
+//!   other sets go ahead and Kamailio keeps what it has for this one.
+//! - An answer from which Consul's ACLs filtered instances
+//!   (`X-Consul-Results-Filtered-By-ACLs`) is an error, never the truth: the
+//!   set keeps its last instances (or is held, before any).
 //! - With `--consul-register`, this Kamailio is registered in Consul too
 //!   (see [`Registration`]).
 //! - Settings follow Consul's tools: `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`,
 //!   `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_SSL`, `CONSUL_CACERT`,
 //!   `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,7 +132,8 @@ impl ConsulSource {
         let mut index = 0;
         let mut problems = Vec::new();
         let mut warned_no_index = false;
-        let mut warned_acls = false;
+        // Whether the set was published as held (before any content).
+        let mut held_announced = false;
         let mut last_start: Option<Instant> = None;
         loop {
             if let Some(start) = last_start {
@@ -165,13 +172,6 @@ impl ConsulSource {
                 );
             }
             warned_no_index = reply.index.is_none();
-            if reply.filtered_by_acls && !warned_acls {
-                tracing::warn!(
-                    service = %self.spec,
-                    "Consul's ACLs hid instances from this answer; the token (CONSUL_HTTP_TOKEN or --consul-token-file) may be missing or lack service:read"
-                );
-            }
-            warned_acls = reply.filtered_by_acls;
             let next = next_index(index, reply.index);
             if next == 0 {
                 tracing::info!(
@@ -182,6 +182,27 @@ impl ConsulSource {
                 );
             }
             index = next;
+
+            if reply.filtered_by_acls {
+                // Instances hidden by ACLs are not gone: never publish this.
+                let delay = delays.next().expect("backoff delays never end");
+                let err = ConsulError::FilteredByAcls;
+                tracing::warn!(
+                    service = %self.spec,
+                    error = %err,
+                    retry_in = ?delay,
+                    "Consul answer not used; the set keeps its last instances"
+                );
+                crate::metrics::count_source_error("consul", err.label());
+                if !holder.has_published() && !held_announced {
+                    held_announced = true;
+                    out.publish_holding(SetMap::new(), BTreeSet::from([self.spec.set]))
+                        .await;
+                }
+                self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
+                    .await;
+                continue;
+            }
 
             let converted = instances::convert(&self.spec, &self.attrs, &reply.entries);
             if converted.problems != problems {
@@ -203,12 +224,19 @@ impl ConsulSource {
                 Decision::Hold {
                     started: true,
                     until,
-                } => tracing::warn!(
-                    service = %self.spec,
-                    set = self.spec.set,
-                    holding_for = ?until.saturating_duration_since(Instant::now()),
-                    "Consul reports no healthy instance; keeping the last ones until the grace runs out, in case the agent is restarting"
-                ),
+                } => {
+                    tracing::warn!(
+                        service = %self.spec,
+                        set = self.spec.set,
+                        holding_for = ?until.saturating_duration_since(Instant::now()),
+                        "Consul reports no healthy instance; keeping the last ones until the grace runs out, in case the agent is restarting"
+                    );
+                    if !holder.has_published() && !held_announced {
+                        held_announced = true;
+                        out.publish_holding(SetMap::new(), BTreeSet::from([self.spec.set]))
+                            .await;
+                    }
+                }
                 Decision::Hold { .. } | Decision::Unchanged => {}
             }
         }

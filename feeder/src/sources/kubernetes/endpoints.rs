@@ -119,7 +119,15 @@ fn destination(
         State::Active => settings.flags,
         State::Draining => settings.flags | FLAG_DISABLED,
     };
-    match Destination::new(uri, flags, settings.priority, attrs) {
+    let with_attrs = Destination::new(uri.clone(), flags, settings.priority, attrs);
+    // A long name plus long attrs can outgrow Kamailio's line: the endpoint
+    // stays, without the attrs, rather than going missing.
+    let dest = with_attrs.or_else(|err| {
+        let plain = Destination::new(uri, flags, settings.priority, "")?;
+        tracing::warn!(slice = ?slice.metadata.name, %address, "attrs dropped for this endpoint: {err}");
+        Ok::<_, crate::error::InvalidDestination>(plain)
+    });
+    match dest {
         Ok(dest) => Some(dest),
         Err(err) => {
             tracing::warn!(slice = ?slice.metadata.name, %address, "endpoint skipped: {err}");
