@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use dsfeed::binrpc;
-use dsfeed::config::{Command, Config};
+use dsfeed::config::{Command, Config, Mode};
 use dsfeed::feed::server::Server;
-use dsfeed::sinks::file::{FileSink, ListWriter};
+use dsfeed::sinks::file::{self, Applier, FileSink, ListWriter, WhenModule};
 use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
 use dsfeed::sources::{Source, consul, sets_file::SetsFileSource, static_sets::StaticSource};
 use tokio::sync::watch;
@@ -82,9 +82,22 @@ async fn once(config: &Config) -> anyhow::Result<()> {
         ListWriter::new(config.output.clone()).write(&snapshot)?;
     }
     if let Some(addr) = config.reload_addr() {
-        binrpc::dispatcher::reload(&binrpc::Client::new(addr.clone()))
-            .await
-            .with_context(|| format!("Kamailio at {addr} did not reload dispatcher.list"))?;
+        let client = binrpc::Client::new(addr.clone());
+        match file::applier(&client).await {
+            Applier::Dispatcher => binrpc::dispatcher::reload(&client)
+                .await
+                .with_context(|| format!("Kamailio at {addr} did not reload dispatcher.list"))?,
+            Applier::Module if config.mode != Mode::File => tracing::info!(
+                rpc = %addr,
+                "Kamailio runs dsfeed.so: it applies the feed, so no dispatcher.reload is sent"
+            ),
+            Applier::Module => anyhow::bail!(
+                "Kamailio at {addr} runs dsfeed.so, the dispatcher's only writer: --mode file does not reload it (two loads at once corrupt its shared memory)"
+            ),
+            Applier::Unknown => anyhow::bail!(
+                "Kamailio at {addr} does not answer on ctl, so dispatcher.list was written but not reloaded"
+            ),
+        }
     }
     Ok(())
 }
@@ -104,10 +117,13 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
                 "--no-reload: dispatcher.list is written, Kamailio is not asked to reload it"
             );
         }
-        let mut sink = FileSink::new(ListWriter::new(config.output.clone()), reload);
-        if config.defers_to_module() {
-            sink = sink.deferring_to_module();
-        }
+        let when_module = match config.mode {
+            Mode::File => WhenModule::Refuse,
+            Mode::Auto | Mode::Grpc => WhenModule::StepAside,
+        };
+        let sink = FileSink::new(ListWriter::new(config.output.clone()), reload)
+            .when_module(when_module)
+            .min_reload_interval(config.min_reload_interval);
         tokio::spawn(sink.run(rx));
     }
     let registration = consul::Registration::new(&config.consul, config.reload_addr())

@@ -63,6 +63,42 @@ pub fn count_source_error(source: &str, kind: &str) {
         .inc();
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// `dispatcher.reload` attempts by outcome, counted by the file sink.
+static RELOADS: LazyLock<Family<OutcomeLabels, Counter>> = LazyLock::new(Family::default);
+
+/// Reloads the file sink held back, by reason.
+static RELOADS_WITHHELD: LazyLock<Family<ReasonLabels, Counter>> = LazyLock::new(Family::default);
+
+/// Counts one `dispatcher.reload` attempt: `loaded`, `throttled` (inside
+/// Kamailio's `reload_delta`) or `failed`.
+pub fn count_reload(outcome: &str) {
+    RELOADS
+        .get_or_create(&OutcomeLabels {
+            outcome: outcome.to_owned(),
+        })
+        .inc();
+}
+
+/// Counts a reload held back: `dsfeed_module` (`--mode file` against a
+/// Kamailio running dsfeed.so) or `no_answer` (Kamailio's ctl silent).
+pub fn count_reload_withheld(reason: &str) {
+    RELOADS_WITHHELD
+        .get_or_create(&ReasonLabels {
+            reason: reason.to_owned(),
+        })
+        .inc();
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -130,6 +166,16 @@ impl Metrics {
             "source_errors",
             "Errors of a source, by kind; the last good view stays published",
             SOURCE_ERRORS.clone(),
+        );
+        registry.register(
+            "reloads",
+            "dispatcher.reload attempts by outcome: loaded, throttled (inside reload_delta), failed",
+            RELOADS.clone(),
+        );
+        registry.register(
+            "reloads_withheld",
+            "Reloads held back: dsfeed_module (--mode file while Kamailio runs dsfeed.so), no_answer (Kamailio's ctl silent)",
+            RELOADS_WITHHELD.clone(),
         );
         Metrics {
             registry,

@@ -5,6 +5,7 @@
 pub mod fake_consul;
 pub mod feeder;
 mod kamailio;
+pub mod loads;
 pub mod sipp;
 
 pub use kamailio::{HarnessError, Kamailio, KamailioBuilder, ParamValue};

@@ -2,14 +2,26 @@
 //! only when its content changes, and asks Kamailio over binrpc to reload it
 //! until Kamailio has loaded the newest file.
 //!
-//! In `--mode auto` it first asks Kamailio whether it runs dsfeed.so (its
-//! `dsfeed.status` RPC answers). The module must be the dispatcher's only
-//! writer, so while it is there the sink neither writes nor reloads.
+//! Two rules keep Kamailio alive (DESIGN.md §3):
+//! - **One writer.** Before every reload attempt, retries included, the sink
+//!   asks Kamailio's `dsfeed.status`. If it answers, dsfeed.so is the
+//!   dispatcher's writer and a reload could build the same list slot at the
+//!   same moment as the module's swap (a shared-memory double free): the
+//!   sink neither writes nor reloads (`--mode auto`), or refuses with an
+//!   error (`--mode file`). If nothing answers (Kamailio starting or down),
+//!   it writes the file, for a stock Kamailio that starts to read, and waits:
+//!   "no answer" never means "reload".
+//! - **Paced.** Two reloads are at least `min_reload_interval` apart, counted
+//!   from the end of the previous one, whatever Kamailio's own
+//!   `reload_delta`: a lone change reloads at once, a burst ends on the
+//!   newest snapshot.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::binrpc::{self, dispatcher};
@@ -25,6 +37,14 @@ pub fn retry_backoff() -> Backoff {
         .expect("constant backoff settings are valid")
 }
 
+/// The shortest `--min-reload-interval` accepted: longer than any reader's
+/// window on the retired list measured in DESIGN.md (~107 ms under load, a
+/// ~350 ms probing round over 10,000 destinations).
+pub const MIN_RELOAD_INTERVAL_FLOOR: Duration = Duration::from_millis(500);
+
+/// The default `--min-reload-interval`.
+pub const DEFAULT_MIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The longest wait between two reloads refused by dispatcher's
 /// `reload_delta`, so the newest file loads soon after the throttle lifts.
 const ONGOING_RELOAD_POLL: Duration = Duration::from_millis(500);
@@ -33,6 +53,44 @@ const ONGOING_RELOAD_POLL: Duration = Duration::from_millis(500);
 /// Kamailio restarted without the module gets its file back.
 const MODULE_RECHECK: Duration = Duration::from_secs(30);
 
+/// How often to ask again while Kamailio's ctl does not answer.
+const NO_ANSWER_POLL: Duration = Duration::from_secs(1);
+
+/// What the sink does when Kamailio runs dsfeed.so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenModule {
+    /// `--mode auto`: step aside; the module applies this feeder's feed.
+    StepAside,
+    /// `--mode file`: the operator asked for the file, but reloading would
+    /// break the module's single-writer rule: refuse, loudly.
+    Refuse,
+}
+
+/// What answers Kamailio's `dsfeed.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applier {
+    /// The RPC answers: dsfeed.so applies the feed in memory and is the
+    /// dispatcher's only writer.
+    Module,
+    /// Kamailio answers that the command does not exist: no module, the
+    /// file and a reload are the way in.
+    Dispatcher,
+    /// No usable answer: Kamailio is down, starting, or its ctl is broken.
+    Unknown,
+}
+
+/// Asks Kamailio at `client` which writer its dispatcher has.
+pub async fn applier(client: &binrpc::Client) -> Applier {
+    match client.call("dsfeed.status", &[]).await {
+        Ok(_) => Applier::Module,
+        // ctl's own answer for a method no module exports.
+        Err(binrpc::Error::Fault { message, .. }) if message.contains("not found") => {
+            Applier::Dispatcher
+        }
+        Err(_) => Applier::Unknown,
+    }
+}
+
 /// Keeps `dispatcher.list` equal to the newest snapshot and, if a binrpc
 /// address is given, Kamailio's loaded sets equal to the file.
 #[derive(Debug)]
@@ -40,28 +98,20 @@ pub struct FileSink {
     writer: ListWriter,
     reload: Option<binrpc::Client>,
     backoff: Backoff,
-    defer_to_module: bool,
-    /// What Kamailio last said about dsfeed.so, to log only changes.
-    module_seen: Option<bool>,
+    when_module: WhenModule,
+    min_interval: Duration,
+    /// The last answer to `dsfeed.status`, to log only changes.
+    seen: Option<Applier>,
+    /// When the last reload attempt ended: the next may start only
+    /// `min_interval` later.
+    last_reload: Option<Instant>,
 }
 
-/// Whether a reload finished, was overtaken by a newer snapshot, found
-/// dsfeed.so in charge, or outlived the hub.
-enum ReloadOutcome {
+/// What one reload attempt came to.
+enum Attempt {
     Loaded,
-    Superseded,
-    ModuleApplies,
-    Closed,
-}
-
-/// What answers Kamailio's `dsfeed.status`.
-enum Applier {
-    /// The RPC answers: dsfeed.so applies the feed in memory.
-    Module,
-    /// Kamailio answers with a fault: no module, the file is the way in.
-    Dispatcher,
-    /// No answer: Kamailio is down or starting.
-    Unknown,
+    /// Refused or failed: try again no sooner than this.
+    RetryAfter(Duration),
 }
 
 impl FileSink {
@@ -70,60 +120,34 @@ impl FileSink {
             writer,
             reload,
             backoff: retry_backoff(),
-            defer_to_module: false,
-            module_seen: None,
+            when_module: WhenModule::StepAside,
+            min_interval: DEFAULT_MIN_RELOAD_INTERVAL,
+            seen: None,
+            last_reload: None,
         }
     }
 
-    /// Steps aside whenever Kamailio runs dsfeed.so (`--mode auto`).
-    pub fn deferring_to_module(mut self) -> Self {
-        self.defer_to_module = true;
+    /// What to do when Kamailio runs dsfeed.so (default: step aside).
+    pub fn when_module(mut self, when: WhenModule) -> Self {
+        self.when_module = when;
         self
     }
 
-    async fn applier(&self) -> Applier {
-        let Some(client) = self.reload.as_ref().filter(|_| self.defer_to_module) else {
-            return Applier::Dispatcher;
-        };
-        match client.call("dsfeed.status", &[]).await {
-            Ok(_) => Applier::Module,
-            Err(binrpc::Error::Fault { .. }) => Applier::Dispatcher,
-            Err(_) => Applier::Unknown,
-        }
+    /// The shortest time between two reloads (default 1 s).
+    pub fn min_reload_interval(mut self, interval: Duration) -> Self {
+        self.min_interval = interval;
+        self
     }
 
-    /// Whether dsfeed.so applies the feed, logging when Kamailio's answer
-    /// changes.
-    async fn module_applies(&mut self) -> bool {
-        let applier = self.applier().await;
-        let known = match applier {
-            Applier::Module => Some(true),
-            Applier::Dispatcher if self.defer_to_module => Some(false),
-            _ => None,
-        };
-        if let Some(module) = known.filter(|m| Some(*m) != self.module_seen) {
-            let rpc = self
-                .reload
-                .as_ref()
-                .map(|c| c.addr().to_string())
-                .unwrap_or_default();
-            if module {
-                tracing::info!(%rpc, "Kamailio runs dsfeed.so: it applies the feed; dispatcher.list is left alone");
-            } else {
-                tracing::info!(%rpc, "Kamailio runs without dsfeed.so: delivering dispatcher.list");
-            }
-            self.module_seen = Some(module);
-        }
-        matches!(applier, Applier::Module)
-    }
-
-    /// Runs until the hub goes away. A burst of snapshots is coalesced: while
-    /// a write or reload is retried, only the newest snapshot is kept.
+    /// Runs until the hub goes away. While a reload waits (pacing, a retry,
+    /// Kamailio not answering), a newer snapshot replaces the pending one.
     pub async fn run(mut self, mut snapshots: SnapshotRx) {
         // Reload at start even when the file on disk is already current: a
         // previous run may have written it without Kamailio loading it.
         let mut reload_due = true;
+        let mut retry_at: Option<Instant> = None;
         let mut write_failures = self.backoff.iter();
+        let mut reload_failures = self.backoff.iter();
         loop {
             let current = snapshots.borrow_and_update().clone();
             let Some(snapshot) = current else {
@@ -132,12 +156,23 @@ impl FileSink {
                 }
                 continue;
             };
-            if self.module_applies().await {
+            if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
+                if !wait(tokio::time::sleep_until(at), &mut snapshots).await {
+                    return;
+                }
+                continue;
+            }
+            retry_at = None;
+            let applier = match &self.reload {
+                Some(client) => applier(client).await,
+                None => Applier::Dispatcher,
+            };
+            self.report(applier);
+            if applier == Applier::Module {
                 // Deliver again if Kamailio comes back without the module.
                 reload_due = true;
-                tokio::select! {
-                    () = tokio::time::sleep(MODULE_RECHECK) => {}
-                    changed = snapshots.changed() => if changed.is_err() { return },
+                if !wait(tokio::time::sleep(MODULE_RECHECK), &mut snapshots).await {
+                    return;
                 }
                 continue;
             }
@@ -152,21 +187,36 @@ impl FileSink {
                 Err(err) => {
                     let delay = write_failures.next().unwrap_or_default();
                     tracing::error!(error = %err, retry_in = ?delay, "cannot write dispatcher.list; the previous file stays");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        changed = snapshots.changed() => if changed.is_err() { return },
-                    }
+                    retry_at = Some(Instant::now() + delay);
                     continue;
                 }
             }
-            if let (true, Some(client)) = (reload_due, &self.reload) {
-                match self
-                    .reload_until_loaded(client, &snapshot, &mut snapshots)
-                    .await
-                {
-                    ReloadOutcome::Loaded => reload_due = false,
-                    ReloadOutcome::Superseded | ReloadOutcome::ModuleApplies => continue,
-                    ReloadOutcome::Closed => return,
+            let pause = match (&self.reload, applier) {
+                (None, _) => None,
+                (Some(_), Applier::Unknown) => Some(tokio::time::sleep(NO_ANSWER_POLL)),
+                // Paced: wait, then ask again right before reloading.
+                (Some(_), _) => self
+                    .next_reload_at()
+                    .filter(|at| reload_due && *at > Instant::now())
+                    .map(tokio::time::sleep_until),
+            };
+            if let Some(pause) = pause {
+                if !wait(pause, &mut snapshots).await {
+                    return;
+                }
+                continue;
+            }
+            if let (true, Some(client)) = (reload_due, self.reload.clone()) {
+                match self.reload_once(&client, &snapshot).await {
+                    Attempt::Loaded => {
+                        reload_due = false;
+                        reload_failures = self.backoff.iter();
+                    }
+                    Attempt::RetryAfter(most) => {
+                        let delay = reload_failures.next().unwrap_or_default().min(most);
+                        retry_at = Some(Instant::now() + delay);
+                        continue;
+                    }
                 }
             }
             if snapshots.changed().await.is_err() {
@@ -175,57 +225,85 @@ impl FileSink {
         }
     }
 
-    /// Sends `dispatcher.reload` until Kamailio accepts it, backing off on
-    /// faults ("Ongoing reload" inside `reload_delta`) and silence, and
-    /// giving up early when a newer snapshot needs writing first.
-    async fn reload_until_loaded(
-        &self,
-        client: &binrpc::Client,
-        snapshot: &Snapshot,
-        snapshots: &mut SnapshotRx,
-    ) -> ReloadOutcome {
-        let mut delays = self.backoff.iter();
-        let mut attempt: u32 = 0;
-        loop {
-            attempt = attempt.saturating_add(1);
-            let mut delay = delays.next().unwrap_or_default();
-            match dispatcher::reload(client).await {
-                Ok(()) => {
-                    tracing::info!(rpc = %client.addr(), version = snapshot.version(), attempt, "Kamailio reloaded dispatcher.list");
-                    warn_about_skipped(client, snapshot).await;
-                    return ReloadOutcome::Loaded;
-                }
-                Err(err) if dispatcher::is_ongoing_reload(&err) => {
-                    // The throttle lifts at a moment we cannot know (its
-                    // reload_delta is Kamailio's setting): poll it often.
-                    delay = delay.min(ONGOING_RELOAD_POLL);
-                    if attempt == 1 {
-                        tracing::info!(
-                            rpc = %client.addr(), version = snapshot.version(),
-                            "Kamailio refused the reload inside its reload_delta; retrying until it accepts"
-                        );
-                    } else {
-                        tracing::debug!(rpc = %client.addr(), attempt, retry_in = ?delay, "reload still refused");
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(
-                        rpc = %client.addr(), version = snapshot.version(), attempt, retry_in = ?delay,
-                        "dispatcher.reload failed: {err}"
-                    );
-                    if matches!(self.applier().await, Applier::Module) {
-                        return ReloadOutcome::ModuleApplies;
-                    }
-                }
+    /// The earliest moment the next reload may start.
+    fn next_reload_at(&self) -> Option<Instant> {
+        self.last_reload.map(|last| last + self.min_interval)
+    }
+
+    /// Logs (and counts) what Kamailio said about its dispatcher's writer
+    /// when it differs from the last answer; a refusal in `--mode file` is
+    /// logged every time, since it withholds a delivery.
+    fn report(&mut self, applier: Applier) {
+        let rpc = self
+            .reload
+            .as_ref()
+            .map(|c| c.addr().to_string())
+            .unwrap_or_default();
+        let changed = self.seen != Some(applier);
+        self.seen = Some(applier);
+        match applier {
+            Applier::Module if self.when_module == WhenModule::Refuse => {
+                crate::metrics::count_reload_withheld("dsfeed_module");
+                tracing::error!(
+                    %rpc,
+                    "Kamailio runs dsfeed.so: --mode file refuses to write dispatcher.list or reload it, since dsfeed.so must be the dispatcher's only writer (two loads at once corrupt Kamailio's shared memory); use --mode auto or grpc, or remove dsfeed.so"
+                );
             }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                changed = snapshots.changed() => return match changed {
-                    Ok(()) => ReloadOutcome::Superseded,
-                    Err(_) => ReloadOutcome::Closed,
-                },
+            Applier::Module if changed => tracing::info!(
+                %rpc,
+                "Kamailio runs dsfeed.so: it applies the feed; dispatcher.list is left alone"
+            ),
+            Applier::Dispatcher if changed && self.reload.is_some() => tracing::info!(
+                %rpc,
+                "Kamailio runs without dsfeed.so: delivering dispatcher.list"
+            ),
+            Applier::Unknown if changed => {
+                crate::metrics::count_reload_withheld("no_answer");
+                tracing::warn!(
+                    %rpc,
+                    "Kamailio's ctl does not answer: dispatcher.list is written, and the reload waits until Kamailio answers and runs without dsfeed.so"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends one `dispatcher.reload` and reads its answer.
+    async fn reload_once(&mut self, client: &binrpc::Client, snapshot: &Snapshot) -> Attempt {
+        let result = dispatcher::reload(client).await;
+        self.last_reload = Some(Instant::now());
+        match result {
+            Ok(()) => {
+                crate::metrics::count_reload("loaded");
+                tracing::info!(rpc = %client.addr(), version = snapshot.version(), "Kamailio reloaded dispatcher.list");
+                warn_about_skipped(client, snapshot).await;
+                Attempt::Loaded
+            }
+            Err(err) if dispatcher::is_ongoing_reload(&err) => {
+                crate::metrics::count_reload("throttled");
+                tracing::info!(
+                    rpc = %client.addr(), version = snapshot.version(),
+                    "Kamailio refused the reload inside its reload_delta; retrying until it accepts"
+                );
+                // The throttle lifts at a moment we cannot know (its
+                // reload_delta is Kamailio's setting): poll it often.
+                Attempt::RetryAfter(ONGOING_RELOAD_POLL)
+            }
+            Err(err) => {
+                crate::metrics::count_reload("failed");
+                tracing::warn!(rpc = %client.addr(), version = snapshot.version(), "dispatcher.reload failed: {err}");
+                Attempt::RetryAfter(Duration::MAX)
             }
         }
+    }
+}
+
+/// Waits for `pause`, or less if a new snapshot arrives; false when the hub
+/// is gone.
+async fn wait(pause: impl std::future::Future<Output = ()>, snapshots: &mut SnapshotRx) -> bool {
+    tokio::select! {
+        () = pause => true,
+        changed = snapshots.changed() => changed.is_ok(),
     }
 }
 
@@ -247,10 +325,12 @@ impl ListWriter {
     }
 
     /// Writes the snapshot unless the file already holds exactly that
-    /// content; returns whether it wrote.
+    /// content; returns whether it wrote. Held sets keep their lines from
+    /// the file as it is.
     pub fn write(&self, snapshot: &Snapshot) -> Result<bool, Error> {
-        let content = snapshot.to_dispatcher_list();
-        if std::fs::read(&self.path).is_ok_and(|old| old == content.as_bytes()) {
+        let old = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let content = snapshot.to_dispatcher_list_keeping(&old);
+        if old == content {
             return Ok(false);
         }
         write_atomically(&self.path, content.as_bytes()).map_err(|source| Error::Write {

@@ -61,6 +61,7 @@ mod register;
 
 pub use args::{
     AttrMapping, ConsulAddr, ConsulArgs, EnvToken, Field, Health, RegisterSpec, ServiceSpec,
+    parse_duration,
 };
 pub use client::{ConsulClient, Reply};
 pub use error::ConsulError;
