@@ -389,6 +389,89 @@ async fn a_real_deregistration_empties_the_set_after_the_grace() {
 }
 
 #[tokio::test]
+async fn a_first_empty_answer_is_held_without_holding_back_other_sets() {
+    // The feeder restarts while the agent does: asterisk's first answer is
+    // empty, peers' is not.
+    let consul = FakeConsul::start().await;
+    consul.register(Instance::new("peers", "p1", "10.0.0.9", 5060));
+    let addr = consul.addr();
+    let grace = Duration::from_secs(2);
+    let started = Instant::now();
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-service",
+        "peers=2",
+        "--consul-addr",
+        &addr,
+        "--consul-empty-grace",
+        "2s",
+    ]);
+    let first = feed.wait_for_set(2, &["sip:10.0.0.9:5060"]).await;
+    assert!(started.elapsed() < grace, "set 2 waited for set 1's grace");
+    assert_eq!(first.held().iter().copied().collect::<Vec<_>>(), [1]);
+    assert!(!first.sets().contains_key(&1));
+
+    // Still empty after the grace: a real, empty service.
+    let emptied = feed
+        .wait_for("set 1 published empty", |s| {
+            s.sets().get(&1).is_some_and(Vec::is_empty)
+        })
+        .await;
+    assert!(started.elapsed() >= grace, "emptied before the grace");
+    assert!(emptied.held().is_empty());
+    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+}
+
+#[tokio::test]
+async fn acl_filtered_answers_are_errors_never_the_truth() {
+    let consul = FakeConsul::start().await;
+    consul.require_token("s3cr3t");
+    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    consul.register(Instance::new("peers", "p1", "10.0.0.9", 5060));
+    let addr = consul.addr();
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "s3cr3t").unwrap();
+    let feed = feed(&[
+        "--consul-service",
+        "asterisk=1",
+        "--consul-service",
+        "peers=2",
+        "--consul-addr",
+        &addr,
+        "--consul-empty-grace",
+        "1s",
+        "--consul-wait",
+        "1s",
+        "--consul-token-file",
+        token.path().to_str().unwrap(),
+    ]);
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+    feed.wait_for_set(2, &["sip:10.0.0.9:5060"]).await;
+    next_blocking(&consul, 0).await;
+
+    // The token is gone: the agent answers anonymously, 200 with no
+    // instance and X-Consul-Results-Filtered-By-ACLs, well past the grace.
+    std::fs::write(token.path(), "").unwrap();
+    let filtered = Instant::now();
+    let mut seen = consul.requests().len();
+    while filtered.elapsed() < Duration::from_secs(3) {
+        seen = consul
+            .wait_for_request(seen, TIMEOUT, |r| r.token.is_none())
+            .await
+            + 1;
+    }
+    assert_eq!(feed.current_set(1), ["sip:10.0.0.1:5060"]);
+    assert!(!feed.ever_empty(1), "an ACL-filtered answer emptied set 1");
+    let metrics = dsfeed::metrics::Metrics::new().render(None, &[]);
+    assert!(
+        metrics.contains("kind=\"consul_acl_filtered\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn errors_never_change_the_set() {
     let consul = FakeConsul::start().await;
     consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));

@@ -221,3 +221,43 @@ async fn kamailio_is_registered_while_it_answers_and_deregistered_on_shutdown() 
         feeder.log()
     );
 }
+
+#[tokio::test]
+async fn a_feeder_restarted_while_consul_answers_empty_keeps_kamailios_set() {
+    // What the previous feeder run left: set 1 from pbx, set 2 from peers.
+    let kamailio = Kamailio::builder("1 sip:10.0.0.1:5060 0 0\n2 sip:10.0.0.8:5060 0 0\n")
+        .reload_delta(1)
+        .start()
+        .await
+        .unwrap();
+    // The agent restarted too: pbx is not registered yet, peers is.
+    let consul = FakeConsul::start().await;
+    consul.register(Instance::new("peers", "p1", "10.0.0.9", 5060));
+    let (addr, rpc) = (consul.addr(), kamailio.ctl_unix().to_string());
+    let feeder = Feeder::start(
+        &[
+            "--consul-service",
+            "pbx=1",
+            "--consul-service",
+            "peers=2",
+            "--consul-addr",
+            &addr,
+            "--consul-empty-grace",
+            "10m",
+            "-o",
+            kamailio.list_path().to_str().unwrap(),
+            "--rpc",
+            &rpc,
+        ],
+        &kamailio.dir().join("dsfeed.log"),
+    );
+    let held = sets(&[(1, &["sip:10.0.0.1:5060"]), (2, &["sip:10.0.0.9:5060"])]);
+    until_loaded(&kamailio, &held, SETTLE).await;
+    let on_disk = std::fs::read_to_string(kamailio.list_path()).unwrap();
+    assert!(on_disk.contains("\n1 sip:10.0.0.1:5060 0 0\n"), "{on_disk}");
+    assert!(feeder.log().contains("held sets {1}"), "{}", feeder.log());
+
+    consul.register(Instance::new("pbx", "a2", "10.0.0.2", 5060));
+    let back = sets(&[(1, &["sip:10.0.0.2:5060"]), (2, &["sip:10.0.0.9:5060"])]);
+    until_loaded(&kamailio, &back, SETTLE).await;
+}

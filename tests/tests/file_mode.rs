@@ -212,6 +212,9 @@ async fn bad_input_never_replaces_the_last_good_list() {
             "'a=1\nb=2'",
         ),
         ("sets:\n  1:\n    - 10.0.0.2:99999\n", "99999"),
+        // Nothing after `sets:` or a set id is a cut-short file, not "empty".
+        ("sets:\n", "'sets' is empty"),
+        ("sets:\n  1:\n", "set 1 has nothing after it"),
     ];
     for (text, culprit) in bad_edits {
         replace_file(&sets_file, text);
@@ -229,6 +232,17 @@ async fn bad_input_never_replaces_the_last_good_list() {
     }
 
     // A good edit after the bad ones flows again.
+    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.9:5060"]));
+    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.9:5060"])]), SETTLE).await;
+
+    // Removing every set on purpose is written `sets: {}`, and said loudly.
+    replace_file(&sets_file, "sets: {}\n");
+    until_loaded(&kamailio, &sets(&[]), SETTLE).await;
+    assert!(
+        feeder.log().contains("manages no set at all"),
+        "{}",
+        feeder.log()
+    );
     replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.9:5060"]));
     until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.9:5060"])]), SETTLE).await;
 

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use dsfeed::binrpc::Client;
 use dsfeed::binrpc::dispatcher::{self, ListedSets};
-use dsfeed_tests::Kamailio;
 use dsfeed_tests::feeder::Feeder;
 use dsfeed_tests::sipp::{self, Backend};
+use dsfeed_tests::{Kamailio, sets, until_loaded};
 use fake_kube::{FakeKube, Gone, Scenario, endpoint_slice};
 use serde_json::{Value, json};
 
@@ -142,4 +142,74 @@ async fn slice_changes_reach_kamailio_and_sip_follows() {
         4,
         "one change per real change, none for the relist:\n{log}"
     );
+}
+
+#[tokio::test]
+async fn a_long_attrs_annotation_drops_the_attrs_and_other_sets_keep_changing() {
+    let kube = FakeKube::start().await;
+    let endpoint = |ip: &str| json!({"addresses": [ip], "conditions": {"ready": true}});
+    // 1,100 bytes of attrs: no line of set 1 could fit Kamailio's buffer.
+    let attrs = format!("duid={}", "x".repeat(1095));
+    kube.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "voice", "name": "asterisk",
+                     "annotations": {"dsfeed.io/attrs": attrs}},
+        "spec": {"ports": [{"name": "sip", "port": 5060}]}
+    }));
+    kube.apply(endpoint_slice(
+        "voice",
+        "asterisk",
+        "a",
+        "IPv4",
+        5060,
+        vec![endpoint("10.0.0.1")],
+    ));
+    kube.apply(endpoint_slice(
+        "voice",
+        "media",
+        "m",
+        "IPv4",
+        5060,
+        vec![endpoint("10.0.0.5")],
+    ));
+
+    let kamailio = Kamailio::builder("").reload_delta(1).start().await.unwrap();
+    let kubeconfig = kamailio.dir().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig);
+    let rpc = kamailio.ctl_unix().to_string();
+    let feeder = Feeder::start(
+        &[
+            "--set",
+            "voice:asterisk=1",
+            "--set",
+            "voice:media=2",
+            "--kubecfg",
+            kubeconfig.to_str().unwrap(),
+            "-o",
+            kamailio.list_path().to_str().unwrap(),
+            "--rpc",
+            &rpc,
+        ],
+        &kamailio.dir().join("dsfeed.log"),
+    );
+    let first = sets(&[(1, &["sip:10.0.0.1:5060"]), (2, &["sip:10.0.0.5:5060"])]);
+    until_loaded(&kamailio, &first, PATIENCE).await;
+    let on_disk = std::fs::read_to_string(kamailio.list_path()).unwrap();
+    assert!(on_disk.contains("\n1 sip:10.0.0.1:5060 0 0\n"), "{on_disk}");
+    let log = feeder.log();
+    assert!(
+        log.contains("dsfeed.io/attrs") && log.contains("1024-byte"),
+        "{log}"
+    );
+
+    kube.apply(endpoint_slice(
+        "voice",
+        "media",
+        "m",
+        "IPv4",
+        5060,
+        vec![endpoint("10.0.0.6")],
+    ));
+    let second = sets(&[(1, &["sip:10.0.0.1:5060"]), (2, &["sip:10.0.0.6:5060"])]);
+    until_loaded(&kamailio, &second, PATIENCE).await;
 }

@@ -367,6 +367,24 @@ mod tests {
     }
 
     #[test]
+    fn an_address_too_long_for_a_line_drops_only_its_instance() {
+        let long = format!("{}.example.com", "a".repeat(1100));
+        let json = TWO.replace(
+            r#""Address": "10.0.0.1""#,
+            &format!(r#""Address": "{long}""#),
+        );
+        let out = convert(&spec("asterisk=1,health=warning"), &[], &entries(&json));
+        assert_eq!(uris(&out), ["sip:[2001:db8::2]:5080"]);
+        assert_eq!(out.problems.len(), 1);
+        assert!(
+            out.problems[0].contains("instance \"a1\" on node \"n1\" left out")
+                && out.problems[0].contains("1024-byte"),
+            "{:?}",
+            out.problems
+        );
+    }
+
+    #[test]
     fn attrs_too_long_for_a_line_are_dropped() {
         let meta: Vec<String> = (0..12)
             .map(|i| format!(r#""k{i}": "{}""#, "v".repeat(100)))
