@@ -74,6 +74,13 @@ impl Feeder {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (SIGSTOP and SIGCONT freeze and thaw it, as a
+    /// starved or debugged process would be).
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits in i32"));
+        kill(pid, signal).expect("the feeder is running");
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if let Some(status) = self.exited() {

@@ -2,6 +2,7 @@
 //! and sipp, each on its own ports and stopped when the test ends; and fake
 //! servers that stand in for the sources (Consul).
 
+pub mod ctl_proxy;
 pub mod fake_consul;
 pub mod feeder;
 mod kamailio;

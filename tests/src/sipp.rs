@@ -89,3 +89,93 @@ pub fn call(kamailio: &str, set: u32, calls: u32, work_dir: &Path) -> Vec<String
         .map(str::to_owned)
         .collect()
 }
+
+/// sipp as SIP load: OPTIONS for `sip:SET@kamailio` at a fixed rate until a
+/// fixed total is sent, with sipp's statistics written once a second.
+pub struct Load {
+    child: Child,
+    stats: PathBuf,
+    total: u64,
+}
+
+/// sipp's totals for one [`Load`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadStats {
+    pub created: u64,
+    pub successful: u64,
+    pub failed: u64,
+}
+
+impl Load {
+    /// Starts `rate` requests a second, `total` in all, to set `set` through
+    /// Kamailio at `kamailio` (HOST:PORT); files go to `work_dir`.
+    pub fn start(kamailio: &str, set: u32, rate: u64, total: u64, work_dir: &Path) -> Load {
+        let port = crate::free_udp_port();
+        let stats = work_dir.join(format!("load-{port}.csv"));
+        let child = Command::new("sipp")
+            .current_dir(work_dir)
+            .arg("-sf")
+            .arg(scenario("uac.xml"))
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", "u1"])
+            .args(["-s", &set.to_string(), kamailio])
+            .args(["-r", &rate.to_string(), "-m", &total.to_string()])
+            .args([
+                "-l",
+                &(rate * 4).to_string(),
+                "-nostdin",
+                "-timeout",
+                "600s",
+            ])
+            .args(["-trace_stat", "-fd", "1", "-stf"])
+            .arg(&stats)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp is installed (apt-get install sip-tester)");
+        Load {
+            child,
+            stats,
+            total,
+        }
+    }
+
+    /// Waits for the last request's answer (or sipp's own timeouts) and
+    /// returns the totals; panics if sipp is still running after `timeout`.
+    pub async fn finish(mut self, timeout: std::time::Duration) -> LoadStats {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.child.try_wait().expect("wait on sipp").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sipp did not finish its {} requests in {timeout:?}",
+                self.total
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let text = std::fs::read_to_string(&self.stats).unwrap_or_default();
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
+        let last: Vec<&str> = lines.next_back().unwrap_or_default().split(';').collect();
+        let column = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .and_then(|i| last.get(i))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| {
+                    panic!("no {name} in sipp's statistics {}", self.stats.display())
+                })
+        };
+        LoadStats {
+            created: column("TotalCallCreated"),
+            successful: column("SuccessfulCall(C)"),
+            failed: column("FailedCall(C)"),
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
