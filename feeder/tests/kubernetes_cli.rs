@@ -163,24 +163,22 @@ fn a_bad_set_flag_is_a_usage_error() {
 #[test]
 fn the_kubernetes_examples_stay_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/kubernetes");
-    let read = |name: &str| -> Vec<serde_yaml::Value> {
+    let read = |name: &str| -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
-        serde_yaml::Deserializer::from_str(&text)
-            .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-            .collect()
+        serde_saphyr::from_multiple(&text).unwrap()
     };
 
     let pod = &read("sidecar.yaml")[0];
     let spec = &pod["spec"];
     let containers = spec["initContainers"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
-        .chain(spec["containers"].as_sequence().unwrap());
+        .chain(spec["containers"].as_array().unwrap());
     let mut feeders = 0;
     for container in containers.filter(|c| c["image"].as_str().unwrap().contains("dsfeed")) {
         feeders += 1;
-        let args = container["args"].as_sequence().unwrap();
+        let args = container["args"].as_array().unwrap();
         let args = args.iter().map(|a| a.as_str().unwrap());
         let config = dsfeed::config::Config::try_load(std::iter::once("dsfeed").chain(args))
             .unwrap_or_else(|e| panic!("{}: {e}", container["name"].as_str().unwrap()));
@@ -193,14 +191,14 @@ fn the_kubernetes_examples_stay_valid() {
     let rbac = read("rbac.yaml");
     let kinds: Vec<&str> = rbac.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding"]);
-    let rules = rbac[1]["rules"].as_sequence().unwrap();
+    let rules = rbac[1]["rules"].as_array().unwrap();
     let slices = rules
         .iter()
         .find(|r| r["resources"][0].as_str() == Some("endpointslices"))
         .unwrap();
     assert_eq!(slices["apiGroups"][0].as_str(), Some("discovery.k8s.io"));
     let verbs: Vec<&str> = slices["verbs"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap())

@@ -202,7 +202,7 @@ async fn bad_input_never_replaces_the_last_good_list() {
     let good_file = std::fs::read_to_string(kamailio.list_path()).unwrap();
 
     let bad_edits = [
-        ("sets:\n  1: [\n", "invalid YAML"),
+        ("sets:\n  1: [\n", "unclosed bracket"),
         (
             "sets:\n  1:\n    - uri: sip:10.0.0.2:5060\n      attrs: \"a=1 b=2\"\n",
             "'a=1 b=2'",
@@ -213,7 +213,7 @@ async fn bad_input_never_replaces_the_last_good_list() {
         ),
         ("sets:\n  1:\n    - 10.0.0.2:99999\n", "99999"),
         // Nothing after `sets:` or a set id is a cut-short file, not "empty".
-        ("sets:\n", "'sets' is empty"),
+        ("sets:\n", "'sets' is missing or empty"),
         ("sets:\n  1:\n", "set 1 has nothing after it"),
     ];
     for (text, culprit) in bad_edits {

@@ -16,12 +16,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::fmt;
+
 use notify::{RecursiveMode, Watcher};
-use serde_yaml::{Mapping, Value};
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::snapshot::{Destination, SetMap, validate_set_id};
+use crate::snapshot::{Destination, SetId, SetMap, validate_set_id};
 use crate::sources::{Publisher, Source, SourceFuture};
 
 /// How long to wait after a change event before reading, so that an editor's
@@ -154,55 +157,29 @@ fn parse(path: &Path, text: &str) -> Result<SetMap, Error> {
     })
 }
 
-/// Parses the YAML sets document; the error names the set and entry at fault.
+/// Parses the YAML sets document; the error names the set and entry at
+/// fault, or the line and column where the YAML itself is wrong.
 pub fn parse_sets(text: &str) -> Result<SetMap, String> {
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
-    let top = doc
-        .as_mapping()
-        .ok_or("expected a mapping with a 'sets' key")?;
-    for key in top.keys() {
-        if key.as_str() != Some("sets") {
-            return Err(format!(
-                "unknown key {} (only 'sets' is allowed)",
-                show(key)
-            ));
-        }
-    }
-    let sets = match top.get("sets") {
-        Some(Value::Mapping(sets)) => sets,
-        // A truncated file or a stray edit must not read as "no sets".
-        Some(Value::Null) => {
-            return Err("'sets' is empty; write 'sets: {}' to manage no sets".into());
-        }
-        Some(other) => {
-            return Err(format!(
-                "'sets' must be a mapping of set id to destinations, not {}",
-                show(other)
-            ));
-        }
-        None => return Err("missing 'sets'".into()),
-    };
+    // One line, "line L column C: what", for the log; no source snippet.
+    let options = serde_saphyr::options! { with_snippet: false };
+    let doc: Document =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| e.to_string())?;
+    // A truncated file or a stray edit must not read as "no sets".
+    let sets = doc
+        .sets
+        .ok_or("'sets' is missing or empty; write 'sets: {}' to manage no sets")?;
     let mut out = SetMap::new();
-    for (key, entries) in sets {
-        let id = set_id(key)?;
-        let entries = match entries {
-            Value::Sequence(entries) => entries.as_slice(),
-            Value::Null => {
-                return Err(format!(
-                    "set {id} has nothing after it; write '{id}: []' for an empty set"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "set {id}: expected a list of destinations, not {}",
-                    show(other)
-                ));
-            }
-        };
+    for (SetKey(id), entries) in sets.0 {
+        let entries = entries.ok_or_else(|| {
+            format!("set {id} has nothing after it; write '{id}: []' for an empty set")
+        })?;
         let dests = entries
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, e)| entry(e).map_err(|r| format!("set {id}, entry {}: {r}", i + 1)))
+            .map(|(i, e)| {
+                e.destination()
+                    .map_err(|r| format!("set {id}, entry {}: {r}", i + 1))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if out.insert(id, dests).is_some() {
             return Err(format!("set {id} is listed twice"));
@@ -211,89 +188,178 @@ pub fn parse_sets(text: &str) -> Result<SetMap, String> {
     Ok(out)
 }
 
-fn set_id(key: &Value) -> Result<u32, String> {
-    let n = match key {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    let n = n.ok_or_else(|| format!("set id {} is not a non-negative number", show(key)))?;
-    validate_set_id(n).map_err(|e| e.to_string())
+/// The whole file: only `sets`, which must be there.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    sets: Option<Sets>,
 }
 
-fn entry(value: &Value) -> Result<Destination, String> {
-    match value {
-        Value::String(target) => Destination::parse_target(target).map_err(|e| e.to_string()),
-        Value::Mapping(map) => full_entry(map),
-        other => Err(format!(
-            "expected a URI or a mapping with 'uri', not {}",
-            show(other)
-        )),
+/// The sets in file order, so that `1` and `"1"` are caught as one set
+/// listed twice rather than one silently replacing the other.
+#[derive(Debug)]
+struct Sets(Vec<(SetKey, Option<Vec<Entry>>)>);
+
+impl<'de> Deserialize<'de> for Sets {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Sets;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of set id to destinations")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Sets, A::Error> {
+                let mut sets = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    sets.push(entry);
+                }
+                Ok(Sets(sets))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
     }
 }
 
-fn full_entry(map: &Mapping) -> Result<Destination, String> {
-    let (mut uri, mut flags, mut priority, mut attrs) = (None, 0, 0, String::new());
-    for (key, value) in map {
-        match key.as_str() {
-            Some("uri") => uri = Some(value.as_str().ok_or("'uri' must be a string")?),
-            Some("flags") => flags = number(value, "flags")?,
-            Some("priority") => priority = number(value, "priority")?,
-            Some("attrs") => attrs = attrs_string(value)?,
-            _ => {
-                return Err(format!(
-                    "unknown key {} (allowed: uri, flags, priority, attrs)",
-                    show(key)
-                ));
+/// A set id, written as a number or a quoted number.
+#[derive(Debug)]
+struct SetKey(SetId);
+
+impl<'de> Deserialize<'de> for SetKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = SetKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a set id from 0 to 2147483647")
+            }
+            fn visit_u64<E: de::Error>(self, id: u64) -> Result<SetKey, E> {
+                validate_set_id(id).map(SetKey).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, id: i64) -> Result<SetKey, E> {
+                let id =
+                    u64::try_from(id).map_err(|_| E::custom(format!("set id {id} is negative")))?;
+                self.visit_u64(id)
+            }
+            fn visit_str<E: de::Error>(self, id: &str) -> Result<SetKey, E> {
+                let n = id.trim().parse().map_err(|_| {
+                    E::custom(format!("set id '{id}' is not a non-negative number"))
+                })?;
+                self.visit_u64(n)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// One destination: a URI or `HOST[:PORT]`, or a mapping with `uri` and
+/// optionally `flags`, `priority` and `attrs`.
+#[derive(Debug)]
+enum Entry {
+    Target(String),
+    Full(FullEntry),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FullEntry {
+    uri: String,
+    #[serde(default)]
+    flags: u32,
+    #[serde(default)]
+    priority: u32,
+    #[serde(default)]
+    attrs: Attrs,
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Entry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a URI, or a mapping with 'uri'")
+            }
+            fn visit_str<E: de::Error>(self, target: &str) -> Result<Entry, E> {
+                Ok(Entry::Target(target.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Entry, A::Error> {
+                FullEntry::deserialize(de::value::MapAccessDeserializer::new(map)).map(Entry::Full)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl Entry {
+    fn destination(self) -> Result<Destination, String> {
+        match self {
+            Entry::Target(target) => Destination::parse_target(&target).map_err(|e| e.to_string()),
+            Entry::Full(full) => {
+                let target = Destination::parse_target(&full.uri).map_err(|e| e.to_string())?;
+                Destination::new(target.uri, full.flags, full.priority, full.attrs.0)
+                    .map_err(|e| e.to_string())
             }
         }
     }
-    let uri = uri.ok_or("missing 'uri'")?;
-    let target = Destination::parse_target(uri).map_err(|e| e.to_string())?;
-    Destination::new(target.uri, flags, priority, attrs).map_err(|e| e.to_string())
 }
 
-fn number(value: &Value, name: &str) -> Result<u32, String> {
-    value
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| {
-            format!(
-                "'{name}' must be a non-negative number, not {}",
-                show(value)
-            )
-        })
-}
+/// Attrs as Kamailio's `k=v;k=v` string, or a mapping of scalars rendered
+/// in that form, in file order.
+#[derive(Debug, Default)]
+struct Attrs(String);
 
-/// Attrs as Kamailio's `k=v;k=v` string, or a mapping rendered in that form.
-fn attrs_string(value: &Value) -> Result<String, String> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Mapping(map) => map
-            .iter()
-            .map(|(k, v)| Ok(format!("{}={}", scalar(k)?, scalar(v)?)))
-            .collect::<Result<Vec<_>, String>>()
-            .map(|pairs| pairs.join(";")),
-        other => Err(format!(
-            "'attrs' must be a string or a mapping, not {}",
-            show(other)
-        )),
+impl<'de> Deserialize<'de> for Attrs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Attrs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("'k=v;k=v' or a mapping of attr names to scalar values")
+            }
+            fn visit_str<E: de::Error>(self, attrs: &str) -> Result<Attrs, E> {
+                Ok(Attrs(attrs.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Attrs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some((key, Scalar(value))) = map.next_entry::<String, Scalar>()? {
+                    pairs.push(format!("{key}={value}"));
+                }
+                Ok(Attrs(pairs.join(";")))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
-fn scalar(value: &Value) -> Result<String, String> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
-        other => Err(format!("attrs values must be scalars, not {}", show(other))),
-    }
-}
+/// An attr value: a string, number or boolean, as text.
+struct Scalar(String);
 
-fn show(value: &Value) -> String {
-    serde_yaml::to_string(value)
-        .map(|s| s.trim_end().to_owned())
-        .unwrap_or_else(|_| "?".into())
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean attr value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[cfg(test)]
@@ -319,25 +385,33 @@ mod tests {
     #[test]
     fn errors_name_the_culprit() {
         for (text, needle) in [
-            ("sets: [", "invalid YAML"),
-            ("set:\n  1: []", "unknown key set"),
-            ("sets:\n  x: []", "set id x"),
+            ("sets: [", "expected mapping start at line 1, column 7"),
+            ("set:\n  1: []", "unknown field `set`"),
+            (
+                "sets:\n  x: []",
+                "set id 'x' is not a non-negative number at line 2",
+            ),
             (
                 "sets:\n  1:\n    - uri: sip:a\n      attrs: 'a=1 b=2'",
                 "set 1, entry 1: attrs 'a=1 b=2'",
             ),
             (
                 "sets:\n  1:\n    - sip:a\n    - uri: sip:b\n      weight: 3",
-                "set 1, entry 2: unknown key weight",
+                "unknown field `weight`, expected one of uri, flags, priority, attrs at line 5",
             ),
             ("sets:\n  1:\n    - 10.0.0.1:70000", "port '70000'"),
-            ("sets:\n  1:\n    - flags: 1", "missing 'uri'"),
+            (
+                "sets:\n  1:\n    - flags: 1",
+                "missing field `uri` at line 3",
+            ),
             ("sets:\n  1:\n    - uri: sip:a\n      flags: 64", "flags 64"),
-            ("", "expected a mapping"),
-            ("sets:", "'sets' is empty"),
-            ("sets:\n", "'sets' is empty"),
-            ("sets:\n  1:\n", "set 1 has nothing"),
-            ("# no sets\n", "expected a mapping"),
+            ("sets:\n  1: []\n  '1': []", "set 1 is listed twice"),
+            ("sets:\n  -1: []", "set id -1 is negative"),
+            ("", "'sets' is missing or empty"),
+            ("sets:", "'sets' is missing or empty"),
+            ("sets:\n", "'sets' is missing or empty"),
+            ("sets:\n  1:\n", "set 1 has nothing after it"),
+            ("# no sets\n", "'sets' is missing or empty"),
         ] {
             let err = parse_sets(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");
