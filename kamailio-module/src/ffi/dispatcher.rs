@@ -13,7 +13,7 @@ use kamailio_sys as sys;
 
 use crate::engine::{Dispatcher, ListId};
 use crate::error::{ApplyError, InitError};
-use crate::snapshot::{Destination, SetId, Sets};
+use crate::snapshot::{LiveDestination, LiveSets};
 
 /// The dispatcher's entry points, resolved once in `mod_init`.
 #[derive(Clone, Copy)]
@@ -117,30 +117,30 @@ impl Dispatcher for KamailioDispatcher {
         ListId(self.root() as usize)
     }
 
-    fn live(&self) -> Sets {
-        let mut sets = Sets::new();
-        // SAFETY: the current list is only freed by the next load, and the
-        // module is the only writer, running in this very process: nothing
-        // frees it while we walk it (SAFETY.md, "single writer"). Flags
-        // may change concurrently (probing), which only makes a value
-        // slightly stale.
+    fn live(&self) -> LiveSets {
+        let mut sets = LiveSets::new();
+        // SAFETY: [single-writer] the current list is only freed by the
+        // next load, and the module is the only writer, running in this
+        // very process: nothing frees it while we walk it. Flags may
+        // change concurrently (probing), which only makes a value slightly
+        // stale.
         unsafe { walk(self.root(), &mut sets) };
         sets
     }
 
-    fn load(&mut self, list: &str) -> Result<(), ApplyError> {
+    fn load(&mut self, list: &[u8]) -> Result<(), ApplyError> {
         // A memfd, read back through /proc/self/fd: no file on disk.
         let fd = rustix::fs::memfd_create(c"dsfeed-list", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|errno| ApplyError::ListFile(errno.into()))?;
         let mut file = std::fs::File::from(fd);
-        file.write_all(list.as_bytes())
-            .map_err(ApplyError::ListFile)?;
+        file.write_all(list).map_err(ApplyError::ListFile)?;
         let path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .expect("a path of digits has no NUL");
-        // SAFETY: ds_load_list reads the NUL-terminated path (it does not
-        // keep or modify it) and builds the new list in shm; it runs in
-        // this Kamailio process's only thread, and the pacing in `feed`
-        // keeps it from freeing a list a reader may hold.
+        // SAFETY: [process] ds_load_list reads the NUL-terminated path (it
+        // does not keep or modify it) and builds the new list in shm, from
+        // this Kamailio process's only thread; [single-writer] the pacing
+        // in `feed` and the identity checks in `engine` keep it from
+        // freeing a list a reader may hold.
         let rc = unsafe { (self.symbols.load_list)(path.as_ptr().cast_mut()) };
         if rc == 0 {
             Ok(())
@@ -150,12 +150,14 @@ impl Dispatcher for KamailioDispatcher {
     }
 }
 
-/// Collects the sets of the AVL tree under `node`.
+/// Collects the sets of the AVL tree under `node`, exactly as they are in
+/// memory (bytes, signed ints): a set the feed does not carry is written
+/// back from this.
 ///
 /// # Safety
 /// `node` is null or a live `ds_set_t` tree built by the dispatcher, not
 /// freed during the call.
-unsafe fn walk(node: *const sys::ds_set_t, sets: &mut Sets) {
+unsafe fn walk(node: *const sys::ds_set_t, sets: &mut LiveSets) {
     // SAFETY: per this function's contract.
     let Some(set) = (unsafe { node.as_ref() }) else {
         return;
@@ -172,26 +174,25 @@ unsafe fn walk(node: *const sys::ds_set_t, sets: &mut Sets) {
         let Some(d) = (unsafe { dest.as_ref() }) else {
             break;
         };
-        dests.push(Destination {
+        dests.push(LiveDestination {
             // SAFETY: the dispatcher's `str`s point into shm it owns.
-            uri: unsafe { str_text(&d.uri) },
-            flags: d.flags as u32,
-            priority: d.priority as u32,
+            uri: unsafe { str_bytes(&d.uri) },
+            flags: d.flags,
+            priority: d.priority,
             // SAFETY: as above.
-            attrs: unsafe { str_text(&d.attrs.body) },
+            attrs: unsafe { str_bytes(&d.attrs.body) },
         });
         dest = d.next;
     }
-    sets.insert(set.id as SetId, dests);
+    sets.insert(set.id, dests);
 }
 
 /// # Safety
 /// `s.s` is null or points to `s.len` readable bytes.
-unsafe fn str_text(s: &sys::str_) -> String {
+unsafe fn str_bytes(s: &sys::str_) -> Vec<u8> {
     if s.s.is_null() || s.len <= 0 {
-        return String::new();
+        return Vec::new();
     }
     // SAFETY: per this function's contract.
-    let bytes = unsafe { std::slice::from_raw_parts(s.s.cast::<u8>(), s.len as usize) };
-    String::from_utf8_lossy(bytes).into_owned()
+    unsafe { std::slice::from_raw_parts(s.s.cast::<u8>(), s.len as usize) }.to_vec()
 }

@@ -258,45 +258,66 @@ unsafe extern "C" fn child_init(rank: c_int) -> c_int {
                 log::error!("child_init before a successful mod_init");
                 return -1;
             };
-            // SAFETY: child_init(PROC_MAIN) runs in the main process after
-            // mod_init registered this one extra process; fork_process copies
-            // the description.
+            // SAFETY: [process] child_init(PROC_MAIN) runs in the main
+            // process after mod_init registered this one extra process;
+            // fork_process copies the description.
             let pid = unsafe {
                 sys::fork_process(sys::PROC_NOCHLDINIT, c"dsfeed feed".as_ptr().cast_mut(), 1)
             };
-            if pid != 0 {
-                if pid < 0 {
+            match pid {
+                0 => feed_process(module),
+                ..0 => {
                     log::error!("cannot fork the dsfeed feed process");
-                    return -1;
+                    -1
                 }
-                return 0;
+                _ => 0,
             }
-            // SAFETY: in the new process, once, before any cfg access, as the
-            // cfg framework requires of a child registered with
-            // cfg_register_child.
-            if unsafe { sys::cfg_child_init() } != 0 {
-                log::error!("cfg_child_init failed in the dsfeed feed process");
-                return -1;
-            }
-            let user_agent = format!(
-                "dsfeed.so/{} ({})",
-                env!("CARGO_PKG_VERSION"),
-                sys::SER_FULL_VERSION.to_string_lossy()
-            );
-            feed::run_forever(
-                module.config.clone(),
-                user_agent,
-                module.list_file.clone(),
-                || {
-                    (
-                        KamailioDispatcher::new(module.dispatcher),
-                        ShmStatus(&module.status),
-                        KamailioProcess,
-                    )
-                },
-            )
         },
     )
+}
+
+/// The forked feed process. It never returns, not even on an error or a
+/// panic: returning would run Kamailio's main-process code (its error path,
+/// its main loop) in this child. It exits with `_exit` instead, which
+/// Kamailio's main process sees as a child that died, and shuts down.
+fn feed_process(module: &'static Module) -> ! {
+    let outcome = std::panic::catch_unwind(|| {
+        crate::testhook::maybe_panic("feed_process");
+        // SAFETY: [process] in the new process, once, before any cfg
+        // access, as the cfg framework requires of a child registered with
+        // cfg_register_child.
+        if unsafe { sys::cfg_child_init() } != 0 {
+            log::error!("cfg_child_init failed in the dsfeed feed process; exiting");
+            return;
+        }
+        let user_agent = format!(
+            "dsfeed.so/{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            sys::SER_FULL_VERSION.to_string_lossy()
+        );
+        feed::run_forever(
+            module.config.clone(),
+            user_agent,
+            module.list_file.clone(),
+            || {
+                (
+                    KamailioDispatcher::new(module.dispatcher),
+                    ShmStatus(&module.status),
+                    KamailioProcess,
+                )
+            },
+        )
+    });
+    if let Err(payload) = outcome {
+        log::error!(
+            "the dsfeed feed process failed (panic: {}); exiting",
+            guard::panic_message(payload.as_ref())
+        );
+    }
+    // SAFETY: [process] `_exit` ends this forked child without running
+    // Kamailio's atexit handlers or flushing stdio buffers it inherited
+    // from the main process.
+    unsafe { libc::_exit(1) }
 }
 
 /// Publishes the feed's status into shm for `dsfeed.status`.
@@ -362,6 +383,8 @@ fn status_reply(reply: &Reply<'_>) {
     top.int("connects", saturating(status.connects));
     top.str("last_error", &status.last_error);
     top.str("last_error_at", &time(status.last_error_at));
+    top.str("retrying_version", &status.retrying_version);
+    top.int("retries", saturating(status.retries));
     top.int(
         "min_swap_interval_ms",
         saturating(config.min_swap_interval.as_millis() as u64),
