@@ -184,12 +184,12 @@ async fn a_feed_process_that_cannot_start_exits_without_returning_into_kamailio(
         }
     };
     assert!(
-        log.contains("the dsfeed feed process failed (panic: DSFEED_TEST_PANIC=feed_process"),
-        "{log}"
-    );
-    assert!(
         !log.contains("error in init_child") && !log.contains("init_child(PROC_MAIN)"),
         "the feed process ran Kamailio's main-process error path:\n{log}"
+    );
+    assert!(
+        log.contains("the dsfeed feed process failed (panic: DSFEED_TEST_PANIC=feed_process"),
+        "{log}"
     );
     // The main process saw its child exit, and shut down in order.
     assert!(log.contains("exited normally, status=1"), "{log}");
