@@ -35,21 +35,21 @@ impl Symbols {
     /// Finds the loaded dispatcher module and its symbols. Runs in
     /// `mod_init`, after every `loadmodule`.
     pub fn resolve() -> Result<(Symbols, DispatcherParams), InitError> {
-        // SAFETY: find_module_by_name only reads Kamailio's module list,
-        // complete once the configuration is parsed (before mod_init).
+        // SAFETY: [api] find_module_by_name only reads Kamailio's module
+        // list, complete once the configuration is parsed (before mod_init).
         let module = unsafe { sys::find_module_by_name(c"dispatcher".as_ptr().cast_mut()) };
         if module.is_null() {
             return Err(InitError::NoDispatcher);
         }
-        // SAFETY: a non-null module from Kamailio's list, alive for the
+        // SAFETY: [api] a non-null module from Kamailio's list, alive for the
         // process's life; `handle` is its dlopen handle.
         let handle = unsafe { (*module).handle };
         let load_list = lookup(handle, c"ds_load_list")?;
         let get_list = lookup(handle, c"ds_get_list")?;
         let list_file = lookup(handle, c"dslistfile")?;
         let db_url = lookup(handle, c"ds_db_url")?;
-        // SAFETY: the symbols were checked against dispatch.h's types at
-        // build time (ds_load_list_f, ds_get_list_f in kamailio-sys's
+        // SAFETY: [build] the symbols were checked against dispatch.h's types
+        // at build time (ds_load_list_f, ds_get_list_f in kamailio-sys's
         // shim); a function's address is the function.
         let symbols = unsafe {
             Symbols {
@@ -63,10 +63,10 @@ impl Symbols {
                 >(get_list),
             }
         };
-        // SAFETY: `dslistfile` is dispatcher.c's `char *dslistfile` and
-        // `ds_db_url` its `str ds_db_url`; both are final once modparams
-        // are parsed, and the string dslistfile points to lives as long
-        // as the module.
+        // SAFETY: [build] [api] `dslistfile` is dispatcher.c's `char
+        // *dslistfile` and `ds_db_url` its `str ds_db_url`; both are final
+        // once modparams are parsed, and the string dslistfile points to
+        // lives as long as the module.
         let params = unsafe {
             let file = *list_file.cast::<*const c_char>();
             let db = *db_url.cast::<sys::str_>();
@@ -84,7 +84,7 @@ impl Symbols {
 }
 
 fn lookup(handle: *mut c_void, name: &'static CStr) -> Result<*mut c_void, InitError> {
-    // SAFETY: `handle` is a live dlopen handle; dlsym/dlerror are
+    // SAFETY: [api] `handle` is a live dlopen handle; dlsym/dlerror are
     // thread-safe and the name is NUL-terminated.
     let address = unsafe {
         libc::dlerror();
@@ -107,7 +107,8 @@ impl KamailioDispatcher {
     }
 
     fn root(&self) -> *mut sys::ds_set_t {
-        // SAFETY: ds_get_list only reads the shm index of the current list.
+        // SAFETY: [build] ds_get_list only reads the shm index of the current
+        // list.
         unsafe { (self.symbols.get_list)() }
     }
 }
@@ -158,28 +159,30 @@ impl Dispatcher for KamailioDispatcher {
 /// `node` is null or a live `ds_set_t` tree built by the dispatcher, not
 /// freed during the call.
 unsafe fn walk(node: *const sys::ds_set_t, sets: &mut LiveSets) {
-    // SAFETY: per this function's contract.
+    // SAFETY: [contract] per this function's contract.
     let Some(set) = (unsafe { node.as_ref() }) else {
         return;
     };
     for child in set.next {
-        // SAFETY: children of a live tree are live trees or null.
+        // SAFETY: [contract] [build] children of a live tree are live trees
+        // or null.
         unsafe { walk(child, sets) };
     }
     let count = usize::try_from(set.nr).unwrap_or(0);
     let mut dests = Vec::with_capacity(count);
     let mut dest = set.dlist.cast_const();
     while dests.len() < count {
-        // SAFETY: `dlist` holds `nr` destinations linked through `next`.
+        // SAFETY: [build] `dlist` holds `nr` destinations linked through
+        // `next`.
         let Some(d) = (unsafe { dest.as_ref() }) else {
             break;
         };
         dests.push(LiveDestination {
-            // SAFETY: the dispatcher's `str`s point into shm it owns.
+            // SAFETY: [build] the dispatcher's `str`s point into shm it owns.
             uri: unsafe { str_bytes(&d.uri) },
             flags: d.flags,
             priority: d.priority,
-            // SAFETY: as above.
+            // SAFETY: [build] as above.
             attrs: unsafe { str_bytes(&d.attrs.body) },
         });
         dest = d.next;
@@ -193,6 +196,6 @@ unsafe fn str_bytes(s: &sys::str_) -> Vec<u8> {
     if s.s.is_null() || s.len <= 0 {
         return Vec::new();
     }
-    // SAFETY: per this function's contract.
+    // SAFETY: [contract] per this function's contract.
     unsafe { std::slice::from_raw_parts(s.s.cast::<u8>(), s.len as usize) }.to_vec()
 }

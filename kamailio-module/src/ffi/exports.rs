@@ -24,8 +24,8 @@ use crate::status::{LinkState, Status, StatusRecord, StatusSink, rfc3339};
 #[repr(transparent)]
 pub struct Exported<T>(T);
 
-// SAFETY: the wrapped tables hold pointers to other immutable statics and
-// to functions; nothing ever writes through them, so sharing is sound.
+// SAFETY: [api] the wrapped tables hold pointers to other immutable statics
+// and to functions; nothing ever writes through them, so sharing is sound.
 unsafe impl<T> Sync for Exported<T> {}
 
 /// Must equal the core's `SER_FULL_VERSION` (the loader compares them).
@@ -70,8 +70,8 @@ macro_rules! params {
     ($($setter:ident: $name:literal, $kind:ident;)*) => {
         $(
             unsafe extern "C" fn $setter(kind: sys::modparam_t, value: *mut c_void) -> c_int {
-                // SAFETY: Kamailio calls a setter with the value of the type
-                // declared in the table below, valid for the call.
+                // SAFETY: [api] Kamailio calls a setter with the value of the
+                // type declared in the table below, valid for the call.
                 unsafe { set_param($name, kind, value) }
             }
         )*
@@ -153,7 +153,7 @@ unsafe fn set_param(name: &'static str, kind: sys::modparam_t, value: *mut c_voi
                     log::error!("modparam dsfeed {name}: no value");
                     return -1;
                 }
-                // SAFETY: per this function's contract.
+                // SAFETY: [contract] per this function's contract.
                 match unsafe { CStr::from_ptr(value.cast::<c_char>()) }.to_str() {
                     Ok(text) => ParamValue::Str(text),
                     Err(_) => {
@@ -212,9 +212,9 @@ fn init() -> Result<(), InitError> {
     }
     let list_file = config.list_file_sync.then_some(dispatcher_params.list_file);
     let status = SharedCell::new(StatusRecord::default()).ok_or(InitError::NoShm)?;
-    // SAFETY: mod_init runs once in the main process before any fork, which
-    // is where Kamailio expects extra processes and cfg children to be
-    // registered; child_init forks exactly this one process.
+    // SAFETY: [process] mod_init runs once in the main process before any
+    // fork, which is where Kamailio expects extra processes and cfg children
+    // to be registered; child_init forks exactly this one process.
     unsafe {
         sys::register_procs(1);
         sys::cfg_register_child(1);
@@ -334,15 +334,15 @@ struct KamailioProcess;
 
 impl Host for KamailioProcess {
     fn turn(&mut self) {
-        // SAFETY: cfg_update in a process registered with
+        // SAFETY: [process] cfg_update in a process registered with
         // cfg_register_child, after its cfg_child_init, on its own thread.
         unsafe { sys::dsfeed_cfg_update() };
     }
 }
 
 unsafe extern "C" fn rpc_status(rpc: *mut sys::rpc_t, ctx: *mut c_void) {
-    // SAFETY: Kamailio calls an RPC function with a valid rpc_t and context
-    // for the duration of the call, which is all `reply` is used for.
+    // SAFETY: [api] Kamailio calls an RPC function with a valid rpc_t and
+    // context for the duration of the call, which is all `reply` is used for.
     let Some(reply) = (unsafe { Reply::new(rpc, ctx) }) else {
         return;
     };
