@@ -386,7 +386,12 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
                 return;
             }
         };
+        // The dispatcher holds the applied version unless another writer
+        // replaced it since (noticed or not yet): then it must be swapped
+        // back in, and this response answered after that.
+        let reapplying = self.pending.as_ref().is_some_and(|p| p.nonce.is_none());
         let unchanged = snapshot.version == applied_version
+            && !reapplying
             && !self.memory.engine.foreign_load(&self.dispatcher);
         let superseded = if unchanged {
             answer(&response.nonce, &snapshot.version, Answer::Ack);

@@ -328,6 +328,43 @@ async fn a_foreign_reload_is_undone_with_the_last_snapshot() {
     assert_eq!(feeder.received().len(), 2, "{:?}", feeder.received());
 }
 
+/// After another writer's load the dispatcher no longer holds the applied
+/// version, so that version sent again is swapped back in, not ACKed as
+/// unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applied_version_sent_again_after_a_foreign_reload_is_swapped_back_in() {
+    let (_dir, feeder, kamailio) = start(
+        kamailio("1 sip:10.0.0.1:5060 0 0\n")
+            .reload_delta(0)
+            .modparam("dsfeed", "min_swap_interval_ms", 2000),
+    )
+    .await;
+    let v1 = response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]);
+    feeder.publish(v1.clone());
+    feeder.wait_answer("n1", WAIT).await;
+    rpc(&kamailio, "dispatcher.reload", &[]).await.unwrap();
+    eventually("the module to notice the reload", WAIT, || async {
+        kamailio
+            .log()
+            .contains("re-applying version \"v1\"")
+            .then_some(())
+    })
+    .await;
+    feeder.send_only(pb_with_nonce(v1, "n2"));
+    let ack = feeder.wait_answer("n2", WAIT).await;
+    assert!(ack.error_detail.is_none(), "{ack:?}");
+    assert_eq!(uris(&kamailio, 1).await, ["sip:10.1.0.1:5060"]);
+    assert_eq!(status(&kamailio).await.int("swaps"), 2);
+}
+
+fn pb_with_nonce(
+    mut response: dsfeed_proto::v1::FeedResponse,
+    nonce: &str,
+) -> dsfeed_proto::v1::FeedResponse {
+    response.nonce = nonce.to_owned();
+    response
+}
+
 /// The sidecar race of issue 9: a `dispatcher.reload` lands right before
 /// the module's first snapshot. The module takes no list as its own until
 /// it has swapped one in, so it sees the reload and waits a full interval
