@@ -107,7 +107,9 @@ pub struct Metrics {
     set_destinations: Family<SetLabels, Gauge>,
     clients_connected: Gauge,
     client_acked: Family<ClientLabels, Gauge>,
+    client_retrying: Family<ClientLabels, Gauge>,
     nacks: Family<NodeLabels, Counter>,
+    retries: Family<NodeLabels, Counter>,
     /// Serializes scrapes: each one rebuilds the live gauges before encoding.
     scrape: Mutex<()>,
 }
@@ -127,7 +129,9 @@ impl Metrics {
             set_destinations: Family::default(),
             clients_connected: Gauge::default(),
             client_acked: Family::default(),
+            client_retrying: Family::default(),
             nacks: Family::default(),
+            retries: Family::default(),
             scrape: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -158,9 +162,19 @@ impl Metrics {
             metrics.client_acked.clone(),
         );
         registry.register(
+            "client_retrying_version_info",
+            "The version each connected node could not apply yet and keeps retrying (value 1)",
+            metrics.client_retrying.clone(),
+        );
+        registry.register(
             "nacks",
             "Snapshots a node refused to apply",
             metrics.nacks.clone(),
+        );
+        registry.register(
+            "retries",
+            "Answers in which a node could not apply a snapshot yet and keeps retrying it (not NACKs)",
+            metrics.retries.clone(),
         );
         registry.register(
             "source_errors",
@@ -185,6 +199,14 @@ impl Metrics {
 
     pub fn count_nack(&self, node: &str) {
         self.nacks
+            .get_or_create(&NodeLabels {
+                node: node.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn count_retry(&self, node: &str) {
+        self.retries
             .get_or_create(&NodeLabels {
                 node: node.to_owned(),
             })
@@ -218,7 +240,16 @@ impl Metrics {
         self.clients_connected
             .set(i64::try_from(clients.len()).unwrap_or(i64::MAX));
         self.client_acked.clear();
+        self.client_retrying.clear();
         for client in clients {
+            if let Some(retrying) = &client.retrying {
+                self.client_retrying
+                    .get_or_create(&ClientLabels {
+                        node: client.node.clone(),
+                        version: retrying.version.clone(),
+                    })
+                    .set(1);
+            }
             if let Some(version) = &client.acked_version {
                 self.client_acked
                     .get_or_create(&ClientLabels {
@@ -255,17 +286,22 @@ mod tests {
         };
         let mut client = ClientStatus::new("kam-1", "", "unix".into(), None, "");
         client.ack(snapshot.version());
+        let mut stuck = ClientStatus::new("kam-2", "", "unix".into(), None, "");
+        stuck.retry("", "v9", "the dispatcher refused the list");
         metrics.count_nack("kam-1");
+        metrics.count_retry("kam-2");
         count_source_error("sets-file", "read");
 
-        let text = metrics.render(Some(&published), std::slice::from_ref(&client));
+        let text = metrics.render(Some(&published), &[client, stuck]);
         for line in [
             format!(
                 "dsfeed_snapshot_info{{version=\"{}\"}} 1",
                 snapshot.version()
             ),
             "dsfeed_set_destinations{set=\"3\"} 1".to_owned(),
-            "dsfeed_clients_connected 1".to_owned(),
+            "dsfeed_clients_connected 2".to_owned(),
+            "dsfeed_client_retrying_version_info{node=\"kam-2\",version=\"v9\"} 1".to_owned(),
+            "dsfeed_retries_total{node=\"kam-2\"} 1".to_owned(),
             format!(
                 "dsfeed_client_acked_version_info{{node=\"kam-1\",version=\"{}\"}} 1",
                 snapshot.version()

@@ -404,6 +404,91 @@ async fn a_nack_is_visible_with_its_text_and_not_resent() {
 }
 
 #[tokio::test]
+async fn a_retrying_answer_is_no_nack_and_the_later_ack_counts() {
+    let dir = TempDir::new().unwrap();
+    let (feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
+    let mut client =
+        Stream::connect(common::unix_endpoint(&socket), hello("kam-retry", &[1], "")).await;
+    let first = client.next_acked().await;
+    let client_status = || async { feeder.status().await["clients"][0].clone() };
+
+    // Valid, but Kamailio could not load it now: the client keeps it.
+    const CHANGED: common::Sets<'static> = &[(1, &["10.0.0.7"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(CHANGED);
+    let stuck = client.next().await;
+    let refused = "cannot apply version now (attempt 1): the dispatcher refused the list";
+    client.retrying(&stuck, &first.version_info, refused).await;
+    feeder
+        .wait_status("the client retrying", |s| {
+            s["clients"][0]["retrying"]["version"] == stuck.version_info.as_str()
+        })
+        .await;
+    let entry = client_status().await;
+    assert_eq!(entry["retrying"]["error"], refused, "{entry:#}");
+    assert_eq!(entry["retrying"]["attempts"], 1, "{entry:#}");
+    assert_eq!(entry["nacks"], 0, "a retrying answer is no NACK: {entry:#}");
+    assert_eq!(entry["acked_version"], first.version_info.as_str());
+    feeder
+        .wait_metric(&format!(
+            "dsfeed_client_retrying_version_info{{node=\"kam-retry\",version=\"{}\"}} 1",
+            stuck.version_info
+        ))
+        .await;
+    let metrics = feeder.metrics().await;
+    assert!(metrics.contains("dsfeed_retries_total{node=\"kam-retry\"} 1"));
+    assert!(!metrics.contains("dsfeed_nacks_total{node=\"kam-retry\"}"));
+    assert!(
+        client.quiet_for(QUIET).await,
+        "the version being retried was sent again"
+    );
+
+    // Another failed attempt, then success: both answer the same nonce.
+    client
+        .retrying(&stuck, &first.version_info, "no file descriptor")
+        .await;
+    feeder
+        .wait_status("the second attempt", |s| {
+            s["clients"][0]["retrying"]["attempts"] == 2
+        })
+        .await;
+    client.ack(&stuck).await;
+    feeder
+        .wait_status("the late ACK", |s| {
+            s["clients"][0]["acked_version"] == stuck.version_info.as_str()
+                && s["clients"][0]["retrying"].is_null()
+        })
+        .await;
+
+    // A newer truth is sent while a retry goes on, and supersedes it.
+    const AGAIN: common::Sets<'static> = &[(1, &["10.0.0.8"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(AGAIN);
+    let again = client.next().await;
+    client
+        .retrying(&again, &stuck.version_info, "no memory")
+        .await;
+    feeder
+        .wait_status("the second retry", |s| {
+            s["clients"][0]["retrying"]["version"] == again.version_info.as_str()
+        })
+        .await;
+    const NEWEST: common::Sets<'static> = &[(1, &["10.0.0.9"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(NEWEST);
+    let newest = client.next_acked().await;
+    assert_eq!(newest.version_info, snapshot(NEWEST, Some(&[1])).version());
+    feeder
+        .wait_status("the newest applied", |s| {
+            s["clients"][0]["acked_version"] == newest.version_info.as_str()
+                && s["clients"][0]["retrying"].is_null()
+        })
+        .await;
+    let entry = client_status().await;
+    assert_eq!(
+        (entry["nacks"].as_u64(), entry["retries"].as_u64()),
+        (Some(0), Some(3))
+    );
+}
+
+#[tokio::test]
 async fn sigterm_ends_every_stream_with_a_status() {
     let dir = TempDir::new().unwrap();
     let (mut feeder, _file, socket, tcp) = feeder(dir.path(), THREE_SETS).await;

@@ -14,6 +14,17 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Delays between attempts to apply a snapshot that could not be
+    /// applied for a passing reason (the dispatcher refused the load, no
+    /// memory, no file descriptor): soon at first, then no more than twice
+    /// a minute. A refused load also counts as a swap for the pacing, so
+    /// attempts are never closer than `min_swap_interval_ms` either.
+    pub const APPLY_RETRY: Backoff = Backoff {
+        min: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+        jitter: 0.2,
+    };
+
     pub fn new(min: Duration, max: Duration, jitter: f64) -> Result<Self, InvalidBackoff> {
         if min.is_zero() {
             return Err(InvalidBackoff::ZeroMin);

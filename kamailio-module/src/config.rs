@@ -11,9 +11,12 @@ use crate::backoff::Backoff;
 use crate::error::ConfigError;
 use crate::snapshot::{MAX_ID, SetId};
 
-/// Swaps closer than this crashed Kamailio 5.6 (a list freed under a SIP
-/// worker still reading it; reader windows up to ~107 ms were measured).
-pub const MIN_SWAP_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest interval accepted between two swaps. Swaps 0 and 1 ms apart
+/// crashed Kamailio 5.6 (a list freed under a SIP worker still reading
+/// it); reader windows of up to ~107 ms were measured on a loaded 2-core
+/// machine, and a probing round over 10,000 destinations takes ~350 ms, so
+/// the floor leaves a margin above both.
+pub const MIN_SWAP_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Default pacing: about three times the longest measured reader window
 /// (a ping round over 10,000 destinations took ~350 ms).
@@ -424,18 +427,26 @@ mod tests {
 
     #[test]
     fn swap_interval_below_reader_windows_is_refused() {
-        let err = build(&[
-            ("feeder", ParamValue::Str("unix:/f")),
-            ("min_swap_interval_ms", ParamValue::Int(5)),
-        ])
-        .unwrap_err();
-        assert!(err.to_string().contains("min_swap_interval_ms"), "{err}");
+        for refused in [5, 100, 200, 499] {
+            let err = build(&[
+                ("feeder", ParamValue::Str("unix:/f")),
+                ("min_swap_interval_ms", ParamValue::Int(refused)),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(&format!("min_swap_interval_ms {refused} is below 500"))
+                    && err.contains("107 ms")
+                    && err.contains("350 ms"),
+                "{err}"
+            );
+        }
         let ok = build(&[
             ("feeder", ParamValue::Str("unix:/f")),
-            ("min_swap_interval_ms", ParamValue::Int(250)),
+            ("min_swap_interval_ms", ParamValue::Int(500)),
         ])
         .unwrap();
-        assert_eq!(ok.min_swap_interval, Duration::from_millis(250));
+        assert_eq!(ok.min_swap_interval, Duration::from_millis(500));
     }
 
     #[test]

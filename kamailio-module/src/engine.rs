@@ -14,7 +14,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::error::ApplyError;
-use crate::snapshot::{Destination, FLAG_DISABLED, STATE_FLAGS, SetId, Sets, Snapshot, push_line};
+use crate::snapshot::{
+    FLAG_DISABLED, LiveDestination, LiveSets, STATE_FLAGS, SetId, Snapshot, push_line,
+    push_live_line,
+};
 
 /// Identity of the dispatcher's current list (its root's address; 0 when
 /// there are no sets): a load that really happened changes it.
@@ -25,12 +28,14 @@ pub struct ListId(pub usize);
 pub trait Dispatcher {
     /// The current list's identity.
     fn list_id(&self) -> ListId;
-    /// The current list, with each destination's live flags.
-    fn live(&self) -> Sets;
-    /// Runs the dispatcher's loader on `list` (dispatcher.list text).
-    /// `Ok` when the loader reported success, which includes its silent
-    /// "load command already generated" skip.
-    fn load(&mut self, list: &str) -> Result<(), ApplyError>;
+    /// The current list as it is in memory, with each destination's live
+    /// flags.
+    fn live(&self) -> LiveSets;
+    /// Runs the dispatcher's loader on `list` (dispatcher.list text, which
+    /// may carry bytes that are not UTF-8). `Ok` when the loader reported
+    /// success, which includes its silent "load command already generated"
+    /// skip.
+    fn load(&mut self, list: &[u8]) -> Result<(), ApplyError>;
 }
 
 /// What a successful swap installed.
@@ -45,45 +50,64 @@ pub struct Applied {
     pub dropped: Vec<(SetId, String)>,
     /// The list in the form to persist for a cold start: the feed's own
     /// flags rather than this moment's runtime state.
-    pub list_file: String,
+    pub list_file: Vec<u8>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Engine {
     /// The flags the feed asked for at the last swap, by (set, URI): tells
     /// a change made by the feed from one made at runtime.
     feed_flags: HashMap<(SetId, String), u32>,
-    /// The list the last swap installed.
-    installed: Option<ListId>,
+    /// The list the module knows as current: the one its last swap
+    /// installed, or one it adopted after noticing another writer's load
+    /// (at start, the one it found).
+    known: ListId,
 }
 
 impl Engine {
-    pub fn new() -> Self {
-        Engine::default()
+    /// An engine that knows the dispatcher's current list as one it did not
+    /// make: the feed paces its first swap as if that list had just been
+    /// loaded, since nothing tells when it was.
+    pub fn new(dispatcher: &impl Dispatcher) -> Self {
+        Engine {
+            feed_flags: HashMap::new(),
+            known: dispatcher.list_id(),
+        }
     }
 
     /// True when the dispatcher's list is no longer the one this engine
-    /// installed: something else (`dispatcher.reload`, `ds_reload()`) swapped
-    /// it, which breaks the single-writer rule the swap pacing relies on.
-    pub fn foreign_swap(&self, dispatcher: &impl Dispatcher) -> bool {
-        self.installed
-            .is_some_and(|installed| installed != dispatcher.list_id())
+    /// knows: something else (`dispatcher.reload`, `ds_reload()`,
+    /// `dispatcher.add`) loaded it, which breaks the single-writer rule the
+    /// swap pacing relies on.
+    pub fn foreign_load(&self, dispatcher: &impl Dispatcher) -> bool {
+        self.known != dispatcher.list_id()
     }
 
-    /// Takes the dispatcher's current list as the base after a foreign
-    /// swap was noticed and waited out.
+    /// Takes the dispatcher's current list as known, once another writer's
+    /// load was noticed (and its interval started).
     pub fn adopt(&mut self, dispatcher: &impl Dispatcher) {
-        self.installed = Some(dispatcher.list_id());
+        self.known = dispatcher.list_id();
     }
 
-    /// Swaps in `snapshot` merged with the sets it does not carry.
+    /// Swaps in `snapshot` merged with the sets it does not carry. Refuses
+    /// with [`ApplyError::ForeignLoad`] when the list changed behind the
+    /// module's back, checked before the walk and again right before the
+    /// load.
     pub fn apply(
         &mut self,
         dispatcher: &mut impl Dispatcher,
         snapshot: &Snapshot,
     ) -> Result<Applied, ApplyError> {
         let before = dispatcher.list_id();
-        let plan = plan(&dispatcher.live(), snapshot, &self.feed_flags);
+        if before != self.known {
+            return Err(ApplyError::ForeignLoad);
+        }
+        let plan = plan(&dispatcher.live(), snapshot, &self.feed_flags)?;
+        // Walking and rendering a big list takes a while: another writer's
+        // load in the meantime must not be followed by ours at once.
+        if dispatcher.list_id() != before {
+            return Err(ApplyError::ForeignLoad);
+        }
         dispatcher.load(&plan.loaded)?;
         // A real load builds the new list while the old one is still
         // allocated, so a non-empty list never keeps its root. From no list
@@ -94,7 +118,7 @@ impl Engine {
             return Err(ApplyError::Skipped);
         }
 
-        self.installed = Some(after);
+        self.known = after;
         self.feed_flags = snapshot
             .sets
             .iter()
@@ -107,9 +131,10 @@ impl Engine {
             .iter()
             .flat_map(|(id, dests)| dests.iter().map(move |d| (*id, d)))
             .filter(|(id, d)| {
-                !loaded
-                    .get(id)
-                    .is_some_and(|live| live.iter().any(|l| l.uri == d.uri))
+                !i32::try_from(*id)
+                    .ok()
+                    .and_then(|id| loaded.get(&id))
+                    .is_some_and(|live| live.iter().any(|l| l.uri == d.uri.as_bytes()))
             })
             .map(|(id, d)| (id, d.uri.clone()))
             .collect();
@@ -126,49 +151,85 @@ impl Engine {
 #[derive(Debug)]
 struct Plan {
     /// What the loader reads now (runtime state carried over).
-    loaded: String,
+    loaded: Vec<u8>,
     /// What a cold start should read (the feed's flags).
-    persisted: String,
+    persisted: Vec<u8>,
     sets: Vec<(SetId, usize)>,
     destinations: usize,
 }
 
-fn plan(live: &Sets, snapshot: &Snapshot, feed_flags: &HashMap<(SetId, String), u32>) -> Plan {
-    let ids: BTreeSet<SetId> = live.keys().chain(snapshot.sets.keys()).copied().collect();
+fn plan(
+    live: &LiveSets,
+    snapshot: &Snapshot,
+    feed_flags: &HashMap<(SetId, String), u32>,
+) -> Result<Plan, ApplyError> {
+    // Live set ids are C ints, the feed's are checked to fit one.
+    let ids: BTreeSet<i64> = live
+        .keys()
+        .map(|id| i64::from(*id))
+        .chain(snapshot.sets.keys().map(|id| i64::from(*id)))
+        .collect();
     let mut plan = Plan {
-        loaded: String::new(),
-        persisted: String::new(),
+        loaded: Vec::new(),
+        persisted: Vec::new(),
         sets: Vec::with_capacity(ids.len()),
         destinations: 0,
     };
     for id in ids {
-        let live_set = live.get(&id).map(Vec::as_slice).unwrap_or_default();
-        let Some(wanted) = snapshot.sets.get(&id) else {
-            // Not managed by the feed: keep it exactly as it is now.
-            for dest in load_order(live_set) {
-                push_line(&mut plan.loaded, id, dest, dest.flags);
-                push_line(&mut plan.persisted, id, dest, dest.flags);
-            }
-            plan.sets.push((id, live_set.len()));
-            plan.destinations += live_set.len();
+        let live_set = i32::try_from(id)
+            .ok()
+            .and_then(|id| live.get(&id))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let wanted = SetId::try_from(id)
+            .ok()
+            .and_then(|id| snapshot.sets.get(&id).map(|wanted| (id, wanted)));
+        let Some((id, wanted)) = wanted else {
+            // Not managed by the feed: write it back exactly as it is now,
+            // or not at all.
+            keep_live_set(&mut plan, id, live_set)?;
             continue;
         };
-        let live_flags: HashMap<&str, u32> =
-            live_set.iter().map(|d| (d.uri.as_str(), d.flags)).collect();
-        for dest in load_order(wanted) {
+        let live_flags: HashMap<&[u8], i32> = live_set
+            .iter()
+            .map(|d| (d.uri.as_slice(), d.flags))
+            .collect();
+        for dest in load_order(wanted, |d| i64::from(d.priority)) {
             let previous = feed_flags.get(&(id, dest.uri.clone())).copied();
-            let flags = merge_flags(
-                dest.flags,
-                live_flags.get(dest.uri.as_str()).copied(),
-                previous,
-            );
+            let live = live_flags
+                .get(dest.uri.as_bytes())
+                .map(|flags| *flags as u32);
+            let flags = merge_flags(dest.flags, live, previous);
             push_line(&mut plan.loaded, id, dest, flags);
             push_line(&mut plan.persisted, id, dest, dest.flags);
         }
         plan.sets.push((id, wanted.len()));
         plan.destinations += wanted.len();
     }
-    plan
+    Ok(plan)
+}
+
+/// Renders a set the feed does not carry from its in-memory destinations,
+/// refusing the whole swap if one of them cannot be written back exactly.
+fn keep_live_set(plan: &mut Plan, id: i64, live_set: &[LiveDestination]) -> Result<(), ApplyError> {
+    // Only the dispatcher's own (C int) ids reach here.
+    let set = i32::try_from(id).unwrap_or(i32::MIN);
+    for dest in load_order(live_set, |d| i64::from(d.priority)) {
+        let unrenderable = |why: String| ApplyError::Unrenderable {
+            set,
+            uri: String::from_utf8_lossy(&dest.uri).into_owned(),
+            why,
+        };
+        push_live_line(&mut plan.loaded, set, dest, dest.flags).map_err(unrenderable)?;
+        push_live_line(&mut plan.persisted, set, dest, dest.flags).map_err(unrenderable)?;
+    }
+    // A negative id cannot have been rendered above, so it has no
+    // destinations: nothing of it is loaded or reported.
+    if let Ok(id) = SetId::try_from(id) {
+        plan.sets.push((id, live_set.len()));
+        plan.destinations += live_set.len();
+    }
+    Ok(())
 }
 
 /// The flags to load for a destination the feed wants with `feed` flags.
@@ -192,10 +253,10 @@ fn merge_flags(feed: u32, live: Option<u32>, previous: Option<u32>) -> u32 {
 /// set sorted by priority, highest first, and puts each line before the
 /// lines of equal priority read earlier. Highest priority first also keeps
 /// the loader linear instead of quadratic when priorities differ.
-fn load_order(wanted: &[Destination]) -> Vec<&Destination> {
-    let mut order: Vec<&Destination> = wanted.iter().collect();
-    order.sort_by_key(|d| std::cmp::Reverse(d.priority));
-    for run in order.chunk_by_mut(|a, b| a.priority == b.priority) {
+fn load_order<T>(wanted: &[T], priority: impl Fn(&T) -> i64) -> Vec<&T> {
+    let mut order: Vec<&T> = wanted.iter().collect();
+    order.sort_by_key(|d| std::cmp::Reverse(priority(d)));
+    for run in order.chunk_by_mut(|a, b| priority(a) == priority(b)) {
         run.reverse();
     }
     order
@@ -203,20 +264,34 @@ fn load_order(wanted: &[Destination]) -> Vec<&Destination> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::cell::Cell;
+
     use super::*;
+    use crate::snapshot::Destination;
 
     /// A dispatcher that loads lists the way Kamailio 5.6's `ds_load_list`
-    /// does: lines parsed by whitespace, each destination inserted after
-    /// those of lower or equal priority, the set then reversed (reindex).
+    /// does: lines split at whitespace, digits only for the numbers, each
+    /// destination inserted after those of lower or equal priority, the set
+    /// then reversed (reindex).
     #[derive(Default)]
     pub(crate) struct FakeDispatcher {
-        pub sets: Sets,
-        pub generation: usize,
-        pub loads: Vec<String>,
+        pub sets: LiveSets,
+        pub generation: Cell<usize>,
+        pub loads: Vec<Vec<u8>>,
         pub skip_next: bool,
         pub refuse_next: bool,
+        /// Another writer loads the list while the module walks it.
+        pub load_during_walk: Cell<bool>,
         /// URIs the loader drops (say, an unresolvable host).
         pub unloadable: Vec<String>,
+    }
+
+    impl FakeDispatcher {
+        /// Loads `list` as another writer would (`dispatcher.reload`).
+        pub fn foreign(&mut self, list: &str) {
+            self.load(list.as_bytes()).unwrap();
+            self.loads.pop();
+        }
     }
 
     impl Dispatcher for FakeDispatcher {
@@ -224,15 +299,18 @@ pub(crate) mod tests {
             ListId(if self.sets.is_empty() {
                 0
             } else {
-                self.generation
+                self.generation.get()
             })
         }
 
-        fn live(&self) -> Sets {
+        fn live(&self) -> LiveSets {
+            if self.load_during_walk.take() {
+                self.generation.set(self.generation.get() + 1);
+            }
             self.sets.clone()
         }
 
-        fn load(&mut self, list: &str) -> Result<(), ApplyError> {
+        fn load(&mut self, list: &[u8]) -> Result<(), ApplyError> {
             self.loads.push(list.to_owned());
             if std::mem::take(&mut self.skip_next) {
                 return Ok(());
@@ -240,19 +318,26 @@ pub(crate) mod tests {
             if std::mem::take(&mut self.refuse_next) {
                 return Err(ApplyError::Refused);
             }
-            let mut building: Sets = Sets::new();
-            for line in list.lines().filter(|l| !l.starts_with('#')) {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let dest = Destination {
-                    uri: fields[1].to_owned(),
-                    flags: fields[2].parse().unwrap(),
-                    priority: fields[3].parse().unwrap(),
-                    attrs: fields.get(4).copied().unwrap_or("").to_owned(),
+            let mut building = LiveSets::new();
+            for line in list.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let fields: Vec<&[u8]> = line
+                    .split(|b| matches!(b, b' ' | b'\t'))
+                    .filter(|f| !f.is_empty())
+                    .collect();
+                let number = |field: &[u8]| -> i32 {
+                    assert!(field.iter().all(u8::is_ascii_digit), "{line:?}");
+                    std::str::from_utf8(field).unwrap().parse().unwrap()
                 };
-                if self.unloadable.contains(&dest.uri) {
+                let dest = LiveDestination {
+                    uri: fields[1].to_vec(),
+                    flags: number(fields[2]),
+                    priority: number(fields[3]),
+                    attrs: fields.get(4).copied().unwrap_or_default().to_vec(),
+                };
+                if self.unloadable.iter().any(|u| u.as_bytes() == dest.uri) {
                     continue;
                 }
-                let set = building.entry(fields[0].parse().unwrap()).or_default();
+                let set = building.entry(number(fields[0])).or_default();
                 let at = set
                     .iter()
                     .position(|d| d.priority > dest.priority)
@@ -263,7 +348,7 @@ pub(crate) mod tests {
                 set.reverse();
             }
             self.sets = building;
-            self.generation += 1;
+            self.generation.set(self.generation.get() + 1);
             Ok(())
         }
     }
@@ -284,14 +369,21 @@ pub(crate) mod tests {
         }
     }
 
-    fn uris(sets: &Sets, id: SetId) -> Vec<&str> {
-        sets[&id].iter().map(|d| d.uri.as_str()).collect()
+    fn uris(sets: &LiveSets, id: i32) -> Vec<String> {
+        sets[&id]
+            .iter()
+            .map(|d| String::from_utf8_lossy(&d.uri).into_owned())
+            .collect()
+    }
+
+    fn flags(sets: &LiveSets, id: i32) -> Vec<i32> {
+        sets[&id].iter().map(|d| d.flags).collect()
     }
 
     #[test]
     fn in_memory_order_equals_the_wanted_order() {
         let mut d = FakeDispatcher::default();
-        let mut engine = Engine::new();
+        let mut engine = Engine::new(&d);
         let wanted = vec![
             dest("sip:a", 0, 9),
             dest("sip:b", 0, 5),
@@ -307,17 +399,15 @@ pub(crate) mod tests {
             ["sip:a", "sip:b", "sip:c", "sip:d", "sip:e"]
         );
         // The loaded text is highest priority first.
-        let first = d.loads[0].lines().next().unwrap();
-        assert!(first.contains("sip:a"), "{first}");
+        assert!(d.loads[0].starts_with(b"1 sip:a "));
     }
 
     #[test]
     fn sets_absent_from_the_feed_survive_unchanged() {
         let mut d = FakeDispatcher::default();
-        d.load("9 sip:x 0 3 duid=x\n9 sip:y 1 3\n9 sip:z 0 1\n1 sip:old 0 0\n")
-            .unwrap();
+        d.foreign("9 sip:x 0 3 duid=x\n9 sip:y 1 3\n9 sip:z 0 1\n1 sip:old 0 0\n");
         let kept = d.sets[&9].clone();
-        let mut engine = Engine::new();
+        let mut engine = Engine::new(&d);
         let applied = engine
             .apply(
                 &mut d,
@@ -332,9 +422,59 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn bytes_that_are_not_utf8_come_back_exactly() {
+        let mut d = FakeDispatcher::default();
+        d.load(b"9 sip:caf\xe9@10.0.0.9 0 3 name=caf\xe9;x=\xff\n")
+            .unwrap();
+        let kept = d.sets[&9].clone();
+        let mut engine = Engine::new(&d);
+        let applied = engine
+            .apply(
+                &mut d,
+                &snapshot("v1", vec![(1, vec![dest("sip:a", 0, 0)])]),
+            )
+            .unwrap();
+        assert_eq!(d.sets[&9], kept);
+        assert!(
+            applied
+                .list_file
+                .ends_with(b"9 sip:caf\xe9@10.0.0.9 0 3 name=caf\xe9;x=\xff\n"),
+            "{:?}",
+            String::from_utf8_lossy(&applied.list_file)
+        );
+    }
+
+    #[test]
+    fn a_set_that_cannot_be_rewritten_exactly_refuses_the_swap() {
+        let mut d = FakeDispatcher::default();
+        d.foreign("9 sip:x 0 3\n");
+        // As `dispatcher.add 9 sip:y 0 -5` would leave it.
+        d.sets.get_mut(&9).unwrap().push(LiveDestination {
+            uri: b"sip:y".to_vec(),
+            flags: 0,
+            priority: -5,
+            attrs: Vec::new(),
+        });
+        let mut engine = Engine::new(&d);
+        let err = engine
+            .apply(
+                &mut d,
+                &snapshot("v1", vec![(1, vec![dest("sip:a", 0, 0)])]),
+            )
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("set 9") && text.contains("sip:y") && text.contains("priority -5"),
+            "{text}"
+        );
+        assert!(d.loads.is_empty(), "nothing was loaded");
+        assert!(!d.sets.contains_key(&1));
+    }
+
+    #[test]
     fn runtime_state_survives_and_feed_changes_win() {
         let mut d = FakeDispatcher::default();
-        let mut engine = Engine::new();
+        let mut engine = Engine::new(&d);
         let v1 = snapshot(
             "v1",
             vec![(
@@ -363,10 +503,9 @@ pub(crate) mod tests {
             )],
         );
         let applied = engine.apply(&mut d, &v2).unwrap();
-        let flags: Vec<u32> = d.sets[&1].iter().map(|d| d.flags).collect();
-        assert_eq!(flags, [9, 4, 16, 0]);
+        assert_eq!(flags(&d.sets, 1), [9, 4, 16, 0]);
         // The cold-start file carries the feed's flags, not runtime state.
-        assert!(applied.list_file.contains("1 sip:a 0 0\n"));
+        assert!(applied.list_file.windows(12).any(|w| w == b"1 sip:a 0 0\n"));
         // The feed drains a (sets 4) and re-enables nothing else.
         let v3 = snapshot(
             "v3",
@@ -381,8 +520,7 @@ pub(crate) mod tests {
             )],
         );
         engine.apply(&mut d, &v3).unwrap();
-        let flags: Vec<u32> = d.sets[&1].iter().map(|d| d.flags).collect();
-        assert_eq!(flags, [1 | 4 | 8, 4, 16, 0]);
+        assert_eq!(flags(&d.sets, 1), [1 | 4 | 8, 4, 16, 0]);
         // The feed un-drains a: its disabled bit clears, probing's bits stay.
         engine.apply(&mut d, &v2).unwrap();
         assert_eq!(d.sets[&1][0].flags, 1 | 8);
@@ -391,8 +529,8 @@ pub(crate) mod tests {
     #[test]
     fn first_swap_takes_only_the_drain_mark_from_the_feed() {
         let mut d = FakeDispatcher::default();
-        d.load("1 sip:a 1 0\n1 sip:b 4 0\n1 sip:c 0 0\n").unwrap();
-        let mut engine = Engine::new();
+        d.foreign("1 sip:a 1 0\n1 sip:b 4 0\n1 sip:c 0 0\n");
+        let mut engine = Engine::new(&d);
         let snap = snapshot(
             "v1",
             vec![(
@@ -405,15 +543,14 @@ pub(crate) mod tests {
             )],
         );
         engine.apply(&mut d, &snap).unwrap();
-        let flags: Vec<u32> = d.sets[&1].iter().map(|d| d.flags).collect();
-        assert_eq!(flags, [1, 0, 4]);
+        assert_eq!(flags(&d.sets, 1), [1, 0, 4]);
     }
 
     #[test]
     fn a_skipped_load_is_detected() {
         let mut d = FakeDispatcher::default();
-        d.load("9 sip:z 0 0\n").unwrap();
-        let mut engine = Engine::new();
+        d.foreign("9 sip:z 0 0\n");
+        let mut engine = Engine::new(&d);
         let snap = snapshot("v1", vec![(1, vec![dest("sip:a", 0, 0)])]);
         d.skip_next = true;
         assert!(matches!(
@@ -425,12 +562,14 @@ pub(crate) mod tests {
         assert_eq!(uris(&d.sets, 1), ["sip:a"]);
         // Emptying an empty dispatcher changes nothing and is no skip.
         let mut empty = FakeDispatcher::default();
+        let mut engine = Engine::new(&empty);
         engine.apply(&mut empty, &snapshot("v0", vec![])).unwrap();
         // Nor is a snapshot of which the loader could load nothing.
         let mut dropping = FakeDispatcher {
             unloadable: vec!["sip:a".into()],
             ..FakeDispatcher::default()
         };
+        let mut engine = Engine::new(&dropping);
         let applied = engine.apply(&mut dropping, &snap).unwrap();
         assert_eq!(applied.dropped, vec![(1, "sip:a".to_owned())]);
     }
@@ -438,7 +577,7 @@ pub(crate) mod tests {
     #[test]
     fn a_refused_load_keeps_the_previous_sets() {
         let mut d = FakeDispatcher::default();
-        let mut engine = Engine::new();
+        let mut engine = Engine::new(&d);
         engine
             .apply(
                 &mut d,
@@ -454,7 +593,7 @@ pub(crate) mod tests {
             .unwrap_err();
         assert!(matches!(err, ApplyError::Refused));
         assert_eq!(uris(&d.sets, 1), ["sip:a"]);
-        assert!(!engine.foreign_swap(&d));
+        assert!(!engine.foreign_load(&d));
     }
 
     #[test]
@@ -463,7 +602,7 @@ pub(crate) mod tests {
             unloadable: vec!["sip:nowhere.invalid".into()],
             ..FakeDispatcher::default()
         };
-        let mut engine = Engine::new();
+        let mut engine = Engine::new(&d);
         let applied = engine
             .apply(
                 &mut d,
@@ -480,26 +619,46 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn another_writer_is_noticed() {
+    fn another_writer_is_noticed_from_the_start() {
         let mut d = FakeDispatcher::default();
-        let mut engine = Engine::new();
-        assert!(!engine.foreign_swap(&d));
-        engine
-            .apply(
-                &mut d,
-                &snapshot("v1", vec![(1, vec![dest("sip:a", 0, 0)])]),
-            )
-            .unwrap();
-        assert!(!engine.foreign_swap(&d));
-        d.load("1 sip:a 0 0\n").unwrap();
-        assert!(engine.foreign_swap(&d));
+        d.foreign("1 sip:a 0 0\n");
+        let mut engine = Engine::new(&d);
+        assert!(!engine.foreign_load(&d));
+        // Another writer loads before the module's first swap.
+        d.foreign("1 sip:b 0 0\n");
+        assert!(engine.foreign_load(&d));
+        let snap = snapshot("v1", vec![(1, vec![dest("sip:c", 0, 0)])]);
+        assert!(matches!(
+            engine.apply(&mut d, &snap),
+            Err(ApplyError::ForeignLoad)
+        ));
+        assert!(d.loads.is_empty());
+        engine.adopt(&d);
+        engine.apply(&mut d, &snap).unwrap();
+        assert!(!engine.foreign_load(&d));
+        d.foreign("1 sip:a 0 0\n");
+        assert!(engine.foreign_load(&d));
+    }
+
+    #[test]
+    fn a_load_during_the_walk_stops_the_swap_before_its_load() {
+        let mut d = FakeDispatcher::default();
+        d.foreign("1 sip:a 0 0\n");
+        let mut engine = Engine::new(&d);
+        d.load_during_walk.set(true);
+        let snap = snapshot("v1", vec![(1, vec![dest("sip:c", 0, 0)])]);
+        assert!(matches!(
+            engine.apply(&mut d, &snap),
+            Err(ApplyError::ForeignLoad)
+        ));
+        assert!(d.loads.is_empty(), "no load right after another writer's");
     }
 
     #[test]
     fn empty_feed_sets_empty_the_dispatcher_set() {
         let mut d = FakeDispatcher::default();
-        d.load("1 sip:a 0 0\n2 sip:b 0 0\n").unwrap();
-        let mut engine = Engine::new();
+        d.foreign("1 sip:a 0 0\n2 sip:b 0 0\n");
+        let mut engine = Engine::new(&d);
         let applied = engine
             .apply(&mut d, &snapshot("v1", vec![(1, vec![])]))
             .unwrap();

@@ -35,8 +35,10 @@ pub enum ConfigError {
     #[error("modparam dsfeed {0} must not be negative, got {1}")]
     Negative(&'static str, i64),
     #[error(
-        "modparam dsfeed min_swap_interval_ms {0} is below 100: the stock dispatcher frees the \
-         list retired by one swap at the next, and readers were measured holding it ~107 ms"
+        "modparam dsfeed min_swap_interval_ms {0} is below 500: the stock dispatcher frees the \
+         list retired by one swap when the next starts, while SIP workers were measured reading \
+         it for up to ~107 ms under load and a probing round over 10,000 destinations takes \
+         ~350 ms; a shorter interval can free a list under a reader and crash Kamailio"
     )]
     SwapInterval(i64),
     #[error("modparam dsfeed {0} must be 0 or 1, got {1}")]
@@ -80,17 +82,64 @@ pub enum SnapshotError {
     },
 }
 
-/// Why a snapshot could not be swapped in.
+/// Why a valid snapshot could not be swapped in. None of these is the
+/// snapshot's fault, so none is NACKed: the snapshot stays pending and is
+/// tried again (see [`ApplyError::retry`]). A snapshot that is itself
+/// invalid is a [`SnapshotError`], refused before it gets here.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// `ds_load_list` returned without loading because another load was in
-    /// progress ("load command already generated"); retried.
+    /// progress ("load command already generated").
     #[error("the dispatcher skipped the load (another load was in progress); retrying")]
     Skipped,
+    /// The dispatcher's list changed since the module last looked: another
+    /// writer loaded it, and the next load must wait a full interval.
+    #[error("the dispatcher's list was replaced by another writer; waiting a full interval")]
+    ForeignLoad,
+    /// No memfd, no file descriptor, no memory to write the list into.
     #[error("could not hand the list to the dispatcher")]
     ListFile(#[source] std::io::Error),
+    /// `ds_load_list` failed: it could not open the list (no file
+    /// descriptor), ran out of shm, or refused a destination with
+    /// `ds_load_mode` 1.
     #[error("the dispatcher refused the list (see its log lines); the previous sets stay")]
     Refused,
+    /// A set the feed does not carry holds a destination no list line can
+    /// load back as it is; rewriting it would change it silently.
+    #[error(
+        "set {set} (not carried by the feed) cannot be rewritten exactly: destination {uri:?}: \
+         {why}; fix or remove it in Kamailio, or have the feed carry set {set}"
+    )]
+    Unrenderable { set: i32, uri: String, why: String },
+}
+
+/// What the feed does after an [`ApplyError`]: the one place that decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Try again at the next paced turn, silently: the dispatcher was busy
+    /// or had another writer, which the pacing itself waits out.
+    Paced,
+    /// Could not apply now: answer the response as retrying, and try again
+    /// after a backoff.
+    Backoff,
+}
+
+impl ApplyError {
+    pub fn retry(&self) -> Retry {
+        match self {
+            ApplyError::Skipped | ApplyError::ForeignLoad => Retry::Paced,
+            ApplyError::ListFile(_) | ApplyError::Refused | ApplyError::Unrenderable { .. } => {
+                Retry::Backoff
+            }
+        }
+    }
+
+    /// Whether the pacing must count this as a swap now: a refused load may
+    /// have freed the list the last swap retired before it failed, and a
+    /// skipped one means another writer is loading at this moment.
+    pub fn counts_as_a_swap(&self) -> bool {
+        matches!(self, ApplyError::Skipped | ApplyError::Refused)
+    }
 }
 
 /// Why a feed session ended; every one of them is retried after a backoff.

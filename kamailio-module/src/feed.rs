@@ -4,12 +4,19 @@
 //! Reconnection is its own small state machine (`reconnect`); every stream
 //! starts with a hello carrying the version already applied, so the
 //! feeder's first response is always a full state (or nothing, when nothing
-//! changed). Every response is answered:
-//! ACK once swapped in, NACK when invalid or refused (the previous sets
-//! stay), and a NACK naming the newer version when a burst superseded it
-//! before its turn. A lost feeder changes nothing in the dispatcher; a list
-//! replaced behind the module's back (`dispatcher.reload`) gets the last
-//! applied snapshot back, one paced swap later.
+//! changed). Every response is answered: ACK once swapped in; NACK when
+//! invalid (the previous sets stay) or superseded by a newer one before its
+//! turn; "retrying" when valid but not applicable now (the dispatcher
+//! refused the load, no memory, no file descriptor), in which case it stays
+//! pending, is tried again with a backoff and its nonce is answered again
+//! once applied. A lost feeder changes nothing in the dispatcher.
+//!
+//! The module must be the dispatcher's only writer. It takes the list it
+//! finds at start as loaded by someone else just now, so its first swap
+//! waits a full interval; it polls the list's identity every turn and again
+//! right before each load, and treats any change it did not make as another
+//! writer's load: the interval starts over from when it noticed, and the
+//! last applied snapshot is swapped back in after it.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -21,16 +28,19 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::engine::{Dispatcher, Engine};
-use crate::error::{ApplyError, SessionError};
+use crate::engine::{Applied, Dispatcher, Engine};
+use crate::error::{ApplyError, Retry, SessionError};
 use crate::pacing::Pacer;
+use crate::pb::Answer;
 use crate::reconnect::Reconnect;
 use crate::snapshot::Snapshot;
 use crate::status::{Status, StatusSink};
 use crate::{listfile, pb as convert, transport};
 
-/// How often the process runs its housekeeping turn (`cfg_update`).
+/// How often the process runs its housekeeping turn (`cfg_update`, and the
+/// check of the dispatcher's list identity).
 const TURN: Duration = Duration::from_secs(1);
 /// Pause before rebuilding the feed after a panic.
 const PANIC_PAUSE: Duration = Duration::from_secs(5);
@@ -41,9 +51,53 @@ pub trait Host {
     fn turn(&mut self);
 }
 
+/// What the feed process knows about the dispatcher and its own swaps. It
+/// outlives a panic of the feed loop: a loop started over with fresh pacing
+/// could swap right after the swap before the panic, and one with a fresh
+/// engine would take a list another writer loaded meanwhile as its own.
+pub struct Memory {
+    engine: Engine,
+    pacer: Pacer,
+    status: Status,
+    /// The snapshot the last swap applied.
+    applied: Option<Snapshot>,
+    /// Set while a swap runs: a panic between its load and the pacing's
+    /// record of it must still count as a swap.
+    swapping: bool,
+}
+
+impl Memory {
+    /// The memory of a feed process that just started: the dispatcher's
+    /// current list counts as loaded now by someone else, since nothing
+    /// tells when it was (Kamailio loaded it at start, or a
+    /// `dispatcher.reload` raced the start).
+    pub fn new(dispatcher: &impl Dispatcher, min_swap_interval: Duration) -> Self {
+        let mut pacer = Pacer::new(min_swap_interval);
+        pacer.swapped(Instant::now());
+        Memory {
+            engine: Engine::new(dispatcher),
+            pacer,
+            status: Status::default(),
+            applied: None,
+            swapping: false,
+        }
+    }
+
+    /// After a panic of the feed loop: a swap it cut short counts as one
+    /// now, and the snapshot it was retrying is gone with its stream.
+    fn after_panic(&mut self) {
+        if std::mem::take(&mut self.swapping) {
+            self.pacer.swapped(Instant::now());
+        }
+        self.status.retrying_version.clear();
+        self.status.retries = 0;
+    }
+}
+
 /// Runs the feed in this (dedicated, forked) process and never returns: a
-/// panic is logged and the feed starts over, because returning would hand
-/// control back to Kamailio's main-process code in a child.
+/// panic is logged and the feed starts over with the same `Memory`, because
+/// returning would hand control back to Kamailio's main-process code in a
+/// child.
 pub fn run_forever<D, S, H>(
     config: Config,
     user_agent: String,
@@ -68,12 +122,23 @@ where
             }
         }
     };
+    let mut memory: Option<Memory> = None;
     loop {
         let (dispatcher, sink, host) = parts();
-        let feed = Feed::new(config.clone(), user_agent.clone(), dispatcher, sink, host)
-            .sync_list_file(list_file.clone());
+        let memory =
+            memory.get_or_insert_with(|| Memory::new(&dispatcher, config.min_swap_interval));
+        let feed = Feed::new(
+            config.clone(),
+            user_agent.clone(),
+            dispatcher,
+            sink,
+            host,
+            memory,
+        )
+        .sync_list_file(list_file.clone());
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(feed.run())));
         if outcome.is_err() {
+            memory.after_panic();
             log::error!("the feed loop panicked; starting it over in {PANIC_PAUSE:?}");
             std::thread::sleep(PANIC_PAUSE);
         }
@@ -83,35 +148,53 @@ where
 /// A snapshot waiting for its turn to be swapped in.
 struct Pending {
     /// The response to answer once done; `None` when re-applying the last
-    /// snapshot after a foreign swap.
+    /// snapshot after another writer's load.
     nonce: Option<String>,
     snapshot: Snapshot,
+    /// Attempts that could not apply it; its response was answered
+    /// "retrying" after the first.
+    failures: u32,
+    /// The backoff after the last failed attempt.
+    retry_at: Option<Instant>,
+}
+
+impl Pending {
+    fn new(nonce: Option<String>, snapshot: Snapshot) -> Self {
+        Pending {
+            nonce,
+            snapshot,
+            failures: 0,
+            retry_at: None,
+        }
+    }
 }
 
 /// Where answers go: the current stream's request channel, if connected.
 type Answers<'a> = Option<&'a mpsc::UnboundedSender<pb::FeedRequest>>;
 
-pub struct Feed<D, S, H> {
+pub struct Feed<'m, D, S, H> {
     config: Config,
     user_agent: String,
     dispatcher: D,
     sink: S,
     host: H,
-    engine: Engine,
-    pacer: Pacer,
-    status: Status,
+    memory: &'m mut Memory,
     /// The dispatcher's list file, when `list_file_sync` is on.
     list_file: Option<PathBuf>,
     reconnect: Reconnect,
     /// The next snapshot to swap in, when its turn comes.
     pending: Option<Pending>,
-    /// The snapshot the last swap applied.
-    applied: Option<Snapshot>,
 }
 
-impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
-    pub fn new(config: Config, user_agent: String, dispatcher: D, sink: S, host: H) -> Self {
-        let pacer = Pacer::new(config.min_swap_interval);
+impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
+    pub fn new(
+        config: Config,
+        user_agent: String,
+        dispatcher: D,
+        sink: S,
+        host: H,
+        memory: &'m mut Memory,
+    ) -> Self {
         let reconnect = Reconnect::new(config.backoff);
         Feed {
             config,
@@ -119,13 +202,10 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             dispatcher,
             sink,
             host,
-            engine: Engine::new(),
-            pacer,
-            status: Status::default(),
+            memory,
             list_file: None,
             reconnect,
             pending: None,
-            applied: None,
         }
     }
 
@@ -173,40 +253,45 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
         }
     }
 
-    /// When the pending snapshot may be swapped in, if there is one.
+    /// When the pending snapshot may be swapped in, if there is one: paced
+    /// after the last swap, and not before its retry backoff ends.
     fn swap_at(&self) -> Option<Instant> {
-        self.pending
-            .as_ref()
-            .map(|_| self.pacer.next_swap_at(Instant::now()))
+        self.pending.as_ref().map(|pending| {
+            let paced = self.memory.pacer.next_swap_at(Instant::now());
+            pending.retry_at.map_or(paced, |retry| paced.max(retry))
+        })
     }
 
     /// The housekeeping turn: Kamailio's `cfg_update`, and a check that the
-    /// dispatcher's list is still the one the module installed.
+    /// dispatcher's list is still the one the module knows.
     fn turn(&mut self) {
         self.host.turn();
-        if self.pending.is_none() && self.engine.foreign_swap(&self.dispatcher) {
-            self.foreign_swap();
-            if let Some(snapshot) = self.applied.clone() {
-                self.pending = Some(Pending {
-                    nonce: None,
-                    snapshot,
-                });
+        if self.memory.engine.foreign_load(&self.dispatcher) {
+            self.foreign_load();
+            if self.pending.is_none()
+                && let Some(snapshot) = self.memory.applied.clone()
+            {
+                self.pending = Some(Pending::new(None, snapshot));
             }
         }
     }
 
-    /// Something else swapped the list: it may have freed a list a reader
+    /// Something else loaded the list: it may have freed a list a reader
     /// held, and the next swap must wait a full interval from now.
-    fn foreign_swap(&mut self) {
+    fn foreign_load(&mut self) {
+        let then = match (&self.pending, &self.memory.applied) {
+            (Some(pending), _) => format!("applying version {:?}", pending.snapshot.version),
+            (None, Some(applied)) => format!("re-applying version {:?}", applied.version),
+            (None, None) => "the first swap waits".to_owned(),
+        };
         log::warn!(
-            "the dispatcher list was replaced by something else (dispatcher.reload?): dsfeed must \
-             be its only writer, since two writers can free a list under a reader; re-applying \
-             version {:?} in {:?}",
-            self.status.applied_version,
+            "the dispatcher list was replaced by something else (dispatcher.reload, ds_reload(), \
+             dispatcher.add?): dsfeed must be its only writer, since two writers can free a list \
+             under a reader or corrupt shared memory; {then} in {:?}",
             self.config.min_swap_interval
         );
-        self.engine.adopt(&self.dispatcher);
-        self.pacer.swapped(Instant::now());
+        self.memory.engine.adopt(&self.dispatcher);
+        self.memory.pacer.swapped(Instant::now());
     }
 
     /// One stream, until it fails.
@@ -227,7 +312,7 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             &self.config.node_id,
             &self.user_agent,
             &self.config.sets,
-            &self.status.applied_version,
+            &self.memory.status.applied_version,
         );
         // The receiver is alive right here, so this cannot fail.
         let _ = answers.send(hello);
@@ -236,14 +321,14 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
             .await
             .map_err(SessionError::Refused)?
             .into_inner();
-        self.status.connects += 1;
+        self.memory.status.connects += 1;
         self.reconnect.connected(Instant::now());
         self.publish();
         log::info!(
             "connected to feeder {} as node {:?} (applied version {:?})",
             self.config.feeder,
             self.config.node_id,
-            self.status.applied_version
+            self.memory.status.applied_version
         );
 
         let mut turn = tokio::time::interval(TURN);
@@ -271,6 +356,7 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
         // names the applied version and the feeder sends its newest again.
         if self.pending.as_ref().is_some_and(|p| p.nonce.is_some()) {
             self.pending = None;
+            self.clear_retry();
         }
         Err(result)
     }
@@ -280,161 +366,197 @@ impl<D: Dispatcher, S: StatusSink, H: Host> Feed<D, S, H> {
         response: pb::FeedResponse,
         answers: &mpsc::UnboundedSender<pb::FeedRequest>,
     ) {
-        let answer = |request| {
+        let applied_version = self.memory.status.applied_version.clone();
+        let answer = |nonce: &str, version: &str, kind| {
             // A closed stream surfaces on the next read.
-            let _ = answers.send(request);
+            let _ = answers.send(convert::answer(nonce, version, kind));
         };
         let snapshot = match convert::snapshot(&response, &self.config.sets) {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 let message = format!("invalid snapshot {:?}: {err}", response.version_info);
-                log::error!(
-                    "{message}; keeping version {:?}",
-                    self.status.applied_version
-                );
-                answer(convert::answer(
+                log::error!("{message}; keeping version {applied_version:?}");
+                answer(
                     &response.nonce,
-                    &self.status.applied_version,
-                    Some(message.clone()),
-                ));
-                self.status.nacks += 1;
+                    &applied_version,
+                    Answer::Nack(message.clone()),
+                );
+                self.memory.status.nacks += 1;
                 self.record_error(message);
                 return;
             }
         };
-        let unchanged = snapshot.version == self.status.applied_version
-            && !self.engine.foreign_swap(&self.dispatcher);
+        // The dispatcher holds the applied version unless another writer
+        // replaced it since (noticed or not yet): then it must be swapped
+        // back in, and this response answered after that.
+        let reapplying = self.pending.as_ref().is_some_and(|p| p.nonce.is_none());
+        let unchanged = snapshot.version == applied_version
+            && !reapplying
+            && !self.memory.engine.foreign_load(&self.dispatcher);
         let superseded = if unchanged {
-            answer(convert::answer(&response.nonce, &snapshot.version, None));
+            answer(&response.nonce, &snapshot.version, Answer::Ack);
             self.pending.take()
         } else {
-            self.pending.replace(Pending {
-                nonce: Some(response.nonce),
-                snapshot,
-            })
+            self.pending
+                .replace(Pending::new(Some(response.nonce), snapshot))
         };
-        if let Some(Pending {
-            nonce: Some(nonce),
-            snapshot: old,
-        }) = superseded
-        {
-            let newer = &response.version_info;
+        let Some(old) = superseded else {
+            return;
+        };
+        let newer = &response.version_info;
+        if old.failures > 0 {
+            // Its response was answered "retrying": the feeder knows a newer
+            // one replaces it, and expects nothing more for it.
+            log::info!(
+                "stopped retrying version {:?}: superseded by {newer:?}",
+                old.snapshot.version
+            );
+            self.clear_retry();
+        } else if let Some(nonce) = old.nonce {
             log::debug!(
                 "version {:?} superseded by {newer:?} before its swap",
-                old.version
+                old.snapshot.version
             );
-            answer(convert::answer(
+            answer(
                 &nonce,
-                &self.status.applied_version,
-                Some(format!(
+                &applied_version,
+                Answer::Nack(format!(
                     "superseded by version {newer:?} before it was applied"
                 )),
-            ));
+            );
         }
     }
 
-    /// Swaps the pending snapshot in (or puts it back to retry), and
+    /// Swaps the pending snapshot in, or puts it back to try again, and
     /// answers its response if it has one.
     fn swap(&mut self, answers: Answers<'_>) {
-        let Some(next) = self.pending.take() else {
+        let Some(mut next) = self.pending.take() else {
             return;
         };
         self.host.turn();
-        if self.engine.foreign_swap(&self.dispatcher) {
-            self.foreign_swap();
-            self.pending = Some(next);
-            return;
-        }
-        let answer = |request| {
+        let answer = |nonce: &str, version: &str, kind| {
             if let Some(answers) = answers {
                 // A closed stream surfaces on the next read.
-                let _ = answers.send(request);
+                let _ = answers.send(convert::answer(nonce, version, kind));
             }
         };
         let version = next.snapshot.version.clone();
         let started = Instant::now();
-        let outcome = self.engine.apply(&mut self.dispatcher, &next.snapshot);
+        self.memory.swapping = true;
+        let outcome = self
+            .memory
+            .engine
+            .apply(&mut self.dispatcher, &next.snapshot);
         // Paced from the end of the load: the new list becomes current (and
         // the old one starts being retired) only when the load finishes,
         // which takes a while for big sets.
         let now = Instant::now();
-        match outcome {
+        let err = match outcome {
             Ok(applied) => {
-                self.pacer.swapped(now);
-                self.status.swaps += 1;
-                self.status.applied_version = version.clone();
-                self.status.applied_at = Some(SystemTime::now());
-                self.status.sets = applied.sets;
-                self.status.destinations = applied.destinations;
+                self.memory.pacer.swapped(now);
+                self.memory.swapping = false;
                 if let Some(nonce) = &next.nonce {
-                    answer(convert::answer(nonce, &version, None));
+                    answer(nonce, &version, Answer::Ack);
                 }
-                // With the swap's duration: the stock loader is quadratic in
-                // a set of equal priorities, so big sets are slow to swap.
-                log::info!(
-                    "applied version {version:?}: {} sets, {} destinations in {:.1?} (swap {})",
-                    self.status.sets.len(),
-                    self.status.destinations,
-                    now - started,
-                    self.status.swaps
+                self.applied(next.snapshot, applied, now - started);
+                crate::testhook::maybe_panic("swapped");
+                return;
+            }
+            Err(err) => err,
+        };
+        if err.counts_as_a_swap() {
+            self.memory.pacer.swapped(now);
+        }
+        self.memory.swapping = false;
+        match err.retry() {
+            Retry::Paced => {
+                if matches!(err, ApplyError::ForeignLoad) {
+                    self.foreign_load();
+                } else {
+                    log::warn!("{err}");
+                }
+            }
+            Retry::Backoff => {
+                let delay = Backoff::APPLY_RETRY.delay(next.failures, rand::random());
+                next.failures += 1;
+                next.retry_at = Some(now + delay);
+                let message = format!(
+                    "cannot apply version {version:?} now (attempt {}): {}; retrying in {delay:.1?}",
+                    next.failures,
+                    error_chain(&err)
                 );
-                if !applied.dropped.is_empty() {
-                    let dropped: Vec<String> = applied
-                        .dropped
-                        .iter()
-                        .map(|(set, uri)| format!("{set} {uri}"))
-                        .collect();
-                    self.record_error(format!(
-                        "the dispatcher did not load {} destination(s) of version {version:?} (see its log): {}",
-                        dropped.len(),
-                        dropped.join(", ")
-                    ));
-                    log::warn!("{}", self.status.last_error);
-                }
-                if let Some(path) = &self.list_file
-                    && let Err(err) = listfile::write_atomic(path, &version, &applied.list_file)
-                {
-                    let message = format!("cannot sync {}: {err}", path.display());
-                    log::error!("{message}");
-                    self.record_error(message);
-                }
-                self.applied = Some(next.snapshot);
-                self.publish();
-            }
-            Err(ApplyError::Skipped) => {
-                log::warn!("{}", ApplyError::Skipped);
-                self.pacer.swapped(now);
-                self.pending = Some(next);
-            }
-            Err(err) => {
-                if matches!(err, ApplyError::Refused) {
-                    // A refused load still freed the list the last swap retired.
-                    self.pacer.swapped(now);
-                }
-                let message = format!("cannot apply version {version:?}: {}", error_chain(&err));
                 log::error!("{message}");
                 if let Some(nonce) = &next.nonce {
-                    answer(convert::answer(
-                        nonce,
-                        &self.status.applied_version,
-                        Some(message.clone()),
-                    ));
-                    self.status.nacks += 1;
+                    let kept = &self.memory.status.applied_version;
+                    answer(nonce, kept, Answer::Retrying(message.clone()));
                 }
+                self.memory.status.retrying_version = version;
+                self.memory.status.retries = u64::from(next.failures);
                 self.record_error(message);
             }
         }
+        self.pending = Some(next);
+    }
+
+    /// Records a successful swap of `snapshot`.
+    fn applied(&mut self, snapshot: Snapshot, applied: Applied, took: Duration) {
+        let version = snapshot.version.clone();
+        let status = &mut self.memory.status;
+        status.swaps += 1;
+        status.applied_version = version.clone();
+        status.applied_at = Some(SystemTime::now());
+        status.sets = applied.sets;
+        status.destinations = applied.destinations;
+        status.retrying_version.clear();
+        status.retries = 0;
+        // With the swap's duration: the stock loader is quadratic in a set
+        // of equal priorities, so big sets are slow to swap.
+        log::info!(
+            "applied version {version:?}: {} sets, {} destinations in {took:.1?} (swap {})",
+            status.sets.len(),
+            status.destinations,
+            status.swaps
+        );
+        if !applied.dropped.is_empty() {
+            let dropped: Vec<String> = applied
+                .dropped
+                .iter()
+                .map(|(set, uri)| format!("{set} {uri}"))
+                .collect();
+            let message = format!(
+                "the dispatcher did not load {} destination(s) of version {version:?} (see its log): {}",
+                dropped.len(),
+                dropped.join(", ")
+            );
+            log::warn!("{message}");
+            self.record_error(message);
+        }
+        if let Some(path) = &self.list_file
+            && let Err(err) = listfile::write_atomic(path, &version, &applied.list_file)
+        {
+            let message = format!("cannot sync {}: {err}", path.display());
+            log::error!("{message}");
+            self.record_error(message);
+        }
+        self.memory.applied = Some(snapshot);
+        self.publish();
+    }
+
+    fn clear_retry(&mut self) {
+        self.memory.status.retrying_version.clear();
+        self.memory.status.retries = 0;
+        self.publish();
     }
 
     fn record_error(&mut self, message: String) {
-        self.status.last_error = message;
-        self.status.last_error_at = Some(SystemTime::now());
+        self.memory.status.last_error = message;
+        self.memory.status.last_error_at = Some(SystemTime::now());
         self.publish();
     }
 
     fn publish(&mut self) {
-        self.status.state = self.reconnect.state();
-        self.sink.publish(&self.status);
+        self.memory.status.state = self.reconnect.state();
+        self.sink.publish(&self.memory.status);
     }
 }
 

@@ -8,7 +8,7 @@ use std::io::{self, Write as _};
 use std::path::Path;
 
 /// Replaces `path` with `list`, headed by a comment naming `version`.
-pub fn write_atomic(path: &Path, version: &str, list: &str) -> io::Result<()> {
+pub fn write_atomic(path: &Path, version: &str, list: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
@@ -24,7 +24,7 @@ pub fn write_atomic(path: &Path, version: &str, list: &str) -> io::Result<()> {
     let result = (|| {
         let mut file = File::create(&tmp)?;
         writeln!(file, "# written by dsfeed.so: feed version {version}")?;
-        file.write_all(list.as_bytes())?;
+        file.write_all(list)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
@@ -44,7 +44,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dispatcher.list");
         fs::write(&path, "1 sip:old 0 0\n").unwrap();
-        write_atomic(&path, "v2", "1 sip:new 0 0\n").unwrap();
+        write_atomic(&path, "v2", b"1 sip:new 0 0\n").unwrap();
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
             "# written by dsfeed.so: feed version v2\n1 sip:new 0 0\n"
@@ -56,6 +56,6 @@ mod tests {
     fn a_failed_write_leaves_the_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing-dir").join("dispatcher.list");
-        assert!(write_atomic(&path, "v1", "1 sip:a 0 0\n").is_err());
+        assert!(write_atomic(&path, "v1", b"1 sip:a 0 0\n").is_err());
     }
 }

@@ -123,16 +123,40 @@ pub fn hello(node_id: &str, user_agent: &str, sets: &[SetId], applied: &str) -> 
     }
 }
 
-/// Answers the response with `nonce`: `error` empty is an ACK of `version`
-/// (the version now applied); otherwise a NACK keeping `version`, the one
-/// still applied.
-pub fn answer(nonce: &str, version: &str, error: Option<String>) -> pb::FeedRequest {
+/// How a response is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Applied: the answer's version is the response's.
+    Ack,
+    /// Refused for good (invalid, or superseded before its turn); the
+    /// feeder does not offer that version again until the truth moves on.
+    Nack(String),
+    /// Valid but not applied yet (the dispatcher refused the load, no
+    /// memory, no file descriptor): the module keeps it and retries, and
+    /// answers the same nonce again once applied.
+    Retrying(String),
+}
+
+/// Answers the response with `nonce`. `version` is the version applied
+/// after it: the response's on an ACK, the one kept otherwise.
+pub fn answer(nonce: &str, version: &str, answer: Answer) -> pb::FeedRequest {
+    let error_detail = match answer {
+        Answer::Ack => None,
+        Answer::Nack(message) => Some(pb::ErrorDetail {
+            message,
+            retrying: false,
+        }),
+        Answer::Retrying(message) => Some(pb::ErrorDetail {
+            message,
+            retrying: true,
+        }),
+    };
     pb::FeedRequest {
         node: None,
         set_ids: Vec::new(),
         version_info: version.to_owned(),
         response_nonce: nonce.to_owned(),
-        error_detail: error.map(|message| pb::ErrorDetail { message }),
+        error_detail,
     }
 }
 
@@ -260,14 +284,19 @@ mod tests {
         assert_eq!(hello.set_ids, vec![1, 2]);
         assert_eq!(hello.version_info, "v0");
         assert!(hello.response_nonce.is_empty());
-        let ack = answer("n2", "v2", None);
+        let ack = answer("n2", "v2", Answer::Ack);
         assert_eq!(
             (ack.response_nonce.as_str(), ack.version_info.as_str()),
             ("n2", "v2")
         );
         assert!(ack.error_detail.is_none());
-        let nack = answer("n3", "v2", Some("bad".into()));
+        let nack = answer("n3", "v2", Answer::Nack("bad".into()));
         assert_eq!(nack.version_info, "v2");
-        assert_eq!(nack.error_detail.unwrap().message, "bad");
+        let error = nack.error_detail.unwrap();
+        assert_eq!((error.message.as_str(), error.retrying), ("bad", false));
+        let later = answer("n4", "v2", Answer::Retrying("no fd".into()));
+        assert_eq!(later.version_info, "v2");
+        let error = later.error_detail.unwrap();
+        assert_eq!((error.message.as_str(), error.retrying), ("no fd", true));
     }
 }

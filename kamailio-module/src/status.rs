@@ -56,6 +56,10 @@ pub struct Status {
     pub connects: u64,
     pub last_error: String,
     pub last_error_at: Option<SystemTime>,
+    /// The version the module could not apply yet and keeps retrying
+    /// (empty when none), and how many attempts failed so far.
+    pub retrying_version: String,
+    pub retries: u64,
 }
 
 /// Somewhere the feed process publishes its status.
@@ -83,6 +87,9 @@ pub struct StatusRecord {
     nacks: u64,
     connects: u64,
     destinations: u64,
+    retrying_len: u16,
+    retrying: [u8; VERSION_LEN],
+    retries: u64,
     set_total: u32,
     set_count: u32,
     sets: [[u32; 2]; MAX_SETS],
@@ -102,6 +109,9 @@ impl Default for StatusRecord {
             nacks: 0,
             connects: 0,
             destinations: 0,
+            retrying_len: 0,
+            retrying: [0; VERSION_LEN],
+            retries: 0,
             set_total: 0,
             set_count: 0,
             sets: [[0; 2]; MAX_SETS],
@@ -119,11 +129,13 @@ impl StatusRecord {
             nacks: status.nacks,
             connects: status.connects,
             destinations: status.destinations as u64,
+            retries: status.retries,
             set_total: u32::try_from(status.sets.len()).unwrap_or(u32::MAX),
             ..StatusRecord::default()
         };
         record.version_len = copy_truncated(&mut record.version, &status.applied_version);
         record.error_len = copy_truncated(&mut record.error, &status.last_error);
+        record.retrying_len = copy_truncated(&mut record.retrying, &status.retrying_version);
         for (slot, (id, count)) in record.sets.iter_mut().zip(&status.sets) {
             *slot = [*id, u32::try_from(*count).unwrap_or(u32::MAX)];
             record.set_count += 1;
@@ -151,6 +163,8 @@ impl StatusRecord {
             connects: self.connects,
             last_error: text(&self.error, self.error_len),
             last_error_at: from_ms(self.error_at_ms),
+            retrying_version: text(&self.retrying, self.retrying_len),
+            retries: self.retries,
         };
         (status, self.set_total as usize > shown)
     }
@@ -193,6 +207,8 @@ mod tests {
             connects: 2,
             last_error: "set 1: bad".into(),
             last_error_at: Some(at),
+            retrying_version: "4e5f".into(),
+            retries: 3,
         };
         let (back, truncated) = StatusRecord::from_status(&status).to_status();
         assert_eq!(back, status);

@@ -1,8 +1,11 @@
 //! A deliberate panic for tests: with `DSFEED_TEST_PANIC=NAME` in
-//! Kamailio's environment, the first call of entry point NAME in each
-//! process panics (`mod_init`, `dsfeed.status`, `feed`, ...). Inert
-//! otherwise; it exists so a test can show that a panic never crosses into
-//! Kamailio.
+//! Kamailio's environment, the first pass through point NAME in each
+//! process panics. Inert otherwise; it exists so a test can show that a
+//! panic never crosses into Kamailio. The points: every function Kamailio
+//! calls, by its name (`mod_init`, `child_init`, `dsfeed.status`, a
+//! modparam's name); `feed_process`, the forked feed process before it
+//! starts the feed; `feed`, the start of the feed loop; `swapped`, right
+//! after a successful swap.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

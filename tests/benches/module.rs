@@ -3,7 +3,7 @@
 //!
 //! Two Kamailios run side by side, each with its own release `dsfeed`:
 //! - module: dsfeed.so (release) fed over a unix socket, the feeder serving
-//!   the stream only; `min_swap_interval_ms` 100, the smallest allowed;
+//!   the stream only; `min_swap_interval_ms` 500, the smallest allowed;
 //! - file: the feeder writes dispatcher.list and sends `dispatcher.reload`
 //!   over binrpc; dispatcher's `reload_delta` is 0, so no reload is refused.
 //!
@@ -30,12 +30,12 @@ use dsfeed_tests::{Kamailio, replace_file};
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 
 /// The module's smallest allowed swap interval.
-const MIN_SWAP_INTERVAL_MS: i64 = 100;
+const MIN_SWAP_INTERVAL_MS: i64 = 500;
 
 /// Between a change being seen and the next change: past the swap interval
 /// (counted from the end of the module's load) and past the file-mode
 /// feeder's read-back of the sets after its reload.
-const SPACING: Duration = Duration::from_millis(250);
+const SPACING: Duration = Duration::from_millis(MIN_SWAP_INTERVAL_MS as u64 + 150);
 
 /// How many changes per size also time a bare `dispatcher.reload` of the
 /// file lane's unchanged list.

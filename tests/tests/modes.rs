@@ -60,7 +60,7 @@ async fn auto_mode_leaves_a_module_kamailio_to_the_module() {
         .modparam("dsfeed", "feeder", format!("unix:{}", socket.display()))
         .modparam("dsfeed", "reconnect_min_ms", 100)
         .modparam("dsfeed", "reconnect_max_ms", 500)
-        .modparam("dsfeed", "min_swap_interval_ms", 200)
+        .modparam("dsfeed", "min_swap_interval_ms", 500)
         .start()
         .await
         .unwrap();

@@ -1,14 +1,24 @@
 //! Snapshots from a feeder applied to a real Kamailio's dispatcher: sets
-//! replaced in memory with no reload, sets outside the feed kept, runtime
-//! state carried over, swaps paced, invalid snapshots NACKed.
+//! replaced in memory with no reload, sets outside the feed kept exactly,
+//! runtime state carried over, swaps paced (also against another writer's
+//! loads and across a restart of the feed loop), invalid snapshots NACKed,
+//! snapshots that could not be applied yet retried.
 
 mod module_harness;
 
 use std::time::{Duration, Instant};
 
-use dsfeed_tests::{Kamailio, KamailioBuilder};
+use dsfeed_tests::{Kamailio, KamailioBuilder, eventually};
 use module_harness::feeder::{TestFeeder, response};
-use module_harness::{WAIT, flags, kamailio, rpc, sets, status, status_until, uris};
+use module_harness::{
+    WAIT, fd_limits, feed_pid, flags, kamailio, kamcmd, lowest_free_fd, rpc, seen, set_fd_limit,
+    sets, started_since_boot, status, status_until, uptime, uris,
+};
+
+/// How much earlier than the real moment a swap may look when seen by
+/// polling `dispatcher.list` against the return of an RPC (an RPC's reply
+/// time on a loaded machine).
+const SLACK: Duration = Duration::from_millis(250);
 
 async fn start(builder: KamailioBuilder) -> (tempfile::TempDir, TestFeeder, Kamailio) {
     let dir = tempfile::tempdir().unwrap();
@@ -100,7 +110,7 @@ async fn snapshots_replace_sets_in_memory_and_leave_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_state_survives_swaps_and_feed_changes_win() {
     let (_dir, feeder, kamailio) =
-        start(kamailio("").modparam("dsfeed", "min_swap_interval_ms", 200)).await;
+        start(kamailio("").modparam("dsfeed", "min_swap_interval_ms", 500)).await;
     let a = "sip:10.0.0.1:5060";
     let b = "sip:10.0.0.2:5060";
     let c = "sip:10.0.0.3:5060";
@@ -206,7 +216,7 @@ async fn a_burst_is_paced_and_ends_on_the_newest_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_snapshots_are_nacked_and_the_sets_stay() {
     let (_dir, feeder, kamailio) =
-        start(kamailio("").modparam("dsfeed", "min_swap_interval_ms", 200)).await;
+        start(kamailio("").modparam("dsfeed", "min_swap_interval_ms", 500)).await;
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.0.0.1:5060", 0, 0)])]));
     feeder.wait_answer("n1", WAIT).await;
 
@@ -259,7 +269,7 @@ async fn list_file_sync_gives_a_cold_restart_the_last_sets() {
     let (_dir, feeder, kamailio) = start(
         kamailio("7 sip:10.7.0.1:5060 0 0\n")
             .modparam("dsfeed", "list_file_sync", 1)
-            .modparam("dsfeed", "min_swap_interval_ms", 200),
+            .modparam("dsfeed", "min_swap_interval_ms", 500),
     )
     .await;
     feeder.publish(response(
@@ -298,7 +308,7 @@ async fn a_foreign_reload_is_undone_with_the_last_snapshot() {
     let (_dir, feeder, kamailio) = start(kamailio("1 sip:10.0.0.1:5060 0 0\n").modparam(
         "dsfeed",
         "min_swap_interval_ms",
-        200,
+        500,
     ))
     .await;
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
@@ -316,4 +326,392 @@ async fn a_foreign_reload_is_undone_with_the_last_snapshot() {
     assert_eq!(status(&kamailio).await.text("applied_version"), "v1");
     // Nothing was sent to the feeder for the re-application.
     assert_eq!(feeder.received().len(), 2, "{:?}", feeder.received());
+}
+
+/// After another writer's load the dispatcher no longer holds the applied
+/// version, so that version sent again is swapped back in, not ACKed as
+/// unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applied_version_sent_again_after_a_foreign_reload_is_swapped_back_in() {
+    let (_dir, feeder, kamailio) = start(
+        kamailio("1 sip:10.0.0.1:5060 0 0\n")
+            .reload_delta(0)
+            .modparam("dsfeed", "min_swap_interval_ms", 2000),
+    )
+    .await;
+    let v1 = response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]);
+    feeder.publish(v1.clone());
+    feeder.wait_answer("n1", WAIT).await;
+    rpc(&kamailio, "dispatcher.reload", &[]).await.unwrap();
+    eventually("the module to notice the reload", WAIT, || async {
+        kamailio
+            .log()
+            .contains("re-applying version \"v1\"")
+            .then_some(())
+    })
+    .await;
+    feeder.send_only(pb_with_nonce(v1, "n2"));
+    let ack = feeder.wait_answer("n2", WAIT).await;
+    assert!(ack.error_detail.is_none(), "{ack:?}");
+    assert_eq!(uris(&kamailio, 1).await, ["sip:10.1.0.1:5060"]);
+    assert_eq!(status(&kamailio).await.int("swaps"), 2);
+}
+
+fn pb_with_nonce(
+    mut response: dsfeed_proto::v1::FeedResponse,
+    nonce: &str,
+) -> dsfeed_proto::v1::FeedResponse {
+    response.nonce = nonce.to_owned();
+    response
+}
+
+/// The sidecar race of issue 9: a `dispatcher.reload` lands right before
+/// the module's first snapshot. The module takes no list as its own until
+/// it has swapped one in, so it sees the reload and waits a full interval
+/// after it (two loads closer than a reader's window crash Kamailio).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_right_before_the_first_snapshot_is_waited_out() {
+    let interval = Duration::from_millis(2000);
+    let (_dir, feeder, kamailio) = start(
+        kamailio("1 sip:10.0.0.1:5060 0 0\n")
+            .reload_delta(0)
+            .modparam(
+                "dsfeed",
+                "min_swap_interval_ms",
+                interval.as_millis() as i64,
+            ),
+    )
+    .await;
+    rpc(&kamailio, "dispatcher.reload", &[]).await.unwrap();
+    let reloaded = Instant::now();
+    feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
+    let swapped = seen(&kamailio, 1, &["sip:10.1.0.1:5060"]).await;
+    let gap = swapped - reloaded;
+    eprintln!("first swap seen {gap:?} after the dispatcher.reload (interval {interval:?})");
+    assert!(
+        gap + SLACK >= interval,
+        "the first swap came {gap:?} after a dispatcher.reload; the interval is {interval:?}"
+    );
+    let ack = feeder.wait_answer("n1", WAIT).await;
+    assert!(ack.error_detail.is_none(), "{ack:?}");
+    assert!(kamailio.log().contains("replaced by something else"));
+    assert_eq!(status(&kamailio).await.int("swaps"), 1);
+}
+
+/// Nothing tells when Kamailio loaded the list it started with, so the
+/// module counts it as loaded when its feed process started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_swap_waits_an_interval_after_the_feed_process_starts() {
+    let interval = Duration::from_millis(3000);
+    let (_dir, feeder, kamailio) = start(kamailio("").modparam(
+        "dsfeed",
+        "min_swap_interval_ms",
+        interval.as_millis() as i64,
+    ))
+    .await;
+    let started = started_since_boot(feed_pid(&kamailio).await);
+    feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
+    let swapped_at = eventually("set 1 from the feed", WAIT, || async {
+        (uris(&kamailio, 1).await == ["sip:10.1.0.1:5060"]).then(uptime)
+    })
+    .await;
+    let gap = Duration::from_secs_f64(swapped_at - started);
+    eprintln!("first swap seen {gap:?} after the feed process started (interval {interval:?})");
+    // Both clocks count 10 ms ticks.
+    assert!(
+        gap + Duration::from_millis(20) >= interval,
+        "the first swap came {gap:?} after the feed process started; the interval is {interval:?}"
+    );
+}
+
+/// A valid snapshot the dispatcher could not take now (no file descriptor
+/// for the list, then the dispatcher's own open of it failing) is no NACK:
+/// it is answered "retrying", shown in `dsfeed.status`, kept and tried
+/// again, and its response is ACKed once the cause is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_fails_for_a_passing_reason_is_retried_not_nacked() {
+    let (_dir, feeder, kamailio) =
+        start(kamailio("").modparam("dsfeed", "min_swap_interval_ms", 500)).await;
+    feeder.publish(response("v1", "n1", &[(1, &[("sip:10.0.0.1:5060", 0, 0)])]));
+    assert!(feeder.wait_answer("n1", WAIT).await.error_detail.is_none());
+    let pid = feed_pid(&kamailio).await;
+    let (soft, hard) = fd_limits(pid);
+    let free = lowest_free_fd(pid);
+    let retrying = |message: &'static str| {
+        move |answer: &dsfeed_proto::v1::FeedRequest| {
+            answer
+                .error_detail
+                .as_ref()
+                .is_some_and(|e| e.retrying && e.message.contains(message))
+        }
+    };
+
+    // No descriptor left: the list cannot even be written to a memfd.
+    set_fd_limit(pid, &free.to_string(), &hard);
+    feeder.publish(response("v2", "n2", &[(1, &[("sip:10.0.0.2:5060", 0, 0)])]));
+    let first = feeder
+        .wait_answer_where(
+            "n2",
+            "a retrying answer (no memfd)",
+            retrying("Too many open files"),
+        )
+        .await;
+    assert_eq!(
+        first.version_info, "v1",
+        "the answer names the version kept"
+    );
+    let retrying_v2 = status_until(&kamailio, "v2 retrying", |s| {
+        s.text("retrying_version") == "v2"
+    })
+    .await;
+    assert!(retrying_v2.int("retries") >= 1, "{retrying_v2:?}");
+    assert_eq!(retrying_v2.int("nacks"), 0, "{retrying_v2:?}");
+    assert_eq!(retrying_v2.text("applied_version"), "v1");
+    assert_eq!(uris(&kamailio, 1).await, ["sip:10.0.0.1:5060"]);
+
+    // One descriptor: the memfd opens, the dispatcher's fopen of it fails
+    // and ds_load_list refuses the load.
+    set_fd_limit(pid, &(free + 1).to_string(), &hard);
+    feeder
+        .wait_answer_where(
+            "n2",
+            "a retrying answer (the dispatcher refused)",
+            retrying("the dispatcher refused the list"),
+        )
+        .await;
+    assert!(
+        kamailio.log().contains("can't open list file"),
+        "{}",
+        kamailio.log()
+    );
+    assert_eq!(uris(&kamailio, 1).await, ["sip:10.0.0.1:5060"]);
+
+    // Descriptors back: the next attempt applies it, and the same response
+    // gets its ACK.
+    set_fd_limit(pid, &soft, &hard);
+    let restored = Instant::now();
+    let ack = feeder
+        .wait_answer_where("n2", "an ACK", |a| a.error_detail.is_none())
+        .await;
+    eprintln!(
+        "applied {:?} after the limit was lifted",
+        restored.elapsed()
+    );
+    assert_eq!(ack.version_info, "v2");
+    assert_eq!(uris(&kamailio, 1).await, ["sip:10.0.0.2:5060"]);
+    let status = status(&kamailio).await;
+    assert_eq!(status.text("applied_version"), "v2");
+    assert_eq!(status.text("retrying_version"), "");
+    assert_eq!(
+        (status.int("swaps"), status.int("nacks")),
+        (2, 0),
+        "{status:?}"
+    );
+    let answers = feeder.answers_to("n2");
+    assert!(
+        answers[..answers.len() - 1]
+            .iter()
+            .all(|a| a.error_detail.as_ref().is_some_and(|e| e.retrying)),
+        "only retrying answers before the ACK: {answers:#?}"
+    );
+}
+
+/// After a panic the feed loop starts over, keeping its pacing and what it
+/// applied: the snapshot waiting when it comes back is not swapped in
+/// closer to the previous swap than the interval, and its hello names the
+/// applied version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_after_a_swap_keeps_the_pacing_and_the_applied_version() {
+    // Longer than the 5 s pause before the loop starts over.
+    let interval = Duration::from_millis(7000);
+    let (_dir, feeder, kamailio) =
+        start(kamailio("").env("DSFEED_TEST_PANIC", "swapped").modparam(
+            "dsfeed",
+            "min_swap_interval_ms",
+            interval.as_millis() as i64,
+        ))
+        .await;
+    feeder.publish(response("v1", "n1", &[(1, &[("sip:10.0.0.1:5060", 0, 0)])]));
+    let first = seen(&kamailio, 1, &["sip:10.0.0.1:5060"]).await;
+    eventually("the panic after the swap", WAIT, || async {
+        kamailio
+            .log()
+            .contains("the feed loop panicked")
+            .then_some(())
+    })
+    .await;
+    // A change waits for the loop to come back.
+    feeder.publish(response("v2", "n2", &[(1, &[("sip:10.0.0.2:5060", 0, 0)])]));
+    feeder.wait_streams(2, WAIT).await;
+    let hello = eventually("the second hello", WAIT, || async {
+        feeder.received().into_iter().find(|r| r.stream == 2)
+    })
+    .await;
+    assert_eq!(
+        hello.request.version_info, "v1",
+        "the applied version is kept"
+    );
+    let second = seen(&kamailio, 1, &["sip:10.0.0.2:5060"]).await;
+    let gap = second - first;
+    eprintln!("swaps seen {gap:?} apart across the restart (interval {interval:?})");
+    assert!(
+        gap + SLACK >= interval,
+        "two swaps {gap:?} apart across a restart; the interval is {interval:?}"
+    );
+    assert_eq!(status(&kamailio).await.int("swaps"), 2);
+    assert!(kamailio.is_running());
+}
+
+/// A `dispatcher.reload` while the feed loop restarts after a panic is
+/// another writer's load all the same: the restarted loop notices it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_the_feed_loop_restarts_is_still_noticed() {
+    let (_dir, feeder, kamailio) = start(
+        kamailio("1 sip:10.0.0.1:5060 0 0\n")
+            .reload_delta(0)
+            .env("DSFEED_TEST_PANIC", "swapped")
+            .modparam("dsfeed", "min_swap_interval_ms", 500),
+    )
+    .await;
+    feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
+    seen(&kamailio, 1, &["sip:10.1.0.1:5060"]).await;
+    eventually("the panic after the swap", WAIT, || async {
+        kamailio
+            .log()
+            .contains("the feed loop panicked")
+            .then_some(())
+    })
+    .await;
+    rpc(&kamailio, "dispatcher.reload", &[]).await.unwrap();
+    assert_eq!(uris(&kamailio, 1).await, ["sip:10.0.0.1:5060"]);
+    // The restarted loop sees the list is not the one it installed, waits
+    // an interval and swaps the feed's set back in.
+    seen(&kamailio, 1, &["sip:10.1.0.1:5060"]).await;
+    assert!(kamailio.log().contains("replaced by something else"));
+    assert_eq!(status(&kamailio).await.int("swaps"), 2);
+}
+
+/// Sets the feed does not carry are written back from memory at every
+/// swap. What `dispatcher.add` (or a database) can put there and a list
+/// line cannot carry is never changed silently: bytes that are not UTF-8
+/// come back exactly; attrs with a space or a negative priority make the
+/// swap wait ("retrying"), with the set and destination named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets_outside_the_feed_come_back_exactly_or_the_swap_waits() {
+    let (_dir, feeder, kamailio) = start(
+        kamailio("9 sip:10.9.0.1:5060 0 0 name=plain\n")
+            .reload_delta(0)
+            .modparam("dsfeed", "min_swap_interval_ms", 500),
+    )
+    .await;
+    feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
+    assert!(feeder.wait_answer("n1", WAIT).await.error_detail.is_none());
+
+    // Latin-1 bytes in attrs, added at runtime: another writer's load,
+    // after which the module swaps v1 back in, rewriting set 9.
+    kamcmd(
+        &kamailio,
+        &[
+            b"dispatcher.add",
+            b"9",
+            b"sip:10.9.0.2:5060",
+            b"0",
+            b"0",
+            b"name=caf\xe9",
+        ],
+    );
+    status_until(&kamailio, "v1 swapped back in", |s| s.int("swaps") == 2).await;
+    let listed = kamcmd(&kamailio, &[b"dispatcher.list"]);
+    assert!(
+        contains(&listed, b"name=caf\xe9") && !contains(&listed, "\u{fffd}".as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&listed)
+    );
+    let mut set9 = uris(&kamailio, 9).await;
+    set9.sort();
+    assert_eq!(set9, ["sip:10.9.0.1:5060", "sip:10.9.0.2:5060"]);
+
+    // Attrs with a space: no list line can carry them.
+    kamcmd(
+        &kamailio,
+        &[
+            b"dispatcher.add",
+            b"9",
+            b"sip:10.9.0.3:5060",
+            b"0",
+            b"0",
+            b"a=1; b=2",
+        ],
+    );
+    let stuck = status_until(&kamailio, "the refusal to rewrite set 9", |s| {
+        s.text("last_error").contains("sip:10.9.0.3:5060")
+    })
+    .await;
+    let error = stuck.text("last_error");
+    assert!(
+        error.contains("set 9") && error.contains("attrs contain whitespace"),
+        "{stuck:?}"
+    );
+    assert_eq!(stuck.text("retrying_version"), "v1");
+    assert_eq!(stuck.int("swaps"), 2, "nothing was swapped");
+    let attrs = |listed: &dsfeed::binrpc::dispatcher::ListedSets, uri: &str| {
+        listed[&9]
+            .iter()
+            .find(|d| d.uri == uri)
+            .map(|d| (d.attrs.clone(), d.priority))
+            .unwrap()
+    };
+    let listed = sets(&kamailio).await;
+    assert_eq!(attrs(&listed, "sip:10.9.0.3:5060").0, "a=1; b=2");
+    // A snapshot from the feed meanwhile is not NACKed: it waits too.
+    feeder.publish(response("v2", "n2", &[(1, &[("sip:10.1.0.2:5060", 0, 0)])]));
+    let answer = feeder
+        .wait_answer_where("n2", "a retrying answer", |a| {
+            a.error_detail
+                .as_ref()
+                .is_some_and(|e| e.retrying && e.message.contains("set 9"))
+        })
+        .await;
+    assert_eq!(answer.version_info, "v1");
+
+    // The operator removes it: v2 goes in, set 9 as it was.
+    rpc(&kamailio, "dispatcher.remove", &["9", "sip:10.9.0.3:5060"])
+        .await
+        .unwrap();
+    let ack = feeder
+        .wait_answer_where("n2", "an ACK", |a| a.error_detail.is_none())
+        .await;
+    assert_eq!(ack.version_info, "v2");
+    assert_eq!(uris(&kamailio, 1).await, ["sip:10.1.0.2:5060"]);
+    let listed = kamcmd(&kamailio, &[b"dispatcher.list"]);
+    assert!(
+        contains(&listed, b"name=caf\xe9"),
+        "{}",
+        String::from_utf8_lossy(&listed)
+    );
+
+    // A negative priority: the loader reads digits only.
+    rpc(
+        &kamailio,
+        "dispatcher.add",
+        &["9", "sip:10.9.0.4:5060", "0", "-5"],
+    )
+    .await
+    .unwrap();
+    feeder.publish(response("v3", "n3", &[(1, &[("sip:10.1.0.3:5060", 0, 0)])]));
+    let refused = status_until(&kamailio, "the refusal to rewrite set 9", |s| {
+        s.text("last_error").contains("priority -5")
+    })
+    .await;
+    assert!(
+        refused.text("last_error").contains("sip:10.9.0.4:5060"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.text("applied_version"), "v2");
+    assert_eq!(attrs(&sets(&kamailio).await, "sip:10.9.0.4:5060").1, -5);
+    assert_eq!(status(&kamailio).await.int("nacks"), 0);
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

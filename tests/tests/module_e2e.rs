@@ -15,7 +15,9 @@ use dsfeed_tests::feeder::{self, Feeder};
 use dsfeed_tests::sipp::{self, Backend};
 use dsfeed_tests::{Kamailio, KamailioBuilder, eventually, replace_file, sets, until_loaded};
 use fake_kube::{FakeKube, endpoint_slice};
-use module_harness::{WAIT, kamailio, status_until};
+use module_harness::{
+    WAIT, fd_limits, feed_pid, kamailio, lowest_free_fd, set_fd_limit, status_until,
+};
 use serde_json::{Value, json};
 
 /// The feeder's flags that make it serve the stream only: it never writes
@@ -527,4 +529,71 @@ async fn consul_health_changes_reach_kamailio_through_the_module() {
     until_applied(&kamailio, &feeder.version().await).await;
     all_reach(&kamailio, 1, 4, &b).await;
     assert_no_reload(&kamailio, &feeder, &files.list(), "");
+}
+
+/// A snapshot Kamailio cannot take now (here: the module's process has no
+/// file descriptor left for the list) is no NACK anywhere: the module
+/// retries it, the real feeder's `/status` and `/metrics` show the node as
+/// retrying with the module's message, and the ACK that follows is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_kamailio_cannot_take_yet_shows_as_retrying_on_the_feeder() {
+    let files = Files::new("");
+    files.write_sets("sets:\n  1:\n    - uri: sip:10.0.0.1:5060\n");
+    let kamailio = files
+        .kamailio("kam-retry")
+        .modparam("dsfeed", "min_swap_interval_ms", 500)
+        .start()
+        .await
+        .unwrap();
+    let sets_file = files.sets_file();
+    let feeder = StreamFeeder::start(
+        &["--sets-file", sets_file.to_str().unwrap()],
+        &files.socket(),
+        files.dir(),
+    );
+    let v1 = feeder.version().await;
+    feeder.until_acked("kam-retry", &v1).await;
+
+    let pid = feed_pid(&kamailio).await;
+    let (soft, hard) = fd_limits(pid);
+    set_fd_limit(pid, &lowest_free_fd(pid).to_string(), &hard);
+    files.write_sets("sets:\n  1:\n    - uri: sip:10.0.0.2:5060\n");
+    let v2 = feeder.version_after(&v1).await;
+    let client = eventually(
+        "kam-retry retrying in the feeder's /status",
+        WAIT,
+        || async {
+            let status = feeder::status(feeder.http).await?;
+            let client = status["clients"].as_array()?.first()?.clone();
+            (client["retrying"]["version"] == json!(v2)).then_some(client)
+        },
+    )
+    .await;
+    let error = client["retrying"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot apply version") && error.contains("Too many open files"),
+        "{client:#}"
+    );
+    assert_eq!(client["nacks"], json!(0), "{client:#}");
+    assert_eq!(client["acked_version"], json!(v1), "{client:#}");
+    let (_, metrics) = feeder::http_get(feeder.http, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "dsfeed_client_retrying_version_info{{node=\"kam-retry\",version=\"{v2}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("dsfeed_nacks_total{node=\"kam-retry\"}"));
+    let module = status_until(&kamailio, "v2 retrying in dsfeed.status", |s| {
+        s.text("retrying_version") == v2
+    })
+    .await;
+    assert_eq!(module.text("applied_version"), v1);
+
+    set_fd_limit(pid, &soft, &hard);
+    feeder.until_acked("kam-retry", &v2).await;
+    let status = feeder.status().await;
+    assert_eq!(status["clients"][0]["retrying"], json!(null), "{status:#}");
+    assert_eq!(status["clients"][0]["nacks"], json!(0), "{status:#}");
+    until_applied(&kamailio, &v2).await;
 }

@@ -31,7 +31,7 @@ async fn reconnects_and_resumes_from_the_applied_version() {
         .modparam("dsfeed", "node_id", "kam-feed")
         .modparam("dsfeed", "reconnect_min_ms", 100)
         .modparam("dsfeed", "reconnect_max_ms", 500)
-        .modparam("dsfeed", "min_swap_interval_ms", 200)
+        .modparam("dsfeed", "min_swap_interval_ms", 500)
         .start()
         .await
         .unwrap();

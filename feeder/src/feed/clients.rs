@@ -36,6 +36,21 @@ pub struct ClientStatus {
     /// The text of the last NACK.
     pub last_error: Option<String>,
     pub nacks: u64,
+    /// A snapshot the client could not apply yet and keeps retrying (the
+    /// dispatcher refused the load, no memory...); `null` when none.
+    pub retrying: Option<Retrying>,
+    /// Every "retrying" answer of this stream; they are not NACKs.
+    pub retries: u64,
+}
+
+/// A response a client answered "retrying": valid, not applied yet.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Retrying {
+    pub version: String,
+    /// The client's last word on why it could not apply it.
+    pub error: String,
+    /// Failed attempts reported for this version.
+    pub attempts: u64,
 }
 
 impl ClientStatus {
@@ -59,11 +74,33 @@ impl ClientStatus {
             acked_version: (!applied.is_empty()).then(|| bounded(applied, MAX_NAME)),
             last_error: None,
             nacks: 0,
+            retrying: None,
+            retries: 0,
         }
     }
 
+    /// The client applied `version`; whatever it was retrying is over.
     pub fn ack(&mut self, version: &str) {
         self.acked_version = Some(bounded(version, MAX_NAME));
+        self.retrying = None;
+    }
+
+    /// The client could not apply `version` yet and keeps retrying it;
+    /// `kept_version` stays applied meanwhile.
+    pub fn retry(&mut self, kept_version: &str, version: &str, error: &str) {
+        self.acked_version = (!kept_version.is_empty()).then(|| bounded(kept_version, MAX_NAME));
+        let version = bounded(version, MAX_NAME);
+        let attempts = self
+            .retrying
+            .as_ref()
+            .filter(|r| r.version == version)
+            .map_or(0, |r| r.attempts);
+        self.retrying = Some(Retrying {
+            version,
+            error: bounded(error, MAX_ERROR),
+            attempts: attempts + 1,
+        });
+        self.retries += 1;
     }
 
     pub fn nack(&mut self, kept_version: &str, error: &str) {
@@ -173,10 +210,23 @@ mod tests {
         let b = clients.register(ClientStatus::new("b", "", "unix".into(), None, "v0"));
         assert_ne!(a.id(), b.id());
         b.update(|s| s.nack("v0", "bad uri"));
+        a.update(|s| s.retry("", "v1", "no memory"));
+        a.update(|s| s.retry("", "v1", "no file descriptor"));
         let list = clients.list();
         assert_eq!(list.len(), 2);
         assert_eq!(list[1].acked_version.as_deref(), Some("v0"));
         assert_eq!(list[1].last_error.as_deref(), Some("bad uri"));
+        let retrying = list[0].retrying.clone().unwrap();
+        assert_eq!(
+            (retrying.version.as_str(), retrying.error.as_str()),
+            ("v1", "no file descriptor")
+        );
+        assert_eq!(
+            (retrying.attempts, list[0].retries, list[0].nacks),
+            (2, 2, 0)
+        );
+        a.update(|s| s.ack("v1"));
+        assert!(clients.list()[0].retrying.is_none());
         drop(a);
         assert_eq!(clients.list()[0].node, "b");
         drop(b);

@@ -47,12 +47,15 @@ pub fn filter_from_pb(set_ids: &[u32]) -> SetFilter {
     (!set_ids.is_empty()).then(|| set_ids.iter().copied().collect::<BTreeSet<_>>())
 }
 
-/// A NACK: the response `nonce` could not be applied, `kept_version` stays.
+/// A NACK: the response `nonce` cannot be applied, `kept_version` stays.
 pub fn nack(kept_version: &str, nonce: &str, error: String) -> FeedRequest {
     FeedRequest {
         version_info: kept_version.to_owned(),
         response_nonce: nonce.to_owned(),
-        error_detail: Some(ErrorDetail { message: error }),
+        error_detail: Some(ErrorDetail {
+            message: error,
+            retrying: false,
+        }),
         ..FeedRequest::default()
     }
 }

@@ -249,6 +249,9 @@ impl Session {
         let shutdown = self.service.shutdown.clone();
         let mut snapshots: SnapshotRx = shared.snapshots.clone();
         let mut outstanding: Option<Outstanding> = None;
+        // A response the client answered "retrying": it keeps it and may
+        // still ACK it, and it is not sent again.
+        let mut retrying: Option<Outstanding> = None;
         // A version the client refused is not offered again until the truth
         // moves on.
         let mut rejected: Option<String> = None;
@@ -258,7 +261,10 @@ impl Session {
                 let current = snapshots.borrow_and_update().clone();
                 if let Some(snapshot) = current {
                     let view = self.service.views.get(&snapshot, filter);
-                    if view.version != applied && rejected.as_ref() != Some(&view.version) {
+                    if view.version != applied
+                        && rejected.as_ref() != Some(&view.version)
+                        && retrying.as_ref().map(|r| &r.version) != Some(&view.version)
+                    {
                         sent += 1;
                         let nonce = format!("{}-{sent}", client.id());
                         let response = FeedResponse {
@@ -287,12 +293,22 @@ impl Session {
                 }
                 message = self.inbound.message() => match message {
                     Ok(Some(reply)) => {
-                        let Some(answered) = outstanding.take_if(|o| o.nonce == reply.response_nonce) else {
-                            tracing::debug!(nonce = %reply.response_nonce, "ignoring a reply to no outstanding response");
+                        let nonce = reply.response_nonce.as_str();
+                        let Some(answered) = outstanding
+                            .take_if(|o| o.nonce == nonce)
+                            .or_else(|| retrying.take_if(|r| r.nonce == nonce))
+                        else {
+                            tracing::debug!(%nonce, "ignoring a reply to no outstanding response");
                             continue;
                         };
                         applied = reply.version_info;
                         match reply.error_detail {
+                            Some(error) if error.retrying => {
+                                tracing::warn!(%node, version = %answered.version, error = %error.message, "client could not apply a snapshot yet; it keeps retrying");
+                                shared.metrics.count_retry(node);
+                                client.update(|c| c.retry(&applied, &answered.version, &error.message));
+                                retrying = Some(answered);
+                            }
                             Some(error) => {
                                 tracing::warn!(%node, version = %answered.version, error = %error.message, "client refused a snapshot");
                                 shared.metrics.count_nack(node);
@@ -302,6 +318,7 @@ impl Session {
                             None => {
                                 client.update(|c| c.ack(&applied));
                                 rejected = None;
+                                retrying = None;
                             }
                         }
                     }

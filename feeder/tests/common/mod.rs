@@ -390,6 +390,15 @@ impl Stream {
             .unwrap();
     }
 
+    /// Answers `response` "retrying": valid, not applied yet, `kept` stays.
+    pub async fn retrying(&self, response: &FeedResponse, kept: &str, error: &str) {
+        let mut answer = dsfeed::feed::pb::nack(kept, &response.nonce, error.into());
+        if let Some(detail) = answer.error_detail.as_mut() {
+            detail.retrying = true;
+        }
+        self.tx.send(answer).await.unwrap();
+    }
+
     /// Receives the next response and ACKs it.
     pub async fn next_acked(&mut self) -> FeedResponse {
         let response = self.next().await;

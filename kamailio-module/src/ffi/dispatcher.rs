@@ -13,7 +13,7 @@ use kamailio_sys as sys;
 
 use crate::engine::{Dispatcher, ListId};
 use crate::error::{ApplyError, InitError};
-use crate::snapshot::{Destination, SetId, Sets};
+use crate::snapshot::{LiveDestination, LiveSets};
 
 /// The dispatcher's entry points, resolved once in `mod_init`.
 #[derive(Clone, Copy)]
@@ -35,21 +35,21 @@ impl Symbols {
     /// Finds the loaded dispatcher module and its symbols. Runs in
     /// `mod_init`, after every `loadmodule`.
     pub fn resolve() -> Result<(Symbols, DispatcherParams), InitError> {
-        // SAFETY: find_module_by_name only reads Kamailio's module list,
-        // complete once the configuration is parsed (before mod_init).
+        // SAFETY: [api] find_module_by_name only reads Kamailio's module
+        // list, complete once the configuration is parsed (before mod_init).
         let module = unsafe { sys::find_module_by_name(c"dispatcher".as_ptr().cast_mut()) };
         if module.is_null() {
             return Err(InitError::NoDispatcher);
         }
-        // SAFETY: a non-null module from Kamailio's list, alive for the
+        // SAFETY: [api] a non-null module from Kamailio's list, alive for the
         // process's life; `handle` is its dlopen handle.
         let handle = unsafe { (*module).handle };
         let load_list = lookup(handle, c"ds_load_list")?;
         let get_list = lookup(handle, c"ds_get_list")?;
         let list_file = lookup(handle, c"dslistfile")?;
         let db_url = lookup(handle, c"ds_db_url")?;
-        // SAFETY: the symbols were checked against dispatch.h's types at
-        // build time (ds_load_list_f, ds_get_list_f in kamailio-sys's
+        // SAFETY: [build] the symbols were checked against dispatch.h's types
+        // at build time (ds_load_list_f, ds_get_list_f in kamailio-sys's
         // shim); a function's address is the function.
         let symbols = unsafe {
             Symbols {
@@ -63,10 +63,10 @@ impl Symbols {
                 >(get_list),
             }
         };
-        // SAFETY: `dslistfile` is dispatcher.c's `char *dslistfile` and
-        // `ds_db_url` its `str ds_db_url`; both are final once modparams
-        // are parsed, and the string dslistfile points to lives as long
-        // as the module.
+        // SAFETY: [build] [api] `dslistfile` is dispatcher.c's `char
+        // *dslistfile` and `ds_db_url` its `str ds_db_url`; both are final
+        // once modparams are parsed, and the string dslistfile points to
+        // lives as long as the module.
         let params = unsafe {
             let file = *list_file.cast::<*const c_char>();
             let db = *db_url.cast::<sys::str_>();
@@ -84,7 +84,7 @@ impl Symbols {
 }
 
 fn lookup(handle: *mut c_void, name: &'static CStr) -> Result<*mut c_void, InitError> {
-    // SAFETY: `handle` is a live dlopen handle; dlsym/dlerror are
+    // SAFETY: [api] `handle` is a live dlopen handle; dlsym/dlerror are
     // thread-safe and the name is NUL-terminated.
     let address = unsafe {
         libc::dlerror();
@@ -107,7 +107,8 @@ impl KamailioDispatcher {
     }
 
     fn root(&self) -> *mut sys::ds_set_t {
-        // SAFETY: ds_get_list only reads the shm index of the current list.
+        // SAFETY: [build] ds_get_list only reads the shm index of the current
+        // list.
         unsafe { (self.symbols.get_list)() }
     }
 }
@@ -117,30 +118,30 @@ impl Dispatcher for KamailioDispatcher {
         ListId(self.root() as usize)
     }
 
-    fn live(&self) -> Sets {
-        let mut sets = Sets::new();
-        // SAFETY: the current list is only freed by the next load, and the
-        // module is the only writer, running in this very process: nothing
-        // frees it while we walk it (SAFETY.md, "single writer"). Flags
-        // may change concurrently (probing), which only makes a value
-        // slightly stale.
+    fn live(&self) -> LiveSets {
+        let mut sets = LiveSets::new();
+        // SAFETY: [single-writer] the current list is only freed by the
+        // next load, and the module is the only writer, running in this
+        // very process: nothing frees it while we walk it. Flags may
+        // change concurrently (probing), which only makes a value slightly
+        // stale.
         unsafe { walk(self.root(), &mut sets) };
         sets
     }
 
-    fn load(&mut self, list: &str) -> Result<(), ApplyError> {
+    fn load(&mut self, list: &[u8]) -> Result<(), ApplyError> {
         // A memfd, read back through /proc/self/fd: no file on disk.
         let fd = rustix::fs::memfd_create(c"dsfeed-list", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|errno| ApplyError::ListFile(errno.into()))?;
         let mut file = std::fs::File::from(fd);
-        file.write_all(list.as_bytes())
-            .map_err(ApplyError::ListFile)?;
+        file.write_all(list).map_err(ApplyError::ListFile)?;
         let path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .expect("a path of digits has no NUL");
-        // SAFETY: ds_load_list reads the NUL-terminated path (it does not
-        // keep or modify it) and builds the new list in shm; it runs in
-        // this Kamailio process's only thread, and the pacing in `feed`
-        // keeps it from freeing a list a reader may hold.
+        // SAFETY: [process] ds_load_list reads the NUL-terminated path (it
+        // does not keep or modify it) and builds the new list in shm, from
+        // this Kamailio process's only thread; [single-writer] the pacing
+        // in `feed` and the identity checks in `engine` keep it from
+        // freeing a list a reader may hold.
         let rc = unsafe { (self.symbols.load_list)(path.as_ptr().cast_mut()) };
         if rc == 0 {
             Ok(())
@@ -150,48 +151,51 @@ impl Dispatcher for KamailioDispatcher {
     }
 }
 
-/// Collects the sets of the AVL tree under `node`.
+/// Collects the sets of the AVL tree under `node`, exactly as they are in
+/// memory (bytes, signed ints): a set the feed does not carry is written
+/// back from this.
 ///
 /// # Safety
 /// `node` is null or a live `ds_set_t` tree built by the dispatcher, not
 /// freed during the call.
-unsafe fn walk(node: *const sys::ds_set_t, sets: &mut Sets) {
-    // SAFETY: per this function's contract.
+unsafe fn walk(node: *const sys::ds_set_t, sets: &mut LiveSets) {
+    // SAFETY: [contract] per this function's contract.
     let Some(set) = (unsafe { node.as_ref() }) else {
         return;
     };
     for child in set.next {
-        // SAFETY: children of a live tree are live trees or null.
+        // SAFETY: [contract] [build] children of a live tree are live trees
+        // or null.
         unsafe { walk(child, sets) };
     }
     let count = usize::try_from(set.nr).unwrap_or(0);
     let mut dests = Vec::with_capacity(count);
     let mut dest = set.dlist.cast_const();
     while dests.len() < count {
-        // SAFETY: `dlist` holds `nr` destinations linked through `next`.
+        // SAFETY: [build] `dlist` holds `nr` destinations linked through
+        // `next`.
         let Some(d) = (unsafe { dest.as_ref() }) else {
             break;
         };
-        dests.push(Destination {
-            // SAFETY: the dispatcher's `str`s point into shm it owns.
-            uri: unsafe { str_text(&d.uri) },
-            flags: d.flags as u32,
-            priority: d.priority as u32,
-            // SAFETY: as above.
-            attrs: unsafe { str_text(&d.attrs.body) },
+        dests.push(LiveDestination {
+            // SAFETY: [build] the dispatcher's `str`s point into shm it owns.
+            uri: unsafe { str_bytes(&d.uri) },
+            flags: d.flags,
+            priority: d.priority,
+            // SAFETY: [build] as above.
+            attrs: unsafe { str_bytes(&d.attrs.body) },
         });
         dest = d.next;
     }
-    sets.insert(set.id as SetId, dests);
+    sets.insert(set.id, dests);
 }
 
 /// # Safety
 /// `s.s` is null or points to `s.len` readable bytes.
-unsafe fn str_text(s: &sys::str_) -> String {
+unsafe fn str_bytes(s: &sys::str_) -> Vec<u8> {
     if s.s.is_null() || s.len <= 0 {
-        return String::new();
+        return Vec::new();
     }
-    // SAFETY: per this function's contract.
-    let bytes = unsafe { std::slice::from_raw_parts(s.s.cast::<u8>(), s.len as usize) };
-    String::from_utf8_lossy(bytes).into_owned()
+    // SAFETY: [contract] per this function's contract.
+    unsafe { std::slice::from_raw_parts(s.s.cast::<u8>(), s.len as usize) }.to_vec()
 }

@@ -24,8 +24,8 @@ use crate::status::{LinkState, Status, StatusRecord, StatusSink, rfc3339};
 #[repr(transparent)]
 pub struct Exported<T>(T);
 
-// SAFETY: the wrapped tables hold pointers to other immutable statics and
-// to functions; nothing ever writes through them, so sharing is sound.
+// SAFETY: [api] the wrapped tables hold pointers to other immutable statics
+// and to functions; nothing ever writes through them, so sharing is sound.
 unsafe impl<T> Sync for Exported<T> {}
 
 /// Must equal the core's `SER_FULL_VERSION` (the loader compares them).
@@ -70,8 +70,8 @@ macro_rules! params {
     ($($setter:ident: $name:literal, $kind:ident;)*) => {
         $(
             unsafe extern "C" fn $setter(kind: sys::modparam_t, value: *mut c_void) -> c_int {
-                // SAFETY: Kamailio calls a setter with the value of the type
-                // declared in the table below, valid for the call.
+                // SAFETY: [api] Kamailio calls a setter with the value of the
+                // type declared in the table below, valid for the call.
                 unsafe { set_param($name, kind, value) }
             }
         )*
@@ -153,7 +153,7 @@ unsafe fn set_param(name: &'static str, kind: sys::modparam_t, value: *mut c_voi
                     log::error!("modparam dsfeed {name}: no value");
                     return -1;
                 }
-                // SAFETY: per this function's contract.
+                // SAFETY: [contract] per this function's contract.
                 match unsafe { CStr::from_ptr(value.cast::<c_char>()) }.to_str() {
                     Ok(text) => ParamValue::Str(text),
                     Err(_) => {
@@ -212,9 +212,9 @@ fn init() -> Result<(), InitError> {
     }
     let list_file = config.list_file_sync.then_some(dispatcher_params.list_file);
     let status = SharedCell::new(StatusRecord::default()).ok_or(InitError::NoShm)?;
-    // SAFETY: mod_init runs once in the main process before any fork, which
-    // is where Kamailio expects extra processes and cfg children to be
-    // registered; child_init forks exactly this one process.
+    // SAFETY: [process] mod_init runs once in the main process before any
+    // fork, which is where Kamailio expects extra processes and cfg children
+    // to be registered; child_init forks exactly this one process.
     unsafe {
         sys::register_procs(1);
         sys::cfg_register_child(1);
@@ -258,45 +258,66 @@ unsafe extern "C" fn child_init(rank: c_int) -> c_int {
                 log::error!("child_init before a successful mod_init");
                 return -1;
             };
-            // SAFETY: child_init(PROC_MAIN) runs in the main process after
-            // mod_init registered this one extra process; fork_process copies
-            // the description.
+            // SAFETY: [process] child_init(PROC_MAIN) runs in the main
+            // process after mod_init registered this one extra process;
+            // fork_process copies the description.
             let pid = unsafe {
                 sys::fork_process(sys::PROC_NOCHLDINIT, c"dsfeed feed".as_ptr().cast_mut(), 1)
             };
-            if pid != 0 {
-                if pid < 0 {
+            match pid {
+                0 => feed_process(module),
+                ..0 => {
                     log::error!("cannot fork the dsfeed feed process");
-                    return -1;
+                    -1
                 }
-                return 0;
+                _ => 0,
             }
-            // SAFETY: in the new process, once, before any cfg access, as the
-            // cfg framework requires of a child registered with
-            // cfg_register_child.
-            if unsafe { sys::cfg_child_init() } != 0 {
-                log::error!("cfg_child_init failed in the dsfeed feed process");
-                return -1;
-            }
-            let user_agent = format!(
-                "dsfeed.so/{} ({})",
-                env!("CARGO_PKG_VERSION"),
-                sys::SER_FULL_VERSION.to_string_lossy()
-            );
-            feed::run_forever(
-                module.config.clone(),
-                user_agent,
-                module.list_file.clone(),
-                || {
-                    (
-                        KamailioDispatcher::new(module.dispatcher),
-                        ShmStatus(&module.status),
-                        KamailioProcess,
-                    )
-                },
-            )
         },
     )
+}
+
+/// The forked feed process. It never returns, not even on an error or a
+/// panic: returning would run Kamailio's main-process code (its error path,
+/// its main loop) in this child. It exits with `_exit` instead, which
+/// Kamailio's main process sees as a child that died, and shuts down.
+fn feed_process(module: &'static Module) -> ! {
+    let outcome = std::panic::catch_unwind(|| {
+        crate::testhook::maybe_panic("feed_process");
+        // SAFETY: [process] in the new process, once, before any cfg
+        // access, as the cfg framework requires of a child registered with
+        // cfg_register_child.
+        if unsafe { sys::cfg_child_init() } != 0 {
+            log::error!("cfg_child_init failed in the dsfeed feed process; exiting");
+            return;
+        }
+        let user_agent = format!(
+            "dsfeed.so/{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            sys::SER_FULL_VERSION.to_string_lossy()
+        );
+        feed::run_forever(
+            module.config.clone(),
+            user_agent,
+            module.list_file.clone(),
+            || {
+                (
+                    KamailioDispatcher::new(module.dispatcher),
+                    ShmStatus(&module.status),
+                    KamailioProcess,
+                )
+            },
+        )
+    });
+    if let Err(payload) = outcome {
+        log::error!(
+            "the dsfeed feed process failed (panic: {}); exiting",
+            guard::panic_message(payload.as_ref())
+        );
+    }
+    // SAFETY: [process] `_exit` ends this forked child without running
+    // Kamailio's atexit handlers or flushing stdio buffers it inherited
+    // from the main process.
+    unsafe { libc::_exit(1) }
 }
 
 /// Publishes the feed's status into shm for `dsfeed.status`.
@@ -313,15 +334,15 @@ struct KamailioProcess;
 
 impl Host for KamailioProcess {
     fn turn(&mut self) {
-        // SAFETY: cfg_update in a process registered with
+        // SAFETY: [process] cfg_update in a process registered with
         // cfg_register_child, after its cfg_child_init, on its own thread.
         unsafe { sys::dsfeed_cfg_update() };
     }
 }
 
 unsafe extern "C" fn rpc_status(rpc: *mut sys::rpc_t, ctx: *mut c_void) {
-    // SAFETY: Kamailio calls an RPC function with a valid rpc_t and context
-    // for the duration of the call, which is all `reply` is used for.
+    // SAFETY: [api] Kamailio calls an RPC function with a valid rpc_t and
+    // context for the duration of the call, which is all `reply` is used for.
     let Some(reply) = (unsafe { Reply::new(rpc, ctx) }) else {
         return;
     };
@@ -362,6 +383,8 @@ fn status_reply(reply: &Reply<'_>) {
     top.int("connects", saturating(status.connects));
     top.str("last_error", &status.last_error);
     top.str("last_error_at", &time(status.last_error_at));
+    top.str("retrying_version", &status.retrying_version);
+    top.int("retries", saturating(status.retries));
     top.int(
         "min_swap_interval_ms",
         saturating(config.min_swap_interval.as_millis() as u64),

@@ -47,8 +47,9 @@ fn wanted(metadata: &log::Metadata<'_>) -> bool {
 
 impl log::Log for KamailioLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        // SAFETY: reads this process's debug level (a plain function of
-        // Kamailio's core); called on the thread that runs Kamailio code.
+        // SAFETY: [process] reads this process's debug level (a plain
+        // function of Kamailio's core); called on the thread that runs
+        // Kamailio code.
         wanted(metadata)
             && unsafe { sys::dsfeed_log_enabled(kamailio_level(metadata.level())) != 0 }
     }
@@ -62,8 +63,8 @@ impl log::Log for KamailioLogger {
         let text = |s: String| CString::new(s.replace('\0', "\\0")).unwrap_or_default();
         let target = text(target.to_owned());
         let message = text(record.args().to_string());
-        // SAFETY: both strings are NUL-terminated and outlive the call,
-        // which copies them into the log line.
+        // SAFETY: [process] both strings are NUL-terminated and outlive the
+        // call, which copies them into the log line.
         unsafe {
             sys::dsfeed_log(
                 kamailio_level(record.level()),

@@ -28,7 +28,8 @@ impl<'a> Reply<'a> {
     /// `rpc` and `ctx` are the arguments Kamailio passed to an RPC function
     /// and the returned reply is used only during that call.
     pub unsafe fn new(rpc: *mut sys::rpc_t, ctx: *mut c_void) -> Option<Self> {
-        // SAFETY: per this function's contract, `rpc` is null or valid for 'a.
+        // SAFETY: [contract] per this function's contract, `rpc` is null or
+        // valid for 'a.
         let rpc = unsafe { rpc.as_ref() }?;
         Some(Reply { rpc, ctx })
     }
@@ -36,8 +37,9 @@ impl<'a> Reply<'a> {
     pub fn fault(&self, code: i32, message: &str) {
         let message = c_text(message);
         if let Some(fault) = self.rpc.fault {
-            // SAFETY: `fault` is the transport's printf-like fault function;
-            // "%s" consumes exactly the one NUL-terminated string given.
+            // SAFETY: [api] `fault` is the transport's printf-like fault
+            // function; "%s" consumes exactly the one NUL-terminated string
+            // given.
             unsafe { fault(self.ctx, code, c"%s".as_ptr().cast_mut(), message.as_ptr()) };
         }
     }
@@ -46,8 +48,8 @@ impl<'a> Reply<'a> {
     pub fn structure(&self) -> Option<Struct<'a>> {
         let add = self.rpc.add?;
         let mut handle: *mut c_void = std::ptr::null_mut();
-        // SAFETY: "{" makes `add` store a new structure's handle through
-        // the one `void **` argument.
+        // SAFETY: [api] "{" makes `add` store a new structure's handle
+        // through the one `void **` argument.
         let rc = unsafe { add(self.ctx, c"{".as_ptr().cast_mut(), &raw mut handle) };
         (rc >= 0 && !handle.is_null()).then_some(Struct {
             rpc: self.rpc,
@@ -60,8 +62,8 @@ impl Struct<'_> {
     pub fn str(&self, name: &str, value: &str) {
         let (name, value) = (c_text(name), c_text(value));
         if let Some(struct_add) = self.rpc.struct_add {
-            // SAFETY: "s" takes a member name and one NUL-terminated string;
-            // the transport copies both before returning.
+            // SAFETY: [api] "s" takes a member name and one NUL-terminated
+            // string; the transport copies both before returning.
             unsafe {
                 struct_add(
                     self.handle,
@@ -79,7 +81,7 @@ impl Struct<'_> {
         let value =
             c_int::try_from(value).unwrap_or(if value < 0 { c_int::MIN } else { c_int::MAX });
         if let Some(struct_add) = self.rpc.struct_add {
-            // SAFETY: "d" takes a member name and one C int.
+            // SAFETY: [api] "d" takes a member name and one C int.
             unsafe { struct_add(self.handle, c"d".as_ptr().cast_mut(), name.as_ptr(), value) };
         }
     }
@@ -89,8 +91,8 @@ impl Struct<'_> {
         let struct_add = self.rpc.struct_add?;
         let name = c_text(name);
         let mut handle: *mut c_void = std::ptr::null_mut();
-        // SAFETY: "{" takes a member name and stores the nested structure's
-        // handle through the `void **` argument.
+        // SAFETY: [api] "{" takes a member name and stores the nested
+        // structure's handle through the `void **` argument.
         let rc = unsafe {
             struct_add(
                 self.handle,

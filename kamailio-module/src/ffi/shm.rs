@@ -20,29 +20,32 @@ pub struct SharedCell<T: Copy + 'static> {
     shared: NonNull<Shared<T>>,
 }
 
-// SAFETY: the pointee lives in shm for the whole life of every Kamailio
+// SAFETY: [shm] the pointee lives in shm for the whole life of every Kamailio
 // process and is only touched under its lock, so the handle may be used
 // from any process (each process uses it from its single thread).
 unsafe impl<T: Copy + Send + 'static> Send for SharedCell<T> {}
-// SAFETY: as above; all access goes through `store`/`load`, which lock.
+// SAFETY: [shm] as above; all access goes through `store`/`load`, which lock.
 unsafe impl<T: Copy + Send + 'static> Sync for SharedCell<T> {}
 
 impl<T: Copy + 'static> SharedCell<T> {
     /// Allocates the cell; `None` when shm is exhausted or misaligned.
     /// Must run in `mod_init` (the main process, before the fork).
     pub fn new(initial: T) -> Option<Self> {
-        // SAFETY: `dsfeed_shm_malloc` is Kamailio's `shm_malloc`, usable in
-        // the main process once shm is initialised (it is before mod_init).
+        // SAFETY: [shm] [process] `dsfeed_shm_malloc` is Kamailio's
+        // `shm_malloc`, usable in the main process once shm is initialised
+        // (it is before mod_init).
         let raw = unsafe { sys::dsfeed_shm_malloc(size_of::<Shared<T>>()) };
         let shared = NonNull::new(raw.cast::<Shared<T>>())?;
         if !(shared.as_ptr() as usize).is_multiple_of(align_of::<Shared<T>>()) {
-            // SAFETY: `raw` came from shm_malloc just above and is unused.
+            // SAFETY: [shm] `raw` came from shm_malloc just above and is
+            // unused.
             unsafe { sys::dsfeed_shm_free(raw) };
             return None;
         }
-        // SAFETY: the block is ours, large enough and aligned (checked);
-        // `write` initialises it without reading the old bytes, then the
-        // lock is initialised in place, as Kamailio's lock_init expects.
+        // SAFETY: [shm] the block is ours, large enough and aligned
+        // (checked); `write` initialises it without reading the old bytes,
+        // then the lock is initialised in place, as Kamailio's lock_init
+        // expects.
         unsafe {
             shared.as_ptr().write(Shared {
                 lock: sys::gen_lock_t::default(),
@@ -55,8 +58,8 @@ impl<T: Copy + 'static> SharedCell<T> {
 
     pub fn store(&self, value: &T) {
         let shared = self.shared.as_ptr();
-        // SAFETY: `shared` is valid for the process's life (see the type);
-        // the value is written only while holding its lock.
+        // SAFETY: [shm] `shared` is valid for the process's life (see the
+        // type); the value is written only while holding its lock.
         unsafe {
             sys::dsfeed_lock_get(&raw mut (*shared).lock);
             (&raw mut (*shared).value).write(*value);
@@ -66,8 +69,8 @@ impl<T: Copy + 'static> SharedCell<T> {
 
     pub fn load(&self) -> T {
         let shared = self.shared.as_ptr();
-        // SAFETY: as in `store`; `T: Copy` has no drop glue, so the copy
-        // read under the lock is an independent value.
+        // SAFETY: [shm] as in `store`; `T: Copy` has no drop glue, so the
+        // copy read under the lock is an independent value.
         unsafe {
             sys::dsfeed_lock_get(&raw mut (*shared).lock);
             let value = (&raw const (*shared).value).read();

@@ -227,6 +227,42 @@ impl TestFeeder {
         }
     }
 
+    /// Waits for an answer to `nonce` that `check` accepts (a response
+    /// answered "retrying" is answered again later).
+    pub async fn wait_answer_where(
+        &self,
+        nonce: &str,
+        what: &str,
+        check: impl Fn(&pb::FeedRequest) -> bool,
+    ) -> pb::FeedRequest {
+        let deadline = tokio::time::Instant::now() + super::WAIT;
+        loop {
+            let found = self
+                .received()
+                .into_iter()
+                .map(|r| r.request)
+                .find(|r| r.response_nonce == nonce && check(r));
+            if let Some(answer) = found {
+                return answer;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no answer to nonce {nonce} with {what}; got {:#?}",
+                self.received()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Every answer to `nonce`, in order.
+    pub fn answers_to(&self, nonce: &str) -> Vec<pb::FeedRequest> {
+        self.received()
+            .into_iter()
+            .map(|r| r.request)
+            .filter(|r| r.response_nonce == nonce)
+            .collect()
+    }
+
     /// Waits until `n` streams were opened.
     pub async fn wait_streams(&self, n: usize, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;

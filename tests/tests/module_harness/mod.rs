@@ -6,8 +6,10 @@
 
 pub mod feeder;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use dsfeed::binrpc::Value;
 use dsfeed::binrpc::dispatcher::{self, ListedSets};
@@ -150,6 +152,97 @@ pub fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .count()
+}
+
+/// Runs Kamailio's own RPC client, `kamcmd`, on the unix ctl socket, and
+/// returns what it printed. Unlike the tests' binrpc client it sends and
+/// prints bytes as they are, which is how a test puts bytes that are not
+/// UTF-8 into the dispatcher (`dispatcher.add`) and reads them back.
+pub fn kamcmd(kamailio: &Kamailio, args: &[&[u8]]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let socket = kamailio.dir().join("ctl.sock");
+    let output = Command::new("kamcmd")
+        .arg("-s")
+        .arg(format!("unixs:{}", socket.display()))
+        .args(args.iter().map(|a| OsStr::from_bytes(a)))
+        .output()
+        .expect("kamcmd runs");
+    assert!(
+        output.status.success() && !output.stdout.starts_with(b"error"),
+        "kamcmd {:?}: {}{}",
+        args.iter()
+            .map(|a| String::from_utf8_lossy(a))
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// Waits until the URIs of `set` in Kamailio's `dispatcher.list` equal
+/// `want`, and returns when it saw them: the moment a swap became visible
+/// from Kamailio's side, within a poll (25 ms) and an RPC of its end.
+pub async fn seen(kamailio: &Kamailio, set: u32, want: &[&str]) -> Instant {
+    eventually(&format!("set {set} to become {want:?}"), WAIT, || async {
+        (uris(kamailio, set).await == want).then(Instant::now)
+    })
+    .await
+}
+
+/// The kernel's soft and hard limits on open files of process `pid`, as
+/// `/proc/PID/limits` prints them.
+pub fn fd_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    (fields[0].to_owned(), fields[1].to_owned())
+}
+
+/// Sets the soft limit on open files of process `pid`, from outside
+/// (`prlimit`), keeping its hard limit.
+pub fn set_fd_limit(pid: u32, soft: &str, hard: &str) {
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={soft}:{hard}"))
+        .status()
+        .expect("prlimit runs");
+    assert!(status.success(), "prlimit --nofile={soft}:{hard} failed");
+}
+
+/// The lowest file descriptor number process `pid` does not use: where
+/// its next open lands.
+pub fn lowest_free_fd(pid: u32) -> u64 {
+    let used: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|fd| !used.contains(fd)).unwrap()
+}
+
+/// Seconds since boot when process `pid` started (`/proc/PID/stat`, in
+/// clock ticks of 10 ms).
+pub fn started_since_boot(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may contain spaces) start at state,
+    // field 3; starttime is field 22.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let ticks: u64 = after
+        .split_whitespace()
+        .nth(22 - 3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    ticks as f64 / 100.0
+}
+
+/// Seconds since boot now (`/proc/uptime`), on the clock of
+/// [`started_since_boot`].
+pub fn uptime() -> f64 {
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap();
+    uptime.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 /// Waits until `dsfeed.status` satisfies `check`, and returns it.
