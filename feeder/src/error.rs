@@ -1,31 +1,10 @@
 //! The feeder's errors: one enum for everything that can go wrong at run
-//! time, and one for a destination that Kamailio would misread.
+//! time. A destination Kamailio would misread is the model's
+//! [`InvalidDestination`].
 
 use std::path::PathBuf;
 
-/// A destination, set id or attribute that would be misread by Kamailio's
-/// `dispatcher.list` loader. Each variant names the offending value.
-#[derive(Debug, thiserror::Error)]
-pub enum InvalidDestination {
-    #[error("set id {0} is out of range (0 to 2147483647)")]
-    SetId(u64),
-    #[error("'{target}' is not HOST[:PORT] or a sip:/sips: URI: {reason}")]
-    Target { target: String, reason: String },
-    #[error("URI '{uri}' is invalid: {reason}")]
-    Uri { uri: String, reason: String },
-    #[error(
-        "flags {0} has bits Kamailio does not know (valid: 1 inactive, 2 trying, 4 disabled, 8 probing, 16 no-DNS)"
-    )]
-    Flags(u32),
-    #[error("priority {0} is out of range (0 to 2147483647)")]
-    Priority(u32),
-    #[error("attrs '{attrs}' are invalid: {reason} (write k=v;k=v with no whitespace or '#')")]
-    Attrs { attrs: String, reason: String },
-    #[error(
-        "the line for '{uri}' is {len} bytes; Kamailio reads dispatcher.list with a 1024-byte line buffer"
-    )]
-    LineTooLong { uri: String, len: usize },
-}
+use dsfeed_model::InvalidDestination;
 
 /// A `--set` flag that does not name a Kubernetes Service as a set.
 #[derive(Debug, thiserror::Error)]

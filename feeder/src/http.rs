@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::feed::Shared;
 use crate::feed::clients::ClientStatus;
-use crate::snapshot::SetId;
+use dsfeed_model::SetId;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -87,10 +87,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusPage> {
                 let dests = dests
                     .iter()
                     .map(|d| DestinationStatus {
-                        uri: d.uri.clone(),
-                        flags: d.flags,
-                        priority: d.priority,
-                        attrs: d.attrs.clone(),
+                        uri: d.uri().to_owned(),
+                        flags: d.flags(),
+                        priority: d.priority(),
+                        attrs: d.attrs().to_owned(),
                     })
                     .collect();
                 (*id, dests)

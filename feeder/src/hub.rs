@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::error::Error;
-use crate::snapshot::{SetId, SetMap, Snapshot};
 use crate::sources::{Publisher, Source, View};
+use dsfeed_model::{SetId, SetMap, Snapshot};
 
 /// What sinks watch: `None` until every source has synced once.
 pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
@@ -126,7 +126,7 @@ fn merge(views: &[Option<View>]) -> Option<(SetMap, BTreeSet<SetId>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Destination;
+    use dsfeed_model::Destination;
 
     fn view(id: u32, uris: &[&str]) -> Option<View> {
         let dests = uris

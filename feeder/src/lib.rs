@@ -1,10 +1,9 @@
 //! dsfeed: keeps Kamailio's dispatcher sets equal to the truth.
 //!
 //! Data flows one way: [`sources`] publish views, the [`hub`] merges them into
-//! one canonical [`snapshot::Snapshot`], and [`sinks`] deliver it to Kamailio;
+//! one canonical [`dsfeed_model::Snapshot`], and [`sinks`] deliver it to Kamailio;
 //! the [`feed`] streams it to many Kamailios over gRPC.
 
-pub mod backoff;
 pub mod binrpc;
 pub mod config;
 pub mod error;
@@ -13,7 +12,6 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod sinks;
-pub mod snapshot;
 pub mod sources;
 
 pub use error::Error;

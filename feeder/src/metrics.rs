@@ -16,7 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::feed::Published;
 use crate::feed::clients::ClientStatus;
-use crate::snapshot::SetId;
+use dsfeed_model::SetId;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -271,7 +271,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::snapshot::{Destination, SetMap, Snapshot};
+    use dsfeed_model::{Destination, SetMap, Snapshot};
 
     #[test]
     fn live_gauges_follow_the_state() {

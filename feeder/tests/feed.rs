@@ -323,7 +323,7 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
 
     // The slow client stops reading; the fast one sees every change.
     const ROUNDS: usize = 100;
-    let mut last = dsfeed::feed::pb::FeedResponse::default();
+    let mut last = dsfeed_model::pb::FeedResponse::default();
     for round in 6..6 + ROUNDS {
         file.write_text(&big(round));
         let response = fast.next_acked().await;
@@ -718,7 +718,7 @@ async fn ready_only_once_every_source_has_synced() {
     let socket = dir.path().join("feed.sock");
     let http = free_addr();
     let serve = dsfeed::feed::ServeArgs {
-        listen: vec![dsfeed::feed::Listen::Unix(socket.clone())],
+        listen: vec![dsfeed_model::Endpoint::Unix(socket.clone())],
         http: Some(http),
         ..Default::default()
     };

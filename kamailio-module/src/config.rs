@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::backoff::Backoff;
 use crate::error::ConfigError;
-use crate::snapshot::{MAX_ID, SetId};
+use dsfeed_model::{Backoff, Endpoint, MAX_INT, SetId};
 
 /// The shortest interval accepted between two swaps. Swaps 0 and 1 ms apart
 /// crashed Kamailio 5.6 (a list freed under a SIP worker still reading
@@ -112,7 +111,7 @@ impl Params {
     pub fn build(&self, hostname: impl FnOnce() -> String) -> Result<Config, ConfigError> {
         let feeder = match self.feeder.as_deref().map(str::trim) {
             None | Some("") => return Err(ConfigError::Missing("feeder")),
-            Some(feeder) => FeederAddr::parse(feeder)?,
+            Some(feeder) => parse_feeder(feeder)?,
         };
         let node_id = match self.node_id.as_deref().map(str::trim) {
             Some(id) if !id.is_empty() => id.to_owned(),
@@ -165,15 +164,14 @@ impl Params {
         })
     }
 
-    fn tls_files(&self, feeder: &FeederAddr) -> Result<Option<TlsFiles>, ConfigError> {
+    fn tls_files(&self, feeder: &Endpoint) -> Result<Option<TlsFiles>, ConfigError> {
         let given = [
             ("tls_ca", &self.tls_ca),
             ("tls_cert", &self.tls_cert),
             ("tls_key", &self.tls_key),
             ("tls_domain", &self.tls_domain),
         ];
-        let is_https = matches!(feeder, FeederAddr::Tcp { tls: true, .. });
-        if !is_https {
+        if !feeder.tls() {
             if let Some((name, _)) = given.iter().find(|(_, v)| v.is_some()) {
                 return Err(ConfigError::TlsWithoutHttps(name));
             }
@@ -203,7 +201,7 @@ impl Params {
 /// built in the main process before Kamailio forks).
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub feeder: FeederAddr,
+    pub feeder: Endpoint,
     pub node_id: String,
     /// The set ids to ask the feeder for; empty asks for every set.
     pub sets: Vec<SetId>,
@@ -214,69 +212,19 @@ pub struct Config {
     pub backoff: Backoff,
 }
 
-/// Where the feeder listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FeederAddr {
-    /// A sidecar's unix socket.
-    Unix(PathBuf),
-    /// A feeder service over TCP; `host` keeps IPv6 brackets.
-    Tcp { tls: bool, host: String, port: u16 },
-}
-
-impl FeederAddr {
-    /// Parses `unix:PATH`, `unix://PATH`, `http://HOST:PORT` or `https://HOST:PORT`.
-    pub fn parse(addr: &str) -> Result<Self, ConfigError> {
-        let bad = |why: &'static str| ConfigError::Feeder(addr.to_owned(), why);
-        if let Some(path) = addr.strip_prefix("unix:") {
-            let path = path.strip_prefix("//").unwrap_or(path);
-            if !path.starts_with('/') {
-                return Err(bad("a unix socket path must be absolute"));
-            }
-            return Ok(FeederAddr::Unix(PathBuf::from(path)));
-        }
-        let (tls, rest) = if let Some(rest) = addr.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = addr.strip_prefix("http://") {
-            (false, rest)
-        } else {
-            return Err(bad(
-                "expected unix:PATH, http://HOST:PORT or https://HOST:PORT",
-            ));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = rest.rsplit_once(':').ok_or(bad("no port"))?;
-        let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
-        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-        let host_ok = match bare {
-            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
-            None => {
-                !host.is_empty()
-                    && host
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-            }
-        };
-        if !host_ok || port == 0 {
-            return Err(bad("bad host or port"));
-        }
-        Ok(FeederAddr::Tcp {
-            tls,
-            host: host.to_owned(),
-            port,
-        })
+/// Parses the `feeder` parameter: the feed's [`Endpoint`] grammar, with an
+/// absolute socket path (Kamailio's working directory is not the operator's).
+fn parse_feeder(addr: &str) -> Result<Endpoint, ConfigError> {
+    let endpoint: Endpoint = addr.parse().map_err(ConfigError::Feeder)?;
+    if let Endpoint::Unix(path) = &endpoint
+        && !path.is_absolute()
+    {
+        return Err(ConfigError::Feeder(dsfeed_model::InvalidEndpoint {
+            endpoint: addr.to_owned(),
+            reason: "a unix socket path must be absolute".into(),
+        }));
     }
-}
-
-impl std::fmt::Display for FeederAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FeederAddr::Unix(path) => write!(f, "unix:{}", path.display()),
-            FeederAddr::Tcp { tls, host, port } => {
-                let scheme = if *tls { "https" } else { "http" };
-                write!(f, "{scheme}://{host}:{port}")
-            }
-        }
-    }
+    Ok(endpoint)
 }
 
 /// TLS material, read again at every connect so rotated files take effect.
@@ -305,7 +253,7 @@ fn parse_sets(text: &str) -> Result<Vec<SetId>, ConfigError> {
             .parse::<u64>()
             .ok()
             .and_then(|id| SetId::try_from(id).ok())
-            .filter(|id| *id <= MAX_ID)
+            .filter(|id| *id <= MAX_INT)
             .ok_or_else(|| ConfigError::Sets(part.to_owned()))?;
         ids.insert(id);
     }
@@ -357,7 +305,7 @@ mod tests {
         let config = build(&[("feeder", ParamValue::Str("unix:/run/dsfeed/feed.sock"))]).unwrap();
         assert_eq!(
             config.feeder,
-            FeederAddr::Unix("/run/dsfeed/feed.sock".into())
+            Endpoint::Unix("/run/dsfeed/feed.sock".into())
         );
         assert_eq!(config.node_id, "host-a");
         assert!(config.sets.is_empty());
@@ -369,18 +317,12 @@ mod tests {
     #[test]
     fn feeder_addresses() {
         assert_eq!(
-            FeederAddr::parse("unix:///run/f.sock").unwrap(),
-            FeederAddr::Unix("/run/f.sock".into())
+            parse_feeder("unix:///run/f.sock").unwrap(),
+            Endpoint::Unix("/run/f.sock".into())
         );
-        assert_eq!(
-            FeederAddr::parse("https://feeder.dsfeed.svc:8443").unwrap(),
-            FeederAddr::Tcp {
-                tls: true,
-                host: "feeder.dsfeed.svc".into(),
-                port: 8443
-            }
-        );
-        let v6 = FeederAddr::parse("http://[2001:db8::1]:50051/").unwrap();
+        let https = parse_feeder("https://feeder.dsfeed.svc:8443").unwrap();
+        assert!(https.tls());
+        let v6 = parse_feeder("http://[2001:db8::1]:50051/").unwrap();
         assert_eq!(v6.to_string(), "http://[2001:db8::1]:50051");
         for bad in [
             "unix:relative.sock",
@@ -391,7 +333,7 @@ mod tests {
             "http://[nope]:1",
             "grpc://feeder:1",
         ] {
-            let err = FeederAddr::parse(bad).unwrap_err();
+            let err = parse_feeder(bad).unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
     }

@@ -14,10 +14,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::error::ApplyError;
-use crate::snapshot::{
-    FLAG_DISABLED, LiveDestination, LiveSets, STATE_FLAGS, SetId, Snapshot, push_line,
-    push_live_line,
-};
+use dsfeed_model::list::{RawDestination, RawSets, push_line, push_raw_line};
+use dsfeed_model::{FLAG_DISABLED, STATE_FLAGS, SetId, Snapshot};
 
 /// Identity of the dispatcher's current list (its root's address; 0 when
 /// there are no sets): a load that really happened changes it.
@@ -30,7 +28,7 @@ pub trait Dispatcher {
     fn list_id(&self) -> ListId;
     /// The current list as it is in memory, with each destination's live
     /// flags.
-    fn live(&self) -> LiveSets;
+    fn live(&self) -> RawSets;
     /// Runs the dispatcher's loader on `list` (dispatcher.list text, which
     /// may carry bytes that are not UTF-8). `Ok` when the loader reported
     /// success, which includes its silent "load command already generated"
@@ -120,23 +118,27 @@ impl Engine {
 
         self.known = after;
         self.feed_flags = snapshot
-            .sets
+            .sets()
             .iter()
-            .flat_map(|(id, dests)| dests.iter().map(move |d| ((*id, d.uri.clone()), d.flags)))
+            .flat_map(|(id, dests)| {
+                dests
+                    .iter()
+                    .map(move |d| ((*id, d.uri().to_owned()), d.flags()))
+            })
             .collect();
 
         let loaded = dispatcher.live();
         let dropped = snapshot
-            .sets
+            .sets()
             .iter()
             .flat_map(|(id, dests)| dests.iter().map(move |d| (*id, d)))
             .filter(|(id, d)| {
                 !i32::try_from(*id)
                     .ok()
                     .and_then(|id| loaded.get(&id))
-                    .is_some_and(|live| live.iter().any(|l| l.uri == d.uri.as_bytes()))
+                    .is_some_and(|live| live.iter().any(|l| l.uri == d.uri().as_bytes()))
             })
-            .map(|(id, d)| (id, d.uri.clone()))
+            .map(|(id, d)| (id, d.uri().to_owned()))
             .collect();
         Ok(Applied {
             sets: plan.sets,
@@ -159,7 +161,7 @@ struct Plan {
 }
 
 fn plan(
-    live: &LiveSets,
+    live: &RawSets,
     snapshot: &Snapshot,
     feed_flags: &HashMap<(SetId, String), u32>,
 ) -> Result<Plan, ApplyError> {
@@ -167,7 +169,7 @@ fn plan(
     let ids: BTreeSet<i64> = live
         .keys()
         .map(|id| i64::from(*id))
-        .chain(snapshot.sets.keys().map(|id| i64::from(*id)))
+        .chain(snapshot.sets().keys().map(|id| i64::from(*id)))
         .collect();
     let mut plan = Plan {
         loaded: Vec::new(),
@@ -183,7 +185,7 @@ fn plan(
             .unwrap_or_default();
         let wanted = SetId::try_from(id)
             .ok()
-            .and_then(|id| snapshot.sets.get(&id).map(|wanted| (id, wanted)));
+            .and_then(|id| snapshot.sets().get(&id).map(|wanted| (id, wanted)));
         let Some((id, wanted)) = wanted else {
             // Not managed by the feed: write it back exactly as it is now,
             // or not at all.
@@ -194,14 +196,14 @@ fn plan(
             .iter()
             .map(|d| (d.uri.as_slice(), d.flags))
             .collect();
-        for dest in load_order(wanted, |d| i64::from(d.priority)) {
-            let previous = feed_flags.get(&(id, dest.uri.clone())).copied();
+        for dest in load_order(wanted, |d| i64::from(d.priority())) {
+            let previous = feed_flags.get(&(id, dest.uri().to_owned())).copied();
             let live = live_flags
-                .get(dest.uri.as_bytes())
+                .get(dest.uri().as_bytes())
                 .map(|flags| *flags as u32);
-            let flags = merge_flags(dest.flags, live, previous);
+            let flags = merge_flags(dest.flags(), live, previous);
             push_line(&mut plan.loaded, id, dest, flags);
-            push_line(&mut plan.persisted, id, dest, dest.flags);
+            push_line(&mut plan.persisted, id, dest, dest.flags());
         }
         plan.sets.push((id, wanted.len()));
         plan.destinations += wanted.len();
@@ -211,7 +213,7 @@ fn plan(
 
 /// Renders a set the feed does not carry from its in-memory destinations,
 /// refusing the whole swap if one of them cannot be written back exactly.
-fn keep_live_set(plan: &mut Plan, id: i64, live_set: &[LiveDestination]) -> Result<(), ApplyError> {
+fn keep_live_set(plan: &mut Plan, id: i64, live_set: &[RawDestination]) -> Result<(), ApplyError> {
     // Only the dispatcher's own (C int) ids reach here.
     let set = i32::try_from(id).unwrap_or(i32::MIN);
     for dest in load_order(live_set, |d| i64::from(d.priority)) {
@@ -220,8 +222,8 @@ fn keep_live_set(plan: &mut Plan, id: i64, live_set: &[LiveDestination]) -> Resu
             uri: String::from_utf8_lossy(&dest.uri).into_owned(),
             why,
         };
-        push_live_line(&mut plan.loaded, set, dest, dest.flags).map_err(unrenderable)?;
-        push_live_line(&mut plan.persisted, set, dest, dest.flags).map_err(unrenderable)?;
+        push_raw_line(&mut plan.loaded, set, dest, dest.flags).map_err(unrenderable)?;
+        push_raw_line(&mut plan.persisted, set, dest, dest.flags).map_err(unrenderable)?;
     }
     // A negative id cannot have been rendered above, so it has no
     // destinations: nothing of it is loaded or reported.
@@ -267,7 +269,7 @@ pub(crate) mod tests {
     use std::cell::Cell;
 
     use super::*;
-    use crate::snapshot::Destination;
+    use dsfeed_model::Destination;
 
     /// A dispatcher that loads lists the way Kamailio 5.6's `ds_load_list`
     /// does: lines split at whitespace, digits only for the numbers, each
@@ -275,7 +277,7 @@ pub(crate) mod tests {
     /// then reversed (reindex).
     #[derive(Default)]
     pub(crate) struct FakeDispatcher {
-        pub sets: LiveSets,
+        pub sets: RawSets,
         pub generation: Cell<usize>,
         pub loads: Vec<Vec<u8>>,
         pub skip_next: bool,
@@ -303,7 +305,7 @@ pub(crate) mod tests {
             })
         }
 
-        fn live(&self) -> LiveSets {
+        fn live(&self) -> RawSets {
             if self.load_during_walk.take() {
                 self.generation.set(self.generation.get() + 1);
             }
@@ -318,7 +320,7 @@ pub(crate) mod tests {
             if std::mem::take(&mut self.refuse_next) {
                 return Err(ApplyError::Refused);
             }
-            let mut building = LiveSets::new();
+            let mut building = RawSets::new();
             for line in list.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let fields: Vec<&[u8]> = line
                     .split(|b| matches!(b, b' ' | b'\t'))
@@ -328,7 +330,7 @@ pub(crate) mod tests {
                     assert!(field.iter().all(u8::is_ascii_digit), "{line:?}");
                     std::str::from_utf8(field).unwrap().parse().unwrap()
                 };
-                let dest = LiveDestination {
+                let dest = RawDestination {
                     uri: fields[1].to_vec(),
                     flags: number(fields[2]),
                     priority: number(fields[3]),
@@ -354,29 +356,21 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn dest(uri: &str, flags: u32, priority: u32) -> Destination {
-        Destination {
-            uri: uri.to_owned(),
-            flags,
-            priority,
-            attrs: String::new(),
-        }
+        Destination::new(uri, flags, priority, "").unwrap()
     }
 
     pub(crate) fn snapshot(version: &str, sets: Vec<(SetId, Vec<Destination>)>) -> Snapshot {
-        Snapshot {
-            version: version.to_owned(),
-            sets: sets.into_iter().collect(),
-        }
+        Snapshot::received(sets.into_iter().collect(), version)
     }
 
-    fn uris(sets: &LiveSets, id: i32) -> Vec<String> {
+    fn uris(sets: &RawSets, id: i32) -> Vec<String> {
         sets[&id]
             .iter()
             .map(|d| String::from_utf8_lossy(&d.uri).into_owned())
             .collect()
     }
 
-    fn flags(sets: &LiveSets, id: i32) -> Vec<i32> {
+    fn flags(sets: &RawSets, id: i32) -> Vec<i32> {
         sets[&id].iter().map(|d| d.flags).collect()
     }
 
@@ -449,7 +443,7 @@ pub(crate) mod tests {
         let mut d = FakeDispatcher::default();
         d.foreign("9 sip:x 0 3\n");
         // As `dispatcher.add 9 sip:y 0 -5` would leave it.
-        d.sets.get_mut(&9).unwrap().push(LiveDestination {
+        d.sets.get_mut(&9).unwrap().push(RawDestination {
             uri: b"sip:y".to_vec(),
             flags: 0,
             priority: -5,

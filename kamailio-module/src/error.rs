@@ -2,10 +2,6 @@
 //! user sees them is Kamailio's log, the `dsfeed.status` RPC or a NACK on
 //! the feeder's side.
 
-use std::time::Duration;
-
-use crate::snapshot::SetId;
-
 /// A bad `modparam("dsfeed", ...)`: Kamailio refuses to start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -15,8 +11,8 @@ pub enum ConfigError {
     Unknown(String),
     #[error("modparam dsfeed {0} must be {1}")]
     Type(String, &'static str),
-    #[error("modparam dsfeed feeder {0:?}: {1}")]
-    Feeder(String, &'static str),
+    #[error("modparam dsfeed feeder {0}")]
+    Feeder(#[source] dsfeed_model::InvalidEndpoint),
     #[error("modparam dsfeed sets: {0:?} is not a set id (0..2147483647)")]
     Sets(String),
     #[error("modparam dsfeed {0} needs an https:// feeder")]
@@ -46,46 +42,14 @@ pub enum ConfigError {
     #[error("modparam dsfeed reconnect_jitter_pct must be 0..100, got {0}")]
     Jitter(i64),
     #[error("modparam dsfeed reconnect: {0}")]
-    Backoff(#[from] InvalidBackoff),
-}
-
-/// Backoff settings that cannot work.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum InvalidBackoff {
-    #[error("the minimum delay must be above zero")]
-    ZeroMin,
-    #[error("the max delay {max:?} is below the min delay {min:?}")]
-    MaxBelowMin { min: Duration, max: Duration },
-    #[error("jitter {0} is outside 0..=1")]
-    Jitter(f64),
-}
-
-/// A feed response that breaks the contract or the list format: NACKed, and
-/// the previous sets stay.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("response has no version")]
-    NoVersion,
-    #[error("set id {0} is above 2147483647")]
-    SetId(u32),
-    #[error("set {0} appears twice")]
-    DuplicateSet(SetId),
-    #[error("set {0} was not requested")]
-    UnwantedSet(SetId),
-    #[error("set {set}: {uri:?} appears twice")]
-    DuplicateUri { set: SetId, uri: String },
-    #[error("set {set}: destination {uri:?}: {why}")]
-    Destination {
-        set: SetId,
-        uri: String,
-        why: &'static str,
-    },
+    Backoff(#[from] dsfeed_model::InvalidBackoff),
 }
 
 /// Why a valid snapshot could not be swapped in. None of these is the
 /// snapshot's fault, so none is NACKed: the snapshot stays pending and is
 /// tried again (see [`ApplyError::retry`]). A snapshot that is itself
-/// invalid is a [`SnapshotError`], refused before it gets here.
+/// invalid is a [`dsfeed_model::InvalidSnapshot`], refused before it gets
+/// here.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// `ds_load_list` returned without loading because another load was in
@@ -167,19 +131,13 @@ pub enum SessionError {
 }
 
 /// A gRPC status on one line: its code, message and causes (a TLS or
-/// connection error under a transport failure), each said once.
+/// connection error under a transport failure).
 fn status_text(status: &tonic::Status) -> String {
-    let mut text = format!("{:?}: {}", status.code(), status.message());
-    let mut source = std::error::Error::source(status);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+    let text = format!("{:?}: {}", status.code(), status.message());
+    match std::error::Error::source(status) {
+        Some(cause) => format!("{text}: {}", dsfeed_model::error_chain(cause)),
+        None => text,
     }
-    text
 }
 
 impl SessionError {
@@ -187,16 +145,11 @@ impl SessionError {
     /// cannot fix soon (credentials, a feeder that does not serve the Feed
     /// API) go straight to the longest delay instead of hammering.
     pub fn is_persistent(&self) -> bool {
-        use tonic::Code;
         match self {
             SessionError::ReadFile { .. } | SessionError::Tls(_) | SessionError::Token(_) => true,
-            SessionError::Refused(status) | SessionError::Stream(status) => matches!(
-                status.code(),
-                Code::Unauthenticated
-                    | Code::PermissionDenied
-                    | Code::Unimplemented
-                    | Code::InvalidArgument
-            ),
+            SessionError::Refused(status) | SessionError::Stream(status) => {
+                dsfeed_model::pb::is_final(status.code())
+            }
             SessionError::Connect(_) | SessionError::Closed => false,
         }
     }

@@ -22,26 +22,30 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use dsfeed_proto::v1 as pb;
-use dsfeed_proto::v1::feed_client::FeedClient;
+use dsfeed_model::pb::{self, Answer, feed_client::FeedClient};
+use dsfeed_model::{Backoff, Snapshot, error_chain};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::engine::{Applied, Dispatcher, Engine};
 use crate::error::{ApplyError, Retry, SessionError};
 use crate::pacing::Pacer;
-use crate::pb::Answer;
 use crate::reconnect::Reconnect;
-use crate::snapshot::Snapshot;
 use crate::status::{Status, StatusSink};
-use crate::{listfile, pb as convert, transport};
+use crate::{listfile, transport};
 
 /// How often the process runs its housekeeping turn (`cfg_update`, and the
 /// check of the dispatcher's list identity).
 const TURN: Duration = Duration::from_secs(1);
+/// Delays between attempts to apply a snapshot that could not be applied
+/// for a passing reason (the dispatcher refused the load, no memory, no
+/// file descriptor): soon at first, then no more than twice a minute. A
+/// refused load also counts as a swap for the pacing, so attempts are never
+/// closer than `min_swap_interval_ms` either.
+const APPLY_RETRY: Backoff =
+    Backoff::constant(Duration::from_secs(1), Duration::from_secs(30), 0.2);
 /// Pause before rebuilding the feed after a panic.
 const PANIC_PAUSE: Duration = Duration::from_secs(5);
 
@@ -280,8 +284,8 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
     /// held, and the next swap must wait a full interval from now.
     fn foreign_load(&mut self) {
         let then = match (&self.pending, &self.memory.applied) {
-            (Some(pending), _) => format!("applying version {:?}", pending.snapshot.version),
-            (None, Some(applied)) => format!("re-applying version {:?}", applied.version),
+            (Some(pending), _) => format!("applying version {:?}", pending.snapshot.version()),
+            (None, Some(applied)) => format!("re-applying version {:?}", applied.version()),
             (None, None) => "the first swap waits".to_owned(),
         };
         log::warn!(
@@ -308,7 +312,7 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
                 Ok(request)
             });
         let (answers, outbound) = mpsc::unbounded_channel();
-        let hello = convert::hello(
+        let hello = pb::hello(
             &self.config.node_id,
             &self.user_agent,
             &self.config.sets,
@@ -369,9 +373,9 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
         let applied_version = self.memory.status.applied_version.clone();
         let answer = |nonce: &str, version: &str, kind| {
             // A closed stream surfaces on the next read.
-            let _ = answers.send(convert::answer(nonce, version, kind));
+            let _ = answers.send(pb::answer(nonce, version, kind));
         };
-        let snapshot = match convert::snapshot(&response, &self.config.sets) {
+        let snapshot = match pb::snapshot(&response, &self.config.sets) {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 let message = format!("invalid snapshot {:?}: {err}", response.version_info);
@@ -390,11 +394,11 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
         // replaced it since (noticed or not yet): then it must be swapped
         // back in, and this response answered after that.
         let reapplying = self.pending.as_ref().is_some_and(|p| p.nonce.is_none());
-        let unchanged = snapshot.version == applied_version
+        let unchanged = snapshot.version() == applied_version
             && !reapplying
             && !self.memory.engine.foreign_load(&self.dispatcher);
         let superseded = if unchanged {
-            answer(&response.nonce, &snapshot.version, Answer::Ack);
+            answer(&response.nonce, snapshot.version(), Answer::Ack);
             self.pending.take()
         } else {
             self.pending
@@ -409,13 +413,13 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
             // one replaces it, and expects nothing more for it.
             log::info!(
                 "stopped retrying version {:?}: superseded by {newer:?}",
-                old.snapshot.version
+                old.snapshot.version()
             );
             self.clear_retry();
         } else if let Some(nonce) = old.nonce {
             log::debug!(
                 "version {:?} superseded by {newer:?} before its swap",
-                old.snapshot.version
+                old.snapshot.version()
             );
             answer(
                 &nonce,
@@ -437,10 +441,10 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
         let answer = |nonce: &str, version: &str, kind| {
             if let Some(answers) = answers {
                 // A closed stream surfaces on the next read.
-                let _ = answers.send(convert::answer(nonce, version, kind));
+                let _ = answers.send(pb::answer(nonce, version, kind));
             }
         };
-        let version = next.snapshot.version.clone();
+        let version = next.snapshot.version().to_owned();
         let started = Instant::now();
         self.memory.swapping = true;
         let outcome = self
@@ -477,7 +481,7 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
                 }
             }
             Retry::Backoff => {
-                let delay = Backoff::APPLY_RETRY.delay(next.failures, rand::random());
+                let delay = APPLY_RETRY.delay(next.failures, rand::random());
                 next.failures += 1;
                 next.retry_at = Some(now + delay);
                 let message = format!(
@@ -490,7 +494,7 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
                     let kept = &self.memory.status.applied_version;
                     answer(nonce, kept, Answer::Retrying(message.clone()));
                 }
-                self.memory.status.retrying_version = version;
+                self.memory.status.retrying_version = version.to_owned();
                 self.memory.status.retries = u64::from(next.failures);
                 self.record_error(message);
             }
@@ -500,7 +504,7 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
 
     /// Records a successful swap of `snapshot`.
     fn applied(&mut self, snapshot: Snapshot, applied: Applied, took: Duration) {
-        let version = snapshot.version.clone();
+        let version = snapshot.version().to_owned();
         let status = &mut self.memory.status;
         status.swaps += 1;
         status.applied_version = version.clone();
@@ -558,20 +562,4 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
         self.memory.status.state = self.reconnect.state();
         self.sink.publish(&self.memory.status);
     }
-}
-
-/// An error and its causes on one line, for logs and NACKs.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        // Some errors (tonic's transport error) already print their cause.
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -12,7 +12,6 @@
 
 #![deny(unsafe_code)]
 
-mod backoff;
 mod config;
 mod engine;
 mod error;
@@ -20,9 +19,7 @@ mod feed;
 mod ffi;
 mod listfile;
 mod pacing;
-mod pb;
 mod reconnect;
-mod snapshot;
 mod status;
 mod testhook;
 mod transport;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
 use crate::error::SessionError;
 use crate::status::LinkState;
+use dsfeed_model::Backoff;
 
 #[derive(Debug)]
 pub struct Reconnect {

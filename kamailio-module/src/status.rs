@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::snapshot::SetId;
+use dsfeed_model::SetId;
 
 /// Where the feed connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

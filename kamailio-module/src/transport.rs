@@ -15,7 +15,9 @@ use tokio::net::{TcpStream, UnixStream};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
-use crate::config::{Config, FeederAddr, TlsFiles, Token, check_token};
+use dsfeed_model::Endpoint as FeedEndpoint;
+
+use crate::config::{Config, TlsFiles, Token, check_token};
 use crate::error::SessionError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,9 +30,12 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn connect(config: &Config) -> Result<Channel, SessionError> {
     let endpoint = match &config.feeder {
         // The authority is only a header value for a unix socket.
-        FeederAddr::Unix(_) => Endpoint::from_static("http://localhost"),
-        addr @ FeederAddr::Tcp { .. } => {
-            Endpoint::from_shared(addr.to_string()).map_err(SessionError::Connect)?
+        FeedEndpoint::Unix(_) => Endpoint::from_static("http://localhost"),
+        net => {
+            let scheme = if net.tls() { "https" } else { "http" };
+            let authority = net.authority().unwrap_or_default();
+            Endpoint::from_shared(format!("{scheme}://{authority}"))
+                .map_err(SessionError::Connect)?
         }
     }
     .connect_timeout(CONNECT_TIMEOUT)
@@ -49,10 +54,10 @@ pub async fn connect(config: &Config) -> Result<Channel, SessionError> {
         let feeder = feeder.clone();
         async move {
             match feeder {
-                FeederAddr::Unix(path) => {
+                FeedEndpoint::Unix(path) => {
                     Ok(Io::Unix(TokioIo::new(UnixStream::connect(path).await?)))
                 }
-                FeederAddr::Tcp { host, port, .. } => connect_tcp(&host, port).await.map(Io::Tcp),
+                FeedEndpoint::Net { host, port, .. } => connect_tcp(&host, port).await.map(Io::Tcp),
             }
         }
     });

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dsfeed::config::Config;
-use dsfeed::snapshot::Snapshot;
 use dsfeed::sources::consul;
+use dsfeed_model::Snapshot;
 use dsfeed_tests::eventually;
 use dsfeed_tests::fake_consul::{FakeConsul, IndexHeader, Instance, Status, TestPki};
 use tokio::sync::watch;
@@ -113,7 +113,7 @@ fn uris(snapshot: &Snapshot, id: u32) -> Vec<String> {
     let mut uris: Vec<String> = snapshot
         .sets()
         .get(&id)
-        .map(|d| d.iter().map(|d| d.uri.clone()).collect())
+        .map(|d| d.iter().map(|d| d.uri().to_owned()).collect())
         .unwrap_or_default();
     uris.sort();
     uris

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::codec::{Value, describe};
 use super::{Client, Error};
-use crate::snapshot::SetId;
+use dsfeed_model::SetId;
 
 /// The fault text of `dispatcher.list` when no set is loaded (an empty list
 /// file is valid and loads zero sets).

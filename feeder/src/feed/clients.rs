@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::snapshot::SetId;
+use dsfeed_model::SetId;
 
 /// The longest node id or user agent kept.
 const MAX_NAME: usize = 256;

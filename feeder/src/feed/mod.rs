@@ -6,69 +6,33 @@
 //! `/status` and `/metrics`, and [`watch`] is the small client behind
 //! `dsfeed watch`.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use dsfeed_model::Endpoint;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::SnapshotRx;
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
+use dsfeed_model::Snapshot;
 
 pub mod clients;
-pub mod pb;
 pub mod server;
 pub mod watch;
 
-/// Where the feeder serves the feed: `unix:PATH` or `tcp://HOST:PORT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
-    Unix(PathBuf),
-    Tcp(SocketAddr),
-}
-
-impl Listen {
-    /// Whether only this machine can reach the address, so clear text is
-    /// acceptable on it.
-    pub fn is_local(&self) -> bool {
-        match self {
-            Listen::Unix(_) => true,
-            Listen::Tcp(addr) => addr.ip().is_loopback(),
-        }
+/// Parses a `--listen` address: the feed's [`Endpoint`] grammar, with an IP
+/// address or `localhost` as the host, since a listener must know which
+/// interface it binds.
+fn parse_listen(s: &str) -> Result<Endpoint, String> {
+    let endpoint: Endpoint = s
+        .parse()
+        .map_err(|e: dsfeed_model::InvalidEndpoint| e.to_string())?;
+    if !matches!(endpoint, Endpoint::Unix(_)) {
+        endpoint.socket_addr().map_err(|e| e.to_string())?;
     }
-}
-
-impl FromStr for Listen {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            let path = path.strip_prefix("//").unwrap_or(path);
-            if path.is_empty() {
-                return Err(format!("'{s}' has no socket path"));
-            }
-            return Ok(Listen::Unix(PathBuf::from(path)));
-        }
-        if let Some(addr) = s.strip_prefix("tcp://") {
-            return parse_socket_addr(addr)
-                .map(Listen::Tcp)
-                .map_err(|reason| format!("'{s}': {reason}"));
-        }
-        Err(format!("'{s}' is not unix:PATH or tcp://HOST:PORT"))
-    }
-}
-
-impl fmt::Display for Listen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
-            Listen::Tcp(addr) => write!(f, "tcp://{addr}"),
-        }
-    }
+    Ok(endpoint)
 }
 
 /// Parses `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`. Names other than
@@ -89,14 +53,15 @@ pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// Serve the feed on unix:PATH (socket mode 0660; the sidecar's choice)
-    /// or tcp://HOST:PORT. Repeatable.
+    /// or tcp://IP:PORT (https://IP:PORT insists on --tls-cert). Repeatable.
     #[arg(
         long,
         value_name = "ADDR",
         env = "DSFEED_LISTEN",
-        value_delimiter = ' '
+        value_delimiter = ' ',
+        value_parser = parse_listen
     )]
-    pub listen: Vec<Listen>,
+    pub listen: Vec<Endpoint>,
 
     /// PEM certificate chain: serve TLS on every tcp:// listener.
     #[arg(
@@ -144,11 +109,18 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Refuses combinations that would expose the feed by accident.
     pub fn validate(&self) -> Result<(), String> {
-        let tcp = self.listen.iter().any(|l| matches!(l, Listen::Tcp(_)));
+        let tcp = self.listen.iter().any(|l| !matches!(l, Endpoint::Unix(_)));
         if self.tls_cert.is_some() && !tcp {
             return Err(
                 "--tls-cert applies to tcp:// listeners, and no --listen tcp:// is given".into(),
             );
+        }
+        if self.tls_cert.is_none()
+            && let Some(https) = self.listen.iter().find(|l| l.tls())
+        {
+            return Err(format!(
+                "--listen {https} asks for TLS: give --tls-cert and --tls-key"
+            ));
         }
         if self.tls_cert.is_none()
             && !self.insecure
@@ -169,7 +141,7 @@ impl ServeArgs {
 }
 
 /// A set filter as a client sent it: `None` asks for every set.
-pub type SetFilter = Option<std::collections::BTreeSet<crate::snapshot::SetId>>;
+pub type SetFilter = Option<std::collections::BTreeSet<dsfeed_model::SetId>>;
 
 /// When the current snapshot was first seen by this feeder.
 #[derive(Debug, Clone)]
@@ -246,34 +218,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn listen_addresses_parse() {
+    fn listen_addresses_need_an_ip() {
         assert_eq!(
-            "unix:/run/dsfeed.sock".parse::<Listen>().unwrap(),
-            Listen::Unix("/run/dsfeed.sock".into())
+            parse_listen("unix:///run/dsfeed.sock").unwrap(),
+            Endpoint::Unix("/run/dsfeed.sock".into())
         );
-        assert_eq!(
-            "unix:///run/dsfeed.sock".parse::<Listen>().unwrap(),
-            Listen::Unix("/run/dsfeed.sock".into())
-        );
-        assert_eq!(
-            "tcp://localhost:7000".parse::<Listen>().unwrap(),
-            Listen::Tcp("127.0.0.1:7000".parse().unwrap())
-        );
-        assert!("tcp://[::1]:7000".parse::<Listen>().unwrap().is_local());
-        assert!(!"tcp://0.0.0.0:7000".parse::<Listen>().unwrap().is_local());
+        assert!(parse_listen("tcp://localhost:7000").unwrap().is_local());
         for bad in [
             "unix:",
             "tcp://host.example:7000",
             "tcp://1.2.3.4",
             "1.2.3.4:7000",
         ] {
-            assert!(bad.parse::<Listen>().is_err(), "{bad}");
+            assert!(parse_listen(bad).is_err(), "{bad}");
         }
     }
 
     fn serve(listen: &[&str]) -> ServeArgs {
         ServeArgs {
-            listen: listen.iter().map(|l| l.parse().unwrap()).collect(),
+            listen: listen.iter().map(|l| parse_listen(l).unwrap()).collect(),
             ..ServeArgs::default()
         }
     }
@@ -300,5 +263,6 @@ mod tests {
         let mut tls_on_unix = serve(&["unix:/x"]);
         tls_on_unix.tls_cert = Some("c.pem".into());
         assert!(tls_on_unix.validate().is_err());
+        assert!(serve(&["https://127.0.0.1:7000"]).validate().is_err());
     }
 }

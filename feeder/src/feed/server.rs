@@ -26,10 +26,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::feed::clients::{ClientHandle, ClientStatus};
-use crate::feed::pb::{self, FeedRequest, FeedResponse, feed_server};
-use crate::feed::{Listen, ServeArgs, SetFilter, Shared};
+use crate::feed::{ServeArgs, SetFilter, Shared};
 use crate::hub::SnapshotRx;
-use crate::snapshot::Snapshot;
+use dsfeed_model::Endpoint;
+use dsfeed_model::Snapshot;
+use dsfeed_model::pb::{self, FeedRequest, FeedResponse, feed_server};
 
 /// How long a new stream may take to send its first request.
 const FIRST_REQUEST: Duration = Duration::from_secs(30);
@@ -68,7 +69,7 @@ impl View {
         };
         View {
             version: snapshot.version().to_owned(),
-            sets: pb::sets_to_pb(snapshot.sets()),
+            sets: pb::sets(snapshot),
         }
     }
 }
@@ -218,7 +219,7 @@ impl Session {
                 "the first request must name the node (node.id)",
             ));
         };
-        let filter = pb::filter_from_pb(&first.set_ids);
+        let filter = pb::filter(&first.set_ids);
         let client = self.service.shared.clients.register(ClientStatus::new(
             &node.id,
             &node.user_agent,
@@ -394,16 +395,19 @@ impl Server {
                 source,
             };
             listeners.push(match listen {
-                Listen::Unix(path) => Bound::Unix {
+                Endpoint::Unix(path) => Bound::Unix {
                     path: path.clone(),
                     listener: bind_unix(path).map_err(bind_err)?,
                 },
-                Listen::Tcp(addr) => Bound::Tcp {
+                net => Bound::Tcp {
                     addr: listen.to_string(),
-                    incoming: TcpIncoming::bind(*addr)
-                        .map_err(bind_err)?
-                        .with_nodelay(Some(true))
-                        .with_keepalive(Some(KEEPALIVE)),
+                    // Checked when the flags were read.
+                    incoming: TcpIncoming::bind(net.socket_addr().map_err(|e| {
+                        bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                    })?)
+                    .map_err(bind_err)?
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(KEEPALIVE)),
                 },
             });
         }
@@ -590,7 +594,7 @@ mod tests {
 
     #[test]
     fn views_are_shared_per_filter_and_snapshot() {
-        use crate::snapshot::{Destination, SetMap};
+        use dsfeed_model::{Destination, SetMap};
         let snapshot = |host: &str| {
             Snapshot::new(SetMap::from([
                 (1, vec![Destination::parse_target(host).unwrap()]),

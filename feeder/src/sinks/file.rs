@@ -23,19 +23,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
 use crate::binrpc::{self, dispatcher};
 use crate::error::Error;
 use crate::hub::SnapshotRx;
-use crate::snapshot::Snapshot;
+use dsfeed_model::Backoff;
+use dsfeed_model::Snapshot;
 
 /// Retry pacing for reloads and failed writes: quick enough to land soon
 /// after Kamailio's `reload_delta` (5 s by default) expires, slow enough not
 /// to flood its log with "Ongoing reload".
-pub fn retry_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(200), Duration::from_secs(5), 0.3)
-        .expect("constant backoff settings are valid")
-}
+const RETRY: Backoff = Backoff::constant(Duration::from_millis(200), Duration::from_secs(5), 0.3);
 
 /// The shortest `--min-reload-interval` accepted: longer than any reader's
 /// window on the retired list measured in DESIGN.md (~107 ms under load, a
@@ -119,7 +116,7 @@ impl FileSink {
         FileSink {
             writer,
             reload,
-            backoff: retry_backoff(),
+            backoff: RETRY,
             when_module: WhenModule::StepAside,
             min_interval: DEFAULT_MIN_RELOAD_INTERVAL,
             seen: None,
@@ -363,7 +360,7 @@ async fn warn_about_skipped(client: &binrpc::Client, snapshot: &Snapshot) {
             .collect();
         let skipped: Vec<&str> = dests
             .iter()
-            .map(|d| d.uri.as_str())
+            .map(|d| d.uri())
             .filter(|uri| !in_kamailio.contains(uri))
             .collect();
         if !skipped.is_empty() {
@@ -411,7 +408,7 @@ fn write_atomically(path: &Path, content: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{Destination, SetMap};
+    use dsfeed_model::{Destination, SetMap};
 
     fn snapshot(uri: &str) -> Snapshot {
         Snapshot::new(SetMap::from([(

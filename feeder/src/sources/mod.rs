@@ -12,7 +12,7 @@ use std::pin::Pin;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::snapshot::{SetId, SetMap};
+use dsfeed_model::{SetId, SetMap};
 
 pub mod consul;
 pub mod kubernetes;

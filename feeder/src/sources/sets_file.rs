@@ -24,8 +24,8 @@ use serde::de::{self, Deserializer};
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::snapshot::{Destination, SetId, SetMap, validate_set_id};
 use crate::sources::{Publisher, Source, SourceFuture};
+use dsfeed_model::{Destination, SetId, SetMap, validate_set_id};
 
 /// How long to wait after a change event before reading, so that an editor's
 /// truncate-then-write lands as one edit.
@@ -296,7 +296,7 @@ impl Entry {
             Entry::Target(target) => Destination::parse_target(&target).map_err(|e| e.to_string()),
             Entry::Full(full) => {
                 let target = Destination::parse_target(&full.uri).map_err(|e| e.to_string())?;
-                Destination::new(target.uri, full.flags, full.priority, full.attrs.0)
+                Destination::new(target.uri(), full.flags, full.priority, full.attrs.0)
                     .map_err(|e| e.to_string())
             }
         }
@@ -373,12 +373,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sets[&1].len(), 3);
-        assert_eq!(sets[&1][1].uri, "sip:10.0.0.3:5060");
-        assert_eq!(sets[&1][2].flags, 8);
-        assert_eq!(sets[&1][2].priority, 10);
-        assert_eq!(sets[&1][2].attrs, "weight=50;duid=b");
-        assert_eq!(sets[&2][0].uri, "sip:[2001:db8::1]:5080");
-        assert_eq!(sets[&2][0].attrs, "weight=5;duid=x");
+        assert_eq!(sets[&1][1].uri(), "sip:10.0.0.3:5060");
+        assert_eq!(sets[&1][2].flags(), 8);
+        assert_eq!(sets[&1][2].priority(), 10);
+        assert_eq!(sets[&1][2].attrs(), "weight=50;duid=b");
+        assert_eq!(sets[&2][0].uri(), "sip:[2001:db8::1]:5080");
+        assert_eq!(sets[&2][0].attrs(), "weight=5;duid=x");
         assert!(sets[&3].is_empty());
     }
 

@@ -2,9 +2,9 @@
 
 use std::str::FromStr;
 
-use crate::error::InvalidDestination;
-use crate::snapshot::{Destination, SetId, SetMap, validate_set_id};
 use crate::sources::{Publisher, Source, SourceFuture};
+use dsfeed_model::InvalidDestination;
+use dsfeed_model::{Destination, SetId, SetMap, validate_set_id};
 
 /// One `--static` flag: a set id and its destinations.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(set.id, 3);
-        let uris: Vec<_> = set.destinations.iter().map(|d| d.uri.as_str()).collect();
+        let uris: Vec<_> = set.destinations.iter().map(|d| d.uri()).collect();
         assert_eq!(
             uris,
             [

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use dsfeed::feed::pb::{FeedRequest, FeedResponse, Node, feed_client::FeedClient};
-use dsfeed::snapshot::{Destination, SetMap, Snapshot};
+use dsfeed_model::pb::{self, Answer, FeedRequest, FeedResponse, Node, feed_client::FeedClient};
+use dsfeed_model::{Destination, SetMap, Snapshot};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -374,28 +374,18 @@ impl Stream {
     }
 
     pub async fn ack(&self, response: &FeedResponse) {
-        self.tx
-            .send(dsfeed::feed::pb::ack(
-                &response.version_info,
-                &response.nonce,
-            ))
-            .await
-            .unwrap();
+        let answer = pb::answer(&response.nonce, &response.version_info, Answer::Ack);
+        self.tx.send(answer).await.unwrap();
     }
 
     pub async fn nack(&self, response: &FeedResponse, kept: &str, error: &str) {
-        self.tx
-            .send(dsfeed::feed::pb::nack(kept, &response.nonce, error.into()))
-            .await
-            .unwrap();
+        let answer = pb::answer(&response.nonce, kept, Answer::Nack(error.into()));
+        self.tx.send(answer).await.unwrap();
     }
 
     /// Answers `response` "retrying": valid, not applied yet, `kept` stays.
     pub async fn retrying(&self, response: &FeedResponse, kept: &str, error: &str) {
-        let mut answer = dsfeed::feed::pb::nack(kept, &response.nonce, error.into());
-        if let Some(detail) = answer.error_detail.as_mut() {
-            detail.retrying = true;
-        }
+        let answer = pb::answer(&response.nonce, kept, Answer::Retrying(error.into()));
         self.tx.send(answer).await.unwrap();
     }
 

@@ -13,7 +13,7 @@ use kamailio_sys as sys;
 
 use crate::engine::{Dispatcher, ListId};
 use crate::error::{ApplyError, InitError};
-use crate::snapshot::{LiveDestination, LiveSets};
+use dsfeed_model::list::{RawDestination, RawSets};
 
 /// The dispatcher's entry points, resolved once in `mod_init`.
 #[derive(Clone, Copy)]
@@ -118,8 +118,8 @@ impl Dispatcher for KamailioDispatcher {
         ListId(self.root() as usize)
     }
 
-    fn live(&self) -> LiveSets {
-        let mut sets = LiveSets::new();
+    fn live(&self) -> RawSets {
+        let mut sets = RawSets::new();
         // SAFETY: [single-writer] the current list is only freed by the
         // next load, and the module is the only writer, running in this
         // very process: nothing frees it while we walk it. Flags may
@@ -158,7 +158,7 @@ impl Dispatcher for KamailioDispatcher {
 /// # Safety
 /// `node` is null or a live `ds_set_t` tree built by the dispatcher, not
 /// freed during the call.
-unsafe fn walk(node: *const sys::ds_set_t, sets: &mut LiveSets) {
+unsafe fn walk(node: *const sys::ds_set_t, sets: &mut RawSets) {
     // SAFETY: [contract] per this function's contract.
     let Some(set) = (unsafe { node.as_ref() }) else {
         return;
@@ -177,7 +177,7 @@ unsafe fn walk(node: *const sys::ds_set_t, sets: &mut LiveSets) {
         let Some(d) = (unsafe { dest.as_ref() }) else {
             break;
         };
-        dests.push(LiveDestination {
+        dests.push(RawDestination {
             // SAFETY: [build] the dispatcher's `str`s point into shm it owns.
             uri: unsafe { str_bytes(&d.uri) },
             flags: d.flags,

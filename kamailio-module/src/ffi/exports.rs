@@ -184,7 +184,7 @@ unsafe extern "C" fn mod_init() -> c_int {
         || match init() {
             Ok(()) => 0,
             Err(err) => {
-                log::error!("{}", feed::error_chain(&err));
+                log::error!("{}", dsfeed_model::error_chain(&err));
                 -1
             }
         },

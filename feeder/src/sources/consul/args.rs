@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::snapshot::{SetId, validate_set_id};
+use dsfeed_model::{SetId, validate_set_id};
 
 /// Consul's own default wait for a blocking query.
 pub const DEFAULT_WAIT: &str = "5m";
@@ -380,7 +380,7 @@ impl FromStr for RegisterSpec {
         };
         check_name(s, name).map_err(|e| format!("{e}; {usage}"))?;
         let port = match port {
-            None => crate::snapshot::DEFAULT_PORT,
+            None => dsfeed_model::DEFAULT_PORT,
             Some(p) => match p.parse::<u16>() {
                 Ok(0) | Err(_) => {
                     return Err(format!("'{s}': port '{p}' is not a number from 1 to 65535"));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::snapshot::Destination;
+use dsfeed_model::Destination;
 
 /// What the watch should do with an answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl Holder {
             }
         }
         self.empty_since = None;
-        dests.sort_by(|a, b| a.uri.cmp(&b.uri).then_with(|| a.attrs.cmp(&b.attrs)));
+        dests.sort_by(|a, b| a.uri().cmp(b.uri()).then_with(|| a.attrs().cmp(b.attrs())));
         if self.published.as_ref() == Some(&dests) {
             return Decision::Unchanged;
         }

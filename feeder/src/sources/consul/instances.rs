@@ -15,7 +15,7 @@ use std::net::Ipv6Addr;
 use serde::Deserialize;
 
 use super::args::{AttrMapping, Field, Health, ServiceSpec};
-use crate::snapshot::Destination;
+use dsfeed_model::Destination;
 
 /// One element of the JSON array Consul answers.
 #[derive(Debug, Clone, Deserialize)]
@@ -170,7 +170,7 @@ fn destination(
     }
     // Attrs that push the line past Kamailio's buffer would not load; keep
     // the instance without them instead.
-    match Destination::new(plain.uri.clone(), 0, 0, pairs.join(";")) {
+    match Destination::new(plain.uri().to_owned(), 0, 0, pairs.join(";")) {
         Ok(dest) => Ok(dest),
         Err(err) => {
             problems.push(format!(
@@ -244,11 +244,7 @@ mod tests {
     }
 
     fn uris(converted: &Converted) -> Vec<&str> {
-        converted
-            .destinations
-            .iter()
-            .map(|d| d.uri.as_str())
-            .collect()
+        converted.destinations.iter().map(|d| d.uri()).collect()
     }
 
     const TWO: &str = r#"[
@@ -291,7 +287,7 @@ mod tests {
             &attrs(&["weight=Weights.Passing", "duid=Meta.instance", "node=Node"]),
             &entries(TWO),
         );
-        let attrs: Vec<_> = out.destinations.iter().map(|d| d.attrs.as_str()).collect();
+        let attrs: Vec<_> = out.destinations.iter().map(|d| d.attrs()).collect();
         assert_eq!(attrs, ["weight=10;duid=a-1;node=n1", "weight=3;node=n2"]);
         assert!(out.problems.is_empty());
     }
@@ -319,7 +315,7 @@ mod tests {
                 &entries(&json),
             );
             assert_eq!(uris(&out), ["sip:10.0.0.1:5060"], "{value:?}");
-            assert_eq!(out.destinations[0].attrs, "", "{value:?}");
+            assert_eq!(out.destinations[0].attrs(), "", "{value:?}");
             assert_eq!(out.problems.len(), 1, "{value:?}");
             let problem = &out.problems[0];
             assert!(
@@ -340,7 +336,7 @@ mod tests {
             &attrs(&["weight=Weights.Passing"]),
             &entries(&json),
         );
-        assert_eq!(out.destinations[0].attrs, "");
+        assert_eq!(out.destinations[0].attrs(), "");
         assert!(
             out.problems[0].contains("not a weight from 1 to 100"),
             "{:?}",
@@ -393,7 +389,7 @@ mod tests {
         let mapping: Vec<String> = (0..12).map(|i| format!("a{i}=Meta.k{i}")).collect();
         let mapping: Vec<&str> = mapping.iter().map(String::as_str).collect();
         let out = convert(&spec("asterisk=1"), &attrs(&mapping), &entries(&json));
-        assert_eq!(out.destinations[0].attrs, "");
+        assert_eq!(out.destinations[0].attrs(), "");
         assert!(out.problems[0].contains("1024-byte"), "{:?}", out.problems);
     }
 }

@@ -49,8 +49,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::snapshot::{Destination, SetMap};
 use crate::sources::{Publisher, Source, SourceFuture};
+use dsfeed_model::{Destination, SetMap};
 
 mod args;
 mod client;
@@ -67,16 +67,16 @@ pub use client::{ConsulClient, Reply};
 pub use error::ConsulError;
 pub use register::Registration;
 
-use crate::backoff::Backoff;
+use dsfeed_model::Backoff;
 use error::chain;
 use hold::{Decision, Holder};
 
 /// The shortest time between the starts of two queries for one service.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-const BACKOFF_JITTER: f64 = 0.5;
+/// Retries after a failed query.
+const BACKOFF: Backoff =
+    Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
 /// One source per `--consul-service`, sharing one client. Fails when a
 /// file the flags name (token, CA, client certificate) is unusable.
@@ -127,9 +127,7 @@ impl ConsulSource {
     /// instances are the best truth there is until Consul answers again.
     async fn watch(self: Box<Self>, out: Publisher) -> Result<(), Error> {
         let mut holder = Holder::new(self.grace);
-        let backoff =
-            Backoff::new(BACKOFF_MIN, BACKOFF_MAX, BACKOFF_JITTER).expect("valid backoff");
-        let mut delays = backoff.iter();
+        let mut delays = BACKOFF.iter();
         let mut index = 0;
         let mut problems = Vec::new();
         let mut warned_no_index = false;
@@ -165,7 +163,7 @@ impl ConsulSource {
                     continue;
                 }
             };
-            delays = backoff.iter();
+            delays = BACKOFF.iter();
             if reply.index.is_none() && !warned_no_index {
                 tracing::warn!(
                     service = %self.spec,

@@ -18,8 +18,8 @@ use serde_json::json;
 use super::args::{ConsulArgs, RegisterSpec};
 use super::client::{ConsulClient, encode};
 use super::error::{ConsulError, chain};
-use crate::backoff::Backoff;
 use crate::binrpc;
+use dsfeed_model::Backoff;
 
 /// How long Consul keeps a service whose check stays critical.
 pub const DEREGISTER_AFTER: &str = "10m";

@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
 use super::spec::{Port, ServiceSet};
-use crate::snapshot::{Destination, FLAG_DISABLED};
+use dsfeed_model::{Destination, FLAG_DISABLED};
 
 /// Service annotation: the set's flags, when the `--set` flag gives none.
 pub const FLAGS_ANNOTATION: &str = "dsfeed.io/flags";
@@ -58,10 +58,10 @@ pub fn destinations<'a>(
             let Some(dest) = destination(&settings, slice, endpoint, port) else {
                 continue;
             };
-            match by_uri.get(&dest.uri) {
-                Some(kept) if kept.flags <= dest.flags => {}
+            match by_uri.get(dest.uri()) {
+                Some(kept) if kept.flags() <= dest.flags() => {}
                 _ => {
-                    by_uri.insert(dest.uri.clone(), dest);
+                    by_uri.insert(dest.uri().to_owned(), dest);
                 }
             }
         }
@@ -125,7 +125,7 @@ fn destination(
     let dest = with_attrs.or_else(|err| {
         let plain = Destination::new(uri, flags, settings.priority, "")?;
         tracing::warn!(slice = ?slice.metadata.name, %address, "attrs dropped for this endpoint: {err}");
-        Ok::<_, crate::error::InvalidDestination>(plain)
+        Ok::<_, dsfeed_model::InvalidDestination>(plain)
     });
     match dest {
         Ok(dest) => Some(dest),
@@ -277,7 +277,7 @@ mod tests {
         dests
             .iter()
             .map(|d| {
-                format!("{} {} {} {}", d.uri, d.flags, d.priority, d.attrs)
+                format!("{} {} {} {}", d.uri(), d.flags(), d.priority(), d.attrs())
                     .trim_end()
                     .to_owned()
             })

@@ -22,7 +22,7 @@ use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::backoff::Backoff;
+use dsfeed_model::Backoff;
 
 /// What one list+watch follows.
 pub struct Mirror<K: Resource> {

@@ -37,10 +37,10 @@ use tokio::sync::mpsc;
 pub use endpoints::{ATTRS_ANNOTATION, FLAGS_ANNOTATION, PRIORITY_ANNOTATION, WEIGHTS_ANNOTATION};
 pub use spec::{Port, ServiceSet};
 
-use crate::backoff::Backoff;
 use crate::error::Error;
-use crate::snapshot::{SetId, SetMap};
 use crate::sources::{Publisher, Source, SourceFuture};
+use dsfeed_model::Backoff;
+use dsfeed_model::{SetId, SetMap};
 
 /// The label the EndpointSlice controller puts on every slice of a Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -56,6 +56,10 @@ pub enum Connection {
     /// The in-cluster ServiceAccount, else `KUBECONFIG` (or `~/.kube/config`).
     Infer,
 }
+
+/// Retries after a failed list or watch.
+const BACKOFF: Backoff =
+    Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
 /// Follows the Services named by `--set` flags.
 #[derive(Debug)]
@@ -90,8 +94,7 @@ impl KubernetesSource {
             sets,
             connection,
             min_endpoints,
-            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30), 0.5)
-                .expect("the default backoff is valid"),
+            backoff: BACKOFF,
         }
     }
 
@@ -239,8 +242,8 @@ impl KubernetesSource {
             sets.entry(set.id).or_default().extend(dests);
         }
         for dests in sets.values_mut() {
-            dests.sort_by(|a, b| a.uri.cmp(&b.uri).then(a.flags.cmp(&b.flags)));
-            dests.dedup_by(|a, b| a.uri == b.uri);
+            dests.sort_by(|a, b| a.uri().cmp(b.uri()).then(a.flags().cmp(&b.flags())));
+            dests.dedup_by(|a, b| a.uri() == b.uri());
         }
         Some(sets)
     }
@@ -260,7 +263,7 @@ fn store(followed: &mut [Followed], update: Update) {
 #[derive(Debug)]
 struct Guard {
     min: usize,
-    held: BTreeMap<SetId, Vec<crate::snapshot::Destination>>,
+    held: BTreeMap<SetId, Vec<dsfeed_model::Destination>>,
 }
 
 impl Guard {

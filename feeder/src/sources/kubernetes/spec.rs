@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::InvalidServiceSet;
-use crate::snapshot::{DEFAULT_PORT, Destination, SetId, validate_set_id};
+use dsfeed_model::{DEFAULT_PORT, Destination, SetId, validate_set_id};
 
 /// One `--set` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -96,7 +96,13 @@ fn lines(sets: &SetMap) -> Vec<String> {
             out.push(format!("{id} (empty)"));
         }
         for d in dests {
-            let line = format!("{id} {} {} {} {}", d.uri, d.flags, d.priority, d.attrs);
+            let line = format!(
+                "{id} {} {} {} {}",
+                d.uri(),
+                d.flags(),
+                d.priority(),
+                d.attrs()
+            );
             out.push(line.trim_end().to_owned());
         }
     }

@@ -1,0 +1,38 @@
+//! The dispatcher-set model every part of dsfeed shares: the feeder's
+//! sources and sinks, the feed server, `dsfeed watch` and the dsfeed.so
+//! Kamailio module. A rule about what Kamailio's dispatcher can load lives
+//! here once, so a change to it reaches every user through the compiler.
+//!
+//! - [`Destination`]: one line of `dispatcher.list` minus its set id,
+//!   checked the way Kamailio's loader reads it back;
+//! - [`Snapshot`]: every set in canonical order, with a version that is a
+//!   hash of the content (equal truth, equal version, on every feeder);
+//! - [`list`]: the `dispatcher.list` line format, for text and for the raw
+//!   bytes of a list read from Kamailio's memory;
+//! - [`pb`]: the `dsfeed.v1` wire form of a snapshot and the requests a
+//!   client answers with, and which stream errors are final;
+//! - [`Endpoint`]: the one grammar for a feed address, wherever a user
+//!   types one; [`Backoff`]: the one retry schedule; [`error_chain`]: an
+//!   error and its causes on one line.
+//!
+//! It has no async runtime and no Kubernetes types, so the Kamailio module
+//! can link it.
+
+mod backoff;
+mod destination;
+mod endpoint;
+mod error;
+pub mod list;
+pub mod pb;
+mod snapshot;
+
+pub use backoff::{Backoff, Delays};
+pub use destination::{
+    DEFAULT_PORT, Destination, FLAG_DISABLED, KNOWN_FLAGS, MAX_DESTINATION_LINE, MAX_INT, MAX_LINE,
+    STATE_FLAGS, SetId, validate_set_id,
+};
+pub use endpoint::Endpoint;
+pub use error::{
+    InvalidBackoff, InvalidDestination, InvalidEndpoint, InvalidSnapshot, error_chain,
+};
+pub use snapshot::{SetMap, Snapshot};
