@@ -4,8 +4,12 @@
 //! - `/readyz`: every source has synced once, so the feed has a snapshot.
 //! - `/metrics`: Prometheus text, see [`crate::metrics`].
 //! - `/status`: JSON with the current snapshot and every connected node.
+//!
+//! It reads what the feed shares ([`Shared`]) and changes nothing.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -15,12 +19,50 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use serde::Serialize;
+use tokio::net::TcpListener;
 
+use crate::error::Error;
 use crate::feed::Shared;
 use crate::feed::clients::ClientStatus;
 use dsfeed_model::SetId;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+/// The bound `--http` listener.
+pub struct Http {
+    listener: TcpListener,
+}
+
+impl Http {
+    /// Binds `addr` at start, so that an unusable address fails the feeder
+    /// at once.
+    pub async fn bind(addr: SocketAddr) -> Result<Self, Error> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: format!("http://{addr}"),
+                source,
+            })?;
+        Ok(Http { listener })
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(
+        self,
+        shared: Arc<Shared>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let addr = self
+            .listener
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
+        axum::serve(self.listener, router(shared))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| Error::Http { addr, source })
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -40,9 +82,17 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let text = shared
-        .metrics
-        .render(shared.published().as_ref(), &shared.clients.list());
+    let published = shared.published();
+    let clients: Vec<_> = shared
+        .clients
+        .list()
+        .iter()
+        .map(ClientStatus::sample)
+        .collect();
+    let text = shared.metrics.render(
+        published.as_ref().map(|p| (&*p.snapshot, p.age())),
+        &clients,
+    );
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }
 

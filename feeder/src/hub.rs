@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::sources::{Publisher, Source, View};
 use dsfeed_model::{SetId, SetMap, Snapshot};
 
@@ -28,15 +29,20 @@ const QUEUE: usize = 16;
 pub async fn run(
     sources: Vec<Box<dyn Source>>,
     out: watch::Sender<Option<Arc<Snapshot>>>,
+    metrics: &Metrics,
 ) -> Result<(), Error> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
     let mut views: Vec<Option<View>> = (0..sources.len()).map(|_| None).collect();
     let mut tasks = JoinSet::new();
     for (slot, source) in sources.into_iter().enumerate() {
-        let publisher = Publisher::new(slot, source.name(), tx.clone());
+        let counted = metrics.source(source.name());
+        let publisher = Publisher::new(slot, counted.clone(), tx.clone());
         tasks.spawn(async move {
-            let name = source.name().to_owned();
-            (name, source.run(publisher).await)
+            let result = source.run(publisher).await;
+            if let Err(err) = &result {
+                counted.error(err.label());
+            }
+            (counted.name().to_owned(), result)
         });
     }
     drop(tx);
@@ -54,7 +60,6 @@ pub async fn run(
             Some(done) = tasks.join_next() => match done {
                 Ok((_, Ok(()))) => {}
                 Ok((name, Err(err))) => {
-                    crate::metrics::count_source_error(&name, err.label());
                     return Err(Error::SourceFailed { name, cause: Box::new(err) });
                 }
                 Err(join) => return Err(Error::from_join(join, "source")),
@@ -68,9 +73,13 @@ pub async fn run(
 
 /// Runs `sources` until every one has synced once and returns the merged
 /// snapshot, for `--once`. A source that fails before that is the error.
-pub async fn first_snapshot(sources: Vec<Box<dyn Source>>) -> Result<Arc<Snapshot>, Error> {
+pub async fn first_snapshot(
+    sources: Vec<Box<dyn Source>>,
+    metrics: &Metrics,
+) -> Result<Arc<Snapshot>, Error> {
     let (tx, mut rx) = watch::channel(None);
-    let hub = tokio::spawn(run(sources, tx));
+    let metrics = metrics.clone();
+    let hub = tokio::spawn(async move { run(sources, tx, &metrics).await });
     let synced = rx.wait_for(Option::is_some).await.map(|s| s.clone());
     if let Ok(Some(snapshot)) = synced {
         hub.abort();

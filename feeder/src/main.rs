@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use dsfeed::binrpc;
 use dsfeed::config::{Command, Config, Mode};
+use dsfeed::feed::Shared;
 use dsfeed::feed::server::Server;
+use dsfeed::http::Http;
+use dsfeed::metrics::Metrics;
 use dsfeed::sinks::file::{self, Applier, FileSink, ListWriter, WhenModule};
 use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
 use dsfeed::sources::{Source, consul, sets_file::SetsFileSource, static_sets::StaticSource};
@@ -75,7 +78,7 @@ fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
 
 /// Builds the first snapshot from every source, delivers it and returns.
 async fn once(config: &Config) -> anyhow::Result<()> {
-    let snapshot = dsfeed::hub::first_snapshot(sources(config)?).await?;
+    let snapshot = dsfeed::hub::first_snapshot(sources(config)?, &Metrics::new()).await?;
     if config.writes_stdout() {
         print!("{}", snapshot.to_dispatcher_list());
     } else {
@@ -102,14 +105,34 @@ async fn once(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every source and sink until a fatal error or a shutdown signal.
+/// Runs every source and sink until a fatal error or a shutdown signal:
+/// sources → hub → the feed, the file sink and the HTTP endpoints.
 async fn daemon(config: &Config) -> anyhow::Result<()> {
     let server = Server::bind(&config.serve).await?;
+    let http = match config.serve.http {
+        Some(addr) => Some(Http::bind(addr).await?),
+        None => None,
+    };
+    let metrics = Metrics::new();
     let (tx, rx) = watch::channel(None);
+    let shared = Shared::new(rx.clone(), metrics.clone());
     let stop = tokio_util::sync::CancellationToken::new();
-    let feed = server.run(rx.clone(), stop.clone().cancelled_owned());
+    if let Some(http) = http {
+        let stopped = stop.clone().cancelled_owned();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(err) = http.run(shared, stopped).await {
+                tracing::error!(error = %dsfeed_model::error_chain(&err), "the HTTP endpoints stopped");
+            }
+        });
+    }
+    let feed = server.run(shared, stop.clone().cancelled_owned());
     tokio::pin!(feed);
-    let hub = tokio::spawn(dsfeed::hub::run(sources(config)?, tx));
+    let sources = sources(config)?;
+    let hub = tokio::spawn({
+        let metrics = metrics.clone();
+        async move { dsfeed::hub::run(sources, tx, &metrics).await }
+    });
     if config.writes_file() {
         let reload = config.reload_addr().map(binrpc::Client::new);
         if reload.is_none() {
@@ -121,7 +144,7 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
             Mode::File => WhenModule::Refuse,
             Mode::Auto | Mode::Grpc => WhenModule::StepAside,
         };
-        let sink = FileSink::new(ListWriter::new(config.output.clone()), reload)
+        let sink = FileSink::new(ListWriter::new(config.output.clone()), reload, &metrics)
             .when_module(when_module)
             .min_reload_interval(config.min_reload_interval);
         tokio::spawn(sink.run(rx));

@@ -1,22 +1,24 @@
-//! Prometheus metrics, all named `dsfeed_*`.
+//! Prometheus metrics, all named `dsfeed_*`, in one registry that `main.rs`
+//! creates and hands to every component. Components report through handles
+//! ([`SourceMetrics`], [`FileSinkMetrics`]) that carry their own label, so
+//! one source or sink is one label value wherever it counts from. This
+//! module observes: it imports nothing of the components it counts for.
 //!
 //! Gauges that describe the present (snapshot, sets, clients) are rebuilt
 //! from the live state at each scrape, so a client that left or a set that
 //! went away leaves no stale series. Counters count events as they happen.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use dsfeed_model::{SetId, Snapshot};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-
-use crate::feed::Published;
-use crate::feed::clients::ClientStatus;
-use dsfeed_model::SetId;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -48,59 +50,40 @@ struct SourceErrorLabels {
     kind: String,
 }
 
-/// Source errors are counted where they happen, deep inside each source's
-/// task, so the counter is process-wide rather than threaded through every
-/// source.
-static SOURCE_ERRORS: LazyLock<Family<SourceErrorLabels, Counter>> = LazyLock::new(Family::default);
-
-/// Counts one error of `source` (a [`crate::Error::label`] as `kind`).
-pub fn count_source_error(source: &str, kind: &str) {
-    SOURCE_ERRORS
-        .get_or_create(&SourceErrorLabels {
-            source: source.to_owned(),
-            kind: kind.to_owned(),
-        })
-        .inc();
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkErrorLabels {
+    sink: String,
+    kind: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
+struct ReloadLabels {
+    rpc: String,
     outcome: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
+struct WithheldLabels {
+    rpc: String,
     reason: String,
 }
 
-/// `dispatcher.reload` attempts by outcome, counted by the file sink.
-static RELOADS: LazyLock<Family<OutcomeLabels, Counter>> = LazyLock::new(Family::default);
-
-/// Reloads the file sink held back, by reason.
-static RELOADS_WITHHELD: LazyLock<Family<ReasonLabels, Counter>> = LazyLock::new(Family::default);
-
-/// Counts one `dispatcher.reload` attempt: `loaded`, `throttled` (inside
-/// Kamailio's `reload_delta`) or `failed`.
-pub fn count_reload(outcome: &str) {
-    RELOADS
-        .get_or_create(&OutcomeLabels {
-            outcome: outcome.to_owned(),
-        })
-        .inc();
+/// One connected feed client as the gauges need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSample {
+    pub node: String,
+    /// The version it last applied, if any.
+    pub acked: Option<String>,
+    /// A version it could not apply yet and keeps retrying, if any.
+    pub retrying: Option<String>,
 }
 
-/// Counts a reload held back: `dsfeed_module` (`--mode file` against a
-/// Kamailio running dsfeed.so) or `no_answer` (Kamailio's ctl silent).
-pub fn count_reload_withheld(reason: &str) {
-    RELOADS_WITHHELD
-        .get_or_create(&ReasonLabels {
-            reason: reason.to_owned(),
-        })
-        .inc();
-}
+/// The process's metrics. Cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics(Arc<Inner>);
 
 #[derive(Debug)]
-pub struct Metrics {
+struct Inner {
     registry: Registry,
     snapshot: Family<VersionLabels, Gauge>,
     snapshot_age: Gauge<f64, AtomicU64>,
@@ -110,20 +93,18 @@ pub struct Metrics {
     client_retrying: Family<ClientLabels, Gauge>,
     nacks: Family<NodeLabels, Counter>,
     retries: Family<NodeLabels, Counter>,
+    source_errors: Family<SourceErrorLabels, Counter>,
+    sink_errors: Family<SinkErrorLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    reloads_withheld: Family<WithheldLabels, Counter>,
     /// Serializes scrapes: each one rebuilds the live gauges before encoding.
     scrape: Mutex<()>,
 }
 
-impl Default for Metrics {
+impl Default for Inner {
     fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("dsfeed");
-        let metrics = Metrics {
+        let mut inner = Inner {
+            registry: Registry::with_prefix("dsfeed"),
             snapshot: Family::default(),
             snapshot_age: Gauge::default(),
             set_destinations: Family::default(),
@@ -132,146 +113,222 @@ impl Metrics {
             client_retrying: Family::default(),
             nacks: Family::default(),
             retries: Family::default(),
+            source_errors: Family::default(),
+            sink_errors: Family::default(),
+            reloads: Family::default(),
+            reloads_withheld: Family::default(),
             scrape: Mutex::new(()),
-            registry: Registry::default(),
         };
-        registry.register(
+        let r = &mut inner.registry;
+        r.register(
             "snapshot_info",
             "The version of the current snapshot (value 1)",
-            metrics.snapshot.clone(),
+            inner.snapshot.clone(),
         );
-        registry.register_with_unit(
+        r.register_with_unit(
             "snapshot_age",
             "Time since the current snapshot was published",
             Unit::Seconds,
-            metrics.snapshot_age.clone(),
+            inner.snapshot_age.clone(),
         );
-        registry.register(
+        r.register(
             "set_destinations",
             "Destinations per set in the current snapshot",
-            metrics.set_destinations.clone(),
+            inner.set_destinations.clone(),
         );
-        registry.register(
+        r.register(
             "clients_connected",
             "Open feed streams",
-            metrics.clients_connected.clone(),
+            inner.clients_connected.clone(),
         );
-        registry.register(
+        r.register(
             "client_acked_version_info",
             "The version each connected node last applied (value 1)",
-            metrics.client_acked.clone(),
+            inner.client_acked.clone(),
         );
-        registry.register(
+        r.register(
             "client_retrying_version_info",
             "The version each connected node could not apply yet and keeps retrying (value 1)",
-            metrics.client_retrying.clone(),
+            inner.client_retrying.clone(),
         );
-        registry.register(
+        r.register(
             "nacks",
             "Snapshots a node refused to apply",
-            metrics.nacks.clone(),
+            inner.nacks.clone(),
         );
-        registry.register(
+        r.register(
             "retries",
             "Answers in which a node could not apply a snapshot yet and keeps retrying it (not NACKs)",
-            metrics.retries.clone(),
+            inner.retries.clone(),
         );
-        registry.register(
+        r.register(
             "source_errors",
             "Errors of a source, by kind; the last good view stays published",
-            SOURCE_ERRORS.clone(),
+            inner.source_errors.clone(),
         );
-        registry.register(
+        r.register(
+            "sink_errors",
+            "Errors of a sink, by kind; the sink retries",
+            inner.sink_errors.clone(),
+        );
+        r.register(
             "reloads",
-            "dispatcher.reload attempts by outcome: loaded, throttled (inside reload_delta), failed",
-            RELOADS.clone(),
+            "dispatcher.reload attempts per Kamailio by outcome: loaded, throttled (inside reload_delta), failed",
+            inner.reloads.clone(),
         );
-        registry.register(
+        r.register(
             "reloads_withheld",
-            "Reloads held back: dsfeed_module (--mode file while Kamailio runs dsfeed.so), no_answer (Kamailio's ctl silent)",
-            RELOADS_WITHHELD.clone(),
+            "Reloads held back per Kamailio: dsfeed_module (--mode file while Kamailio runs dsfeed.so), no_answer (Kamailio's ctl silent)",
+            inner.reloads_withheld.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
+        inner
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics::default()
+    }
+
+    /// The handle a source named `name` counts through.
+    pub fn source(&self, name: &str) -> SourceMetrics {
+        SourceMetrics {
+            metrics: self.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The handle the file sink reloading Kamailio at `rpc` counts through
+    /// (`rpc` empty with `--no-reload`).
+    pub fn file_sink(&self, rpc: &str) -> FileSinkMetrics {
+        FileSinkMetrics {
+            metrics: self.clone(),
+            rpc: rpc.to_owned(),
         }
     }
 
     pub fn count_nack(&self, node: &str) {
-        self.nacks
-            .get_or_create(&NodeLabels {
-                node: node.to_owned(),
-            })
-            .inc();
+        let node = node.to_owned();
+        self.0.nacks.get_or_create(&NodeLabels { node }).inc();
     }
 
     pub fn count_retry(&self, node: &str) {
-        self.retries
-            .get_or_create(&NodeLabels {
-                node: node.to_owned(),
-            })
-            .inc();
+        let node = node.to_owned();
+        self.0.retries.get_or_create(&NodeLabels { node }).inc();
     }
 
     /// The text exposition of every metric, with the live gauges taken from
-    /// `published` and `clients`.
-    pub fn render(&self, published: Option<&Published>, clients: &[ClientStatus]) -> String {
-        let _scrape = self.scrape.lock().expect("not poisoned");
-        self.snapshot.clear();
-        self.set_destinations.clear();
-        match published {
-            Some(p) => {
-                self.snapshot
-                    .get_or_create(&VersionLabels {
-                        version: p.snapshot.version().to_owned(),
-                    })
-                    .set(1);
-                self.snapshot_age.set(p.age().as_secs_f64());
-                for (id, dests) in p.snapshot.sets() {
-                    self.set_destinations
+    /// `snapshot` (with its age) and `clients`.
+    pub fn render(
+        &self,
+        snapshot: Option<(&Snapshot, Duration)>,
+        clients: &[ClientSample],
+    ) -> String {
+        let m = &self.0;
+        let _scrape = m.scrape.lock().expect("not poisoned");
+        m.snapshot.clear();
+        m.set_destinations.clear();
+        match snapshot {
+            Some((snapshot, age)) => {
+                let version = snapshot.version().to_owned();
+                m.snapshot.get_or_create(&VersionLabels { version }).set(1);
+                m.snapshot_age.set(age.as_secs_f64());
+                for (id, dests) in snapshot.sets() {
+                    m.set_destinations
                         .get_or_create(&SetLabels { set: *id })
                         .set(i64::try_from(dests.len()).unwrap_or(i64::MAX));
                 }
             }
             None => {
-                self.snapshot_age.set(0.0);
+                m.snapshot_age.set(0.0);
             }
         }
-        self.clients_connected
+        m.clients_connected
             .set(i64::try_from(clients.len()).unwrap_or(i64::MAX));
-        self.client_acked.clear();
-        self.client_retrying.clear();
+        m.client_acked.clear();
+        m.client_retrying.clear();
         for client in clients {
-            if let Some(retrying) = &client.retrying {
-                self.client_retrying
-                    .get_or_create(&ClientLabels {
-                        node: client.node.clone(),
-                        version: retrying.version.clone(),
-                    })
-                    .set(1);
+            let labels = |version: &String| ClientLabels {
+                node: client.node.clone(),
+                version: version.clone(),
+            };
+            if let Some(version) = &client.retrying {
+                m.client_retrying.get_or_create(&labels(version)).set(1);
             }
-            if let Some(version) = &client.acked_version {
-                self.client_acked
-                    .get_or_create(&ClientLabels {
-                        node: client.node.clone(),
-                        version: version.clone(),
-                    })
-                    .set(1);
+            if let Some(version) = &client.acked {
+                m.client_acked.get_or_create(&labels(version)).set(1);
             }
         }
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode(&mut out, &m.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// What a source counts: its errors, by kind (`Error::label`).
+#[derive(Debug, Clone)]
+pub struct SourceMetrics {
+    metrics: Metrics,
+    name: String,
+}
+
+impl SourceMetrics {
+    /// The source's name, its label value.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn error(&self, kind: &str) {
+        let labels = SourceErrorLabels {
+            source: self.name.clone(),
+            kind: kind.to_owned(),
+        };
+        self.metrics.0.source_errors.get_or_create(&labels).inc();
+    }
+}
+
+/// What the file sink counts, labelled with the Kamailio it reloads.
+#[derive(Debug, Clone)]
+pub struct FileSinkMetrics {
+    metrics: Metrics,
+    rpc: String,
+}
+
+impl FileSinkMetrics {
+    /// A failure of the sink itself (writing the list), by kind.
+    pub fn error(&self, kind: &str) {
+        let labels = SinkErrorLabels {
+            sink: "file".into(),
+            kind: kind.to_owned(),
+        };
+        self.metrics.0.sink_errors.get_or_create(&labels).inc();
+    }
+
+    /// One `dispatcher.reload` attempt: `loaded`, `throttled` (inside
+    /// Kamailio's `reload_delta`) or `failed`.
+    pub fn reload(&self, outcome: &str) {
+        let labels = ReloadLabels {
+            rpc: self.rpc.clone(),
+            outcome: outcome.to_owned(),
+        };
+        self.metrics.0.reloads.get_or_create(&labels).inc();
+    }
+
+    /// A reload held back: `dsfeed_module` (`--mode file` against a
+    /// Kamailio running dsfeed.so) or `no_answer` (Kamailio's ctl silent).
+    pub fn withheld(&self, reason: &str) {
+        let labels = WithheldLabels {
+            rpc: self.rpc.clone(),
+            reason: reason.to_owned(),
+        };
+        self.metrics.0.reloads_withheld.get_or_create(&labels).inc();
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::SystemTime;
-
     use super::*;
-    use dsfeed_model::{Destination, SetMap, Snapshot};
+    use dsfeed_model::{Destination, SetMap};
 
     #[test]
     fn live_gauges_follow_the_state() {
@@ -280,24 +337,32 @@ mod tests {
             3,
             vec![Destination::parse_target("10.0.0.1").unwrap()],
         )]));
-        let published = Published {
-            snapshot: Arc::new(snapshot.clone()),
-            at: SystemTime::now(),
+        let acked = ClientSample {
+            node: "kam-1".into(),
+            acked: Some(snapshot.version().to_owned()),
+            retrying: None,
         };
-        let mut client = ClientStatus::new("kam-1", "", "unix".into(), None, "");
-        client.ack(snapshot.version());
-        let mut stuck = ClientStatus::new("kam-2", "", "unix".into(), None, "");
-        stuck.retry("", "v9", "the dispatcher refused the list");
+        let stuck = ClientSample {
+            node: "kam-2".into(),
+            acked: None,
+            retrying: Some("v9".into()),
+        };
         metrics.count_nack("kam-1");
         metrics.count_retry("kam-2");
-        count_source_error("sets-file", "read");
+        metrics.source("sets-file").error("read");
+        let sink = metrics.file_sink("unix:/run/kamailio/kamailio_ctl");
+        sink.reload("loaded");
+        sink.withheld("no_answer");
+        sink.error("write");
 
-        let text = metrics.render(Some(&published), &[client, stuck]);
+        let age = Duration::from_secs(2);
+        let text = metrics.render(Some((&snapshot, age)), &[acked, stuck]);
         for line in [
             format!(
                 "dsfeed_snapshot_info{{version=\"{}\"}} 1",
                 snapshot.version()
             ),
+            "dsfeed_snapshot_age_seconds 2.0".to_owned(),
             "dsfeed_set_destinations{set=\"3\"} 1".to_owned(),
             "dsfeed_clients_connected 2".to_owned(),
             "dsfeed_client_retrying_version_info{node=\"kam-2\",version=\"v9\"} 1".to_owned(),
@@ -307,14 +372,18 @@ mod tests {
                 snapshot.version()
             ),
             "dsfeed_nacks_total{node=\"kam-1\"} 1".to_owned(),
+            "dsfeed_source_errors_total{source=\"sets-file\",kind=\"read\"} 1".to_owned(),
+            "dsfeed_sink_errors_total{sink=\"file\",kind=\"write\"} 1".to_owned(),
+            "dsfeed_reloads_total{rpc=\"unix:/run/kamailio/kamailio_ctl\",outcome=\"loaded\"} 1"
+                .to_owned(),
+            "dsfeed_reloads_withheld_total{rpc=\"unix:/run/kamailio/kamailio_ctl\",reason=\"no_answer\"} 1"
+                .to_owned(),
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "{line} missing from\n{text}"
             );
         }
-        assert!(text.contains("dsfeed_source_errors_total{source=\"sets-file\",kind=\"read\"}"));
-        assert!(text.contains("dsfeed_snapshot_age_seconds "));
 
         let text = metrics.render(None, &[]);
         assert!(

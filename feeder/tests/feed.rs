@@ -723,9 +723,12 @@ async fn ready_only_once_every_source_has_synced() {
         ..Default::default()
     };
     let server = dsfeed::feed::server::Server::bind(&serve).await.unwrap();
+    let endpoints = dsfeed::http::Http::bind(http).await.unwrap();
     let (tx, rx) = tokio::sync::watch::channel(None);
+    let shared = dsfeed::feed::Shared::new(rx, dsfeed::metrics::Metrics::new());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.run(rx, async {
+    tokio::spawn(endpoints.run(shared.clone(), std::future::pending()));
+    let running = tokio::spawn(server.run(shared, async {
         let _ = stopped.await;
     }));
 

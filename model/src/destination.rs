@@ -111,7 +111,7 @@ impl Destination {
             return Err(InvalidDestination::Priority(self.priority));
         }
         validate_attrs(&self.attrs)?;
-        let len = crate::list::fields(self).len();
+        let len = self.line_fields().len();
         if len > MAX_DESTINATION_LINE {
             return Err(InvalidDestination::LineTooLong {
                 uri: self.uri.clone(),
@@ -119,6 +119,17 @@ impl Destination {
             });
         }
         Ok(())
+    }
+
+    /// The destination's part of its `dispatcher.list` line:
+    /// `uri flags priority [attrs]`.
+    pub(crate) fn line_fields(&self) -> String {
+        let mut line = format!("{} {} {}", self.uri, self.flags, self.priority);
+        if !self.attrs.is_empty() {
+            line.push(' ');
+            line.push_str(&self.attrs);
+        }
+        line
     }
 
     /// Orders destinations within a set: highest priority first, which is

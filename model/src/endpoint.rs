@@ -75,16 +75,13 @@ impl Endpoint {
     /// `localhost`, since a listener must know which interface it binds.
     pub fn socket_addr(&self) -> Result<SocketAddr, InvalidEndpoint> {
         let Endpoint::Net { host, port, .. } = self else {
-            return Err(InvalidEndpoint::new(
-                self,
-                "a unix socket has no IP address",
-            ));
+            return Err(invalid(self, "a unix socket has no IP address"));
         };
         let ip = if host == "localhost" {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
             host_ip(host).ok_or_else(|| {
-                InvalidEndpoint::new(
+                invalid(
                     self,
                     "a listener needs an IP address or localhost, not a name",
                 )
@@ -99,6 +96,13 @@ impl Endpoint {
             Endpoint::Unix(_) => None,
             Endpoint::Net { host, port, .. } => Some(format!("{host}:{port}")),
         }
+    }
+}
+
+fn invalid(endpoint: &Endpoint, reason: &str) -> InvalidEndpoint {
+    InvalidEndpoint {
+        endpoint: endpoint.to_string(),
+        reason: reason.to_owned(),
     }
 }
 

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use crate::destination::SetId;
-
 /// A destination, set id or attribute that Kamailio's `dispatcher.list`
 /// loader would misread. Each variant names the offending value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,14 +40,14 @@ pub enum InvalidSnapshot {
     #[error("set id {0} is above 2147483647")]
     SetId(u32),
     #[error("set {0} appears twice")]
-    DuplicateSet(SetId),
+    DuplicateSet(u32),
     #[error("set {0} was not requested")]
-    UnwantedSet(SetId),
+    UnwantedSet(u32),
     #[error("set {set}: {uri:?} appears twice")]
-    DuplicateUri { set: SetId, uri: String },
+    DuplicateUri { set: u32, uri: String },
     #[error("set {set}: destination {uri:?}: {source}")]
     Destination {
-        set: SetId,
+        set: u32,
         uri: String,
         #[source]
         source: InvalidDestination,
@@ -73,15 +71,6 @@ pub enum InvalidBackoff {
 pub struct InvalidEndpoint {
     pub endpoint: String,
     pub reason: String,
-}
-
-impl InvalidEndpoint {
-    pub(crate) fn new(endpoint: &crate::Endpoint, reason: &str) -> Self {
-        InvalidEndpoint {
-            endpoint: endpoint.to_string(),
-            reason: reason.to_owned(),
-        }
-    }
 }
 
 /// An error and its causes on one line, for logs, NACKs and status pages,

@@ -7,7 +7,6 @@
 //! a comment; a C string ends at NUL.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use crate::destination::{Destination, MAX_LINE, SetId};
 
@@ -18,18 +17,7 @@ pub fn header(version: &str) -> String {
 
 /// The line of `dest` in set `id`, without its newline.
 pub fn line(id: SetId, dest: &Destination) -> String {
-    format!("{id} {}", fields(dest))
-}
-
-/// A destination's part of its line: `uri flags priority [attrs]`.
-pub(crate) fn fields(dest: &Destination) -> String {
-    let mut line = String::new();
-    let _ = write!(line, "{} {} {}", dest.uri(), dest.flags(), dest.priority());
-    if !dest.attrs().is_empty() {
-        line.push(' ');
-        line.push_str(dest.attrs());
-    }
-    line
+    format!("{id} {}", dest.line_fields())
 }
 
 /// Appends the line of `dest` in set `id` and its newline, with `flags` in

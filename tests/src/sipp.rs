@@ -95,15 +95,18 @@ pub fn call(kamailio: &str, set: u32, calls: u32, work_dir: &Path) -> Vec<String
 pub struct Load {
     child: Child,
     stats: PathBuf,
+    errors: PathBuf,
     total: u64,
 }
 
-/// sipp's totals for one [`Load`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// sipp's totals for one [`Load`], and what it said about failed calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadStats {
     pub created: u64,
     pub successful: u64,
     pub failed: u64,
+    /// The last lines of sipp's error log.
+    pub errors: String,
 }
 
 impl Load {
@@ -112,6 +115,7 @@ impl Load {
     pub fn start(kamailio: &str, set: u32, rate: u64, total: u64, work_dir: &Path) -> Load {
         let port = crate::free_udp_port();
         let stats = work_dir.join(format!("load-{port}.csv"));
+        let errors = work_dir.join(format!("load-{port}-errors.log"));
         let child = Command::new("sipp")
             .current_dir(work_dir)
             .arg("-sf")
@@ -128,6 +132,8 @@ impl Load {
             ])
             .args(["-trace_stat", "-fd", "1", "-stf"])
             .arg(&stats)
+            .args(["-trace_err", "-error_file"])
+            .arg(&errors)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -135,6 +141,7 @@ impl Load {
         Load {
             child,
             stats,
+            errors,
             total,
         }
     }
@@ -165,10 +172,13 @@ impl Load {
                     panic!("no {name} in sipp's statistics {}", self.stats.display())
                 })
         };
+        let errors = std::fs::read_to_string(&self.errors).unwrap_or_default();
+        let tail: Vec<&str> = errors.lines().rev().take(20).collect();
         LoadStats {
             created: column("TotalCallCreated"),
             successful: column("SuccessfulCall(C)"),
             failed: column("FailedCall(C)"),
+            errors: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dsfeed::config::Config;
+use dsfeed::metrics::Metrics;
 use dsfeed::sources::consul;
 use dsfeed_model::Snapshot;
 use dsfeed_tests::eventually;
@@ -20,6 +21,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The feeder's hub fed by the Consul sources the flags describe.
 struct Feed {
     rx: watch::Receiver<Option<Arc<Snapshot>>>,
+    metrics: Metrics,
     /// Every snapshot the hub published, in order.
     history: Arc<Mutex<Vec<Arc<Snapshot>>>>,
     tasks: Vec<JoinHandle<()>>,
@@ -41,8 +43,13 @@ fn config(args: &[&str]) -> Config {
 fn feed(args: &[&str]) -> Feed {
     let sources = consul::sources(&config(args).consul).expect("usable Consul settings");
     let (tx, rx) = watch::channel(None);
-    let hub = tokio::spawn(async move {
-        dsfeed::hub::run(sources, tx).await.expect("the hub runs");
+    let metrics = Metrics::new();
+    let hub = tokio::spawn({
+        let metrics = metrics.clone();
+        async move {
+            let hub = dsfeed::hub::run(sources, tx, &metrics);
+            hub.await.expect("the hub runs");
+        }
     });
     let history = Arc::new(Mutex::new(Vec::new()));
     let mut watcher = rx.clone();
@@ -56,6 +63,7 @@ fn feed(args: &[&str]) -> Feed {
     });
     Feed {
         rx,
+        metrics,
         history,
         tasks: vec![hub, recorder],
     }
@@ -464,7 +472,7 @@ async fn acl_filtered_answers_are_errors_never_the_truth() {
     }
     assert_eq!(feed.current_set(1), ["sip:10.0.0.1:5060"]);
     assert!(!feed.ever_empty(1), "an ACL-filtered answer emptied set 1");
-    let metrics = dsfeed::metrics::Metrics::new().render(None, &[]);
+    let metrics = feed.metrics.render(None, &[]);
     assert!(
         metrics.contains("kind=\"consul_acl_filtered\""),
         "{metrics}"

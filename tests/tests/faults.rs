@@ -213,7 +213,7 @@ async fn faults(shape: Shape) {
     let stats = load.finish(Duration::from_secs(120)).await;
     assert_alive(&kamailio, at_start, "after the feeder's faults").await;
     assert_eq!(stats.created, RATE * 60);
-    assert_eq!(stats.failed, 0, "requests failed: {stats:?}");
+    assert_eq!(stats.failed, 0, "requests failed: {stats:#?}");
     if shape == Shape::Sidecar {
         assert_eq!(
             loads.count(Event::Loaded),
@@ -246,7 +246,7 @@ async fn faults(shape: Shape) {
     until_loaded(&kamailio, &sets(&[(1, &want)]), WAIT).await;
     let stats = load.finish(Duration::from_secs(60)).await;
     assert_alive(&kamailio, at_start, "after Kamailio's restart").await;
-    assert_eq!(stats.failed, 0, "requests failed: {stats:?}");
+    assert_eq!(stats.failed, 0, "requests failed: {stats:#?}");
     if shape == Shape::Sidecar {
         drop(feeder);
         assert_eq!(

@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use dsfeed_model::SetId;
 
+use crate::metrics::ClientSample;
+
 /// The longest node id or user agent kept.
 const MAX_NAME: usize = 256;
 
@@ -80,6 +82,15 @@ impl ClientStatus {
     }
 
     /// The client applied `version`; whatever it was retrying is over.
+    /// What the metrics' live gauges need of this client.
+    pub fn sample(&self) -> ClientSample {
+        ClientSample {
+            node: self.node.clone(),
+            acked: self.acked_version.clone(),
+            retrying: self.retrying.as_ref().map(|r| r.version.clone()),
+        }
+    }
+
     pub fn ack(&mut self, version: &str) {
         self.acked_version = Some(bounded(version, MAX_NAME));
         self.retrying = None;

@@ -156,7 +156,8 @@ impl Published {
     }
 }
 
-/// What the gRPC service and the HTTP endpoints share.
+/// What the feed serves from and what it knows of its clients, read by the
+/// HTTP endpoints too.
 #[derive(Debug)]
 pub struct Shared {
     pub snapshots: SnapshotRx,
@@ -166,11 +167,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(snapshots: SnapshotRx) -> Arc<Self> {
+    pub fn new(snapshots: SnapshotRx, metrics: Metrics) -> Arc<Self> {
         let shared = Arc::new(Shared {
             snapshots,
             clients: Arc::default(),
-            metrics: Metrics::new(),
+            metrics,
             published: Mutex::new(None),
         });
         shared.note_publication();

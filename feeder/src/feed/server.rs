@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -353,11 +353,10 @@ enum Bound {
     },
 }
 
-/// Every listener of the feed and the HTTP endpoints, bound at start so
-/// that an unusable address fails the feeder at once.
+/// Every listener of the feed, bound at start so that an unusable address
+/// fails the feeder at once.
 pub struct Server {
     listeners: Vec<Bound>,
-    http: Option<TcpListener>,
     /// The TLS settings with the files they came from, for error messages.
     tls: Option<(ServerTlsConfig, PathBuf, PathBuf)>,
     token: Option<String>,
@@ -411,20 +410,8 @@ impl Server {
                 },
             });
         }
-        let http = match args.http {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| Error::Listen {
-                        addr: format!("http://{addr}"),
-                        source,
-                    })?,
-            ),
-            None => None,
-        };
         Ok(Server {
             listeners,
-            http,
             tls,
             token,
         })
@@ -434,11 +421,10 @@ impl Server {
     /// every stream ends with UNAVAILABLE and the unix sockets are removed.
     pub async fn run(
         self,
-        snapshots: SnapshotRx,
+        shared: Arc<Shared>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
         let stop = CancellationToken::new();
-        let shared = Shared::new(snapshots);
         tokio::spawn(Arc::clone(&shared).track_publications(stop.clone()));
         let service = FeedService::new(Arc::clone(&shared), self.token, stop.clone());
         let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
@@ -479,20 +465,6 @@ impl Server {
                     });
                 }
             }
-        }
-        if let Some(listener) = self.http {
-            let addr = listener
-                .local_addr()
-                .map_or_else(|_| "?".into(), |a| a.to_string());
-            tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
-            let router = crate::http::router(Arc::clone(&shared));
-            let stopped = stop.clone().cancelled_owned();
-            tasks.spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped)
-                    .await
-                    .map_err(|source| Error::Http { addr, source })
-            });
         }
 
         let result = tokio::select! {

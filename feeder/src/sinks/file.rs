@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::binrpc::{self, dispatcher};
 use crate::error::Error;
 use crate::hub::SnapshotRx;
+use crate::metrics::{FileSinkMetrics, Metrics};
 use dsfeed_model::Backoff;
 use dsfeed_model::Snapshot;
 
@@ -94,6 +95,7 @@ pub async fn applier(client: &binrpc::Client) -> Applier {
 pub struct FileSink {
     writer: ListWriter,
     reload: Option<binrpc::Client>,
+    metrics: FileSinkMetrics,
     backoff: Backoff,
     when_module: WhenModule,
     min_interval: Duration,
@@ -112,8 +114,10 @@ enum Attempt {
 }
 
 impl FileSink {
-    pub fn new(writer: ListWriter, reload: Option<binrpc::Client>) -> Self {
+    pub fn new(writer: ListWriter, reload: Option<binrpc::Client>, metrics: &Metrics) -> Self {
+        let rpc = reload.as_ref().map(|c| c.addr().to_string());
         FileSink {
+            metrics: metrics.file_sink(rpc.as_deref().unwrap_or_default()),
             writer,
             reload,
             backoff: RETRY,
@@ -183,6 +187,7 @@ impl FileSink {
                 }
                 Err(err) => {
                     let delay = write_failures.next().unwrap_or_default();
+                    self.metrics.error(err.label());
                     tracing::error!(error = %err, retry_in = ?delay, "cannot write dispatcher.list; the previous file stays");
                     retry_at = Some(Instant::now() + delay);
                     continue;
@@ -240,7 +245,7 @@ impl FileSink {
         self.seen = Some(applier);
         match applier {
             Applier::Module if self.when_module == WhenModule::Refuse => {
-                crate::metrics::count_reload_withheld("dsfeed_module");
+                self.metrics.withheld("dsfeed_module");
                 tracing::error!(
                     %rpc,
                     "Kamailio runs dsfeed.so: --mode file refuses to write dispatcher.list or reload it, since dsfeed.so must be the dispatcher's only writer (two loads at once corrupt Kamailio's shared memory); use --mode auto or grpc, or remove dsfeed.so"
@@ -255,7 +260,7 @@ impl FileSink {
                 "Kamailio runs without dsfeed.so: delivering dispatcher.list"
             ),
             Applier::Unknown if changed => {
-                crate::metrics::count_reload_withheld("no_answer");
+                self.metrics.withheld("no_answer");
                 tracing::warn!(
                     %rpc,
                     "Kamailio's ctl does not answer: dispatcher.list is written, and the reload waits until Kamailio answers and runs without dsfeed.so"
@@ -271,13 +276,13 @@ impl FileSink {
         self.last_reload = Some(Instant::now());
         match result {
             Ok(()) => {
-                crate::metrics::count_reload("loaded");
+                self.metrics.reload("loaded");
                 tracing::info!(rpc = %client.addr(), version = snapshot.version(), "Kamailio reloaded dispatcher.list");
                 warn_about_skipped(client, snapshot).await;
                 Attempt::Loaded
             }
             Err(err) if dispatcher::is_ongoing_reload(&err) => {
-                crate::metrics::count_reload("throttled");
+                self.metrics.reload("throttled");
                 tracing::info!(
                     rpc = %client.addr(), version = snapshot.version(),
                     "Kamailio refused the reload inside its reload_delta; retrying until it accepts"
@@ -287,7 +292,7 @@ impl FileSink {
                 Attempt::RetryAfter(ONGOING_RELOAD_POLL)
             }
             Err(err) => {
-                crate::metrics::count_reload("failed");
+                self.metrics.reload("failed");
                 tracing::warn!(rpc = %client.addr(), version = snapshot.version(), "dispatcher.reload failed: {err}");
                 Attempt::RetryAfter(Duration::MAX)
             }

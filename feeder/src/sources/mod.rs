@@ -12,6 +12,7 @@ use std::pin::Pin;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
+use crate::metrics::SourceMetrics;
 use dsfeed_model::{SetId, SetMap};
 
 pub mod consul;
@@ -42,28 +43,34 @@ pub(crate) struct View {
     pub held: BTreeSet<SetId>,
 }
 
-/// How a source hands its views to the hub.
+/// How a source hands its views to the hub, and reports its errors.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     slot: usize,
-    source: String,
+    metrics: SourceMetrics,
     tx: mpsc::Sender<View>,
 }
 
 impl Publisher {
-    pub(crate) fn new(slot: usize, source: &str, tx: mpsc::Sender<View>) -> Self {
-        Publisher {
-            slot,
-            source: source.to_owned(),
-            tx,
-        }
+    pub(crate) fn new(slot: usize, metrics: SourceMetrics, tx: mpsc::Sender<View>) -> Self {
+        Publisher { slot, metrics, tx }
     }
 
     /// Reports an error the source recovers from (its last view stays):
     /// logged and counted in `dsfeed_source_errors_total`.
     pub fn failed(&self, err: &Error, consequence: &str) {
-        tracing::warn!(source = %self.source, error = %err, "{consequence}");
-        crate::metrics::count_source_error(&self.source, err.label());
+        tracing::warn!(source = %self.metrics.name(), error = %err, "{consequence}");
+        self.metrics.error(err.label());
+    }
+
+    /// Counts an error of kind `kind` the source has logged itself.
+    pub fn count_error(&self, kind: &str) {
+        self.metrics.error(kind);
+    }
+
+    /// The source's metrics, for tasks of its own that count errors.
+    pub fn metrics(&self) -> &SourceMetrics {
+        &self.metrics
     }
 
     /// Replaces this source's view. Waits while the hub is busy, so a source

@@ -157,7 +157,7 @@ impl ConsulSource {
                         retry_in = ?delay,
                         "Consul query failed; {outcome}"
                     );
-                    crate::metrics::count_source_error("consul", err.label());
+                    out.count_error(err.label());
                     self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
                         .await;
                     continue;
@@ -192,7 +192,7 @@ impl ConsulSource {
                     retry_in = ?delay,
                     "Consul answer not used; the set keeps its last instances"
                 );
-                crate::metrics::count_source_error("consul", err.label());
+                out.count_error(err.label());
                 if !holder.has_published() && !held_announced {
                     held_announced = true;
                     out.publish_holding(SetMap::new(), BTreeSet::from([self.spec.set]))

@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 
 use dsfeed_model::Backoff;
 
+use crate::metrics::SourceMetrics;
+
 /// What one list+watch follows.
 pub struct Mirror<K: Resource> {
     pub api: Api<K>,
@@ -34,6 +36,8 @@ pub struct Mirror<K: Resource> {
     /// Whether a 403 counts as "synced, nothing there" (with a warning), for
     /// optional data such as Service annotations.
     pub optional: bool,
+    /// Where its errors are counted: the source's own label.
+    pub metrics: SourceMetrics,
 }
 
 /// How the mirror reports: each time its objects change, all of them.
@@ -100,11 +104,11 @@ where
                         } else if fault == Fault::Forbidden {
                             tracing::error!(mirror = %self.label, error = %err,
                                 "forbidden: the feeder's ServiceAccount needs get, list and watch here; keeping the last sets");
-                            crate::metrics::count_source_error("kubernetes", "forbidden");
+                            self.metrics.error("forbidden");
                         } else {
                             tracing::warn!(mirror = %self.label, error = %err,
                                 "watch failed; keeping the last sets and retrying");
-                            crate::metrics::count_source_error("kubernetes", "watch");
+                            self.metrics.error("watch");
                         }
                         tokio::time::sleep(delays.next().unwrap_or_default()).await;
                         if fault == Fault::GoneAtStart {

@@ -172,6 +172,7 @@ impl KubernetesSource {
                 label: format!("{}/{} endpointslices", key.namespace, key.name),
                 backoff: self.backoff,
                 optional: false,
+                metrics: out.metrics().clone(),
             };
             tasks.spawn(slices.run(
                 tx.clone(),
@@ -186,6 +187,7 @@ impl KubernetesSource {
                 label: format!("{}/{} service", key.namespace, key.name),
                 backoff: self.backoff,
                 optional: true,
+                metrics: out.metrics().clone(),
             };
             tasks.spawn(service.run(
                 tx.clone(),

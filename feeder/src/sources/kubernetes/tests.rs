@@ -46,7 +46,8 @@ impl Harness {
             Backoff::new(Duration::from_millis(50), Duration::from_millis(500), 0.5).unwrap(),
         );
         let (tx, views) = mpsc::channel(16);
-        let source = tokio::spawn(Box::new(source).run(Publisher::new(0, "kubernetes", tx)));
+        let metrics = crate::metrics::Metrics::new().source("kubernetes");
+        let source = tokio::spawn(Box::new(source).run(Publisher::new(0, metrics, tx)));
         Harness {
             kube,
             views,
