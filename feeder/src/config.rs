@@ -272,7 +272,7 @@ impl Config {
 }
 
 fn parse_min_reload_interval(s: &str) -> Result<Duration, String> {
-    let interval = crate::sources::consul::parse_duration(s)?;
+    let interval = crate::flag::duration(s)?;
     if interval < MIN_RELOAD_INTERVAL_FLOOR {
         return Err(format!(
             "{s} is below {MIN_RELOAD_INTERVAL_FLOOR:?}: a reload frees the list the previous one retired while SIP workers may still read it (read windows of ~100 ms were measured under load, a probing round over 10,000 destinations takes ~350 ms)"

@@ -8,6 +8,7 @@ pub mod binrpc;
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod flag;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -180,8 +180,9 @@ fn has_scheme(s: &str) -> bool {
 }
 
 /// Splits `host[:port]` where host is a name, an IPv4 address or an IPv6
-/// address in brackets (kept with its brackets).
-pub(crate) fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
+/// address in brackets (kept with its brackets): the one host and port
+/// rule for SIP URIs, feed endpoints and the feeder's other addresses.
+pub fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
     let (host, rest) = if let Some(inner) = s.strip_prefix('[') {
         let end = inner.find(']').ok_or("unclosed '[' in IPv6 address")?;
         let addr = &inner[..end];

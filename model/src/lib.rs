@@ -29,7 +29,7 @@ mod snapshot;
 pub use backoff::{Backoff, Delays};
 pub use destination::{
     DEFAULT_PORT, Destination, FLAG_DISABLED, KNOWN_FLAGS, MAX_DESTINATION_LINE, MAX_INT, MAX_LINE,
-    STATE_FLAGS, SetId, validate_set_id,
+    STATE_FLAGS, SetId, split_host_port, validate_set_id,
 };
 pub use endpoint::Endpoint;
 pub use error::{

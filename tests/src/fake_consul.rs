@@ -697,7 +697,10 @@ impl Handler {
             Some(Ok(index)) => index,
             Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "Invalid index"),
         };
-        let wait = match recorded.param("wait").map(parse_go_duration) {
+        let wait = match recorded
+            .param("wait")
+            .map(|w| dsfeed::flag::duration(w).ok())
+        {
             None => DEFAULT_WAIT,
             Some(Some(wait)) => wait.min(MAX_WAIT),
             Some(None) => return text(StatusCode::BAD_REQUEST, "Invalid wait time"),
@@ -901,66 +904,14 @@ fn text(status: StatusCode, body: &str) -> Reply {
 }
 
 fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-/// Percent-decoding, with `+` as a space as Go's query parser reads it.
+/// A percent-encoded path segment.
 fn decode(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        let byte = s.as_bytes()[i];
-        let escaped = (byte == b'%')
-            .then(|| s.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match (escaped, byte) {
-            (Some(b), _) => {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-            (None, b'+') => out.push(b' '),
-            (None, b) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Go's `time.ParseDuration` for the integer forms clients send: `300s`,
-/// `1500ms`, `5m`, `1m30s`.
-fn parse_go_duration(s: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let value: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let nanos: u64 = match &rest[..unit_len] {
-            "ns" => 1,
-            "us" | "µs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        total += Duration::from_nanos(value.checked_mul(nanos)?);
-        rest = &rest[unit_len..];
-    }
-    Some(total)
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }

@@ -101,18 +101,10 @@ impl FromStr for Addr {
             .ok_or_else(|| format!("'{s}' is not unix:PATH, tcp:HOST:PORT or udp:HOST:PORT"))?;
         let host_port = |rest: &str| -> Result<String, String> {
             let rest = rest.trim_start_matches("//");
-            let (host, port) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| format!("'{s}' has no port"))?;
-            if host.is_empty() {
-                return Err(format!("'{s}' has no host"));
-            }
-            match port.parse::<u16>() {
-                Ok(p) if p > 0 => Ok(format!("{host}:{p}")),
-                _ => Err(format!(
-                    "'{s}': port '{port}' is not a number from 1 to 65535"
-                )),
-            }
+            let (host, port) =
+                dsfeed_model::split_host_port(rest).map_err(|reason| format!("'{s}': {reason}"))?;
+            let port = port.ok_or_else(|| format!("'{s}' has no port"))?;
+            Ok(format!("{host}:{port}"))
         };
         match scheme {
             "unix" if !rest.is_empty() => {

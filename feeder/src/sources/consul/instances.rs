@@ -14,7 +14,8 @@ use std::net::Ipv6Addr;
 
 use serde::Deserialize;
 
-use super::args::{AttrMapping, Field, Health, ServiceSpec};
+use super::attrs::{AttrMapping, Field};
+use super::spec::{Health, ServiceSpec};
 use dsfeed_model::Destination;
 
 /// One element of the JSON array Consul answers.

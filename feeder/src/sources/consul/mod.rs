@@ -52,20 +52,23 @@ use crate::error::Error;
 use crate::sources::{Publisher, Source, SourceFuture};
 use dsfeed_model::{Destination, SetMap};
 
+mod addr;
 mod args;
+mod attrs;
 mod client;
 mod error;
 mod hold;
 pub mod instances;
 mod register;
+mod spec;
 
-pub use args::{
-    AttrMapping, ConsulAddr, ConsulArgs, EnvToken, Field, Health, RegisterSpec, ServiceSpec,
-    parse_duration,
-};
+pub use addr::ConsulAddr;
+pub use args::{ConsulArgs, EnvToken};
+pub use attrs::{AttrMapping, Field};
 pub use client::{ConsulClient, Reply};
 pub use error::ConsulError;
 pub use register::Registration;
+pub use spec::{Health, RegisterSpec, ServiceSpec};
 
 use dsfeed_model::Backoff;
 use error::chain;

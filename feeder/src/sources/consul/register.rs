@@ -15,9 +15,10 @@ use std::time::Duration;
 use hyper::body::Bytes;
 use serde_json::json;
 
-use super::args::{ConsulArgs, RegisterSpec};
+use super::args::ConsulArgs;
 use super::client::{ConsulClient, encode};
 use super::error::{ConsulError, chain};
+use super::spec::RegisterSpec;
 use crate::binrpc;
 use dsfeed_model::Backoff;
 

@@ -7,8 +7,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use dsfeed_model::{DEFAULT_PORT, Destination, SetId};
+
 use crate::error::InvalidServiceSet;
-use dsfeed_model::{DEFAULT_PORT, Destination, SetId, validate_set_id};
+use crate::flag;
 
 /// One `--set` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,15 +65,7 @@ impl FromStr for ServiceSet {
         check_dns_label(service, "service").map_err(bad)?;
 
         let mut options = rest.split(',');
-        let target = options.next().unwrap_or_default();
-        let (id, port) = match target.split_once(':') {
-            Some((id, port)) => (id, Some(port)),
-            None => (target, None),
-        };
-        let id = id
-            .parse::<u64>()
-            .map_err(|_| bad(format!("set id '{id}' is not a number")))
-            .and_then(|id| validate_set_id(id).map_err(|e| bad(e.to_string())))?;
+        let (id, port) = flag::set_target(options.next().unwrap_or_default()).map_err(bad)?;
         let port = match port {
             None => Port::Number(DEFAULT_PORT),
             Some(p) => parse_port(p).map_err(bad)?,
@@ -86,10 +80,7 @@ impl FromStr for ServiceSet {
             priority: None,
             attrs: None,
         };
-        for option in options {
-            let (key, value) = option
-                .split_once('=')
-                .ok_or_else(|| bad(format!("option '{option}' is not KEY=VALUE")))?;
+        for (key, value) in flag::options(options).map_err(bad)? {
             let number = || {
                 value
                     .parse::<u32>()
@@ -123,10 +114,7 @@ impl FromStr for ServiceSet {
 /// at least one letter.
 fn parse_port(p: &str) -> Result<Port, String> {
     if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() {
-        return match p.parse::<u16>() {
-            Ok(n) if n > 0 => Ok(Port::Number(n)),
-            _ => Err(format!("port '{p}' is not a number from 1 to 65535")),
-        };
+        return flag::port(p).map(Port::Number);
     }
     let valid = !p.is_empty()
         && p.len() <= 15
@@ -217,7 +205,7 @@ mod tests {
             ("a.b=1", "service 'a.b'"),
             ("asterisk=1,flags=x", "flags 'x'"),
             ("asterisk=1,flags=64", "bits Kamailio does not know"),
-            ("asterisk=1,attrs=a b", "contains ' '"),
+            ("asterisk=1,attrs=a b", "without spaces"),
             ("asterisk=1,weight=5", "unknown option 'weight'"),
             ("asterisk=1,flags", "not KEY=VALUE"),
         ] {

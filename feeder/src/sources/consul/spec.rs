@@ -1,0 +1,251 @@
+//! `--consul-service` and `--consul-register`: which services become sets,
+//! and how this Kamailio appears in Consul.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use dsfeed_model::SetId;
+
+use crate::flag;
+
+/// Which instances count as healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Health {
+    /// Every check passing (Consul's `passing=true`).
+    #[default]
+    Passing,
+    /// No check critical: passing or warning.
+    Warning,
+}
+
+/// One `--consul-service`: which instances of which service make a set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub set: SetId,
+    /// Replaces every instance's registered port.
+    pub port: Option<u16>,
+    pub tags: Vec<String>,
+    pub datacenter: Option<String>,
+    pub health: Health,
+}
+
+impl FromStr for ServiceSpec {
+    type Err = String;
+
+    /// Parses `NAME=ID[:PORT][,tag=TAG...][,dc=DC][,health=passing|warning]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = "expected NAME=ID[:PORT][,tag=TAG][,dc=DATACENTER][,health=warning]";
+        let bad = |reason: String| format!("'{s}': {reason}; {usage}");
+        let (name, rest) = s.split_once('=').ok_or_else(|| format!("'{s}': {usage}"))?;
+        check_name(s, name).map_err(|e| format!("{e}; {usage}"))?;
+        let mut parts = rest.split(',');
+        let (set, port) = flag::set_target(parts.next().unwrap_or_default()).map_err(bad)?;
+        let port = port.map(flag::port).transpose().map_err(bad)?;
+        let mut spec = ServiceSpec {
+            name: name.to_owned(),
+            set,
+            port,
+            tags: Vec::new(),
+            datacenter: None,
+            health: Health::Passing,
+        };
+        for (key, value) in flag::options(parts).map_err(bad)? {
+            match key {
+                "tag" => spec.tags.push(value.to_owned()),
+                "dc" if spec.datacenter.is_some() => {
+                    return Err(format!("'{s}': dc is given twice"));
+                }
+                "dc" => spec.datacenter = Some(value.to_owned()),
+                "health" => {
+                    spec.health = match value {
+                        "passing" => Health::Passing,
+                        "warning" => Health::Warning,
+                        other => {
+                            return Err(format!(
+                                "'{s}': health '{other}' is not 'passing' or 'warning'"
+                            ));
+                        }
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "'{s}': unknown option '{other}' (known: tag, dc, health)"
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for ServiceSpec {
+    /// The service as logs name it: `name[@dc][+tag...]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        if let Some(dc) = &self.datacenter {
+            write!(f, "@{dc}")?;
+        }
+        for tag in &self.tags {
+            write!(f, "+{tag}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `--consul-register`: how this Kamailio appears in Consul.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterSpec {
+    pub name: String,
+    pub port: u16,
+    pub id: Option<String>,
+    pub address: Option<String>,
+    pub tags: Vec<String>,
+    pub ttl: Duration,
+}
+
+impl FromStr for RegisterSpec {
+    type Err = String;
+
+    /// Parses `NAME[:PORT][,id=ID][,address=ADDR][,tag=TAG...][,ttl=DURATION]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = "expected NAME[:PORT][,id=ID][,address=ADDR][,tag=TAG][,ttl=DURATION]";
+        let bad = |reason: String| format!("'{s}': {reason}; {usage}");
+        let mut parts = s.split(',');
+        let head = parts.next().unwrap_or_default();
+        let (name, port) = match head.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (head, None),
+        };
+        check_name(s, name).map_err(|e| format!("{e}; {usage}"))?;
+        let port = match port {
+            None => dsfeed_model::DEFAULT_PORT,
+            Some(p) => flag::port(p).map_err(bad)?,
+        };
+        let mut spec = RegisterSpec {
+            name: name.to_owned(),
+            port,
+            id: None,
+            address: None,
+            tags: Vec::new(),
+            ttl: Duration::from_secs(30),
+        };
+        for (key, value) in flag::options(parts).map_err(bad)? {
+            match key {
+                "id" => spec.id = Some(value.to_owned()),
+                "address" => spec.address = Some(value.to_owned()),
+                "tag" => spec.tags.push(value.to_owned()),
+                "ttl" => {
+                    spec.ttl = flag::duration(value).map_err(|e| format!("'{s}': {e}"))?;
+                    if spec.ttl < Duration::from_secs(1) {
+                        return Err(format!("'{s}': ttl must be at least 1s"));
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "'{s}': unknown option '{other}' (known: id, address, tag, ttl)"
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// Consul service names as dsfeed accepts them: letters, digits, `-`, `_`
+/// and `.`.
+fn check_name(flag: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("'{flag}': empty service name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "'{flag}': service name '{name}' contains '{}' (Consul service names are letters, digits, '-', '_' and '.')",
+            c.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_specs_parse() {
+        let spec: ServiceSpec = "asterisk=1".parse().unwrap();
+        assert_eq!(
+            spec,
+            ServiceSpec {
+                name: "asterisk".into(),
+                set: 1,
+                port: None,
+                tags: vec![],
+                datacenter: None,
+                health: Health::Passing
+            }
+        );
+        let spec: ServiceSpec = "asterisk=2:5080,tag=primary,tag=v1.2,dc=dc2,health=warning"
+            .parse()
+            .unwrap();
+        assert_eq!(spec.set, 2);
+        assert_eq!(spec.port, Some(5080));
+        assert_eq!(spec.tags, ["primary", "v1.2"]);
+        assert_eq!(spec.datacenter.as_deref(), Some("dc2"));
+        assert_eq!(spec.health, Health::Warning);
+        assert_eq!(spec.to_string(), "asterisk@dc2+primary+v1.2");
+    }
+
+    #[test]
+    fn bad_service_specs_name_the_culprit() {
+        for (bad, needle) in [
+            ("asterisk", "expected NAME=ID"),
+            ("=1", "empty service name"),
+            ("a/b=1", "contains '/'"),
+            ("asterisk=x", "set id 'x'"),
+            ("asterisk=3000000000", "out of range"),
+            ("asterisk=1:0", "port '0'"),
+            ("asterisk=1:http", "port 'http'"),
+            ("asterisk=1,tag", "'tag' is not KEY=VALUE"),
+            ("asterisk=1,tag=", "needs a value"),
+            ("asterisk=1,dc=a,dc=b", "dc is given twice"),
+            ("asterisk=1,health=critical", "health 'critical'"),
+            ("asterisk=1,near=_agent", "unknown option 'near'"),
+        ] {
+            let err = bad.parse::<ServiceSpec>().unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn register_specs_parse() {
+        let spec: RegisterSpec = "kamailio".parse().unwrap();
+        assert_eq!(
+            (spec.name.as_str(), spec.port, spec.ttl),
+            ("kamailio", 5060, Duration::from_secs(30))
+        );
+        let spec: RegisterSpec = "kamailio:5080,id=k1,address=10.0.0.9,tag=edge,tag=udp,ttl=5s"
+            .parse()
+            .unwrap();
+        assert_eq!(spec.port, 5080);
+        assert_eq!(spec.id.as_deref(), Some("k1"));
+        assert_eq!(spec.address.as_deref(), Some("10.0.0.9"));
+        assert_eq!(spec.tags, ["edge", "udp"]);
+        assert_eq!(spec.ttl, Duration::from_secs(5));
+        for (bad, needle) in [
+            ("", "empty service name"),
+            ("k m", "contains ' '"),
+            ("kamailio:0", "port '0'"),
+            ("kamailio,ttl=0", "at least 1s"),
+            ("kamailio,ttl=x", "not a duration"),
+            ("kamailio,check=tcp", "unknown option 'check'"),
+        ] {
+            let err = bad.parse::<RegisterSpec>().unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+}
