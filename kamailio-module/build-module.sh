@@ -28,8 +28,13 @@ case ${1:-} in
 		echo "usage: build-module.sh [--root DIR]" >&2
 		exit 2
 	}
-	root=$(cd "$2" && pwd -P) || {
+	root=$(cd "$2" 2>/dev/null && pwd -P) || {
 		echo "build-module: no root directory $2" >&2
+		exit 1
+	}
+	[ -x "$root/usr/sbin/kamailio" ] || {
+		echo "build-module: no kamailio installed in $root (no usr/sbin/kamailio);" \
+			"make a root with kamailio-module/make-kamailio-root.sh" >&2
 		exit 1
 	}
 	;;

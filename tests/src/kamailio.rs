@@ -117,6 +117,7 @@ pub struct KamailioBuilder {
     modules: Vec<String>,
     modparams: Vec<(String, String, ParamValue)>,
     envs: Vec<(String, String)>,
+    routes: Option<String>,
 }
 
 impl KamailioBuilder {
@@ -173,6 +174,14 @@ impl KamailioBuilder {
     /// Sets an environment variable for the Kamailio process.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.envs.push((name.into(), value.into()));
+        self
+    }
+
+    /// Replaces the harness's routing (`request_route` and its failure
+    /// route) with `script`, for a test of one script
+    /// function.
+    pub fn routes(mut self, script: impl Into<String>) -> Self {
+        self.routes = Some(script.into());
         self
     }
 
@@ -336,7 +345,7 @@ impl KamailioBuilder {
             };
             let _ = writeln!(cfg, "modparam({}, {}, {value})", quote(module), quote(name));
         }
-        cfg.push_str(ROUTES);
+        cfg.push_str(self.routes.as_deref().unwrap_or(ROUTES));
         cfg
     }
 }
@@ -498,6 +507,20 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The release number of [`Target::version`], e.g. `(6, 0, 1)`, for the
+    /// few places where 5.6 and 6.0 answer differently.
+    pub fn release(&self) -> (u32, u32, u32) {
+        let version = self.version();
+        let number = version.split(' ').nth(1).unwrap_or_default();
+        let mut parts = number.split('.').map(|p| p.parse::<u32>().ok());
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Some(major)), Some(Some(minor)), Some(Some(patch))) => (major, minor, patch),
+            _ => panic!("no release number in {version:?}"),
+        }
+    }
+}
+
 /// Free ports on 127.0.0.1, held together while picking so that they differ.
 struct Ports {
     sip: SocketAddr,
@@ -651,6 +674,7 @@ impl Kamailio {
             modules: Vec::new(),
             modparams: Vec::new(),
             envs: Vec::new(),
+            routes: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! The binrpc client against a real Kamailio 5.6.3's ctl module, over unix
-//! stream, TCP and UDP.
+//! The binrpc client against a real Kamailio's ctl module (5.6.3, or 6.0.1
+//! in a Debian 13 root), over unix stream, TCP and UDP.
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
@@ -100,7 +100,14 @@ async fn parameters_reach_the_method() {
         .call("core.shmmem", &[Value::Str("m".into())])
         .await
         .unwrap();
-    assert_eq!(shm[0].get("total"), Some(&Value::Int(64)), "{}", shm[0]);
+    // 5.6 sends these sizes as ints; 6.0 made them unsigned longs, which
+    // ctl sends as doubles.
+    let total = if dsfeed_tests::target().release() >= (6, 0, 0) {
+        Value::Double(64.0)
+    } else {
+        Value::Int(64)
+    };
+    assert_eq!(shm[0].get("total"), Some(&total), "{}", shm[0]);
     // A double back: "full" adds DNSTIME_SEC, an unsigned long that ctl
     // sends as a double (fixed point, three decimals).
     let first_dest = reply[0]
@@ -128,6 +135,96 @@ async fn parameters_reach_the_method() {
         .unwrap();
     let sets = dispatcher::list(&client).await.unwrap();
     assert_eq!(sets[&2], [dest("sip:10.0.0.1:5060", "IP", 0, "")]);
+}
+
+/// The member names of `uri`'s DEST struct in a `dispatcher.list` reply,
+/// and of its ATTRS struct (empty if it has none).
+fn dest_fields(reply: &Value, uri: &str) -> (Vec<String>, Vec<String>) {
+    let names = |v: &Value| -> Vec<String> {
+        v.members()
+            .unwrap_or_default()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let records = reply.get("RECORDS").and_then(Value::members).unwrap();
+    let dest = records
+        .iter()
+        .filter(|(n, _)| n == "SET")
+        .filter_map(|(_, set)| set.get("TARGETS").and_then(Value::members))
+        .flatten()
+        .map(|(_, dest)| dest)
+        .find(|dest| dest.get("URI").and_then(Value::as_str) == Some(uri))
+        .unwrap_or_else(|| panic!("no DEST {uri} in {reply}"));
+    (
+        names(dest),
+        dest.get("ATTRS").map(names).unwrap_or_default(),
+    )
+}
+
+/// 6.0 added overload control to the dispatcher, and `dispatcher.list`
+/// shows it: `OCMIN`/`OCMAX` in every ATTRS struct, and in the `full`
+/// listing `OCRATE`, `OCIDX`, `OCSEQ` and `OCTIME_*` per DEST, plus an
+/// ATTRS struct for destinations without attrs. The fields the feeder reads
+/// (URI, FLAGS, PRIORITY, ATTRS.BODY) are the same in both; see
+/// `dispatcher_list_matches_the_list_file_over_every_transport`.
+#[tokio::test]
+async fn dispatcher_list_shows_overload_control_from_6_0_on() {
+    let kamailio = Kamailio::start(LIST).await.unwrap();
+    let client = kamailio.client();
+    let plain = client.call("dispatcher.list", &[]).await.unwrap();
+    let full = client
+        .call("dispatcher.list", &[Value::Str("full".into())])
+        .await
+        .unwrap();
+    let strs = |names: &[&str]| -> Vec<String> { names.iter().map(|n| (*n).to_owned()).collect() };
+    let attrs_5_6 = [
+        "BODY", "DUID", "MAXLOAD", "WEIGHT", "RWEIGHT", "SOCKET", "SOCKNAME", "OBPROXY",
+    ];
+    let full_5_6 = [
+        "URI",
+        "FLAGS",
+        "PRIORITY",
+        "HOST",
+        "IPADDR",
+        "PORT",
+        "PROTOID",
+        "DNSTIME_SEC",
+        "DNSTIME_USEC",
+    ];
+    let oc_dest = ["OCRATE", "OCIDX", "OCSEQ", "OCTIME_SEC", "OCTIME_USEC"];
+    let six = dsfeed_tests::target().release() >= (6, 0, 0);
+
+    let mut attrs = strs(&attrs_5_6);
+    if six {
+        attrs.extend(strs(&["OCMIN", "OCMAX"]));
+    }
+    let mut with_attrs = strs(&["URI", "FLAGS", "PRIORITY", "ATTRS"]);
+    assert_eq!(
+        dest_fields(&plain[0], "sip:127.0.0.1:5070"),
+        (with_attrs.clone(), attrs.clone())
+    );
+    assert_eq!(
+        dest_fields(&plain[0], "sip:127.0.0.1:5071"),
+        (strs(&["URI", "FLAGS", "PRIORITY"]), vec![])
+    );
+
+    let mut full_dest = strs(&full_5_6);
+    if six {
+        full_dest.extend(strs(&oc_dest));
+    }
+    with_attrs = full_dest.clone();
+    with_attrs.push("ATTRS".to_owned());
+    assert_eq!(
+        dest_fields(&full[0], "sip:127.0.0.1:5070"),
+        (with_attrs.clone(), attrs.clone())
+    );
+    let without_attrs = if six {
+        (with_attrs, attrs)
+    } else {
+        (full_dest, vec![])
+    };
+    assert_eq!(dest_fields(&full[0], "sip:127.0.0.1:5071"), without_attrs);
 }
 
 #[tokio::test]
