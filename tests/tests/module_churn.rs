@@ -19,6 +19,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dsfeed::binrpc::Value;
 use dsfeed_tests::{free_udp_port, sipp};
 use module_harness::feeder::{Dest, TestFeeder, response};
 use module_harness::{WAIT, kamailio, rpc, status};
@@ -124,13 +125,15 @@ fn sipp_stats(path: &Path) -> impl Fn(&str) -> u64 {
     }
 }
 
-/// Real MB of shm in use (`core.shmmem m`).
+/// Real MB of shm in use (`core.shmmem m`): an int from 5.6, a double
+/// from 6.0, which made it an unsigned long.
 async fn shm_used(kamailio: &dsfeed_tests::Kamailio) -> i32 {
     let reply = rpc(kamailio, "core.shmmem", &["m"]).await.unwrap();
-    reply[0]
-        .get("real_used")
-        .and_then(dsfeed::binrpc::Value::as_int)
-        .unwrap()
+    match reply[0].get("real_used") {
+        Some(Value::Int(mb)) => *mb,
+        Some(Value::Double(mb)) => *mb as i32,
+        other => panic!("no real_used in core.shmmem: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
