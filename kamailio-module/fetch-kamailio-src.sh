@@ -118,7 +118,7 @@ unpack_by_hand() {
 	if [ -f "$out/debian/patches/series" ]; then
 		sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$out/debian/patches/series" |
 			while read -r patch level; do
-				patch -d "$out" --quiet --batch --forward ${level:--p1} \
+				patch -d "$out" --quiet --batch --forward "${level:--p1}" \
 					<"$out/debian/patches/$patch" || {
 					echo "fetch-kamailio-src: $patch does not apply" >&2
 					exit 1
@@ -141,7 +141,10 @@ fetch() {
 	fi
 	# A 404 on the .asc signature alone is handled below.
 	apt_private apt-get -q source --download-only --only-source "kamailio=$version" >&2 || true
-	dsc=$(ls kamailio_*.dsc 2>/dev/null | head -n 1)
+	dsc=
+	for file in kamailio_*.dsc; do
+		[ -f "$file" ] && dsc=$file
+	done
 	[ -n "$dsc" ] || {
 		echo "fetch-kamailio-src: no source package kamailio=$version in" \
 			"$apt/sources.list; set DEBIAN_MIRROR to an archive that has it" >&2
