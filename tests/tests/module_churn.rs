@@ -3,8 +3,9 @@
 //! module must end on the newest snapshot, and requests must keep flowing.
 //!
 //! This is the scenario that crashes a stock Kamailio 5.6 whose lists are
-//! swapped without pacing (a SIP worker reads a freed list). It runs for a
-//! minute; `make test` runs it, and so does:
+//! swapped without pacing (a SIP worker reads a freed list; 6.0 frees its
+//! lists the same way). It runs for a minute; `make test` runs it on each
+//! Kamailio, and so does:
 //!
 //! ```sh
 //! cargo test --workspace --test module_churn -- --nocapture

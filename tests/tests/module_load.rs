@@ -1,5 +1,7 @@
-//! dsfeed.so in a real Kamailio (5.6.3, or 6.0.1 in a Debian 13 root): it loads, answers `dsfeed.status`,
-//! refuses bad parameters by name, and contains panics.
+//! dsfeed.so in a real Kamailio (5.6.3, or 6.0.1 in a Debian 13 root): it
+//! loads, answers `dsfeed.status`, refuses bad parameters by name, contains
+//! panics, and a build for another Kamailio is refused with both versions
+//! named.
 
 mod module_harness;
 
