@@ -57,9 +57,9 @@ test: build ## Every test; the real-Kamailio ones on 5.6.3 (host) and 6.0.1 (roo
 	@root=$$(kamailio-module/make-kamailio-root.sh $(TEST_ROOT_SUITE)) && \
 	other=$$(kamailio-module/build-module.sh --root "$$root") && \
 	echo "== every test; real Kamailio: $$(kamailio -v | sed -n 's/^version: //p')" && \
-	DSFEED_FOREIGN_MODULE="$$other" $(CARGO_TEST) && \
+	time DSFEED_FOREIGN_MODULE="$$other" $(CARGO_TEST) && \
 	echo "== real-Kamailio tests again; Kamailio in $$root, $$other" && \
-	DSFEED_KAMAILIO_ROOT="$$root" DSFEED_MODULE="$$other" \
+	time DSFEED_KAMAILIO_ROOT="$$root" DSFEED_MODULE="$$other" \
 	DSFEED_FOREIGN_MODULE="$(CURDIR)/target/debug/libdsfeed.so" \
 	$(CARGO_TEST) $(addprefix --test ,$(KAMAILIO_TESTS))
 
