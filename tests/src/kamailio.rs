@@ -23,7 +23,7 @@ const HOST_KAMAILIO: &str = "kamailio";
 
 /// Names the Debian root whose Kamailio the tests run instead of the host's
 /// (`make test` sets it for its second pass).
-pub const ROOT_ENV: &str = "DSFEED_KAMAILIO_ROOT";
+const ROOT_ENV: &str = "DSFEED_KAMAILIO_ROOT";
 
 /// How long Kamailio may take to answer on ctl after being started. Startup
 /// takes well under a second when idle, but several engineers build on the
@@ -178,8 +178,7 @@ impl KamailioBuilder {
     }
 
     /// Replaces the harness's routing (`request_route` and its failure
-    /// route) with `script`, for a test of one script
-    /// function.
+    /// route) with `script`, for a test of one script function.
     pub fn routes(mut self, script: impl Into<String>) -> Self {
         self.routes = Some(script.into());
         self
@@ -465,11 +464,6 @@ pub fn target() -> &'static Target {
 }
 
 impl Target {
-    /// The Debian root the Kamailio is installed in; `None` for the host's.
-    pub fn root(&self) -> Option<&Path> {
-        self.root.as_deref()
-    }
-
     /// A command running this Kamailio, ready for its arguments. Files it is
     /// given must be in the temp dir or in one of `binds` (directories made
     /// visible inside a root at their own paths; ignored for the host).
@@ -505,9 +499,7 @@ impl Target {
                 .unwrap_or_else(|| panic!("no version line in `{command:?} -v`: {text}"))
         })
     }
-}
 
-impl Target {
     /// The release number of [`Target::version`], e.g. `(6, 0, 1)`, for the
     /// few places where 5.6 and 6.0 answer differently.
     pub fn release(&self) -> (u32, u32, u32) {

@@ -7,7 +7,7 @@ pub mod feeder;
 mod kamailio;
 pub mod sipp;
 
-pub use kamailio::{HarnessError, Kamailio, KamailioBuilder, ParamValue, ROOT_ENV, Target, target};
+pub use kamailio::{HarnessError, Kamailio, KamailioBuilder, ParamValue, Target, target};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

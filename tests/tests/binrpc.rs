@@ -177,54 +177,60 @@ async fn dispatcher_list_shows_overload_control_from_6_0_on() {
         .call("dispatcher.list", &[Value::Str("full".into())])
         .await
         .unwrap();
-    let strs = |names: &[&str]| -> Vec<String> { names.iter().map(|n| (*n).to_owned()).collect() };
-    let attrs_5_6 = [
-        "BODY", "DUID", "MAXLOAD", "WEIGHT", "RWEIGHT", "SOCKET", "SOCKNAME", "OBPROXY",
-    ];
-    let full_5_6 = [
-        "URI",
-        "FLAGS",
-        "PRIORITY",
-        "HOST",
-        "IPADDR",
-        "PORT",
-        "PROTOID",
-        "DNSTIME_SEC",
-        "DNSTIME_USEC",
-    ];
-    let oc_dest = ["OCRATE", "OCIDX", "OCSEQ", "OCTIME_SEC", "OCTIME_USEC"];
     let six = dsfeed_tests::target().release() >= (6, 0, 0);
+    // The 5.6 names, followed on 6.0 by the overload-control ones.
+    let names = |base: &[&str], from_6_0: &[&str]| -> Vec<String> {
+        let extra: &[&str] = if six { from_6_0 } else { &[] };
+        base.iter().chain(extra).map(|n| (*n).to_owned()).collect()
+    };
+    let attrs = names(
+        &[
+            "BODY", "DUID", "MAXLOAD", "WEIGHT", "RWEIGHT", "SOCKET", "SOCKNAME", "OBPROXY",
+        ],
+        &["OCMIN", "OCMAX"],
+    );
+    let full_dest = names(
+        &[
+            "URI",
+            "FLAGS",
+            "PRIORITY",
+            "HOST",
+            "IPADDR",
+            "PORT",
+            "PROTOID",
+            "DNSTIME_SEC",
+            "DNSTIME_USEC",
+        ],
+        &["OCRATE", "OCIDX", "OCSEQ", "OCTIME_SEC", "OCTIME_USEC"],
+    );
+    let full_with_attrs = [full_dest.clone(), vec!["ATTRS".to_owned()]].concat();
+    let (with, without) = ("sip:127.0.0.1:5070", "sip:127.0.0.1:5071");
 
-    let mut attrs = strs(&attrs_5_6);
-    if six {
-        attrs.extend(strs(&["OCMIN", "OCMAX"]));
-    }
-    let mut with_attrs = strs(&["URI", "FLAGS", "PRIORITY", "ATTRS"]);
     assert_eq!(
-        dest_fields(&plain[0], "sip:127.0.0.1:5070"),
-        (with_attrs.clone(), attrs.clone())
+        dest_fields(&plain[0], with),
+        (
+            names(&["URI", "FLAGS", "PRIORITY", "ATTRS"], &[]),
+            attrs.clone()
+        )
     );
     assert_eq!(
-        dest_fields(&plain[0], "sip:127.0.0.1:5071"),
-        (strs(&["URI", "FLAGS", "PRIORITY"]), vec![])
+        dest_fields(&plain[0], without),
+        (names(&["URI", "FLAGS", "PRIORITY"], &[]), vec![])
     );
-
-    let mut full_dest = strs(&full_5_6);
-    if six {
-        full_dest.extend(strs(&oc_dest));
-    }
-    with_attrs = full_dest.clone();
-    with_attrs.push("ATTRS".to_owned());
     assert_eq!(
-        dest_fields(&full[0], "sip:127.0.0.1:5070"),
-        (with_attrs.clone(), attrs.clone())
+        dest_fields(&full[0], with),
+        (full_with_attrs.clone(), attrs.clone())
     );
-    let without_attrs = if six {
-        (with_attrs, attrs)
+    let expected = if six {
+        (full_with_attrs, attrs)
     } else {
         (full_dest, vec![])
     };
-    assert_eq!(dest_fields(&full[0], "sip:127.0.0.1:5071"), without_attrs);
+    assert_eq!(
+        dest_fields(&full[0], without),
+        expected,
+        "from 6.0 on, `full` gives a DEST without attrs an ATTRS struct"
+    );
 }
 
 #[tokio::test]
