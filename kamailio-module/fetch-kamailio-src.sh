@@ -139,13 +139,16 @@ fetch() {
 		echo "fetch-kamailio-src: apt-get update (private lists in $apt)" >&2
 		apt_private apt-get -qq update
 	fi
-	# A 404 on the .asc signature alone is handled below.
-	apt_private apt-get -q source --download-only --only-source "kamailio=$version" >&2 || true
+	# A 404 on the .asc signature alone is handled below; anything else
+	# leaves no .dsc, and the log says why.
+	apt_private apt-get -q source --download-only --only-source "kamailio=$version" \
+		>apt-get-source.log 2>&1 || true
 	dsc=
 	for file in kamailio_*.dsc; do
 		[ -f "$file" ] && dsc=$file
 	done
 	[ -n "$dsc" ] || {
+		tail -n 5 apt-get-source.log >&2
 		echo "fetch-kamailio-src: no source package kamailio=$version in" \
 			"$apt/sources.list; set DEBIAN_MIRROR to an archive that has it" >&2
 		exit 1
@@ -156,7 +159,7 @@ fetch() {
 		rm -rf "kamailio-$upstream"
 		unpack_by_hand "$dsc" "kamailio-$upstream"
 	fi
-	rm -f ./*.tar.* ./*.dsc ./*.asc dpkg-source.log
+	rm -f ./*.tar.* ./*.dsc ./*.asc dpkg-source.log apt-get-source.log
 	cd "$cache/kamailio-src"
 	rm -rf "$dest"
 	mv "$work" "$dest"
