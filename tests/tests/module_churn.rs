@@ -1,5 +1,5 @@
 //! Churn: sipp sends SIP requests through `ds_select_dst` with failover
-//! while the feeder changes set 1 every 5 ms; Kamailio must stay up, the
+//! while a feeder on TCP changes set 1 every 5 ms; Kamailio must stay up, the
 //! module must end on the newest snapshot, and requests must keep flowing.
 //!
 //! This is the scenario that crashes a stock Kamailio 5.6 whose lists are
@@ -151,7 +151,9 @@ async fn kamailio_survives_snapshot_churn_under_sip_load() {
     let (good_a, good_b) = (good[0].uri(), good[1].uri());
     let failing = format!("sip:127.0.0.1:{failing_port}");
 
-    let feeder = TestFeeder::unix(&dir.path().join("feed.sock")).await;
+    // Over TCP, as a feeder service serves many Kamailios (the other module
+    // tests cover the sidecar's unix socket).
+    let (feeder, feeder_port) = TestFeeder::tcp().await;
     let kamailio = kamailio(&format!("1 {good_a} 0 0\n"))
         .children(4)
         // tm keeps each transaction for its 5 s wait timer: ~70 MB at 2000/s.
@@ -159,7 +161,7 @@ async fn kamailio_survives_snapshot_churn_under_sip_load() {
         .modparam(
             "dsfeed",
             "feeder",
-            format!("unix:{}", feeder.socket.display()),
+            format!("http://127.0.0.1:{feeder_port}"),
         )
         .start()
         .await
