@@ -10,8 +10,8 @@
 # holds: $DSFEED_CACHE/roots/SUITE-kamailio_VERSION (DSFEED_CACHE defaults
 # to /var/cache/dsfeed), with $DSFEED_CACHE/roots/SUITE pointing at the
 # newest one. A later run reuses it without the network; --refresh makes a
-# new one (Debian published an update) and keeps the old until removed by
-# hand. Making trixie's took 35 to 85 s here and keeps 265 MB.
+# new one (after a Debian update); a root of an older version stays until
+# removed by hand. Making trixie's took 35 to 85 s here and keeps 265 MB.
 #
 # Needs root and debootstrap. DEBIAN_MIRROR (default
 # http://deb.debian.org/debian) is the archive debootstrap reads.
