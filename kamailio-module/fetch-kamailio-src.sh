@@ -150,7 +150,9 @@ fetch() {
 	[ -n "$dsc" ] || {
 		tail -n 5 apt-get-source.log >&2
 		echo "fetch-kamailio-src: no source package kamailio=$version in" \
-			"$apt/sources.list; set DEBIAN_MIRROR to an archive that has it" >&2
+			"$apt/sources.list; set DEBIAN_MIRROR to an archive that has it, or," \
+			"for a Kamailio not from Debian, unpack its source and build with" \
+			"KAMAILIO_SRC=DIR (kamailio-module/README.md, \"Building\")" >&2
 		exit 1
 	}
 	if ! dpkg-source -x "$dsc" "kamailio-$upstream" >/dev/null 2>dpkg-source.log; then
