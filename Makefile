@@ -6,14 +6,23 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := kamailio kamailio-extra-modules sip-tester protobuf-compiler \
-	libclang-dev clang dpkg-dev build-essential pkg-config curl ca-certificates
+	libclang-dev clang dpkg-dev build-essential pkg-config curl ca-certificates \
+	debootstrap patch
+
+# `make test` runs the suites that start a real Kamailio twice: against the
+# host's (Debian 12's 5.6.3), then against the one in a Debian root of this
+# suite (Debian 13's 6.0.1), which kamailio-module/make-kamailio-root.sh
+# makes once and caches under /var/cache/dsfeed (DSFEED_CACHE).
+TEST_ROOT_SUITE := trixie
+KAMAILIO_TESTS := module_load module_apply module_feed module_e2e module_churn \
+	file_mode binrpc dispatcher consul_kamailio kubernetes modes
 
 # One cargo invocation for everything, so features unify the same way for
 # the demo, the tests and CI, and nothing is built twice.
 CARGO_BUILD := cargo build --workspace --all-targets --locked
 CARGO_TEST := cargo test --workspace --locked
 
-.PHONY: help deps kamailio-src build module test lint demo bench
+.PHONY: help deps kamailio-src kamailio-root build module test lint demo bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -35,14 +44,24 @@ kamailio-src: deps ## Fetch the installed Kamailio's source (headers for dsfeed.
 build: kamailio-src ## Build every crate and test
 	$(CARGO_BUILD)
 
-module: kamailio-src ## Build dsfeed.so (release) for the installed Kamailio
-	cargo build --release --locked -p dsfeed-module
-	cp target/release/libdsfeed.so target/release/dsfeed.so
-	@echo "built target/release/dsfeed.so; install it with:"
-	@echo "  install -m 644 target/release/dsfeed.so $$(dirname $$(dpkg -L kamailio | grep -m1 '/modules/'))/"
+kamailio-root: deps ## Make (once, cached) a Debian 13 root with Kamailio 6.0.1
+	kamailio-module/make-kamailio-root.sh $(TEST_ROOT_SUITE)
 
-test: build ## Run every test: unit, fake-server and real Kamailio + sipp
-	$(CARGO_TEST)
+module: deps ## dsfeed.so for the installed Kamailio; KAMAILIO_ROOT=DIR: for DIR's
+	@so=$$(kamailio-module/build-module.sh $(if $(KAMAILIO_ROOT),--root "$(KAMAILIO_ROOT)")) && \
+	root="$(KAMAILIO_ROOT)" && \
+	echo "built $$so; install it with:" && \
+	echo "  install -m 644 $$so $${root%/}$$(dirname $$(dpkg $${root:+--admindir=$$root/var/lib/dpkg} -L kamailio | grep -m1 '/modules/'))/"
+
+test: build ## Every test; the real-Kamailio ones on 5.6.3 (host) and 6.0.1 (root)
+	@root=$$(kamailio-module/make-kamailio-root.sh $(TEST_ROOT_SUITE)) && \
+	other=$$(kamailio-module/build-module.sh --root "$$root") && \
+	echo "== every test; real Kamailio: $$(kamailio -v | sed -n 's/^version: //p')" && \
+	time DSFEED_FOREIGN_MODULE="$$other" $(CARGO_TEST) && \
+	echo "== real-Kamailio tests again; Kamailio in $$root, $$other" && \
+	time DSFEED_KAMAILIO_ROOT="$$root" DSFEED_MODULE="$$other" \
+	DSFEED_FOREIGN_MODULE="$(CURDIR)/target/debug/libdsfeed.so" \
+	$(CARGO_TEST) $(addprefix --test ,$(KAMAILIO_TESTS))
 
 lint: kamailio-src ## rustfmt and clippy, warnings as errors
 	cargo fmt --all -- --check

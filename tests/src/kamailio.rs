@@ -1,5 +1,7 @@
-//! A real Kamailio 5.6.3 for one test: its own temp dir, config, list file,
-//! log, SIP port and ctl sockets, stopped and reaped on drop.
+//! A real Kamailio for one test: its own temp dir, config, list file, log,
+//! SIP port and ctl sockets, stopped and reaped on drop. Which Kamailio is
+//! the [`Target`]'s choice: the host's (Debian 12's 5.6.3), or the one
+//! installed in a Debian root (Debian 13's 6.0.1).
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -8,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dsfeed::binrpc::{Addr, Client};
@@ -16,8 +18,12 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
-/// The binary under test; Debian installs 5.6.3 here.
-const KAMAILIO: &str = "kamailio";
+/// The host's Kamailio binary, on PATH (Debian installs it in /usr/sbin).
+const HOST_KAMAILIO: &str = "kamailio";
+
+/// Names the Debian root whose Kamailio the tests run instead of the host's
+/// (`make test` sets it for its second pass).
+const ROOT_ENV: &str = "DSFEED_KAMAILIO_ROOT";
 
 /// How long Kamailio may take to answer on ctl after being started. Startup
 /// takes well under a second when idle, but several engineers build on the
@@ -42,8 +48,8 @@ pub enum HarnessError {
     },
     #[error("cannot find a free port")]
     Port(#[source] io::Error),
-    #[error("cannot run {KAMAILIO}")]
-    Spawn(#[source] io::Error),
+    #[error("cannot run {0}")]
+    Spawn(String, #[source] io::Error),
     #[error("Kamailio exited during startup ({status}); its log:\n{log}")]
     Exited { status: ExitStatus, log: String },
     #[error(
@@ -111,6 +117,7 @@ pub struct KamailioBuilder {
     modules: Vec<String>,
     modparams: Vec<(String, String, ParamValue)>,
     envs: Vec<(String, String)>,
+    routes: Option<String>,
 }
 
 impl KamailioBuilder {
@@ -167,6 +174,13 @@ impl KamailioBuilder {
     /// Sets an environment variable for the Kamailio process.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.envs.push((name.into(), value.into()));
+        self
+    }
+
+    /// Replaces the harness's routing (`request_route` and its failure
+    /// route) with `script`, for a test of one script function.
+    pub fn routes(mut self, script: impl Into<String>) -> Self {
+        self.routes = Some(script.into());
         self
     }
 
@@ -241,7 +255,16 @@ impl KamailioBuilder {
             path: log.to_path_buf(),
             source,
         })?;
-        let child = Command::new(KAMAILIO)
+        let binds: Vec<&Path> = self
+            .modules
+            .iter()
+            .map(Path::new)
+            .filter(|m| m.is_absolute())
+            .filter_map(Path::parent)
+            .collect();
+        let mut command = target().command(&binds);
+        let shown = format!("{command:?}");
+        let child = command
             .arg("-f")
             .arg(cfg)
             // Foreground, workers forked, log to stderr.
@@ -261,7 +284,7 @@ impl KamailioBuilder {
             // ignores SIGTERM can be killed with it, and nothing else.
             .process_group(0)
             .spawn()
-            .map_err(HarnessError::Spawn)?;
+            .map_err(|e| HarnessError::Spawn(shown, e))?;
         Ok(Process {
             child: Mutex::new(child),
         })
@@ -321,7 +344,7 @@ impl KamailioBuilder {
             };
             let _ = writeln!(cfg, "modparam({}, {}, {value})", quote(module), quote(name));
         }
-        cfg.push_str(ROUTES);
+        cfg.push_str(self.routes.as_deref().unwrap_or(ROUTES));
         cfg
     }
 }
@@ -401,6 +424,93 @@ fn write(path: &Path, content: &[u8]) -> Result<(), HarnessError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The Kamailio the tests run, chosen once per test process: the host's
+/// `kamailio`, or with `DSFEED_KAMAILIO_ROOT=DIR` the one installed in the
+/// Debian root DIR (`kamailio-module/make-kamailio-root.sh`). The same test
+/// code then runs against either: a root's Kamailio is started through
+/// `kamailio-module/kamailio-in-root`, which chroots into DIR in a private
+/// mount namespace holding /proc, /dev and the host's temp dir at their own
+/// paths, so the configs, list files, logs and ctl sockets the harness
+/// keeps in temp dirs have the same names on both sides, and host tools
+/// (kamcmd, sipp, dsfeed, the binrpc client) reach it over loopback.
+#[derive(Debug)]
+pub struct Target {
+    root: Option<PathBuf>,
+    version: OnceLock<String>,
+}
+
+/// The [`Target`] of this test process.
+pub fn target() -> &'static Target {
+    static TARGET: OnceLock<Target> = OnceLock::new();
+    TARGET.get_or_init(|| {
+        let root = std::env::var_os(ROOT_ENV)
+            .filter(|r| !r.is_empty())
+            .map(PathBuf::from);
+        if let Some(root) = &root {
+            assert!(
+                root.join("usr/sbin/kamailio").is_file(),
+                "{ROOT_ENV}={} has no usr/sbin/kamailio: make one with \
+                 kamailio-module/make-kamailio-root.sh",
+                root.display()
+            );
+        }
+        Target {
+            root,
+            version: OnceLock::new(),
+        }
+    })
+}
+
+impl Target {
+    /// A command running this Kamailio, ready for its arguments. Files it is
+    /// given must be in the temp dir or in one of `binds` (directories made
+    /// visible inside a root at their own paths; ignored for the host).
+    pub fn command(&self, binds: &[&Path]) -> Command {
+        let Some(root) = &self.root else {
+            return Command::new(HOST_KAMAILIO);
+        };
+        let wrapper =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../kamailio-module/kamailio-in-root");
+        let mut command = Command::new(wrapper);
+        command.env("KAMAILIO_ROOT", root);
+        let binds: Vec<String> = binds.iter().map(|b| b.display().to_string()).collect();
+        if !binds.is_empty() {
+            command.env("KAMAILIO_ROOT_BINDS", binds.join(":"));
+        }
+        command
+    }
+
+    /// The `version:` line of its `kamailio -v`, e.g. `kamailio 6.0.1
+    /// (x86_64/linux)`: the string dsfeed.so must have been built for, and
+    /// what `core.version` and the module's user agent report.
+    pub fn version(&self) -> &str {
+        self.version.get_or_init(|| {
+            let mut command = self.command(&[]);
+            let output = command
+                .arg("-v")
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+            let text = String::from_utf8_lossy(&output.stdout);
+            text.lines()
+                .find_map(|l| l.strip_prefix("version: "))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| panic!("no version line in `{command:?} -v`: {text}"))
+        })
+    }
+
+    /// The release number of [`Target::version`], e.g. `(6, 0, 1)`, for the
+    /// few places where 5.6 and 6.0 answer differently.
+    pub fn release(&self) -> (u32, u32, u32) {
+        let version = self.version();
+        let number = version.split(' ').nth(1).unwrap_or_default();
+        let mut parts = number.split('.').map(|p| p.parse::<u32>().ok());
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Some(major)), Some(Some(minor)), Some(Some(patch))) => (major, minor, patch),
+            _ => panic!("no release number in {version:?}"),
+        }
+    }
 }
 
 /// Free ports on 127.0.0.1, held together while picking so that they differ.
@@ -556,6 +666,7 @@ impl Kamailio {
             modules: Vec::new(),
             modparams: Vec::new(),
             envs: Vec::new(),
+            routes: None,
         }
     }
 

@@ -9,7 +9,7 @@ mod kamailio;
 pub mod loads;
 pub mod sipp;
 
-pub use kamailio::{HarnessError, Kamailio, KamailioBuilder, ParamValue};
+pub use kamailio::{HarnessError, Kamailio, KamailioBuilder, ParamValue, Target, target};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

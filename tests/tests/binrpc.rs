@@ -1,5 +1,5 @@
-//! The binrpc client against a real Kamailio 5.6.3's ctl module, over unix
-//! stream, TCP and UDP.
+//! The binrpc client against a real Kamailio's ctl module (5.6.3, or 6.0.1
+//! in a Debian 13 root), over unix stream, TCP and UDP.
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
@@ -59,7 +59,10 @@ async fn core_version_over_every_transport() {
         let reply = client(addr).call("core.version", &[]).await.unwrap();
         match reply.as_slice() {
             [Value::Str(version)] => {
-                assert!(version.contains("kamailio 5.6.3"), "{addr}: {version}")
+                assert!(
+                    version.contains(dsfeed_tests::target().version()),
+                    "{addr}: {version}"
+                )
             }
             other => panic!("{addr}: unexpected reply {other:?}"),
         }
@@ -97,7 +100,14 @@ async fn parameters_reach_the_method() {
         .call("core.shmmem", &[Value::Str("m".into())])
         .await
         .unwrap();
-    assert_eq!(shm[0].get("total"), Some(&Value::Int(64)), "{}", shm[0]);
+    // 5.6 sends these sizes as ints; 6.0 made them unsigned longs, which
+    // ctl sends as doubles.
+    let total = if dsfeed_tests::target().release() >= (6, 0, 0) {
+        Value::Double(64.0)
+    } else {
+        Value::Int(64)
+    };
+    assert_eq!(shm[0].get("total"), Some(&total), "{}", shm[0]);
     // A double back: "full" adds DNSTIME_SEC, an unsigned long that ctl
     // sends as a double (fixed point, three decimals).
     let first_dest = reply[0]
@@ -125,6 +135,102 @@ async fn parameters_reach_the_method() {
         .unwrap();
     let sets = dispatcher::list(&client).await.unwrap();
     assert_eq!(sets[&2], [dest("sip:10.0.0.1:5060", "IP", 0, "")]);
+}
+
+/// The member names of `uri`'s DEST struct in a `dispatcher.list` reply,
+/// and of its ATTRS struct (empty if it has none).
+fn dest_fields(reply: &Value, uri: &str) -> (Vec<String>, Vec<String>) {
+    let names = |v: &Value| -> Vec<String> {
+        v.members()
+            .unwrap_or_default()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let records = reply.get("RECORDS").and_then(Value::members).unwrap();
+    let dest = records
+        .iter()
+        .filter(|(n, _)| n == "SET")
+        .filter_map(|(_, set)| set.get("TARGETS").and_then(Value::members))
+        .flatten()
+        .map(|(_, dest)| dest)
+        .find(|dest| dest.get("URI").and_then(Value::as_str) == Some(uri))
+        .unwrap_or_else(|| panic!("no DEST {uri} in {reply}"));
+    (
+        names(dest),
+        dest.get("ATTRS").map(names).unwrap_or_default(),
+    )
+}
+
+/// 6.0 added overload control to the dispatcher, and `dispatcher.list`
+/// shows it: `OCMIN`/`OCMAX` in every ATTRS struct, and in the `full`
+/// listing `OCRATE`, `OCIDX`, `OCSEQ` and `OCTIME_*` per DEST, plus an
+/// ATTRS struct for destinations without attrs. The fields the feeder reads
+/// (URI, FLAGS, PRIORITY, ATTRS.BODY) are the same in both; see
+/// `dispatcher_list_matches_the_list_file_over_every_transport`.
+#[tokio::test]
+async fn dispatcher_list_shows_overload_control_from_6_0_on() {
+    let kamailio = Kamailio::start(LIST).await.unwrap();
+    let client = kamailio.client();
+    let plain = client.call("dispatcher.list", &[]).await.unwrap();
+    let full = client
+        .call("dispatcher.list", &[Value::Str("full".into())])
+        .await
+        .unwrap();
+    let six = dsfeed_tests::target().release() >= (6, 0, 0);
+    // The 5.6 names, followed on 6.0 by the overload-control ones.
+    let names = |base: &[&str], from_6_0: &[&str]| -> Vec<String> {
+        let extra: &[&str] = if six { from_6_0 } else { &[] };
+        base.iter().chain(extra).map(|n| (*n).to_owned()).collect()
+    };
+    let attrs = names(
+        &[
+            "BODY", "DUID", "MAXLOAD", "WEIGHT", "RWEIGHT", "SOCKET", "SOCKNAME", "OBPROXY",
+        ],
+        &["OCMIN", "OCMAX"],
+    );
+    let full_dest = names(
+        &[
+            "URI",
+            "FLAGS",
+            "PRIORITY",
+            "HOST",
+            "IPADDR",
+            "PORT",
+            "PROTOID",
+            "DNSTIME_SEC",
+            "DNSTIME_USEC",
+        ],
+        &["OCRATE", "OCIDX", "OCSEQ", "OCTIME_SEC", "OCTIME_USEC"],
+    );
+    let full_with_attrs = [full_dest.clone(), vec!["ATTRS".to_owned()]].concat();
+    let (with, without) = ("sip:127.0.0.1:5070", "sip:127.0.0.1:5071");
+
+    assert_eq!(
+        dest_fields(&plain[0], with),
+        (
+            names(&["URI", "FLAGS", "PRIORITY", "ATTRS"], &[]),
+            attrs.clone()
+        )
+    );
+    assert_eq!(
+        dest_fields(&plain[0], without),
+        (names(&["URI", "FLAGS", "PRIORITY"], &[]), vec![])
+    );
+    assert_eq!(
+        dest_fields(&full[0], with),
+        (full_with_attrs.clone(), attrs.clone())
+    );
+    let expected = if six {
+        (full_with_attrs, attrs)
+    } else {
+        (full_dest, vec![])
+    };
+    assert_eq!(
+        dest_fields(&full[0], without),
+        expected,
+        "from 6.0 on, `full` gives a DEST without attrs an ATTRS struct"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! The Consul source end to end: a fake Consul agent, the `dsfeed` binary in
-//! file mode, a real Kamailio 5.6.3 reloaded over binrpc, and sipp backends
-//! that show where SIP goes.
+//! file mode, a real Kamailio (5.6.3, or 6.0.1 in a Debian 13 root)
+//! reloaded over binrpc, and sipp backends that show where SIP goes.
 
 use std::time::Duration;
 

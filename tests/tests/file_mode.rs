@@ -1,5 +1,6 @@
 //! File mode end to end: the `dsfeed` binary writes dispatcher.list and
-//! reloads a real Kamailio 5.6.3 over binrpc; sipp shows where SIP goes.
+//! reloads a real Kamailio (5.6.3, or 6.0.1 in a Debian 13 root) over
+//! binrpc; sipp shows where SIP goes.
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! End to end: EndpointSlice changes in a (fake) Kubernetes API reach a real
-//! Kamailio 5.6.3 through the `dsfeed` binary in file mode, and SIP follows:
+//! Kamailio (5.6.3, or 6.0.1 in a Debian 13 root) through the `dsfeed`
+//! binary in file mode, and SIP follows:
 //! sipp backends stand behind the endpoints, a sipp caller goes through
 //! Kamailio to set 1.
 

@@ -43,13 +43,10 @@ async fn snapshots_replace_sets_in_memory_and_leave_the_others() {
     let (_dir, feeder, kamailio) = start(kamailio(original)).await;
     let hello = &feeder.received()[0].request;
     assert_eq!(hello.node.as_ref().unwrap().id, "kam-apply");
+    let user_agent = &hello.node.as_ref().unwrap().user_agent;
     assert!(
-        hello
-            .node
-            .as_ref()
-            .unwrap()
-            .user_agent
-            .contains("kamailio 5.6.3")
+        user_agent.contains(dsfeed_tests::target().version()),
+        "{user_agent}"
     );
     assert!(hello.set_ids.is_empty());
     assert_eq!(hello.version_info, "");

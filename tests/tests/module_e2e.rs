@@ -1,8 +1,9 @@
 //! dsfeed.so with the real feeder: the `dsfeed` binary serving the feed on
 //! a unix socket and nothing else (no list file, no reload), a real
-//! Kamailio 5.6.3 loading the module, and sipp backends that show where SIP
-//! goes. The sources are a sets file, a fake Kubernetes API server and a
-//! fake Consul agent, each reached through the feeder's own client code.
+//! Kamailio (5.6.3, or 6.0.1 in a Debian 13 root) loading the module, and
+//! sipp backends that show where SIP goes. The sources are a sets file, a
+//! fake Kubernetes API server and a fake Consul agent, each reached through
+//! the feeder's own client code.
 
 mod module_harness;
 

@@ -1,12 +1,15 @@
-//! dsfeed.so in a real Kamailio 5.6.3: it loads, answers `dsfeed.status`,
-//! refuses bad parameters by name, and contains panics.
+//! dsfeed.so in a real Kamailio (5.6.3, or 6.0.1 in a Debian 13 root): it
+//! loads, answers `dsfeed.status`, refuses bad parameters by name, contains
+//! panics, and a build for another Kamailio is refused with both versions
+//! named.
 
 mod module_harness;
 
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use dsfeed_tests::{HarnessError, KamailioBuilder, eventually, sets};
+use dsfeed_tests::{HarnessError, KamailioBuilder, eventually, sets, target};
 use module_harness::{WAIT, feed_pid, kamailio, module_path, rpc, status, status_until, threads};
 
 /// Starts a Kamailio that must fail; returns its exit status and log.
@@ -94,23 +97,34 @@ async fn bad_parameters_stop_kamailio_with_the_culprit_named() {
     }
 }
 
-/// The shared harness always loads the dispatcher, so this one config is
-/// written by hand.
-#[test]
-fn needs_the_dispatcher_module() {
+/// Runs the target Kamailio to completion on a config written by hand
+/// around `module`: `dispatcher` says whether it loads the dispatcher, which
+/// the shared harness always does. Returns the exit status and the log.
+fn run_by_hand(module: &Path, dispatcher: bool) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("kamailio.cfg");
+    let list = dir.path().join("dispatcher.list");
+    std::fs::write(&list, "").unwrap();
+    let dispatcher = if dispatcher {
+        format!(
+            "loadmodule \"dispatcher.so\"\nmodparam(\"dispatcher\", \"list_file\", \"{}\")\n",
+            list.display()
+        )
+    } else {
+        String::new()
+    };
     std::fs::write(
         &cfg,
         format!(
-            "#!KAMAILIO\nlog_stderror=yes\nlisten=udp:127.0.0.1:0\n\
+            "#!KAMAILIO\nlog_stderror=yes\nlisten=udp:127.0.0.1:0\n{dispatcher}\
              loadmodule \"{}\"\nmodparam(\"dsfeed\", \"feeder\", \"unix:/run/x.sock\")\n\
              request_route {{ drop; }}\n",
-            module_path().display()
+            module.display()
         ),
     )
     .unwrap();
-    let output = Command::new("kamailio")
+    let output = target()
+        .command(&[module.parent().unwrap()])
         .args(["-DD", "-E", "-f"])
         .arg(&cfg)
         .arg("-Y")
@@ -118,9 +132,80 @@ fn needs_the_dispatcher_module() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn needs_the_dispatcher_module() {
+    let (status, log) = run_by_hand(&module_path(), false);
+    assert!(!status.success());
     assert!(log.contains("the dispatcher module is not loaded"), "{log}");
+}
+
+/// dsfeed.so built for another Kamailio than the target: `make test` gives
+/// the build for its other Kamailio (5.6.3 or 6.0.1) in
+/// `DSFEED_FOREIGN_MODULE`; without it, a copy of this build whose
+/// `module_version` names another version stands in.
+fn foreign_module(scratch: &Path) -> PathBuf {
+    if let Some(path) = std::env::var_os("DSFEED_FOREIGN_MODULE") {
+        return PathBuf::from(path);
+    }
+    let ours = target().version();
+    // "kamailio 6.0.1 (x86_64/linux)" -> "kamailio 9.9.9 (x86_64/linux)":
+    // the same length, so the string table keeps its layout.
+    let (name, rest) = ours.split_once(' ').unwrap();
+    let (number, rest) = rest.split_once(' ').unwrap();
+    let other = format!(
+        "{name} {} {rest}",
+        number.replace(|c: char| c.is_ascii_digit(), "9")
+    );
+    assert_ne!(ours, other);
+    let mut bytes = std::fs::read(module_path()).unwrap();
+    let mut replaced = 0;
+    let mut at = 0;
+    while let Some(found) = bytes[at..]
+        .windows(ours.len())
+        .position(|w| w == ours.as_bytes())
+    {
+        let start = at + found;
+        bytes[start..start + ours.len()].copy_from_slice(other.as_bytes());
+        replaced += 1;
+        at = start + ours.len();
+    }
+    assert!(replaced > 0, "no {ours:?} in {}", module_path().display());
+    let path = scratch.join("dsfeed.so");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_build_for_another_kamailio_is_refused_with_both_versions_and_the_fix() {
+    let scratch = tempfile::tempdir().unwrap();
+    let module = foreign_module(scratch.path());
+    let (status, log) = run_by_hand(&module, true);
+    assert!(!status.success(), "{log}");
+    let ours = target().version();
+
+    // Kamailio's own refusal names both versions ...
+    let refusal = format!(
+        "module version mismatch for {}; core: {ours}; module: ",
+        module.display()
+    );
+    let built_for = log
+        .lines()
+        .find_map(|l| l.split_once(&refusal).map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {refusal:?} in:\n{log}"));
+    assert_ne!(built_for, ours);
+    // ... and dsfeed.so adds the way out, before Kamailio exits.
+    let hint = format!(
+        "dsfeed [load]: dsfeed.so was built for {built_for} but this is {ours}: \
+         Kamailio will refuse to load it; build dsfeed.so for this Kamailio"
+    );
+    assert!(log.contains(&hint), "no {hint:?} in:\n{log}");
+    assert!(log.contains("make module KAMAILIO_ROOT=DIR"), "{log}");
 }
 
 #[tokio::test]

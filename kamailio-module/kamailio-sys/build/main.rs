@@ -16,7 +16,9 @@
 //!   `kamailio-module/fetch-kamailio-src.sh` creates.
 //! - `KAMAILIO_BIN`: the Kamailio binary to check against (default
 //!   `kamailio` on PATH, then /usr/sbin and /usr/local/sbin); `skip` builds
-//!   for a Kamailio that is not installed here.
+//!   for a Kamailio that is not installed here. For one installed in a
+//!   Debian root, `kamailio-module/kamailio-in-root` with `KAMAILIO_ROOT`
+//!   naming the root (what `make module KAMAILIO_ROOT=DIR` sets).
 //! - `KAMAILIO_CFG_ARGS`: whitespace-separated `make cfg` arguments replacing
 //!   Debian's (for another distribution's build).
 //! - `KAMAILIO_EXTRA_DEFINES`: whitespace-separated `NAME[=VALUE]` added to
@@ -43,8 +45,9 @@ const DEBIAN_CFG_ARGS: &[&str] = &[
 /// by `make printcdefs`.
 const DEFAULT_EXTRA_DEFINES: &str = "KSR_PTHREAD_MUTEX_SHARED";
 
-const FETCH_HINT: &str = "run kamailio-module/fetch-kamailio-src.sh (apt-get source kamailio) \
-     or set KAMAILIO_SRC to the unpacked source of the installed Kamailio";
+const FETCH_HINT: &str = "run kamailio-module/fetch-kamailio-src.sh (apt-get source kamailio; \
+     --root DIR for the Kamailio in a Debian root) or set KAMAILIO_SRC to the unpacked source \
+     of the installed Kamailio";
 
 #[derive(Debug, thiserror::Error)]
 enum BuildError {
@@ -114,6 +117,7 @@ fn run() -> Result<(), BuildError> {
     for var in [
         "KAMAILIO_SRC",
         "KAMAILIO_BIN",
+        "KAMAILIO_ROOT",
         "KAMAILIO_CFG_ARGS",
         "KAMAILIO_EXTRA_DEFINES",
     ] {

@@ -4,6 +4,7 @@
 //!   calls (modparams, `mod_init`, `child_init`, the RPC);
 //! - `guard`: the one panic guard all of them run through;
 //! - `logger`: the `log` facade routed to Kamailio's logger;
+//! - `loadcheck`: names both versions when loaded into another Kamailio;
 //! - `dispatcher`: the stock dispatcher's loader and in-memory list;
 //! - `shm`: a lock-guarded value in Kamailio's shared memory;
 //! - `rpc`: a safe reply builder over `rpc_t`.
@@ -17,6 +18,7 @@
 mod dispatcher;
 mod exports;
 mod guard;
+mod loadcheck;
 mod logger;
 mod rpc;
 mod shm;
