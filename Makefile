@@ -15,7 +15,7 @@ APT_PACKAGES := kamailio kamailio-extra-modules sip-tester protobuf-compiler \
 # makes once and caches under /var/cache/dsfeed (DSFEED_CACHE).
 TEST_ROOT_SUITE := trixie
 KAMAILIO_TESTS := module_load module_apply module_feed module_e2e module_churn \
-	file_mode binrpc dispatcher consul_kamailio kubernetes modes
+	file_mode binrpc dispatcher consul_kamailio kubernetes modes single_writer faults
 
 # One cargo invocation for everything, so features unify the same way for
 # the demo, the tests and CI, and nothing is built twice.

@@ -206,11 +206,11 @@ async fn mode_file_refuses_a_module_kamailio_and_says_why() {
         &http.to_string(),
     ];
     let file_feeder = Feeder::start(&args, &pod.path("file.log"));
-    let metric = "dsfeed_reloads_withheld_total{reason=\"dsfeed_module\"}";
+    let metric = format!("dsfeed_reloads_withheld_total{{rpc=\"{rpc}\",reason=\"dsfeed_module\"}}");
     eventually("the refusal to show in /metrics", WAIT, || async {
         let (_, body) = http_get(http, "/metrics").await.ok()?;
         body.lines()
-            .any(|l| l.starts_with(metric) && !l.ends_with(" 0"))
+            .any(|l| l.starts_with(&metric) && !l.ends_with(" 0"))
             .then_some(())
     })
     .await;
