@@ -7,12 +7,12 @@
 //! 50) size the run. The time includes the sets-file source's settle delay
 //! (50 ms) and inotify; the first-ACK figure shows that floor.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Feeder, SetsFile, Stream, free_addr, hello, snapshot};
+use dsfeed_tests::feed_client::{self, Stream, hello};
+use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::sets::{SetsFile, snapshot, yaml};
+use dsfeed_tests::{PATIENCE, free_addr};
 use tokio::sync::mpsc;
 
 /// The filters clients ask for, in turn; every one includes set 1, which
@@ -49,7 +49,7 @@ fn sets_text(round: usize) -> (String, Vec<(u32, Vec<String>)>) {
         .zip(&borrowed)
         .map(|((id, _), t)| (*id, t.as_slice()))
         .collect();
-    (common::yaml(&pairs), sets)
+    (yaml(&pairs), sets)
 }
 
 /// The version each filter should see in `round`.
@@ -98,7 +98,7 @@ async fn main() {
     file.write_text(&sets_text(0).0);
     let tcp = free_addr();
     let http = free_addr();
-    let feeder = Feeder::start(&[
+    let feeder = Feeder::serving(&[
         "--sets-file".into(),
         file.path.display().to_string(),
         "--listen".into(),
@@ -118,7 +118,7 @@ async fn main() {
         for &i in batch {
             let filter = FILTERS[i % FILTERS.len()];
             connecting.push(tokio::spawn(Stream::connect(
-                common::tcp_endpoint(tcp),
+                feed_client::tcp_endpoint(tcp),
                 hello(&format!("bench-{i}"), filter, ""),
             )));
         }
@@ -151,7 +151,7 @@ async fn main() {
         let mut first = None;
         let mut last = changed;
         for _ in 0..clients {
-            let (i, version, at) = tokio::time::timeout(common::PATIENCE, reports.recv())
+            let (i, version, at) = tokio::time::timeout(PATIENCE, reports.recv())
                 .await
                 .expect("every client ACKs in time")
                 .unwrap();

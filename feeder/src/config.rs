@@ -13,12 +13,12 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand, error::ErrorKind};
 
-use crate::binrpc;
 use crate::feed::{ServeArgs, watch::WatchArgs};
 use crate::sinks::file::MIN_RELOAD_INTERVAL_FLOOR;
 use crate::sources::consul::ConsulArgs;
 use crate::sources::kubernetes::{DEFAULT_NAMESPACE, ServiceSet};
 use crate::sources::static_sets::StaticSet;
+use dsfeed_binrpc as binrpc;
 
 /// Where `--mode grpc` serves the feed when no --listen is given; the
 /// module's examples read it there.

@@ -92,7 +92,7 @@ pub enum Error {
     #[error("cannot build the Kubernetes client")]
     KubeClient(#[source] kube::Error),
     #[error(transparent)]
-    Rpc(#[from] crate::binrpc::Error),
+    Rpc(#[from] dsfeed_binrpc::Error),
     #[error("the {0} task was cancelled")]
     Cancelled(&'static str),
 }

@@ -4,7 +4,6 @@
 //! one canonical [`dsfeed_model::Snapshot`], and [`sinks`] deliver it to Kamailio;
 //! the [`feed`] streams it to many Kamailios over gRPC.
 
-pub mod binrpc;
 pub mod config;
 pub mod error;
 pub mod feed;

@@ -4,7 +4,6 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use dsfeed::binrpc;
 use dsfeed::config::{Command, Config, Mode};
 use dsfeed::feed::Shared;
 use dsfeed::feed::server::Server;
@@ -13,6 +12,7 @@ use dsfeed::metrics::Metrics;
 use dsfeed::sinks::file::{self, Applier, FileSink, ListWriter, WhenModule};
 use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
 use dsfeed::sources::{Source, consul, sets_file::SetsFileSource, static_sets::StaticSource};
+use dsfeed_binrpc as binrpc;
 use tokio::sync::watch;
 
 fn main() -> ExitCode {

@@ -1,21 +1,22 @@
 //! The feed as a client sees it: a real `dsfeed` process serving a sets file
 //! over a unix socket and TCP, real gRPC clients, and its HTTP endpoints.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt as _;
 
-use common::{Feeder, PATIENCE, SetsFile, Stream, free_addr, hello, snapshot, uris, watch};
+use dsfeed_tests::feed_client::{self, Stream, hello};
+use dsfeed_tests::feeder::{Feeder, watch};
+use dsfeed_tests::sets::{Sets, SetsFile, snapshot, uris};
+use dsfeed_tests::{PATIENCE, free_addr};
+use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 /// Long enough for a wrongly sent response to arrive on a loaded machine.
 const QUIET: Duration = Duration::from_millis(1500);
 
-const THREE_SETS: common::Sets<'static> =
-    &[(1, &["10.0.0.1", "10.0.0.2"]), (2, &["10.0.1.1"]), (3, &[])];
+const THREE_SETS: Sets<'static> = &[(1, &["10.0.0.1", "10.0.0.2"]), (2, &["10.0.1.1"]), (3, &[])];
 
 fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -24,13 +25,13 @@ fn args(items: &[&str]) -> Vec<String> {
 /// A feeder on a sets file, a unix socket, TCP on loopback and HTTP.
 async fn feeder(
     dir: &Path,
-    sets: common::Sets<'_>,
+    sets: Sets<'_>,
 ) -> (Feeder, SetsFile, std::path::PathBuf, std::net::SocketAddr) {
     let file = SetsFile::new(dir, sets);
     let socket = dir.join("feed.sock");
     let tcp = free_addr();
     let http = free_addr();
-    let feeder = Feeder::start(&args(&[
+    let feeder = Feeder::serving(&args(&[
         "--sets-file",
         file.path.to_str().unwrap(),
         "--listen",
@@ -49,10 +50,14 @@ async fn each_client_gets_exactly_its_sets_and_every_change() {
     let dir = TempDir::new().unwrap();
     let (feeder, file, socket, tcp) = feeder(dir.path(), THREE_SETS).await;
 
-    let mut all = Stream::connect(common::unix_endpoint(&socket), hello("kam-all", &[], "")).await;
-    let mut one = Stream::connect(common::tcp_endpoint(tcp), hello("kam-one", &[1], "")).await;
+    let mut all = Stream::connect(
+        feed_client::unix_endpoint(&socket),
+        hello("kam-all", &[], ""),
+    )
+    .await;
+    let mut one = Stream::connect(feed_client::tcp_endpoint(tcp), hello("kam-one", &[1], "")).await;
     let mut two = Stream::connect(
-        common::unix_endpoint(&socket),
+        feed_client::unix_endpoint(&socket),
         hello("kam-two", &[3, 2, 99], ""),
     )
     .await;
@@ -163,8 +168,7 @@ async fn each_client_gets_exactly_its_sets_and_every_change() {
     );
 
     // Set 1 changes: the clients that want it get it, the other hears nothing.
-    const SET_ONE_CHANGED: common::Sets<'static> =
-        &[(1, &["10.0.0.3"]), (2, &["10.0.1.1"]), (3, &[])];
+    const SET_ONE_CHANGED: Sets<'static> = &[(1, &["10.0.0.3"]), (2, &["10.0.1.1"]), (3, &[])];
     file.write(SET_ONE_CHANGED);
     let next_all = all.next_acked().await;
     let next_one = one.next_acked().await;
@@ -180,8 +184,7 @@ async fn each_client_gets_exactly_its_sets_and_every_change() {
     assert!(two.quiet_for(QUIET).await, "set 2 and 3 did not change");
 
     // Set 2 changes: the set-2 client gets it too.
-    const SET_TWO_CHANGED: common::Sets<'static> =
-        &[(1, &["10.0.0.3"]), (2, &["10.0.1.2"]), (3, &[])];
+    const SET_TWO_CHANGED: Sets<'static> = &[(1, &["10.0.0.3"]), (2, &["10.0.1.2"]), (3, &[])];
     file.write(SET_TWO_CHANGED);
     let next_two = two.next_acked().await;
     assert_eq!(
@@ -209,7 +212,7 @@ async fn a_client_that_holds_the_current_version_gets_nothing_until_a_change() {
 
     // Reconnecting with the version it has applied: no resend.
     let mut same = Stream::connect(
-        common::unix_endpoint(&socket),
+        feed_client::unix_endpoint(&socket),
         hello("kam-a", &[1], &current),
     )
     .await;
@@ -225,7 +228,7 @@ async fn a_client_that_holds_the_current_version_gets_nothing_until_a_change() {
 
     // Reconnecting with an old version: the newest, at once.
     let mut old = Stream::connect(
-        common::tcp_endpoint(tcp),
+        feed_client::tcp_endpoint(tcp),
         hello("kam-b", &[1], "0123456789abcdef"),
     )
     .await;
@@ -237,7 +240,7 @@ async fn a_client_that_holds_the_current_version_gets_nothing_until_a_change() {
     let replica_dir = TempDir::new().unwrap();
     let replica_socket = replica_dir.path().join("replica.sock");
     let replica_http = free_addr();
-    let _replica = Feeder::start(&args(&[
+    let _replica = Feeder::serving(&args(&[
         "--sets-file",
         file.path.to_str().unwrap(),
         "--listen",
@@ -247,13 +250,13 @@ async fn a_client_that_holds_the_current_version_gets_nothing_until_a_change() {
     ]))
     .await;
     let mut moved = Stream::connect(
-        common::unix_endpoint(&replica_socket),
+        feed_client::unix_endpoint(&replica_socket),
         hello("kam-a", &[1], &current),
     )
     .await;
     assert!(moved.quiet_for(QUIET).await, "the replica resent {current}");
     let mut fresh = Stream::connect(
-        common::unix_endpoint(&replica_socket),
+        feed_client::unix_endpoint(&replica_socket),
         hello("kam-c", &[], ""),
     )
     .await;
@@ -263,7 +266,7 @@ async fn a_client_that_holds_the_current_version_gets_nothing_until_a_change() {
     );
 
     // A change reaches the silent ones, identically from both feeders.
-    const CHANGED: common::Sets<'static> = &[(1, &["10.0.0.9"]), (2, &["10.0.1.1"]), (3, &[])];
+    const CHANGED: Sets<'static> = &[(1, &["10.0.0.9"]), (2, &["10.0.1.1"]), (3, &[])];
     file.write(CHANGED);
     let from_first = same.next_acked().await;
     let from_replica = moved.next_acked().await;
@@ -298,7 +301,7 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
     file.write_text(&big(0));
     let socket = dir.path().join("feed.sock");
     let http = free_addr();
-    let feeder = Feeder::start(&args(&[
+    let feeder = Feeder::serving(&args(&[
         "--sets-file",
         file.path.to_str().unwrap(),
         "--listen",
@@ -308,8 +311,10 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
     ]))
     .await;
 
-    let mut slow = Stream::connect(common::unix_endpoint(&socket), hello("slow", &[], "")).await;
-    let mut fast = Stream::connect(common::unix_endpoint(&socket), hello("fast", &[], "")).await;
+    let mut slow =
+        Stream::connect(feed_client::unix_endpoint(&socket), hello("slow", &[], "")).await;
+    let mut fast =
+        Stream::connect(feed_client::unix_endpoint(&socket), hello("fast", &[], "")).await;
     slow.next_acked().await;
     fast.next_acked().await;
 
@@ -364,11 +369,14 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
 async fn a_nack_is_visible_with_its_text_and_not_resent() {
     let dir = TempDir::new().unwrap();
     let (feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
-    let mut client =
-        Stream::connect(common::unix_endpoint(&socket), hello("kam-nack", &[1], "")).await;
+    let mut client = Stream::connect(
+        feed_client::unix_endpoint(&socket),
+        hello("kam-nack", &[1], ""),
+    )
+    .await;
     let first = client.next_acked().await;
 
-    const CHANGED: common::Sets<'static> = &[(1, &["10.0.0.7"]), (2, &["10.0.1.1"]), (3, &[])];
+    const CHANGED: Sets<'static> = &[(1, &["10.0.0.7"]), (2, &["10.0.1.1"]), (3, &[])];
     file.write(CHANGED);
     let refused = client.next().await;
     client
@@ -395,7 +403,7 @@ async fn a_nack_is_visible_with_its_text_and_not_resent() {
     );
 
     // The truth moves on: the new version is offered.
-    const AGAIN: common::Sets<'static> = &[(1, &["10.0.0.8"]), (2, &["10.0.1.1"]), (3, &[])];
+    const AGAIN: Sets<'static> = &[(1, &["10.0.0.8"]), (2, &["10.0.1.1"]), (3, &[])];
     file.write(AGAIN);
     assert_eq!(
         client.next_acked().await.version_info,
@@ -407,13 +415,16 @@ async fn a_nack_is_visible_with_its_text_and_not_resent() {
 async fn a_retrying_answer_is_no_nack_and_the_later_ack_counts() {
     let dir = TempDir::new().unwrap();
     let (feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
-    let mut client =
-        Stream::connect(common::unix_endpoint(&socket), hello("kam-retry", &[1], "")).await;
+    let mut client = Stream::connect(
+        feed_client::unix_endpoint(&socket),
+        hello("kam-retry", &[1], ""),
+    )
+    .await;
     let first = client.next_acked().await;
     let client_status = || async { feeder.status().await["clients"][0].clone() };
 
     // Valid, but Kamailio could not load it now: the client keeps it.
-    const CHANGED: common::Sets<'static> = &[(1, &["10.0.0.7"]), (2, &["10.0.1.1"]), (3, &[])];
+    const CHANGED: Sets<'static> = &[(1, &["10.0.0.7"]), (2, &["10.0.1.1"]), (3, &[])];
     file.write(CHANGED);
     let stuck = client.next().await;
     let refused = "cannot apply version now (attempt 1): the dispatcher refused the list";
@@ -460,7 +471,7 @@ async fn a_retrying_answer_is_no_nack_and_the_later_ack_counts() {
         .await;
 
     // A newer truth is sent while a retry goes on, and supersedes it.
-    const AGAIN: common::Sets<'static> = &[(1, &["10.0.0.8"]), (2, &["10.0.1.1"]), (3, &[])];
+    const AGAIN: Sets<'static> = &[(1, &["10.0.0.8"]), (2, &["10.0.1.1"]), (3, &[])];
     file.write(AGAIN);
     let again = client.next().await;
     client
@@ -471,7 +482,7 @@ async fn a_retrying_answer_is_no_nack_and_the_later_ack_counts() {
             s["clients"][0]["retrying"]["version"] == again.version_info.as_str()
         })
         .await;
-    const NEWEST: common::Sets<'static> = &[(1, &["10.0.0.9"]), (2, &["10.0.1.1"]), (3, &[])];
+    const NEWEST: Sets<'static> = &[(1, &["10.0.0.9"]), (2, &["10.0.1.1"]), (3, &[])];
     file.write(NEWEST);
     let newest = client.next_acked().await;
     assert_eq!(newest.version_info, snapshot(NEWEST, Some(&[1])).version());
@@ -492,8 +503,9 @@ async fn a_retrying_answer_is_no_nack_and_the_later_ack_counts() {
 async fn sigterm_ends_every_stream_with_a_status() {
     let dir = TempDir::new().unwrap();
     let (mut feeder, _file, socket, tcp) = feeder(dir.path(), THREE_SETS).await;
-    let mut unix = Stream::connect(common::unix_endpoint(&socket), hello("kam-u", &[], "")).await;
-    let mut tcp = Stream::connect(common::tcp_endpoint(tcp), hello("kam-t", &[], "")).await;
+    let mut unix =
+        Stream::connect(feed_client::unix_endpoint(&socket), hello("kam-u", &[], "")).await;
+    let mut tcp = Stream::connect(feed_client::tcp_endpoint(tcp), hello("kam-t", &[], "")).await;
     unix.next_acked().await;
     tcp.next_acked().await;
     feeder
@@ -502,7 +514,7 @@ async fn sigterm_ends_every_stream_with_a_status() {
         })
         .await;
 
-    feeder.terminate();
+    feeder.signal(Signal::SIGTERM);
     for stream in [&mut unix, &mut tcp] {
         let status = stream
             .next_result()
@@ -511,7 +523,7 @@ async fn sigterm_ends_every_stream_with_a_status() {
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         assert_eq!(status.message(), dsfeed::feed::server::SHUTTING_DOWN);
     }
-    let exit = feeder.exited().await;
+    let exit = feeder.wait_exit().await;
     assert!(exit.success(), "{exit:?}\n{}", feeder.log());
     assert!(!socket.exists(), "the socket file was left behind");
 }
@@ -521,13 +533,13 @@ async fn plain_tcp_on_every_interface_needs_insecure() {
     let dir = TempDir::new().unwrap();
     let file = SetsFile::new(dir.path(), THREE_SETS);
     let port = free_addr().port();
-    let mut refused = Feeder::spawn(&args(&[
+    let mut refused = Feeder::spawn_serving(&args(&[
         "--sets-file",
         file.path.to_str().unwrap(),
         "--listen",
         &format!("tcp://0.0.0.0:{port}"),
     ]));
-    let exit = refused.exited().await;
+    let exit = refused.wait_exit().await;
     assert_eq!(exit.code(), Some(2), "{}", refused.log());
     let log = refused.log();
     assert!(
@@ -536,7 +548,7 @@ async fn plain_tcp_on_every_interface_needs_insecure() {
     );
 
     let http = free_addr();
-    let accepted = Feeder::start(&args(&[
+    let accepted = Feeder::serving(&args(&[
         "--sets-file",
         file.path.to_str().unwrap(),
         "--listen",
@@ -547,7 +559,7 @@ async fn plain_tcp_on_every_interface_needs_insecure() {
     ]))
     .await;
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut client = Stream::connect(common::tcp_endpoint(addr), hello("kam", &[], "")).await;
+    let mut client = Stream::connect(feed_client::tcp_endpoint(addr), hello("kam", &[], "")).await;
     assert_eq!(
         client.next().await.version_info,
         snapshot(THREE_SETS, None).version()
@@ -563,7 +575,7 @@ async fn a_wrong_or_missing_token_is_rejected() {
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
     let socket = dir.path().join("feed.sock");
     let http = free_addr();
-    let _feeder = Feeder::start(&args(&[
+    let _feeder = Feeder::serving(&args(&[
         "--sets-file",
         file.path.to_str().unwrap(),
         "--listen",
@@ -575,14 +587,18 @@ async fn a_wrong_or_missing_token_is_rejected() {
     ]))
     .await;
     for token in [None, Some("wrong"), Some("s3cret-token-and-more")] {
-        let err = Stream::open(common::unix_endpoint(&socket), token, hello("kam", &[], ""))
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("token {token:?} was accepted"));
+        let err = Stream::open(
+            feed_client::unix_endpoint(&socket),
+            token,
+            hello("kam", &[], ""),
+        )
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("token {token:?} was accepted"));
         assert!(err.starts_with("Unauthenticated"), "{token:?}: {err}");
     }
     let mut good = Stream::open(
-        common::unix_endpoint(&socket),
+        feed_client::unix_endpoint(&socket),
         Some("s3cret-token"),
         hello("kam", &[], ""),
     )
@@ -660,7 +676,7 @@ async fn watch_prints_each_snapshot_and_acks_it() {
         })
         .await;
 
-    const CHANGED: common::Sets<'static> = &[(1, &["10.0.0.5"]), (2, &["10.0.1.1"]), (3, &[])];
+    const CHANGED: Sets<'static> = &[(1, &["10.0.0.5"]), (2, &["10.0.1.1"]), (3, &[])];
     file.write(CHANGED);
     let second = snapshot(CHANGED, Some(&[1, 3]));
     assert_eq!(
@@ -679,9 +695,9 @@ async fn watch_prints_each_snapshot_and_acks_it() {
 
     // The feeder restarts: the watcher reconnects with what it has and
     // prints nothing, until the sets change again.
-    feeder.terminate();
-    assert!(feeder.exited().await.success());
-    let restarted = Feeder::start(&args(&[
+    feeder.signal(Signal::SIGTERM);
+    assert!(feeder.wait_exit().await.success());
+    let restarted = Feeder::serving(&args(&[
         "--sets-file",
         file.path.to_str().unwrap(),
         "--listen",
@@ -698,7 +714,7 @@ async fn watch_prints_each_snapshot_and_acks_it() {
         .await;
     let reprinted = tokio::time::timeout(QUIET, lines.next_line()).await;
     assert!(reprinted.is_err(), "printed again: {reprinted:?}");
-    const AGAIN: common::Sets<'static> = &[(1, &["10.0.0.6"]), (2, &["10.0.1.1"]), (3, &[])];
+    const AGAIN: Sets<'static> = &[(1, &["10.0.0.6"]), (2, &["10.0.1.1"]), (3, &[])];
     file.write(AGAIN);
     let line = tokio::time::timeout(PATIENCE, lines.next_line()).await;
     let third = snapshot(AGAIN, Some(&[1, 3]));
@@ -732,24 +748,29 @@ async fn ready_only_once_every_source_has_synced() {
         let _ = stopped.await;
     }));
 
-    assert_eq!(common::http_get(http, "/healthz").await.unwrap().0, 200);
-    let (code, body) = common::http_get(http, "/readyz").await.unwrap();
+    assert_eq!(
+        dsfeed_tests::http::get(http, "/healthz").await.unwrap().0,
+        200
+    );
+    let (code, body) = dsfeed_tests::http::get(http, "/readyz").await.unwrap();
     assert_eq!(code, 503, "{body}");
-    let mut early = Stream::connect(common::unix_endpoint(&socket), hello("early", &[], "")).await;
+    let mut early =
+        Stream::connect(feed_client::unix_endpoint(&socket), hello("early", &[], "")).await;
     assert!(
         early.quiet_for(QUIET).await,
         "a client got something before the sources synced"
     );
 
     // A first request that does not say who it is, is refused.
-    let mut nameless = Stream::connect(common::unix_endpoint(&socket), hello("", &[], "")).await;
+    let mut nameless =
+        Stream::connect(feed_client::unix_endpoint(&socket), hello("", &[], "")).await;
     let refused = nameless.next_result().await.expect_err("refused");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
 
     let synced = snapshot(THREE_SETS, None);
     tx.send(Some(std::sync::Arc::new(synced.clone()))).unwrap();
     assert_eq!(early.next_acked().await.version_info, synced.version());
-    let (code, body) = common::http_get(http, "/readyz").await.unwrap();
+    let (code, body) = dsfeed_tests::http::get(http, "/readyz").await.unwrap();
     assert_eq!(code, 200, "{body}");
 
     stop.send(()).unwrap();

@@ -31,19 +31,17 @@ impl Drop for Feeder {
 
 /// The destination lines of dispatcher.list once they equal `want`.
 async fn wait_for_lines(path: &Path, want: &[&str]) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    let what = format!("dispatcher.list to become {want:?}");
+    dsfeed_tests::wait_until(&what, PATIENCE, || async {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         if lines == want {
-            return;
+            Ok(())
+        } else {
+            Err(text.clone())
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dispatcher.list never became {want:?}; it is:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -1,11 +1,11 @@
 //! The sets-file source as the system sees it: a running feeder reads the
 //! file when it changes, not in a loop.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Feeder, free_addr};
+use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::free_addr;
+use dsfeed_tests::sets::SetsFile;
 use tempfile::TempDir;
 
 /// Bytes the process has read through read(2)-like calls so far.
@@ -26,11 +26,11 @@ async fn an_unchanged_sets_file_is_not_read_again() {
     for i in 0..2500 {
         text.push_str(&format!("    - 10.0.{}.{}\n", i / 250, i % 250 + 1));
     }
-    let file = common::SetsFile {
+    let file = SetsFile {
         path: dir.path().join("sets.yaml"),
     };
     file.write_text(&text);
-    let feeder = Feeder::start(&[
+    let feeder = Feeder::serving(&[
         "--sets-file".into(),
         file.path.display().to_string(),
         "--listen".into(),

@@ -1,90 +1,25 @@
 //! TLS on the feed's TCP listeners, with and without client certificates,
 //! against certificates made for each run.
 
-mod common;
+use std::path::Path;
 
-use std::path::{Path, PathBuf};
-
-use common::{Feeder, SetsFile, Stream, free_addr, hello, snapshot, watch};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
+use dsfeed_tests::feed_client::{self, Stream, hello};
+use dsfeed_tests::feeder::{Feeder, watch};
+use dsfeed_tests::free_addr;
+use dsfeed_tests::pki::Pki;
+use dsfeed_tests::sets::{Sets, SetsFile, snapshot};
 use tempfile::TempDir;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Endpoint;
 
-const SETS: common::Sets<'static> = &[(1, &["10.0.0.1"]), (2, &["10.0.0.2"])];
+const SETS: Sets<'static> = &[(1, &["10.0.0.1"]), (2, &["10.0.0.2"])];
 
-/// PEM files of a throwaway CA, a server certificate for localhost and
-/// 127.0.0.1, and a client certificate.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path, ca_name: &str) -> Pki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, ca_name);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-
-        let leaf = |names: &[&str], usage: ExtendedKeyUsagePurpose, stem: &str| {
-            let mut params =
-                CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                    .unwrap();
-            params.extended_key_usages = vec![usage];
-            params.distinguished_name.push(DnType::CommonName, stem);
-            let key = KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &ca).unwrap();
-            let cert_path = dir.join(format!("{stem}.pem"));
-            let key_path = dir.join(format!("{stem}-key.pem"));
-            std::fs::write(&cert_path, cert.pem()).unwrap();
-            std::fs::write(&key_path, key.serialize_pem()).unwrap();
-            (cert_path, key_path)
-        };
-        let (server_cert, server_key) = leaf(
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            &format!("{ca_name}-server"),
-        );
-        let (client_cert, client_key) = leaf(
-            &["kam-1.example"],
-            ExtendedKeyUsagePurpose::ClientAuth,
-            &format!("{ca_name}-client"),
-        );
-        let ca_path = dir.join(format!("{ca_name}.pem"));
-        std::fs::write(&ca_path, ca.pem()).unwrap();
-        Pki {
-            ca: ca_path,
-            server_cert,
-            server_key,
-            client_cert,
-            client_key,
-        }
-    }
-
-    fn endpoint(&self, addr: std::net::SocketAddr, client_cert: bool) -> Endpoint {
-        let read = |p: &PathBuf| std::fs::read(p).unwrap();
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&self.ca)))
-            .domain_name("localhost");
-        if client_cert {
-            tls = tls.identity(Identity::from_pem(
-                read(&self.client_cert),
-                read(&self.client_key),
-            ));
-        }
-        Endpoint::from_shared(format!("https://{addr}"))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-    }
+/// A client endpoint for `addr` trusting `pki`'s CA, presenting its client
+/// certificate when `client_cert`.
+fn endpoint(pki: &Pki, addr: std::net::SocketAddr, client_cert: bool) -> Endpoint {
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(pki.tonic_client(client_cert))
+        .unwrap()
 }
 
 async fn tls_feeder(
@@ -116,26 +51,31 @@ async fn tls_feeder(
             ca.to_str().unwrap().to_owned(),
         ]);
     }
-    (Feeder::start(&args).await, tcp)
+    (Feeder::serving(&args).await, tcp)
 }
 
 #[tokio::test]
 async fn tls_without_client_certificates() {
     let dir = TempDir::new().unwrap();
-    let pki = Pki::new(dir.path(), "feed-ca");
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
     let (_feeder, tcp) = tls_feeder(dir.path(), &pki, None).await;
 
-    let mut client = Stream::connect(pki.endpoint(tcp, false), hello("kam-tls", &[2], "")).await;
+    let mut client = Stream::connect(endpoint(&pki, tcp, false), hello("kam-tls", &[2], "")).await;
     let response = client.next_acked().await;
     assert_eq!(response.version_info, snapshot(SETS, Some(&[2])).version());
 
     // Clear text is not spoken on a TLS listener.
-    let plain = Stream::open(common::tcp_endpoint(tcp), None, hello("kam-plain", &[], "")).await;
+    let plain = Stream::open(
+        feed_client::tcp_endpoint(tcp),
+        None,
+        hello("kam-plain", &[], ""),
+    )
+    .await;
     assert!(plain.is_err(), "clear text was served on a TLS listener");
 
     // A certificate from another CA is not trusted.
-    let other = Pki::new(dir.path(), "other-ca");
-    let untrusted = Stream::open(other.endpoint(tcp, false), None, hello("kam", &[], ""))
+    let other = Pki::new(&["localhost", "127.0.0.1"]);
+    let untrusted = Stream::open(endpoint(&other, tcp, false), None, hello("kam", &[], ""))
         .await
         .err()
         .expect("the client trusted a foreign CA");
@@ -165,26 +105,26 @@ async fn tls_without_client_certificates() {
 #[tokio::test]
 async fn tls_with_client_certificates() {
     let dir = TempDir::new().unwrap();
-    let pki = Pki::new(dir.path(), "feed-ca");
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
     let (feeder, tcp) = tls_feeder(dir.path(), &pki, Some(&pki.ca)).await;
 
     // Without a client certificate the handshake fails, at connect or at
     // the first read depending on the TLS version.
-    let anonymous = match Stream::open(pki.endpoint(tcp, false), None, hello("anon", &[], "")).await
-    {
-        Err(err) => err,
-        Ok(mut stream) => common::explain(
-            &stream
-                .next_result()
-                .await
-                .expect_err("no certificate, no feed"),
-        ),
-    };
+    let anonymous =
+        match Stream::open(endpoint(&pki, tcp, false), None, hello("anon", &[], "")).await {
+            Err(err) => err,
+            Ok(mut stream) => feed_client::explain(
+                &stream
+                    .next_result()
+                    .await
+                    .expect_err("no certificate, no feed"),
+            ),
+        };
     // The server's alert (CertificateRequired) may lose the race with the
     // closed connection (broken pipe): either way the transport failed.
     assert!(anonymous.contains("transport error"), "{anonymous}");
 
-    let mut client = Stream::connect(pki.endpoint(tcp, true), hello("kam-mtls", &[], "")).await;
+    let mut client = Stream::connect(endpoint(&pki, tcp, true), hello("kam-mtls", &[], "")).await;
     assert_eq!(
         client.next_acked().await.version_info,
         snapshot(SETS, None).version()
@@ -224,9 +164,9 @@ async fn tls_with_client_certificates() {
 #[tokio::test]
 async fn an_unusable_certificate_stops_the_feeder_at_start() {
     let dir = TempDir::new().unwrap();
-    let pki = Pki::new(dir.path(), "feed-ca");
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
     let file = SetsFile::new(dir.path(), SETS);
-    let mut feeder = Feeder::spawn(&[
+    let mut feeder = Feeder::spawn_serving(&[
         "--sets-file".to_owned(),
         file.path.display().to_string(),
         "--listen".to_owned(),
@@ -236,7 +176,7 @@ async fn an_unusable_certificate_stops_the_feeder_at_start() {
         "--tls-key".to_owned(),
         pki.server_key.display().to_string(),
     ]);
-    let exit = feeder.exited().await;
+    let exit = feeder.wait_exit().await;
     assert_eq!(exit.code(), Some(1), "{}", feeder.log());
     let log = feeder.log();
     assert!(

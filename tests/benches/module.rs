@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dsfeed::binrpc::{Client, Value};
+use dsfeed_binrpc::{Client, Value};
 use dsfeed_tests::feeder::Feeder;
 use dsfeed_tests::{Kamailio, replace_file};
 

@@ -1,15 +1,17 @@
 //! The `dsfeed` binary as a child process, the way users run it.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// Path of the `dsfeed` binary built next to the running test.
+use crate::{PATIENCE, eventually, http, wait_until};
+
+/// Path of the `dsfeed` binary built next to the running test or bench.
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
@@ -34,27 +36,86 @@ pub fn run(args: &[&str]) -> Output {
         .expect("dsfeed runs")
 }
 
-/// A running `dsfeed` daemon; stopped (SIGTERM, then SIGKILL) on drop.
+/// Runs `dsfeed watch ARGS` to completion.
+pub async fn watch(args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(binary())
+        .arg("watch")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("dsfeed watch ended in time")
+        .expect("dsfeed watch runs")
+}
+
+/// A running `dsfeed` daemon; stopped (SIGTERM, then SIGKILL) on drop, and
+/// its log printed when the test failed.
 pub struct Feeder {
     child: Child,
     log: PathBuf,
+    /// Holds the log of [`Feeder::serving`] away from any watched
+    /// directory: writes to it would wake the sets-file source.
+    _log_dir: Option<tempfile::TempDir>,
+    /// Its `--http` address, if it was given one.
+    pub http: Option<SocketAddr>,
 }
 
 impl Feeder {
     /// Starts `dsfeed ARGS`, logging at debug level to `log`.
     pub fn start(args: &[&str], log: &Path) -> Feeder {
+        Feeder::spawn(args, log, None)
+    }
+
+    /// Starts a feeder that serves the feed only (`--mode grpc` unless the
+    /// arguments say otherwise), with a log of its own, and waits until it
+    /// is ready when it serves HTTP.
+    pub async fn serving<S: AsRef<OsStr>>(args: &[S]) -> Feeder {
+        let feeder = Feeder::spawn_serving(args);
+        if let Some(http) = feeder.http {
+            eventually("the feeder to be ready", PATIENCE, || async {
+                matches!(http::get(http, "/readyz").await, Ok((200, _))).then_some(())
+            })
+            .await;
+        }
+        feeder
+    }
+
+    /// [`Feeder::serving`] without waiting for anything.
+    pub fn spawn_serving<S: AsRef<OsStr>>(args: &[S]) -> Feeder {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let log = dir.path().join("dsfeed.log");
+        Feeder::spawn(args, &log, Some(dir))
+    }
+
+    fn spawn<S: AsRef<OsStr>>(args: &[S], log: &Path, dir: Option<tempfile::TempDir>) -> Feeder {
         let file = std::fs::File::create(log).expect("feeder log file");
-        let child = Command::new(binary())
+        let http = args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy())
+            .skip_while(|a| a != "--http")
+            .nth(1)
+            .map(|addr| addr.parse().expect("--http IP:PORT"));
+        let mut command = Command::new(binary());
+        command
             .args(args)
             .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("dsfeed starts");
-        Feeder {
-            child,
-            log: log.to_owned(),
+            .stderr(file);
+        if dir.is_some() {
+            command.env("DSFEED_MODE", "grpc");
         }
+        Feeder {
+            child: command.spawn().expect("dsfeed starts"),
+            log: log.to_owned(),
+            _log_dir: dir,
+            http,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the feeder has logged so far.
@@ -67,6 +128,15 @@ impl Feeder {
         self.child.try_wait().expect("wait on dsfeed")
     }
 
+    /// Waits for the feeder to exit by itself.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        eventually("dsfeed to exit", PATIENCE, || {
+            let exited = self.exited();
+            async move { exited }
+        })
+        .await
+    }
+
     /// SIGKILL, as a crash or an OOM kill would end it: no stream is closed
     /// cleanly and its unix socket stays on disk. Returns once it is reaped.
     pub fn kill(&mut self) {
@@ -74,10 +144,10 @@ impl Feeder {
         let _ = self.child.wait();
     }
 
-    /// Sends `signal` (SIGSTOP and SIGCONT freeze and thaw it, as a
-    /// starved or debugged process would be).
+    /// Sends `signal`: SIGTERM as Kubernetes does on shutdown, SIGSTOP and
+    /// SIGCONT to freeze and thaw it as a starved process would be.
     pub fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits in i32"));
+        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("a pid fits in i32"));
         kill(pid, signal).expect("the feeder is running");
     }
 
@@ -86,11 +156,13 @@ impl Feeder {
         if let Some(status) = self.exited() {
             return Some(status);
         }
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits in i32"));
         // It may exit by itself meanwhile; then the wait below sees it.
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        let _ = kill(
+            Pid::from_raw(i32::try_from(self.pid()).expect("a pid fits in i32")),
+            Signal::SIGTERM,
+        );
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
             if let Some(status) = self.exited() {
                 return Some(status);
             }
@@ -98,49 +170,78 @@ impl Feeder {
         }
         None
     }
-}
 
-/// A free TCP address on 127.0.0.1, for `--http`.
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-}
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the feeder is running");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
 
-/// One `GET path` to a feeder's `--http` address: the status code and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP reply: {head:?}")))?;
-    Ok((code, body.to_owned()))
-}
+    /// One GET on its `--http` address.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let http = self.http.expect("a feeder started with --http");
+        http::get(http, path)
+            .await
+            .expect("the feeder answers HTTP")
+    }
 
-/// The feeder's `/status` page; `None` while it does not answer (starting,
-/// stopped).
-pub async fn status(addr: SocketAddr) -> Option<serde_json::Value> {
-    match http_get(addr, "/status").await {
-        Ok((200, body)) => serde_json::from_str(&body).ok(),
-        _ => None,
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = self.get("/status").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("/status is JSON")
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics").await;
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// Polls `/status` until `check` accepts it.
+    pub async fn wait_status(&self, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+        let what = format!("/status to show {what}");
+        wait_until(&what, PATIENCE, || async {
+            let status = self.status().await;
+            if check(&status) {
+                Ok(())
+            } else {
+                Err(format!("{status:#}"))
+            }
+        })
+        .await;
+    }
+
+    /// Polls `/metrics` until it has a line equal to `line`.
+    pub async fn wait_metric(&self, line: &str) {
+        let what = format!("/metrics to have {line}");
+        wait_until(&what, PATIENCE, || async {
+            let text = self.metrics().await;
+            if text.lines().any(|l| l == line) {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        })
+        .await;
     }
 }
 
 impl Drop for Feeder {
     fn drop(&mut self) {
         if self.terminate(Duration::from_secs(5)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.kill();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- dsfeed log ({}) ---\n{}",
+                self.log.display(),
+                self.log()
+            );
         }
     }
 }

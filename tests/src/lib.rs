@@ -1,12 +1,22 @@
-//! Harness for end-to-end tests: the real Kamailio, the `dsfeed` binary
-//! and sipp, each on its own ports and stopped when the test ends; and fake
-//! servers that stand in for the sources (Consul).
+//! The one harness for every test and bench that runs real processes: the
+//! real Kamailio (with or without dsfeed.so), the `dsfeed` binary, sipp, a
+//! feed client and a scripted feed server, TLS material, an HTTP client,
+//! and the fake Consul agent (the fake Kubernetes API server is the
+//! `fake-kube` crate). Each process gets its own ports and files and is
+//! stopped when the test ends. Tests wait for conditions with
+//! [`eventually`], never for a fixed time.
 
 pub mod ctl_proxy;
 pub mod fake_consul;
+pub mod feed_client;
 pub mod feeder;
+pub mod http;
 mod kamailio;
 pub mod loads;
+pub mod module;
+pub mod pki;
+pub mod scripted;
+pub mod sets;
 pub mod sipp;
 
 pub use kamailio::{HarnessError, Kamailio, KamailioBuilder, ParamValue, Target, target};
@@ -24,6 +34,17 @@ pub fn replace_file(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename it into place");
 }
 
+/// How long any single expected event may take on a loaded machine.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A free TCP address on 127.0.0.1, for a listener the test is about to
+/// start (`--http`, `--listen`).
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago, for a process the
 /// test is about to start (sipp, Kamailio).
 pub fn free_udp_port() -> u16 {
@@ -36,7 +57,7 @@ pub fn free_udp_port() -> u16 {
 /// The URIs Kamailio has loaded per set, read over binrpc with the same
 /// client the feeder uses; empty when Kamailio has no sets.
 pub async fn loaded(kamailio: &Kamailio) -> BTreeMap<u32, BTreeSet<String>> {
-    dsfeed::binrpc::dispatcher::list(&kamailio.client())
+    dsfeed_binrpc::dispatcher::list(&kamailio.client())
         .await
         .expect("dispatcher.list answers")
         .into_iter()
@@ -70,6 +91,26 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Like [`eventually`], for a probe that says what it saw instead: the
+/// panic after `timeout` shows the last observation.
+pub async fn wait_until<T, E, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
     }
 }
 

@@ -6,8 +6,8 @@ use std::net::UdpSocket;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dsfeed::binrpc::dispatcher::{self, ListedDestination, ListedSets};
-use dsfeed::binrpc::{Addr, Client, Error, Value};
+use dsfeed_binrpc::dispatcher::{self, ListedDestination, ListedSets};
+use dsfeed_binrpc::{Addr, Client, Error, Value};
 use dsfeed_tests::Kamailio;
 
 const LIST: &str = "\

@@ -10,7 +10,8 @@ use dsfeed::metrics::Metrics;
 use dsfeed::sources::consul;
 use dsfeed_model::Snapshot;
 use dsfeed_tests::eventually;
-use dsfeed_tests::fake_consul::{FakeConsul, IndexHeader, Instance, Status, TestPki};
+use dsfeed_tests::fake_consul::{FakeConsul, IndexHeader, Instance, Status};
+use dsfeed_tests::pki::Pki;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -604,7 +605,7 @@ async fn the_token_file_is_sent_and_read_again() {
 
 #[tokio::test]
 async fn mutual_tls_with_consuls_ca() {
-    let pki = TestPki::new(&["localhost", "127.0.0.1"]);
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
     let consul = FakeConsul::start_tls(&pki, true).await;
     consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
     let url = consul.url();
@@ -671,7 +672,7 @@ async fn mutual_tls_with_consuls_ca() {
 
 #[tokio::test]
 async fn the_tls_server_name_can_differ_from_the_address() {
-    let pki = TestPki::new(&["server.dc1.consul"]);
+    let pki = Pki::new(&["server.dc1.consul"]);
     let consul = FakeConsul::start_tls(&pki, false).await;
     consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
     let spec = "asterisk=1".parse().unwrap();

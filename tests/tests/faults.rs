@@ -9,8 +9,6 @@
 //! Kamailio with `reload_delta=0` (the feeder's own pacing is all there is).
 //! Each runs for about a minute.
 
-mod module_harness;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,9 +17,9 @@ use std::time::Duration;
 use dsfeed_tests::ctl_proxy::CtlProxy;
 use dsfeed_tests::feeder::Feeder;
 use dsfeed_tests::loads::{Event, LoadLog};
+use dsfeed_tests::module::{WAIT, rpc};
 use dsfeed_tests::sipp::{Backend, Load};
 use dsfeed_tests::{Kamailio, KamailioBuilder, replace_file, sets, until_loaded};
-use module_harness::{WAIT, rpc};
 use nix::sys::signal::Signal;
 
 /// SIP requests per second through Kamailio.
@@ -51,7 +49,7 @@ impl Pod {
 
     fn kamailio(&self) -> KamailioBuilder {
         let builder = match self.shape {
-            Shape::Sidecar => module_harness::kamailio("")
+            Shape::Sidecar => dsfeed_tests::module::kamailio("")
                 .modparam(
                     "dsfeed",
                     "feeder",

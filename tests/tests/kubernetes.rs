@@ -5,13 +5,13 @@
 //! Kamailio to set 1.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dsfeed::binrpc::Client;
-use dsfeed::binrpc::dispatcher::{self, ListedSets};
+use dsfeed_binrpc::Client;
+use dsfeed_binrpc::dispatcher::{self, ListedSets};
 use dsfeed_tests::feeder::Feeder;
 use dsfeed_tests::sipp::{self, Backend};
-use dsfeed_tests::{Kamailio, sets, until_loaded};
+use dsfeed_tests::{Kamailio, sets, until_loaded, wait_until};
 use fake_kube::{FakeKube, Gone, Scenario, endpoint_slice};
 use serde_json::{Value, json};
 
@@ -48,21 +48,15 @@ async fn wait_for_set(client: &Client, feeder: &Feeder, want: &[(&Backend, &str)
         .iter()
         .map(|(b, flags)| (b.uri(), (*flags).to_owned()))
         .collect();
-    let deadline = Instant::now() + PATIENCE;
-    let mut seen = BTreeSet::new();
-    while Instant::now() < deadline {
-        if let Ok(sets) = dispatcher::list(client).await {
-            seen = set_one(&sets);
-            if seen == want {
-                return;
-            }
+    let what = format!("Kamailio's set 1 to become {want:?}");
+    wait_until(&what, PATIENCE, || async {
+        let seen = dispatcher::list(client).await.map(|sets| set_one(&sets));
+        match seen {
+            Ok(seen) if seen == want => Ok(()),
+            seen => Err(format!("{seen:?}; feeder log:\n{}", feeder.log())),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "Kamailio's set 1 never became {want:?}; it is {seen:?}. Feeder log:\n{}",
-        feeder.log()
-    );
+    })
+    .await;
 }
 
 /// The backends that answered `calls` OPTIONS sent to set 1.

@@ -2,13 +2,11 @@
 //! stock Kamailio through dispatcher.list + reload, and steps aside for a
 //! Kamailio running dsfeed.so, which applies the feed in memory.
 
-mod module_harness;
-
 use std::path::Path;
 
 use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::module::WAIT;
 use dsfeed_tests::{Kamailio, eventually, replace_file, sets, until_loaded};
-use module_harness::WAIT;
 
 /// `dsfeed --sets-file … --listen unix:… -o LIST --rpc CTL`, no --mode.
 fn auto_feeder(kamailio: &Kamailio, sets_file: &Path, socket: &Path, log: &Path) -> Feeder {
@@ -56,7 +54,7 @@ async fn auto_mode_leaves_a_module_kamailio_to_the_module() {
     let work = tempfile::tempdir().unwrap();
     let socket = work.path().join("feed.sock");
     let list = "9 sip:10.9.9.9:5060 0 0\n";
-    let kamailio = module_harness::kamailio(list)
+    let kamailio = dsfeed_tests::module::kamailio(list)
         .modparam("dsfeed", "feeder", format!("unix:{}", socket.display()))
         .modparam("dsfeed", "reconnect_min_ms", 100)
         .modparam("dsfeed", "reconnect_max_ms", 500)

@@ -4,16 +4,14 @@
 //! loads and across a restart of the feed loop), invalid snapshots NACKed,
 //! snapshots that could not be applied yet retried.
 
-mod module_harness;
-
 use std::time::{Duration, Instant};
 
-use dsfeed_tests::{Kamailio, KamailioBuilder, eventually};
-use module_harness::feeder::{TestFeeder, response};
-use module_harness::{
+use dsfeed_tests::module::{
     WAIT, fd_limits, feed_pid, flags, kamailio, kamcmd, lowest_free_fd, rpc, seen, set_fd_limit,
     sets, started_since_boot, status, status_until, uptime, uris,
 };
+use dsfeed_tests::scripted::{TestFeeder, response};
+use dsfeed_tests::{Kamailio, KamailioBuilder, eventually};
 
 /// How much earlier than the real moment a swap may look when seen by
 /// polling `dispatcher.list` against the return of an RPC (an RPC's reply
@@ -355,9 +353,9 @@ async fn the_applied_version_sent_again_after_a_foreign_reload_is_swapped_back_i
 }
 
 fn pb_with_nonce(
-    mut response: dsfeed_proto::v1::FeedResponse,
+    mut response: dsfeed_model::pb::FeedResponse,
     nonce: &str,
-) -> dsfeed_proto::v1::FeedResponse {
+) -> dsfeed_model::pb::FeedResponse {
     response.nonce = nonce.to_owned();
     response
 }
@@ -435,7 +433,7 @@ async fn a_load_that_fails_for_a_passing_reason_is_retried_not_nacked() {
     let (soft, hard) = fd_limits(pid);
     let free = lowest_free_fd(pid);
     let retrying = |message: &'static str| {
-        move |answer: &dsfeed_proto::v1::FeedRequest| {
+        move |answer: &dsfeed_model::pb::FeedRequest| {
             answer
                 .error_detail
                 .as_ref()
@@ -651,7 +649,7 @@ async fn sets_outside_the_feed_come_back_exactly_or_the_swap_waits() {
     );
     assert_eq!(stuck.text("retrying_version"), "v1");
     assert_eq!(stuck.int("swaps"), 2, "nothing was swapped");
-    let attrs = |listed: &dsfeed::binrpc::dispatcher::ListedSets, uri: &str| {
+    let attrs = |listed: &dsfeed_binrpc::dispatcher::ListedSets, uri: &str| {
         listed[&9]
             .iter()
             .find(|d| d.uri == uri)

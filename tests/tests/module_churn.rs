@@ -14,16 +14,14 @@
 //! `DSFEED_CHURN_SECS` (default 60) and `DSFEED_CHURN_RATE` (requests per
 //! second, default 2000) change the load.
 
-mod module_harness;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dsfeed::binrpc::Value;
+use dsfeed_binrpc::Value;
+use dsfeed_tests::module::{WAIT, kamailio, rpc, status};
+use dsfeed_tests::scripted::{Dest, TestFeeder, response};
 use dsfeed_tests::{free_udp_port, sipp};
-use module_harness::feeder::{Dest, TestFeeder, response};
-use module_harness::{WAIT, kamailio, rpc, status};
 
 /// OPTIONS to `sip:1@kamailio`: the harness routes it to set 1 with
 /// `ds_select_dst` and fails over on 5xx/timeouts with `ds_next_dst`.

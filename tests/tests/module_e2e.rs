@@ -5,20 +5,18 @@
 //! fake Kubernetes API server and a fake Consul agent, each reached through
 //! the feeder's own client code.
 
-mod module_harness;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dsfeed_tests::fake_consul::{self, FakeConsul, Instance};
-use dsfeed_tests::feeder::{self, Feeder};
+use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::module::{
+    WAIT, fd_limits, feed_pid, kamailio, lowest_free_fd, set_fd_limit, status_until,
+};
 use dsfeed_tests::sipp::{self, Backend};
 use dsfeed_tests::{Kamailio, KamailioBuilder, eventually, replace_file, sets, until_loaded};
 use fake_kube::{FakeKube, endpoint_slice};
-use module_harness::{
-    WAIT, fd_limits, feed_pid, kamailio, lowest_free_fd, set_fd_limit, status_until,
-};
 use serde_json::{Value, json};
 
 /// The feeder's flags that make it serve the stream only: it never writes
@@ -111,7 +109,7 @@ impl StreamFeeder {
         let mut args: Vec<String> = sources.iter().map(|s| (*s).to_owned()).collect();
         args.extend(STREAM_ONLY.iter().map(|s| (*s).to_owned()));
         args.extend(["--listen".into(), format!("unix:{}", socket.display())]);
-        let http = feeder::free_addr();
+        let http = dsfeed_tests::free_addr();
         let process = spawn(&args, http, &dir.join("dsfeed-1.log"));
         StreamFeeder {
             process,
@@ -131,7 +129,7 @@ impl StreamFeeder {
     fn restart(&mut self) {
         self.process.kill();
         self.starts += 1;
-        self.http = feeder::free_addr();
+        self.http = dsfeed_tests::free_addr();
         let log = self.dir.join(format!("dsfeed-{}.log", self.starts));
         self.process = spawn(&self.args, self.http, &log);
     }
@@ -143,7 +141,7 @@ impl StreamFeeder {
     /// `/status` once the feeder has a snapshot.
     async fn status(&self) -> Value {
         eventually("the feeder's /status with a snapshot", WAIT, || async {
-            feeder::status(self.http)
+            dsfeed_tests::http::status(self.http)
                 .await
                 .filter(|s| s["ready"] == json!(true))
         })
@@ -199,7 +197,7 @@ impl StreamFeeder {
             &format!("{node}'s ACK of {version} in /status"),
             WAIT,
             || async {
-                let status = feeder::status(self.http).await?;
+                let status = dsfeed_tests::http::status(self.http).await?;
                 status["clients"]
                     .as_array()?
                     .iter()
@@ -221,7 +219,7 @@ fn spawn(args: &[String], http: SocketAddr, log: &Path) -> Feeder {
 
 /// Kamailio's sets for the feed-managed set ids, in the dispatcher's order.
 async fn in_kamailio(kamailio: &Kamailio) -> BTreeMap<u32, Vec<(String, i64, String)>> {
-    module_harness::sets(kamailio)
+    dsfeed_tests::module::sets(kamailio)
         .await
         .into_iter()
         .map(|(id, dests)| {
@@ -235,7 +233,7 @@ async fn in_kamailio(kamailio: &Kamailio) -> BTreeMap<u32, Vec<(String, i64, Str
 }
 
 /// Waits until the module reports `version` applied, and returns its status.
-async fn until_applied(kamailio: &Kamailio, version: &str) -> module_harness::Status {
+async fn until_applied(kamailio: &Kamailio, version: &str) -> dsfeed_tests::module::Status {
     status_until(kamailio, &format!("version {version} applied"), |s| {
         s.text("applied_version") == version
     })
@@ -453,7 +451,7 @@ fn slice(name: &str, backend: &Backend, ready: bool, terminating: bool) -> Value
 
 /// Set 1 as `(uri, state letters)`.
 async fn set_one_states(kamailio: &Kamailio) -> BTreeSet<(String, String)> {
-    module_harness::sets(kamailio)
+    dsfeed_tests::module::sets(kamailio)
         .await
         .remove(&1)
         .unwrap_or_default()
@@ -564,7 +562,7 @@ async fn a_snapshot_kamailio_cannot_take_yet_shows_as_retrying_on_the_feeder() {
         "kam-retry retrying in the feeder's /status",
         WAIT,
         || async {
-            let status = feeder::status(feeder.http).await?;
+            let status = dsfeed_tests::http::status(feeder.http).await?;
             let client = status["clients"].as_array()?.first()?.clone();
             (client["retrying"]["version"] == json!(v2)).then_some(client)
         },
@@ -577,7 +575,9 @@ async fn a_snapshot_kamailio_cannot_take_yet_shows_as_retrying_on_the_feeder() {
     );
     assert_eq!(client["nacks"], json!(0), "{client:#}");
     assert_eq!(client["acked_version"], json!(v1), "{client:#}");
-    let (_, metrics) = feeder::http_get(feeder.http, "/metrics").await.unwrap();
+    let (_, metrics) = dsfeed_tests::http::get(feeder.http, "/metrics")
+        .await
+        .unwrap();
     assert!(
         metrics.contains(&format!(
             "dsfeed_client_retrying_version_info{{node=\"kam-retry\",version=\"{v2}\"}} 1"

@@ -3,14 +3,14 @@
 //! panics, and a build for another Kamailio is refused with both versions
 //! named.
 
-mod module_harness;
-
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use dsfeed_tests::module::{
+    WAIT, feed_pid, kamailio, module_path, rpc, status, status_until, threads,
+};
 use dsfeed_tests::{HarnessError, KamailioBuilder, eventually, sets, target};
-use module_harness::{WAIT, feed_pid, kamailio, module_path, rpc, status, status_until, threads};
 
 /// Starts a Kamailio that must fail; returns its exit status and log.
 async fn start_failing(builder: KamailioBuilder) -> (std::process::ExitStatus, String) {

@@ -6,15 +6,15 @@
 //!   `--min-reload-interval` apart even with `reload_delta=0`, and a burst
 //!   ends on the newest sets.
 
-mod module_harness;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dsfeed_tests::feeder::{Feeder, free_addr, http_get};
+use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::free_addr;
+use dsfeed_tests::http::get as http_get;
 use dsfeed_tests::loads::{Event, LoadLog};
+use dsfeed_tests::module::WAIT;
 use dsfeed_tests::{Kamailio, KamailioBuilder, eventually, replace_file, sets, until_loaded};
-use module_harness::WAIT;
 
 /// The files a sidecar pod shares between its two containers.
 struct Pod {
@@ -87,7 +87,7 @@ impl Pod {
     /// and answering on the shared ctl socket, with the dispatcher's debug
     /// log on so that every load shows.
     fn kamailio(&self) -> KamailioBuilder {
-        module_harness::kamailio("")
+        dsfeed_tests::module::kamailio("")
             .debug(3)
             .modparam("dispatcher", "list_file", self.list().as_path())
             .modparam("ctl", "binrpc", format!("unix:{}", self.ctl().display()))

@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::binrpc::{self, dispatcher};
 use crate::error::Error;
 use crate::hub::SnapshotRx;
 use crate::metrics::{FileSinkMetrics, Metrics};
+use dsfeed_binrpc::{self as binrpc, dispatcher};
 use dsfeed_model::Backoff;
 use dsfeed_model::Snapshot;
 

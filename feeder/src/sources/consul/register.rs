@@ -19,7 +19,7 @@ use super::args::ConsulArgs;
 use super::client::{ConsulClient, encode};
 use super::error::{ConsulError, chain};
 use super::spec::RegisterSpec;
-use crate::binrpc;
+use dsfeed_binrpc as binrpc;
 use dsfeed_model::Backoff;
 
 /// How long Consul keeps a service whose check stays critical.

@@ -9,14 +9,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dsfeed_proto::v1 as pb;
-use dsfeed_proto::v1::feed_server::{Feed, FeedServer};
+use dsfeed_model::pb;
+use dsfeed_model::pb::feed_server::{Feed, FeedServer};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
+
+use crate::wait_until;
 
 /// One request the module sent, with the number of the stream it came on
 /// (1 for the first connection).
@@ -213,18 +215,12 @@ impl TestFeeder {
 
     /// Waits for the answer to `nonce`.
     pub async fn wait_answer(&self, nonce: &str, timeout: Duration) -> pb::FeedRequest {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(answer) = self.answer_to(nonce) {
-                return answer;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no answer to nonce {nonce} within {timeout:?}; got {:#?}",
-                self.received()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("the answer to nonce {nonce}");
+        wait_until(&what, timeout, || async {
+            self.answer_to(nonce)
+                .ok_or_else(|| format!("{:#?}", self.received()))
+        })
+        .await
     }
 
     /// Waits for an answer to `nonce` that `check` accepts (a response
@@ -235,23 +231,15 @@ impl TestFeeder {
         what: &str,
         check: impl Fn(&pb::FeedRequest) -> bool,
     ) -> pb::FeedRequest {
-        let deadline = tokio::time::Instant::now() + super::WAIT;
-        loop {
-            let found = self
-                .received()
+        let what = format!("an answer to nonce {nonce} with {what}");
+        wait_until(&what, crate::module::WAIT, || async {
+            self.received()
                 .into_iter()
                 .map(|r| r.request)
-                .find(|r| r.response_nonce == nonce && check(r));
-            if let Some(answer) = found {
-                return answer;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no answer to nonce {nonce} with {what}; got {:#?}",
-                self.received()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+                .find(|r| r.response_nonce == nonce && check(r))
+                .ok_or_else(|| format!("{:#?}", self.received()))
+        })
+        .await
     }
 
     /// Every answer to `nonce`, in order.
@@ -265,15 +253,15 @@ impl TestFeeder {
 
     /// Waits until `n` streams were opened.
     pub async fn wait_streams(&self, n: usize, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.streams() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} streams after {timeout:?}",
-                self.streams()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(&format!("{n} streams"), timeout, || async {
+            let streams = self.streams();
+            if streams >= n {
+                Ok(())
+            } else {
+                Err(format!("{streams} streams"))
+            }
+        })
+        .await;
     }
 
     /// Stops serving (the socket goes away); the recorded state survives
@@ -321,7 +309,7 @@ pub fn response(version: &str, nonce: &str, sets: &[(u32, &[Dest<'_>])]) -> pb::
                 id: *id,
                 destinations: dests
                     .iter()
-                    .map(|(uri, flags, priority)| pb::Destination {
+                    .map(|(uri, flags, priority)| pb::WireDestination {
                         uri: (*uri).into(),
                         flags: *flags,
                         priority: *priority,

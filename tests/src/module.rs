@@ -1,19 +1,16 @@
-//! Shared by the `module*` tests: the harness's real Kamailio with
-//! `dsfeed.so` loaded, a scriptable feeder serving the real gRPC contract,
-//! and readers for what the module and the dispatcher report over binrpc.
-
-#![allow(dead_code)] // Each test binary uses a different part.
-
-pub mod feeder;
+//! For the tests of dsfeed.so: the harness's real Kamailio with the module
+//! loaded, readers for what the module and the dispatcher report over
+//! binrpc, and the process facts the module's tests look at. The scripted
+//! feeder they talk to is [`crate::scripted`].
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dsfeed::binrpc::Value;
-use dsfeed::binrpc::dispatcher::{self, ListedSets};
-use dsfeed_tests::{Kamailio, KamailioBuilder, eventually};
+use crate::{Kamailio, KamailioBuilder, eventually};
+use dsfeed_binrpc::Value;
+use dsfeed_binrpc::dispatcher::{self, ListedSets};
 
 /// Generous: the machine is shared and loaded.
 pub const WAIT: Duration = Duration::from_secs(30);

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::codec::{Value, describe};
-use super::{Client, Error};
+use crate::codec::{Value, describe};
+use crate::{Client, Error};
 use dsfeed_model::SetId;
 
 /// The fault text of `dispatcher.list` when no set is loaded (an empty list

@@ -10,8 +10,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, UnixStream};
 
-use super::codec::{Header, Message, MessageType, Value};
-use super::{Addr, Error};
+use crate::codec::{Header, Message, MessageType, Value};
+use crate::{Addr, Error};
 
 /// How long a call may take, connect to last byte, unless set otherwise:
 /// ctl answers in milliseconds, but a busy 2-core host may stall it a while.
