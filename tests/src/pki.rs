@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -38,9 +39,11 @@ impl Pki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "dsfeed test CA");
+        // A name of its own: a client that meets a certificate of another
+        // test CA then finds no issuer at all, as it would in production.
+        static CAS: AtomicU64 = AtomicU64::new(0);
+        let name = format!("dsfeed test CA {}", CAS.fetch_add(1, Ordering::Relaxed));
+        ca_params.distinguished_name.push(DnType::CommonName, name);
         let ca_key = KeyPair::generate().expect("a CA key");
         let ca_cert = ca_params.self_signed(&ca_key).expect("a CA certificate");
         let issuer = Issuer::new(ca_params, ca_key);
