@@ -341,7 +341,7 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
         after < before + 12 * 1024,
         "RSS grew from {before} KiB to {after} KiB while a client was not reading"
     );
-    // One response went out before the stall; nothing more was sent.
+    // Two responses went out before the stall (the window); nothing more.
     let status = feeder.status().await;
     let slow_status = status["clients"]
         .as_array()
@@ -356,13 +356,59 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
         "{slow_status:#}"
     );
 
-    // Resuming, it reads the one response in flight, then the newest.
-    let in_flight = slow.next_acked().await;
-    assert_ne!(in_flight.version_info, last.version_info);
+    // Resuming, it reads the two responses in flight, then the newest.
+    for _ in 0..2 {
+        let in_flight = slow.next_acked().await;
+        assert_ne!(in_flight.version_info, last.version_info);
+    }
     let newest = slow.next_acked().await;
     assert_eq!(newest.version_info, last.version_info);
     assert_eq!(newest.sets, last.sets);
     assert!(slow.quiet_for(QUIET).await, "a backlog followed the newest");
+}
+
+#[tokio::test]
+async fn a_held_response_is_overtaken_by_the_newest_and_its_skip_is_no_nack() {
+    // A paced client (dsfeed.so) holds a response until its next swap; the
+    // truth moving on meanwhile reaches it at once, so the swap applies the
+    // newest.
+    let dir = TempDir::new().unwrap();
+    let (feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
+    let mut client = Stream::connect(
+        feed_client::unix_endpoint(&socket),
+        hello("kam-paced", &[1], ""),
+    )
+    .await;
+    let first = client.next_acked().await;
+    const HELD: Sets<'static> = &[(1, &["10.0.0.7"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(HELD);
+    let held = client.next().await;
+    const NEWEST: Sets<'static> = &[(1, &["10.0.0.8"]), (2, &["10.0.1.1"]), (3, &[])];
+    file.write(NEWEST);
+    let newest = client.next().await;
+    assert_eq!(newest.version_info, snapshot(NEWEST, Some(&[1])).version());
+    client
+        .nack(
+            &held,
+            &first.version_info,
+            "superseded before it was applied",
+        )
+        .await;
+    client.ack(&newest).await;
+    feeder
+        .wait_status("the newest acked", |s| {
+            s["clients"][0]["acked_version"] == newest.version_info.as_str()
+        })
+        .await;
+    let status = feeder.status().await;
+    assert_eq!(status["clients"][0]["nacks"], 0, "{status:#}");
+    assert!(
+        !feeder
+            .metrics()
+            .await
+            .contains("dsfeed_nacks_total{node=\"kam-paced\"}"),
+        "a skip counted as a NACK"
+    );
 }
 
 #[tokio::test]

@@ -1,13 +1,14 @@
 //! The feed server: one stream per client, xDS state of the world.
 //!
-//! Each stream holds at most one unanswered response. A new one is sent only
-//! after the client has ACKed or NACKed the last, and it is always built
+//! Each stream holds at most two unanswered responses ([`WINDOW`]). A new
+//! one is sent when the truth changes and the window has room, always built
 //! from the newest snapshot, so a slow client skips what it missed instead
-//! of receiving a backlog, and a stream costs one response of memory at
-//! most. Responses for equal filters of one snapshot are built once and
+//! of receiving a backlog, and a stream costs two responses of memory at
+//! most. A NACK of a response that a newer one overtook is the client
+//! skipping it, not refusing it. Responses for equal filters of one snapshot are built once and
 //! shared.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -31,6 +32,13 @@ use crate::hub::SnapshotRx;
 use dsfeed_model::Endpoint;
 use dsfeed_model::Snapshot;
 use dsfeed_model::pb::{self, FeedRequest, FeedResponse, feed_server};
+
+/// How many responses a stream may have unanswered. Two, so that a client
+/// holding one until it may apply it (dsfeed.so paces its swaps) still
+/// hears of a newer snapshot at once and applies the newest when its turn
+/// comes; and no more, so a client that stops reading costs two responses
+/// of memory at most.
+const WINDOW: usize = 2;
 
 /// How long a new stream may take to send its first request.
 const FIRST_REQUEST: Duration = Duration::from_secs(30);
@@ -237,8 +245,9 @@ impl Session {
         }
     }
 
-    /// Sends the newest view whenever it differs from what the client holds
-    /// and nothing is outstanding; returns the status to end with, if any.
+    /// Sends the newest view whenever it differs from what the client holds,
+    /// with at most [`WINDOW`] responses unanswered; returns the status to
+    /// end with, if any.
     async fn serve(
         &mut self,
         client: &ClientHandle,
@@ -249,7 +258,8 @@ impl Session {
         let shared = Arc::clone(&self.service.shared);
         let shutdown = self.service.shutdown.clone();
         let mut snapshots: SnapshotRx = shared.snapshots.clone();
-        let mut outstanding: Option<Outstanding> = None;
+        // Unanswered responses, oldest first.
+        let mut outstanding: VecDeque<Outstanding> = VecDeque::with_capacity(WINDOW);
         // A response the client answered "retrying": it keeps it and may
         // still ACK it, and it is not sent again.
         let mut retrying: Option<Outstanding> = None;
@@ -258,13 +268,15 @@ impl Session {
         let mut rejected: Option<String> = None;
         let mut sent = 0u64;
         loop {
-            if outstanding.is_none() {
+            if outstanding.len() < WINDOW {
                 let current = snapshots.borrow_and_update().clone();
                 if let Some(snapshot) = current {
                     let view = self.service.views.get(&snapshot, filter);
+                    let newest_sent = outstanding.back().map(|o| &o.version);
                     if view.version != applied
                         && rejected.as_ref() != Some(&view.version)
                         && retrying.as_ref().map(|r| &r.version) != Some(&view.version)
+                        && newest_sent != Some(&view.version)
                     {
                         sent += 1;
                         let nonce = format!("{}-{sent}", client.id());
@@ -277,7 +289,7 @@ impl Session {
                             return None;
                         }
                         client.update(|c| c.sent_version = Some(view.version.clone()));
-                        outstanding = Some(Outstanding {
+                        outstanding.push_back(Outstanding {
                             nonce,
                             version: view.version.clone(),
                         });
@@ -287,7 +299,7 @@ impl Session {
             tokio::select! {
                 () = shutdown.cancelled() => return Some(Status::unavailable(SHUTTING_DOWN)),
                 () = self.tx.closed() => return None,
-                changed = snapshots.changed(), if outstanding.is_none() => {
+                changed = snapshots.changed(), if outstanding.len() < WINDOW => {
                     if changed.is_err() {
                         return Some(Status::unavailable(SHUTTING_DOWN));
                     }
@@ -295,8 +307,12 @@ impl Session {
                 message = self.inbound.message() => match message {
                     Ok(Some(reply)) => {
                         let nonce = reply.response_nonce.as_str();
-                        let Some(answered) = outstanding
-                            .take_if(|o| o.nonce == nonce)
+                        let position = outstanding.iter().position(|o| o.nonce == nonce);
+                        // Answered before a newer response that is still
+                        // unanswered: the client saw the newer one first.
+                        let overtaken = position.is_some_and(|p| p + 1 < outstanding.len());
+                        let Some(answered) = position
+                            .and_then(|p| outstanding.remove(p))
                             .or_else(|| retrying.take_if(|r| r.nonce == nonce))
                         else {
                             tracing::debug!(%nonce, "ignoring a reply to no outstanding response");
@@ -304,6 +320,9 @@ impl Session {
                         };
                         applied = reply.version_info;
                         match reply.error_detail {
+                            Some(error) if overtaken && !error.retrying => {
+                                tracing::debug!(%node, version = %answered.version, error = %error.message, "client skipped a snapshot a newer one overtook");
+                            }
                             Some(error) if error.retrying => {
                                 tracing::warn!(%node, version = %answered.version, error = %error.message, "client could not apply a snapshot yet; it keeps retrying");
                                 shared.metrics.count_retry(node);

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use std::fmt;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use tokio::sync::mpsc;
@@ -27,9 +28,36 @@ use crate::error::Error;
 use crate::sources::{Publisher, Source, SourceFuture};
 use dsfeed_model::{Destination, SetId, SetMap, validate_set_id};
 
-/// How long to wait after a change event before reading, so that an editor's
-/// truncate-then-write lands as one edit.
+/// How long to wait after a write in place before reading, when no close of
+/// the written file says it is done, so that an editor's truncate-then-write
+/// lands as one edit. A file replaced by a rename (editors, `mv`, Kubernetes
+/// ConfigMap volumes) is read at once.
 const SETTLE: Duration = Duration::from_millis(50);
+
+/// What a file system event in the sets file's directory says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// A whole file is in place: renamed in, created, or closed after a
+    /// write. Read now.
+    Complete,
+    /// A write may still be going on.
+    Partial,
+}
+
+impl Change {
+    fn of(kind: EventKind) -> Option<Change> {
+        match kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_) => Some(Change::Complete),
+            // inotify reports our own reads as access events; counting them
+            // would re-read the file forever.
+            EventKind::Access(_) => None,
+            _ => Some(Change::Partial),
+        }
+    }
+}
 
 /// How long an invalid read waits for a further write before it is
 /// reported, so that an editor's slow in-place write is not taken for a
@@ -72,10 +100,13 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
         _ => PathBuf::from("."),
     };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // inotify reports our own reads as access events; counting them
-        // would re-read the file every SETTLE, forever.
-        if !event.is_ok_and(|e| e.kind.is_access()) {
-            let _ = tx.send(());
+        let change = match event {
+            Ok(event) => Change::of(event.kind),
+            // Something happened that inotify could not describe: look.
+            Err(_) => Some(Change::Partial),
+        };
+        if let Some(change) = change {
+            let _ = tx.send(change);
         }
     })
     .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
@@ -89,12 +120,29 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
     let mut changed_again = false;
     loop {
         if !std::mem::take(&mut changed_again) {
-            tokio::select! {
-                event = events.recv() => if event.is_none() { break },
-                () = tokio::time::sleep(POLL) => {}
+            let change = tokio::select! {
+                change = events.recv() => match change {
+                    Some(change) => change,
+                    None => break,
+                },
+                () = tokio::time::sleep(POLL) => Change::Complete,
+            };
+            if change == Change::Partial {
+                // A write in place: wait for it to end (its close) or settle.
+                let settle = tokio::time::sleep(SETTLE);
+                tokio::pin!(settle);
+                loop {
+                    tokio::select! {
+                        () = &mut settle => break,
+                        change = events.recv() => match change {
+                            Some(Change::Complete) => break,
+                            Some(Change::Partial) => {}
+                            None => break,
+                        },
+                    }
+                }
             }
         }
-        tokio::time::sleep(SETTLE).await;
         while events.try_recv().is_ok() {}
 
         let text = match read(&path).await {
@@ -123,7 +171,7 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
             Err(err) => {
                 // A file written in place is empty or cut short for a
                 // moment: report it only if no further write follows.
-                if let Ok(Some(())) = tokio::time::timeout(HALF_WRITE_GRACE, events.recv()).await {
+                if let Ok(Some(_)) = tokio::time::timeout(HALF_WRITE_GRACE, events.recv()).await {
                     changed_again = true;
                     continue;
                 }
@@ -365,6 +413,43 @@ impl<'de> Deserialize<'de> for Scalar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The URIs of set 1 in the next view `views` receives.
+    async fn next_set_one(views: &mut mpsc::Receiver<crate::sources::View>) -> Vec<String> {
+        let view = tokio::time::timeout(Duration::from_secs(30), views.recv())
+            .await
+            .expect("a view in time")
+            .expect("the source runs");
+        view.sets[&1].iter().map(|d| d.uri().to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn renames_and_writes_in_place_are_both_followed() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sets.yaml");
+        std::fs::write(&path, "sets:\n  1: [10.0.0.1]\n").unwrap();
+        let (tx, mut views) = mpsc::channel(16);
+        let metrics = crate::metrics::Metrics::new().source("sets-file");
+        let source = tokio::spawn(watch(path.clone(), Publisher::new(0, metrics, tx)));
+        assert_eq!(next_set_one(&mut views).await, ["sip:10.0.0.1:5060"]);
+
+        // Replaced by a rename, as editors and ConfigMap volumes do.
+        let tmp = dir.path().join("sets.yaml.tmp");
+        std::fs::write(&tmp, "sets:\n  1: [10.0.0.2]\n").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(next_set_one(&mut views).await, ["sip:10.0.0.2:5060"]);
+
+        // Rewritten in place in two writes: the file is cut short between
+        // them, and only the whole file is read.
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(b"sets:\n  1: [10.0.0.3").unwrap();
+        file.flush().unwrap();
+        file.write_all(b"]\n").unwrap();
+        drop(file);
+        assert_eq!(next_set_one(&mut views).await, ["sip:10.0.0.3:5060"]);
+        source.abort();
+    }
 
     #[test]
     fn parses_both_entry_forms() {
