@@ -85,7 +85,10 @@ pub async fn applier(client: &binrpc::Client) -> Applier {
         Err(binrpc::Error::Fault { message, .. }) if message.contains("not found") => {
             Applier::Dispatcher
         }
-        Err(_) => Applier::Unknown,
+        Err(err) => {
+            tracing::debug!(error = %dsfeed_model::error_chain(&err), "no usable answer to dsfeed.status");
+            Applier::Unknown
+        }
     }
 }
 
