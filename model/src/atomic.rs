@@ -90,9 +90,9 @@ fn split(path: &Path) -> io::Result<(PathBuf, OsString)> {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "the path names no file")
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
     Ok((dir, name.to_owned()))
 }
 
@@ -133,7 +133,10 @@ mod tests {
         let a = tmp_name("d.list".as_ref(), rand::random());
         let b = tmp_name("d.list".as_ref(), rand::random());
         assert_ne!(a, b);
-        assert!(!a.to_string_lossy().contains(&std::process::id().to_string()));
+        assert!(
+            !a.to_string_lossy()
+                .contains(&std::process::id().to_string())
+        );
     }
 
     #[test]

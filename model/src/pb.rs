@@ -147,9 +147,9 @@ where
     <T::ResponseBody as Body>::Error: Into<StdError> + Send,
 {
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("the channel is not ready: {}", e.into())))?;
+    grpc.ready().await.map_err(|e| {
+        tonic::Status::unavailable(format!("the channel is not ready: {}", e.into()))
+    })?;
     let path = http::uri::PathAndQuery::from_static("/dsfeed.v1.Feed/Stream");
     let response = grpc
         .streaming(request.into_streaming_request(), path, ResponseCodec)

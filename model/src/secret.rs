@@ -89,7 +89,10 @@ mod tests {
     fn only_owner_readable_files_are_read() {
         let dir = tempfile::tempdir().unwrap();
         for mode in [0o600, 0o400] {
-            assert_eq!(read_secret(&with_mode(dir.path(), mode)).unwrap(), "s3cret\n");
+            assert_eq!(
+                read_secret(&with_mode(dir.path(), mode)).unwrap(),
+                "s3cret\n"
+            );
         }
         for (mode, who) in [
             (0o644, "its group and every user"),

@@ -12,12 +12,10 @@ use proptest::prelude::*;
 
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
-        (1u8..=254, 0u8..=255, 0u8..=255, 1u8..=254).prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+        (1u8..=254, 0u8..=255, 0u8..=255, 1u8..=254)
+            .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
         "[a-z][a-z0-9-]{0,12}(\\.[a-z][a-z0-9-]{0,8}){0,2}",
-        any::<[u16; 8]>().prop_map(|s| format!(
-            "[{}]",
-            std::net::Ipv6Addr::from(s)
-        )),
+        any::<[u16; 8]>().prop_map(|s| format!("[{}]", std::net::Ipv6Addr::from(s))),
     ]
 }
 

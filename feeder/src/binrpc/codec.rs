@@ -889,11 +889,21 @@ mod tests {
             decode_body(&ints),
             Err(CodecError::TooManyRecords { limit: MAX_RECORDS })
         );
-        assert_eq!(decode_body(&ints[..MAX_RECORDS]).unwrap().len(), MAX_RECORDS);
-        let deep = [vec![T_ARRAY; MAX_DEPTH + 1], vec![S_BIT | T_ARRAY; MAX_DEPTH + 1]].concat();
+        assert_eq!(
+            decode_body(&ints[..MAX_RECORDS]).unwrap().len(),
+            MAX_RECORDS
+        );
+        let deep = [
+            vec![T_ARRAY; MAX_DEPTH + 1],
+            vec![S_BIT | T_ARRAY; MAX_DEPTH + 1],
+        ]
+        .concat();
         assert!(matches!(
             decode_body(&deep),
-            Err(CodecError::TooDeep { limit: MAX_DEPTH, .. })
+            Err(CodecError::TooDeep {
+                limit: MAX_DEPTH,
+                ..
+            })
         ));
         let ok = [vec![T_ARRAY; MAX_DEPTH], vec![S_BIT | T_ARRAY; MAX_DEPTH]].concat();
         assert_eq!(decode_body(&ok).unwrap().len(), 1);

@@ -10,7 +10,7 @@
 //! it and stays connected instead of reconnecting to download it again.
 
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use super::{FeedRequest, FeedResponse};
@@ -283,7 +283,10 @@ mod tests {
     fn scanning_counts_what_decoding_would_build() {
         let wire = response(3, 4).encode_to_vec();
         let scanned = scan(&wire).unwrap();
-        assert_eq!((scanned.version.as_str(), scanned.nonce.as_str()), ("v1", "n-7"));
+        assert_eq!(
+            (scanned.version.as_str(), scanned.nonce.as_str()),
+            ("v1", "n-7")
+        );
         assert_eq!(
             scanned.size,
             Size {
@@ -302,7 +305,10 @@ mod tests {
         // Two bytes per empty destination on the wire.
         assert!(wire.len() < 2 * MAX_DESTINATIONS + 100);
         let reason = scan(&wire).unwrap().size.over_budget().unwrap();
-        assert!(reason.contains("50001 destinations") && reason.contains("50000"), "{reason}");
+        assert!(
+            reason.contains("50001 destinations") && reason.contains("50000"),
+            "{reason}"
+        );
         let sets = scan(&response(MAX_SETS + 1, 0).encode_to_vec()).unwrap();
         assert!(sets.size.over_budget().unwrap().contains("sets"));
     }

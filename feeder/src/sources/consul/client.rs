@@ -259,28 +259,21 @@ impl ConsulClient {
         match &self.token {
             Token::None => Ok(None),
             Token::Value(value) => Ok(Some(value.clone())),
-            Token::File(path) => {
-                let text = tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|source| token_file_error(path, source))?;
-                parse_token(&text, path)
-            }
+            Token::File(path) => read_token(path),
         }
     }
 }
 
-/// Reads a token file at start-up, to refuse a bad one before running.
+/// Reads a token file, at start-up (to refuse a bad one before running) and
+/// before every query (so a rotated token is picked up); only its owner
+/// may read it.
 fn read_token(path: &Path) -> Result<Option<HeaderValue>, ConsulError> {
-    let text = std::fs::read_to_string(path).map_err(|source| token_file_error(path, source))?;
+    let text =
+        dsfeed_model::secret::read_secret(path).map_err(|source| ConsulError::TokenFile {
+            path: path.to_owned(),
+            source,
+        })?;
     parse_token(&text, path)
-}
-
-fn token_file_error(path: &Path, source: std::io::Error) -> ConsulError {
-    ConsulError::ReadFile {
-        what: "token file",
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// The token in a token file's text; an empty file means no token, as in

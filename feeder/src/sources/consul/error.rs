@@ -15,6 +15,12 @@ pub enum ConsulError {
         #[source]
         source: std::io::Error,
     },
+    #[error("token file {path} cannot be used")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: dsfeed_model::secret::SecretError,
+    },
     #[error("{what} {path} is not usable PEM")]
     Pem {
         what: &'static str,
@@ -71,6 +77,7 @@ impl ConsulError {
     pub fn label(&self) -> &'static str {
         match self {
             ConsulError::ReadFile { .. }
+            | ConsulError::TokenFile { .. }
             | ConsulError::Pem { .. }
             | ConsulError::NoCertificate { .. }
             | ConsulError::Tls(_)
