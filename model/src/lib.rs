@@ -15,7 +15,8 @@
 //!   types one; [`Backoff`]: the one retry schedule; [`error_chain`]: an
 //!   error and its causes on one line;
 //! - [`atomic`]: replacing a list file atomically; [`secret`]: reading a
-//!   token file only its owner can read.
+//!   token file only its owner can read; [`dns`]: the wire and config
+//!   parts of the module's non-blocking name lookup.
 //!
 //! It has no async runtime and no Kubernetes types, so the Kamailio module
 //! can link it.
@@ -23,6 +24,7 @@
 pub mod atomic;
 mod backoff;
 mod destination;
+pub mod dns;
 mod endpoint;
 mod error;
 pub mod list;

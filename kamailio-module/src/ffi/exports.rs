@@ -211,6 +211,9 @@ fn init() -> Result<(), InitError> {
         );
     }
     let list_file = config.list_file_sync.then_some(dispatcher_params.list_file);
+    if let Some(path) = &list_file {
+        crate::listfile::remove_stale(path);
+    }
     let status = SharedCell::new(StatusRecord::default()).ok_or(InitError::NoShm)?;
     // SAFETY: [process] mod_init runs once in the main process before any
     // fork, which is where Kamailio expects extra processes and cfg children
