@@ -102,6 +102,7 @@ params! {
     param_tls_domain: "tls_domain", Str;
     param_token: "token", Str;
     param_token_file: "token_file", Str;
+    param_insecure: "insecure", Int;
     param_min_swap_interval_ms: "min_swap_interval_ms", Int;
     param_list_file_sync: "list_file_sync", Int;
     param_reconnect_min_ms: "reconnect_min_ms", Int;
