@@ -41,7 +41,7 @@ const REPLY_SLACK: Duration = Duration::from_secs(10);
 
 /// A health answer for thousands of instances is a few megabytes; anything
 /// far beyond that is not Consul.
-const MAX_BODY: usize = 64 << 20;
+const MAX_BODY: usize = 32 << 20;
 
 /// How much of an error body goes into the error message.
 const MAX_ERROR_BODY: usize = 200;
@@ -152,12 +152,19 @@ impl ConsulClient {
             .headers
             .get(FILTERED_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-        let entries: Option<Vec<ServiceEntry>> = serde_json::from_slice(&answer.body)
-            .map_err(|source| ConsulError::Json { request, source })?;
+        let entries = match super::instances::decode(&answer.body) {
+            Ok(entries) => entries,
+            Err(super::instances::DecodeError::Json(source)) => {
+                return Err(ConsulError::Json { request, source });
+            }
+            Err(super::instances::DecodeError::OverBudget(reason)) => {
+                return Err(ConsulError::OverBudget { request, reason });
+            }
+        };
         Ok(Reply {
             index,
             filtered_by_acls,
-            entries: entries.unwrap_or_default(),
+            entries,
         })
     }
 

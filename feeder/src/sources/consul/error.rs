@@ -15,7 +15,7 @@ pub enum ConsulError {
         #[source]
         source: std::io::Error,
     },
-    #[error("token file {path} cannot be used")]
+    #[error("cannot read token file {path}")]
     TokenFile {
         path: PathBuf,
         #[source]
@@ -70,6 +70,8 @@ pub enum ConsulError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the answer to {request} {reason}")]
+    OverBudget { request: String, reason: String },
 }
 
 impl ConsulError {
@@ -88,7 +90,7 @@ impl ConsulError {
             ConsulError::Timeout { .. } => "consul_timeout",
             ConsulError::Body { .. } => "consul_body",
             ConsulError::Status { .. } => "consul_status",
-            ConsulError::Json { .. } => "consul_json",
+            ConsulError::Json { .. } | ConsulError::OverBudget { .. } => "consul_json",
             ConsulError::FilteredByAcls => "consul_acl_filtered",
         }
     }
