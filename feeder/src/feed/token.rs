@@ -33,11 +33,14 @@ impl Stamp {
     }
 }
 
+/// The file's stamp when last read, and what reading it gave.
+type Cached = (Option<Stamp>, Result<Arc<str>, String>);
+
 /// A token file and the token it held when last read.
 #[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
-    cached: Mutex<(Option<Stamp>, Result<Arc<str>, String>)>,
+    cached: Mutex<Cached>,
 }
 
 impl TokenFile {
