@@ -295,7 +295,7 @@ mod tests {
         assert!(body.len() < 2 * 1024 * 1024);
         let err = decode(body.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("JSON values"), "{err}");
-        assert_eq!(json_values(br#"{"a":"[,{:","b":[1,2]}"#), 6);
+        assert_eq!(json_values(br#"{"a":"[,{:","b":[1,2]}"#), 7);
         assert!(decode(b"null").unwrap().is_empty());
         assert!(matches!(decode(b"{"), Err(DecodeError::Json(_))));
     }
