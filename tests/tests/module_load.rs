@@ -78,7 +78,7 @@ async fn bad_parameters_stop_kamailio_with_the_culprit_named() {
         ),
         (
             kamailio("").modparam("dsfeed", "feeder", "grpc://feeder:1"),
-            "feeder \"grpc://feeder:1\"",
+            "feeder 'grpc://feeder:1'",
         ),
         (
             kamailio("")

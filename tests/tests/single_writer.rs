@@ -206,11 +206,15 @@ async fn mode_file_refuses_a_module_kamailio_and_says_why() {
         &http.to_string(),
     ];
     let file_feeder = Feeder::start(&args, &pod.path("file.log"));
-    let metric = "dsfeed_reloads_withheld_total{reason=\"dsfeed_module\"}";
+    // Labelled with the Kamailio it reloads, then the reason.
+    let (metric, reason) = (
+        "dsfeed_reloads_withheld_total{",
+        "reason=\"dsfeed_module\"}",
+    );
     eventually("the refusal to show in /metrics", WAIT, || async {
         let (_, body) = http_get(http, "/metrics").await.ok()?;
         body.lines()
-            .any(|l| l.starts_with(metric) && !l.ends_with(" 0"))
+            .any(|l| l.starts_with(metric) && l.contains(reason) && !l.ends_with(" 0"))
             .then_some(())
     })
     .await;

@@ -51,7 +51,7 @@ pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// How the feed and the HTTP endpoints are served; part of the command line.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Serve the feed on unix:PATH (socket mode 0660; the sidecar's choice)
     /// or tcp://IP:PORT (https://IP:PORT insists on --tls-cert). Repeatable.
@@ -123,6 +123,23 @@ pub struct ServeArgs {
     /// Serve /healthz, /readyz, /metrics and /status on HOST:PORT.
     #[arg(long, value_name = "HOST:PORT", env = "DSFEED_HTTP", value_parser = parse_socket_addr)]
     pub http: Option<SocketAddr>,
+}
+
+impl Default for ServeArgs {
+    /// What the command line gives when no serving flag is set.
+    fn default() -> Self {
+        ServeArgs {
+            listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            token_file: None,
+            max_clients: server::DEFAULT_MAX_CLIENTS,
+            public_status: false,
+            insecure: false,
+            http: None,
+        }
+    }
 }
 
 impl ServeArgs {
