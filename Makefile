@@ -15,14 +15,15 @@ APT_PACKAGES := kamailio kamailio-extra-modules sip-tester protobuf-compiler \
 # makes once and caches under /var/cache/dsfeed (DSFEED_CACHE).
 TEST_ROOT_SUITE := trixie
 KAMAILIO_TESTS := module_load module_apply module_feed module_e2e module_churn \
-	file_mode binrpc dispatcher consul_kamailio kubernetes modes single_writer faults
+	file_mode binrpc dispatcher consul_kamailio kubernetes modes single_writer faults \
+	module_security
 
 # One cargo invocation for everything, so features unify the same way for
 # the demo, the tests and CI, and nothing is built twice.
 CARGO_BUILD := cargo build --workspace --all-targets --locked
 CARGO_TEST := cargo test --workspace --locked
 
-.PHONY: help deps kamailio-src kamailio-root build module test lint demo bench
+.PHONY: help deps kamailio-src kamailio-root build module test lint demo bench fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -73,3 +74,19 @@ demo: build ## Real Kamailio + dsfeed + a sets file: edit a set, watch SIP follo
 bench: kamailio-src ## Fan-out to 1,000 feed clients; module vs file mode in a real Kamailio
 	cargo build --release --workspace --locked
 	cargo bench --workspace --locked --bench fanout --bench module
+
+# Every parser of outside input, each fuzzed for FUZZ_SECONDS. New inputs go
+# to fuzz/target/corpus; fuzz/corpus holds the small committed seeds.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := binrpc_reply feed_response sets_file flag_specs endpoint_slices consul_answer dns_answer
+
+fuzz: ## Fuzz every parser of outside input for FUZZ_SECONDS each (cargo fuzz, nightly)
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz build -O
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/corpus/$$t && \
+		cargo +nightly fuzz run -O $$t target/corpus/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -timeout=10 -print_final_stats=1 \
+			|| exit 1; \
+	done

@@ -24,9 +24,11 @@ const MAX_REQUEST: usize = 65_535;
 /// The receive buffer asked for on UDP sockets.
 const UDP_RECV_BUFFER: usize = 4 << 20;
 
-/// A reply larger than this is treated as garbage rather than buffered;
-/// `dispatcher.list` of thousands of destinations stays far below it.
-const MAX_REPLY: usize = 64 << 20;
+/// A reply announcing more than this is refused before any of its body is
+/// buffered: `dispatcher.list` of 2,000 destinations is ~413 KB, and the
+/// record budget ([`super::MAX_RECORDS`]) ends bigger ones anyway. With it,
+/// a hostile ctl peer costs at most this buffer and the decoded records.
+pub const MAX_REPLY: usize = 16 << 20;
 
 /// A binrpc client for one Kamailio ctl address. Cheap to clone; holds no
 /// connection between calls, so a restarted Kamailio needs no reconnect.
@@ -284,6 +286,10 @@ impl ReplyBuffer {
                 what: "a reply",
                 len: total,
             });
+        }
+        if self.buf.capacity() < total {
+            // Once, at the announced size: no doubling on the way there.
+            self.buf.reserve_exact(total - self.buf.len());
         }
         if self.buf.len() < total {
             return Ok(None);

@@ -32,6 +32,19 @@ const T_ARRAY: u8 = 4;
 const T_AVP: u8 = 5;
 const T_BYTES: u8 = 6;
 
+/// The most records one body may hold. Each record decodes into a value of
+/// about 56 bytes whatever its own size (one byte for an empty int), so
+/// without a count a reply within the byte cap could cost fifty times its
+/// size; at this budget the decoded values stay under ~20 MB. Kamailio's
+/// largest replies the feeder reads (`dispatcher.list`, about 30 records per
+/// destination) fit for ~8,000 destinations; beyond that the read-back check
+/// is skipped, nothing else needs more.
+pub const MAX_RECORDS: usize = 1 << 18;
+
+/// The deepest nesting of structs and arrays accepted; Kamailio's replies
+/// nest six deep at most.
+pub const MAX_DEPTH: usize = 32;
+
 /// The S bit of a record's first byte: a length field follows, or, with a
 /// zero size, the record ends a struct or an array.
 const S_BIT: u8 = 0x80;
@@ -166,6 +179,10 @@ pub enum CodecError {
     TooLong { what: &'static str, len: usize },
     #[error("double {0} has no fixed-point representation")]
     BadDouble(String),
+    #[error("the body holds more than {limit} records")]
+    TooManyRecords { limit: usize },
+    #[error("structs and arrays nest deeper than {limit} at byte {offset}")]
+    TooDeep { offset: usize, limit: usize },
 }
 
 /// A parsed message header.
@@ -377,17 +394,24 @@ impl Frame {
     }
 }
 
-/// Decodes a message body into its top-level values. Iterative, so that no
-/// nesting depth in hostile input can exhaust the stack.
+/// Decodes a message body into its top-level values, within a budget of
+/// [`MAX_RECORDS`] records and [`MAX_DEPTH`] levels, so that what hostile
+/// input costs is bounded by count as well as by size. Iterative, so that
+/// no nesting can exhaust the stack.
 pub fn decode_body(body: &[u8]) -> Result<Vec<Value>, CodecError> {
     let mut top = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     // A struct member's name, read and waiting for its value.
     let mut name: Option<(usize, String)> = None;
     let mut pos = 0;
+    let mut records = 0;
 
     while pos < body.len() {
         let offset = pos;
+        records += 1;
+        if records > MAX_RECORDS {
+            return Err(CodecError::TooManyRecords { limit: MAX_RECORDS });
+        }
         let bad = |reason| CodecError::BadRecord { offset, reason };
         let first = body[pos];
         pos += 1;
@@ -429,6 +453,12 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<Value>, CodecError> {
             T_STRUCT | T_ARRAY => {
                 if len != 0 {
                     return Err(bad("struct or array start tag with a size"));
+                }
+                if stack.len() == MAX_DEPTH {
+                    return Err(CodecError::TooDeep {
+                        offset,
+                        limit: MAX_DEPTH,
+                    });
                 }
                 stack.push(Frame {
                     kind,
@@ -849,6 +879,39 @@ mod tests {
         // Deep nesting does not recurse.
         let deep = vec![T_STRUCT; 1_000_000];
         assert!(decode_body(&deep).is_err());
+    }
+
+    #[test]
+    fn bodies_have_a_budget_in_records_and_depth() {
+        // One-byte records (an int of size 0): each would be a whole value.
+        let ints = vec![T_INT; MAX_RECORDS + 1];
+        assert_eq!(
+            decode_body(&ints),
+            Err(CodecError::TooManyRecords { limit: MAX_RECORDS })
+        );
+        assert_eq!(
+            decode_body(&ints[..MAX_RECORDS]).unwrap().len(),
+            MAX_RECORDS
+        );
+        let deep = [
+            vec![T_ARRAY; MAX_DEPTH + 1],
+            vec![S_BIT | T_ARRAY; MAX_DEPTH + 1],
+        ]
+        .concat();
+        assert!(matches!(
+            decode_body(&deep),
+            Err(CodecError::TooDeep {
+                limit: MAX_DEPTH,
+                ..
+            })
+        ));
+        let ok = [vec![T_ARRAY; MAX_DEPTH], vec![S_BIT | T_ARRAY; MAX_DEPTH]].concat();
+        assert_eq!(decode_body(&ok).unwrap().len(), 1);
+        // 1,000,000 start tags used to stack 1,000,000 frames.
+        assert!(matches!(
+            decode_body(&vec![T_STRUCT; 1_000_000]),
+            Err(CodecError::TooDeep { .. })
+        ));
     }
 
     #[test]

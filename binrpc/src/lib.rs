@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use client::{Client, DEFAULT_TIMEOUT};
-pub use codec::{CodecError, Header, Message, MessageType, Value, decode_body};
+pub use client::{Client, DEFAULT_TIMEOUT, MAX_REPLY};
+pub use codec::{
+    CodecError, Header, MAX_DEPTH, MAX_RECORDS, Message, MessageType, Value, decode_body,
+};
 
 /// A binrpc call that did not succeed. Each variant names the ctl address, so
 /// a log line alone tells which Kamailio misbehaved.

@@ -59,6 +59,14 @@ pub enum Error {
     },
     #[error("token file {path} is empty")]
     EmptyToken { path: PathBuf },
+    #[error("token file {path} holds more than visible ASCII (the token is an HTTP header)")]
+    BadToken { path: PathBuf },
+    #[error("token file {path} cannot be used")]
+    Secret {
+        path: PathBuf,
+        #[source]
+        source: dsfeed_model::secret::SecretError,
+    },
     #[error("the feed server on {addr} failed")]
     Serve {
         addr: String,
@@ -109,7 +117,7 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::Listen { .. } => "listen",
             Error::Tls { .. } => "tls",
-            Error::EmptyToken { .. } => "token",
+            Error::EmptyToken { .. } | Error::BadToken { .. } | Error::Secret { .. } => "token",
             Error::Serve { .. } => "serve",
             Error::Http { .. } => "http",
             Error::Connect { .. } => "connect",

@@ -6,6 +6,10 @@
 //! - `/status`: JSON with the current snapshot and every connected node.
 //!
 //! It reads what the feed shares ([`Shared`]) and changes nothing.
+//! `/status` shows what the feed protects (every destination and attr, node
+//! ids, NACK texts), so it asks for the feed's token when there is one, and
+//! is off on an address other machines reach unless `--public-status` says
+//! otherwise. `/metrics` carries counts, versions and ages only.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,15 +19,16 @@ use std::time::UNIX_EPOCH;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::error::Error;
-use crate::feed::Shared;
 use crate::feed::clients::ClientStatus;
+use crate::feed::token::TokenFile;
+use crate::feed::{Shared, StatusAccess};
 use dsfeed_model::SetId;
 
 /// The bound `--http` listener.
@@ -44,34 +49,72 @@ impl Http {
         Ok(Http { listener })
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves; `/status` as `gate` allows.
     pub async fn run(
         self,
         shared: Arc<Shared>,
+        gate: StatusGate,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let addr = self
             .listener
             .local_addr()
             .map_or_else(|_| "?".into(), |a| a.to_string());
-        tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
-        axum::serve(self.listener, router(shared))
+        match &gate {
+            StatusGate::Token(_) => {
+                tracing::info!(%addr, "serving /healthz, /readyz, /metrics, and /status to the feed's token")
+            }
+            StatusGate::Open => {
+                tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status")
+            }
+            StatusGate::Off => {
+                tracing::info!(%addr, "serving /healthz, /readyz and /metrics; /status is off on an address other machines reach without --token-file (or --public-status)")
+            }
+        }
+        axum::serve(self.listener, router(shared, gate))
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| Error::Http { addr, source })
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+/// Who may read `/status`, with the token file when it takes one.
+#[derive(Debug, Clone)]
+pub enum StatusGate {
+    Token(Arc<TokenFile>),
+    Open,
+    Off,
+}
+
+impl StatusGate {
+    /// The gate `access` asks for; `token` is the feed's token file, which
+    /// [`StatusAccess::Token`] implies.
+    pub fn new(access: StatusAccess, token: Option<Arc<TokenFile>>) -> Self {
+        match (access, token) {
+            (StatusAccess::Token, Some(token)) => StatusGate::Token(token),
+            (StatusAccess::Open, _) => StatusGate::Open,
+            _ => StatusGate::Off,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    gate: StatusGate,
+}
+
+fn router(shared: Arc<Shared>, gate: StatusGate) -> Router {
+    let state = AppState { shared, gate };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .with_state(shared)
+        .with_state(state)
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn readyz(State(AppState { shared, .. }): State<AppState>) -> impl IntoResponse {
     match shared.published() {
         Some(p) => (StatusCode::OK, format!("ready: {}\n", p.snapshot)),
         None => (
@@ -81,7 +124,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn metrics(State(AppState { shared, .. }): State<AppState>) -> impl IntoResponse {
     let published = shared.published();
     let clients: Vec<_> = shared
         .clients
@@ -120,7 +163,41 @@ struct DestinationStatus {
     attrs: String,
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusPage> {
+async fn status(
+    State(AppState { shared, gate }): State<AppState>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    match &gate {
+        StatusGate::Open => {}
+        StatusGate::Off => {
+            return (
+                StatusCode::FORBIDDEN,
+                "/status shows every destination and node: it is off on an --http address other machines reach; give --token-file (then send it as a bearer token) or --public-status\n",
+            )
+                .into_response();
+        }
+        StatusGate::Token(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if let Err(refused) = crate::feed::server::authorized(token, given) {
+                let code = match refused.code() {
+                    tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                return (
+                    code,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    format!("{}\n", refused.message()),
+                )
+                    .into_response();
+            }
+        }
+    }
+    status_page(&shared).into_response()
+}
+
+fn status_page(shared: &Shared) -> Json<StatusPage> {
     let snapshot = shared.published().map(|p| SnapshotStatus {
         version: p.snapshot.version().to_owned(),
         published_at: p

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use dsfeed::config::{Command, Config, Mode};
 use dsfeed::feed::Shared;
 use dsfeed::feed::server::Server;
-use dsfeed::http::Http;
+use dsfeed::http::{Http, StatusGate};
 use dsfeed::metrics::Metrics;
 use dsfeed::sinks::file::{self, Applier, FileSink, ListWriter, WhenModule};
 use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
@@ -82,7 +82,9 @@ async fn once(config: &Config) -> anyhow::Result<()> {
     if config.writes_stdout() {
         print!("{}", snapshot.to_dispatcher_list());
     } else {
-        ListWriter::new(config.output.clone()).write(&snapshot)?;
+        let writer = ListWriter::new(config.output.clone());
+        writer.remove_stale();
+        writer.write(&snapshot)?;
     }
     if let Some(addr) = config.reload_addr() {
         let client = binrpc::Client::new(addr.clone());
@@ -120,8 +122,9 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
     if let Some(http) = http {
         let stopped = stop.clone().cancelled_owned();
         let shared = shared.clone();
+        let gate = StatusGate::new(config.serve.status_access(), server.token());
         tokio::spawn(async move {
-            if let Err(err) = http.run(shared, stopped).await {
+            if let Err(err) = http.run(shared, gate, stopped).await {
                 tracing::error!(error = %dsfeed_model::error_chain(&err), "the HTTP endpoints stopped");
             }
         });

@@ -45,6 +45,11 @@ struct NodeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceErrorLabels {
     source: String,
     kind: String,
@@ -93,6 +98,7 @@ struct Inner {
     client_retrying: Family<ClientLabels, Gauge>,
     nacks: Family<NodeLabels, Counter>,
     retries: Family<NodeLabels, Counter>,
+    responses_withheld: Family<ReasonLabels, Counter>,
     source_errors: Family<SourceErrorLabels, Counter>,
     sink_errors: Family<SinkErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
@@ -113,6 +119,7 @@ impl Default for Inner {
             client_retrying: Family::default(),
             nacks: Family::default(),
             retries: Family::default(),
+            responses_withheld: Family::default(),
             source_errors: Family::default(),
             sink_errors: Family::default(),
             reloads: Family::default(),
@@ -160,6 +167,11 @@ impl Default for Inner {
             "retries",
             "Answers in which a node could not apply a snapshot yet and keeps retrying it (not NACKs)",
             inner.retries.clone(),
+        );
+        r.register(
+            "responses_withheld",
+            "Feed responses not sent, by reason: over_budget (more destinations, sets or bytes than a client accepts)",
+            inner.responses_withheld.clone(),
         );
         r.register(
             "source_errors",
@@ -215,6 +227,23 @@ impl Metrics {
     pub fn count_retry(&self, node: &str) {
         let node = node.to_owned();
         self.0.retries.get_or_create(&NodeLabels { node }).inc();
+    }
+
+    /// Drops every series of `node`, once its last stream has ended.
+    pub fn forget_node(&self, node: &str) {
+        let labels = NodeLabels {
+            node: node.to_owned(),
+        };
+        self.0.nacks.remove(&labels);
+        self.0.retries.remove(&labels);
+    }
+
+    /// A feed response not sent, for `reason`.
+    pub fn count_withheld(&self, reason: &str) {
+        let labels = ReasonLabels {
+            reason: reason.to_owned(),
+        };
+        self.0.responses_withheld.get_or_create(&labels).inc();
     }
 
     /// The text exposition of every metric, with the live gauges taken from
@@ -385,7 +414,10 @@ mod tests {
             );
         }
 
+        metrics.forget_node("kam-1");
+        metrics.forget_node("kam-2");
         let text = metrics.render(None, &[]);
+        assert!(!text.contains("kam-"), "{text}");
         assert!(
             !text.contains("dsfeed_client_acked_version_info{"),
             "{text}"

@@ -18,6 +18,12 @@ const QUIET: Duration = Duration::from_millis(1500);
 
 const THREE_SETS: Sets<'static> = &[(1, &["10.0.0.1", "10.0.0.2"]), (2, &["10.0.1.1"]), (3, &[])];
 
+/// Token files must be readable by their owner only.
+fn owner_only(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -619,6 +625,7 @@ async fn a_wrong_or_missing_token_is_rejected() {
     let file = SetsFile::new(dir.path(), THREE_SETS);
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    owner_only(&token_file);
     let socket = dir.path().join("feed.sock");
     let http = free_addr();
     let _feeder = Feeder::serving(&args(&[
@@ -658,6 +665,7 @@ async fn a_wrong_or_missing_token_is_rejected() {
     // dsfeed watch gives up at once on a refused token, saying why.
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "nope").unwrap();
+    owner_only(&wrong);
     let output = watch(&[
         &format!("unix:{}", socket.display()),
         "--token-file",
@@ -789,7 +797,11 @@ async fn ready_only_once_every_source_has_synced() {
     let (tx, rx) = tokio::sync::watch::channel(None);
     let shared = dsfeed::feed::Shared::new(rx, dsfeed::metrics::Metrics::new());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(endpoints.run(shared.clone(), std::future::pending()));
+    tokio::spawn(endpoints.run(
+        shared.clone(),
+        dsfeed::http::StatusGate::Open,
+        std::future::pending(),
+    ));
     let running = tokio::spawn(server.run(shared, async {
         let _ = stopped.await;
     }));

@@ -43,6 +43,7 @@ pub struct Params {
     tls_domain: Option<String>,
     token: Option<String>,
     token_file: Option<String>,
+    insecure: Option<i64>,
     min_swap_interval_ms: Option<i64>,
     list_file_sync: Option<i64>,
     reconnect_min_ms: Option<i64>,
@@ -62,6 +63,7 @@ impl Params {
             tls_domain: None,
             token: None,
             token_file: None,
+            insecure: None,
             min_swap_interval_ms: None,
             list_file_sync: None,
             reconnect_min_ms: None,
@@ -97,6 +99,7 @@ impl Params {
             "tls_domain" => string(&mut self.tls_domain),
             "token" => string(&mut self.token),
             "token_file" => string(&mut self.token_file),
+            "insecure" => int(&mut self.insecure),
             "min_swap_interval_ms" => int(&mut self.min_swap_interval_ms),
             "list_file_sync" => int(&mut self.list_file_sync),
             "reconnect_min_ms" => int(&mut self.reconnect_min_ms),
@@ -117,15 +120,32 @@ impl Params {
             Some(id) if !id.is_empty() => id.to_owned(),
             _ => hostname(),
         };
+        dsfeed_model::pb::check_node_id(&node_id).map_err(ConfigError::NodeId)?;
         let sets = parse_sets(self.sets.as_deref().unwrap_or(""))?;
 
         let tls = self.tls_files(&feeder)?;
         let token = match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => return Err(ConfigError::Conflict("token", "token_file")),
             (Some(token), None) => Some(Token::Literal(check_token(token)?)),
-            (None, Some(path)) => Some(Token::File(readable("token_file", path)?)),
+            (None, Some(path)) => Some(Token::File(secret_file(path)?)),
             (None, None) => None,
         };
+        let insecure = match self.insecure {
+            None | Some(0) => false,
+            Some(1) => true,
+            Some(other) => return Err(ConfigError::Bool("insecure", other)),
+        };
+        if let Some(token) = &token
+            && !feeder.tls()
+            && !feeder.is_local()
+            && !insecure
+        {
+            let name = match token {
+                Token::Literal(_) => "token",
+                Token::File(_) => "token_file",
+            };
+            return Err(ConfigError::ClearTextToken(name, feeder.to_string()));
+        }
 
         let min_swap_interval = match self.min_swap_interval_ms {
             None => DEFAULT_SWAP_INTERVAL,
@@ -264,6 +284,14 @@ fn millis(name: &'static str, ms: i64) -> Result<Duration, ConfigError> {
     u64::try_from(ms)
         .map(Duration::from_millis)
         .map_err(|_| ConfigError::Negative(name, ms))
+}
+
+/// Checks that the token file exists, is readable by its owner only and
+/// holds a usable token; it is read again at every connect.
+fn secret_file(path: &str) -> Result<PathBuf, ConfigError> {
+    let text = dsfeed_model::secret::read_secret(path.as_ref()).map_err(ConfigError::Secret)?;
+    check_token(&text)?;
+    Ok(PathBuf::from(path))
 }
 
 fn readable(name: &'static str, path: &str) -> Result<PathBuf, ConfigError> {
@@ -439,6 +467,96 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_token_in_clear_text_to_another_host_needs_insecure() {
+        for (feeder, token) in [
+            (
+                "http://feeder.example:7000",
+                ("token", ParamValue::Str("s3cret")),
+            ),
+            ("tcp://10.0.0.9:7000", ("token", ParamValue::Str("s3cret"))),
+        ] {
+            let err = build(&[("feeder", ParamValue::Str(feeder)), token])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("modparam dsfeed token")
+                    && err.contains("insecure")
+                    && err.contains(feeder),
+                "{err}"
+            );
+            assert!(
+                build(&[
+                    ("feeder", ParamValue::Str(feeder)),
+                    token,
+                    ("insecure", ParamValue::Int(1)),
+                ])
+                .is_ok()
+            );
+        }
+        for local in [
+            "http://127.0.0.1:7000",
+            "http://localhost:7000",
+            "http://[::1]:7000",
+            "unix:/run/f.sock",
+        ] {
+            assert!(
+                build(&[
+                    ("feeder", ParamValue::Str(local)),
+                    ("token", ParamValue::Str("s3cret"))
+                ])
+                .is_ok(),
+                "{local}"
+            );
+        }
+        assert!(
+            build(&[
+                ("feeder", ParamValue::Str("unix:/f")),
+                ("insecure", ParamValue::Int(2))
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let file = path.to_str().unwrap();
+        let err = build(&[
+            ("feeder", ParamValue::Str("unix:/f")),
+            ("token_file", ParamValue::Str(file)),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("token_file") && err.contains(&format!("chmod 600 {file}")),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(
+            build(&[
+                ("feeder", ParamValue::Str("unix:/f")),
+                ("token_file", ParamValue::Str(file))
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn node_ids_must_be_plain() {
+        let err = build(&[
+            ("feeder", ParamValue::Str("unix:/f")),
+            ("node_id", ParamValue::Str("kam 1")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("node_id"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,16 @@ pub enum ConfigError {
     },
     #[error("the dsfeed token must be non-empty visible ASCII (it is sent as an HTTP header)")]
     Token,
+    #[error("modparam dsfeed token_file: {0}")]
+    Secret(#[source] dsfeed_model::secret::SecretError),
+    #[error(
+        "modparam dsfeed {0}: the token would travel in clear text to {1}, which is not this \
+         host; use an https:// feeder (or a unix socket), or set modparam dsfeed insecure 1 to \
+         accept that anyone on the path can read it"
+    )]
+    ClearTextToken(&'static str, String),
+    #[error("modparam dsfeed node_id: {0}")]
+    NodeId(String),
     #[error("modparam dsfeed {0} must not be negative, got {1}")]
     Negative(&'static str, i64),
     #[error(

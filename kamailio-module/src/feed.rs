@@ -22,7 +22,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use dsfeed_model::pb::{self, Answer, feed_client::FeedClient};
+use dsfeed_model::pb::{self, Answer, Incoming};
 use dsfeed_model::{Backoff, Snapshot, error_chain};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -302,15 +302,6 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
     async fn stream(&mut self) -> Result<std::convert::Infallible, SessionError> {
         let bearer = transport::bearer(self.config.token.as_ref())?;
         let channel = transport::connect(&self.config).await?;
-        let mut client =
-            FeedClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
-                if let Some(bearer) = &bearer {
-                    request
-                        .metadata_mut()
-                        .insert("authorization", bearer.clone());
-                }
-                Ok(request)
-            });
         let (answers, outbound) = mpsc::unbounded_channel();
         let hello = pb::hello(
             &self.config.node_id,
@@ -320,11 +311,14 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
         );
         // The receiver is alive right here, so this cannot fail.
         let _ = answers.send(hello);
-        let mut inbound = client
-            .stream(UnboundedReceiverStream::new(outbound))
+        let mut request = tonic::Request::new(UnboundedReceiverStream::new(outbound));
+        if let Some(bearer) = bearer {
+            request.metadata_mut().insert("authorization", bearer);
+        }
+        // Responses are counted against the budget before they are decoded.
+        let mut inbound = pb::open_stream(channel, request)
             .await
-            .map_err(SessionError::Refused)?
-            .into_inner();
+            .map_err(SessionError::Refused)?;
         self.memory.status.connects += 1;
         self.reconnect.connected(Instant::now());
         self.publish();
@@ -343,7 +337,12 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
                 biased;
                 message = inbound.message() => {
                     let response = match message {
-                        Ok(Some(response)) => response,
+                        Ok(Some(Incoming::Response(response))) => response,
+                        Ok(Some(Incoming::OverBudget { version, nonce, reason })) => {
+                            self.reconnect.delivered();
+                            self.refuse_over_budget(&version, &nonce, &reason, &answers);
+                            continue;
+                        }
                         Ok(None) => break SessionError::Closed,
                         Err(status) => break SessionError::Stream(status),
                     };
@@ -363,6 +362,27 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
             self.clear_retry();
         }
         Err(result)
+    }
+
+    /// NACKs a response too large to take, without decoding it; the stream
+    /// stays, and the feeder offers that version no more.
+    fn refuse_over_budget(
+        &mut self,
+        version: &str,
+        nonce: &str,
+        reason: &str,
+        answers: &mpsc::UnboundedSender<pb::FeedRequest>,
+    ) {
+        let applied = self.memory.status.applied_version.clone();
+        let message = format!(
+            "invalid snapshot {version:?}: it has {reason}; dsfeed.so takes at most {} destinations in {} sets",
+            pb::MAX_DESTINATIONS,
+            pb::MAX_SETS
+        );
+        log::error!("{message}; keeping version {applied:?}");
+        let _ = answers.send(pb::answer(nonce, &applied, Answer::Nack(message.clone())));
+        self.memory.status.nacks += 1;
+        self.record_error(message);
     }
 
     fn receive(

@@ -2,16 +2,20 @@
 //! feeder service over TCP, with TLS and a bearer token when configured.
 //!
 //! The feed process must stay one thread (it is a Kamailio process), so the
-//! connector resolves host names itself on the calling thread instead of
-//! using hyper's resolver, which runs `getaddrinfo` on a blocking-pool
-//! thread.
+//! connector resolves host names itself instead of using hyper's resolver,
+//! which runs `getaddrinfo` on a blocking-pool thread; and not with a
+//! blocking `getaddrinfo` either, which can hold the process for minutes
+//! (search domains × attempts × timeouts) while it should keep its list
+//! in place. It reads `/etc/hosts` and `/etc/resolv.conf` as glibc does
+//! and asks the name servers over async UDP, all within [`RESOLVE_TIMEOUT`].
 
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use dsfeed_model::dns::{self, Answer, ResolvConf};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::{TcpStream, UdpSocket, UnixStream};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
@@ -21,6 +25,9 @@ use crate::config::{Config, TlsFiles, Token, check_token};
 use crate::error::SessionError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a name lookup may take, every candidate name, attempt and
+/// name server included.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The feeder is silent while nothing changes, so HTTP/2 pings are what
 /// notice a dead feeder or a silently dropped connection.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
@@ -67,15 +74,23 @@ pub async fn connect(config: &Config) -> Result<Channel, SessionError> {
         .map_err(SessionError::Connect)
 }
 
-/// Resolves `host` here (blocking this thread briefly, which only delays
-/// this process's own work) and tries each address in turn.
+/// Resolves `host` without blocking and tries each address in turn.
 async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TokioIo<TcpStream>> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let mut last = std::io::Error::new(
         std::io::ErrorKind::NotFound,
         format!("{host} has no address"),
     );
-    for addr in (bare, port).to_socket_addrs()? {
+    let system = System::read();
+    let addrs = tokio::time::timeout(RESOLVE_TIMEOUT, resolve(&system, bare, port))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer for {host} within {RESOLVE_TIMEOUT:?}"),
+            )
+        })??;
+    for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(stream) => {
                 stream.set_nodelay(true)?;
@@ -85,6 +100,125 @@ async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TokioIo<TcpStream
         }
     }
     Err(last)
+}
+
+/// What the resolver reads from the system, once per connect.
+pub(crate) struct System {
+    hosts: String,
+    conf: ResolvConf,
+    /// The name servers' port: 53, but for tests.
+    dns_port: u16,
+}
+
+impl System {
+    fn read() -> System {
+        System {
+            hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+            conf: ResolvConf::parse(
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+            dns_port: 53,
+        }
+    }
+}
+
+/// The addresses of `host`: an IP literal as it is, `localhost`, then
+/// `/etc/hosts`, then each candidate name (search domains, `ndots`) asked
+/// of each name server for A and AAAA, `attempts` rounds of `timeout`.
+pub(crate) async fn resolve(
+    system: &System,
+    host: &str,
+    port: u16,
+) -> std::io::Result<Vec<SocketAddr>> {
+    let with_port = |ips: Vec<IpAddr>| {
+        ips.into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect()
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(with_port(vec![
+            Ipv4Addr::LOCALHOST.into(),
+            Ipv6Addr::LOCALHOST.into(),
+        ]));
+    }
+    let listed = dns::hosts_lookup(&system.hosts, host);
+    if !listed.is_empty() {
+        return Ok(with_port(listed));
+    }
+    let conf = &system.conf;
+    let per_try = Duration::from_secs(conf.timeout);
+    let mut last = format!("no name server answered for {host}");
+    'names: for name in conf.candidates(host) {
+        for _ in 0..conf.attempts {
+            for ns in &conf.nameservers {
+                let server = SocketAddr::new(*ns, system.dns_port);
+                match tokio::time::timeout(per_try, ask(server, &name)).await {
+                    Ok(Ok(Answer::Addresses(ips))) if !ips.is_empty() => return Ok(with_port(ips)),
+                    Ok(Ok(Answer::Addresses(_) | Answer::NoSuchName)) => continue 'names,
+                    Ok(Ok(Answer::Failed(code))) => {
+                        last = format!("{server} answered rcode {code} for {name}")
+                    }
+                    Ok(Err(err)) => last = format!("{server}: {err}"),
+                    Err(_) => {
+                        last = format!("{server} did not answer for {name} within {per_try:?}")
+                    }
+                }
+            }
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::NotFound, last))
+}
+
+/// Asks `server` for the A and AAAA records of `name` at once, and merges
+/// the two answers.
+async fn ask(server: SocketAddr, name: &str) -> std::io::Result<Answer> {
+    let local: SocketAddr = match server {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(server).await?;
+    let invalid = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a DNS name"),
+        )
+    };
+    let mut pending = Vec::new();
+    for qtype in [dns::TYPE_A, dns::TYPE_AAAA] {
+        let id = rand::random::<u16>();
+        socket
+            .send(&dns::query(id, name, qtype).ok_or_else(invalid)?)
+            .await?;
+        pending.push(id);
+    }
+    let mut found = Vec::new();
+    let mut nxdomain = false;
+    let mut buf = vec![0; 1500];
+    while !pending.is_empty() {
+        let n = socket.recv(&mut buf).await?;
+        let Some(i) = pending
+            .iter()
+            .position(|id| dns::parse_answer(*id, &buf[..n]).is_ok())
+        else {
+            continue; // a stray or malformed datagram
+        };
+        let id = pending.swap_remove(i);
+        match dns::parse_answer(id, &buf[..n]) {
+            Ok(Answer::Addresses(ips)) => found.extend(ips),
+            Ok(Answer::NoSuchName) => nxdomain = true,
+            Ok(failed @ Answer::Failed(_)) => return Ok(failed),
+            Err(_) => {}
+        }
+    }
+    Ok(if found.is_empty() && nxdomain {
+        Answer::NoSuchName
+    } else {
+        Answer::Addresses(found)
+    })
 }
 
 /// Either kind of stream, so one connector serves both address kinds.
@@ -167,7 +301,8 @@ pub fn bearer(token: Option<&Token>) -> Result<Option<MetadataValue<Ascii>>, Ses
         None => return Ok(None),
         Some(Token::Literal(token)) => token.clone(),
         Some(Token::File(path)) => {
-            let text = String::from_utf8_lossy(&read("token_file", path)?).into_owned();
+            let text = dsfeed_model::secret::read_secret(path)
+                .map_err(|e| SessionError::Token(crate::error::ConfigError::Secret(e)))?;
             check_token(&text).map_err(SessionError::Token)?
         }
     };
@@ -183,4 +318,110 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, SessionError> {
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn system(dns_port: u16, conf: &str) -> System {
+        System {
+            hosts: "10.0.0.7 feeder-in-hosts\n".into(),
+            conf: ResolvConf::parse(conf),
+            dns_port,
+        }
+    }
+
+    /// A name server on 127.0.0.1 that answers every A query for
+    /// `feeder.test` with 10.1.2.3, NXDOMAIN for other names, and AAAA with
+    /// nothing; or, `silent`, never.
+    async fn name_server(silent: bool) -> u16 {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut buf = vec![0; 1500];
+            loop {
+                let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+                if silent {
+                    continue;
+                }
+                let mut answer = buf[..n].to_vec();
+                answer[2] = 0x81;
+                answer[3] = 0x80;
+                let qtype = u16::from_be_bytes([answer[n - 4], answer[n - 3]]);
+                if !answer[12..].starts_with(b"\x06feeder\x04test\x00") {
+                    answer[3] = 0x83;
+                } else if qtype == dns::TYPE_A {
+                    answer[7] = 1;
+                    answer
+                        .extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 9, 0, 4, 10, 1, 2, 3]);
+                }
+                socket.send_to(&answer, from).await.unwrap();
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn names_resolve_through_hosts_search_domains_and_name_servers() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let port = name_server(false).await;
+            let sys = system(port, "nameserver 127.0.0.1\nsearch test\noptions timeout:1");
+            let got = resolve(&sys, "feeder", 7000).await.unwrap();
+            assert_eq!(got, ["10.1.2.3:7000".parse().unwrap()]);
+            assert_eq!(
+                resolve(&sys, "feeder-in-hosts", 1).await.unwrap(),
+                ["10.0.0.7:1".parse().unwrap()]
+            );
+            assert_eq!(
+                resolve(&sys, "::1", 1).await.unwrap(),
+                ["[::1]:1".parse().unwrap()]
+            );
+            let err = resolve(&sys, "nowhere", 1).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+        });
+    }
+
+    #[test]
+    fn a_silent_name_server_never_blocks_the_only_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let port = name_server(true).await;
+            let sys = system(port, "nameserver 127.0.0.1\noptions timeout:1 attempts:2");
+            // While the lookup waits, the same thread keeps running others.
+            let ticks = std::rc::Rc::new(std::cell::Cell::new(0));
+            let counter = ticks.clone();
+            let local = tokio::task::LocalSet::new();
+            let started = tokio::time::Instant::now();
+            let err = local
+                .run_until(async move {
+                    tokio::task::spawn_local(async move {
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            counter.set(counter.get() + 1);
+                        }
+                    });
+                    resolve(&sys, "feeder.test", 1).await.unwrap_err()
+                })
+                .await;
+            assert!(err.to_string().contains("did not answer"), "{err}");
+            assert!(
+                started.elapsed() < RESOLVE_TIMEOUT,
+                "{:?}",
+                started.elapsed()
+            );
+            assert!(
+                ticks.get() >= 5,
+                "only {} ticks ran during the lookup",
+                ticks.get()
+            );
+        });
+    }
 }

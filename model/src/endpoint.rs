@@ -152,6 +152,11 @@ impl FromStr for Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // `unix://` is the prefix the parser strips, so a path that
+            // itself starts with `//` must be written after it.
+            Endpoint::Unix(path) if path.as_os_str().as_encoded_bytes().starts_with(b"//") => {
+                write!(f, "unix://{}", path.display())
+            }
             Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
             Endpoint::Net { scheme, host, port } => {
                 write!(f, "{}://{host}:{port}", scheme.as_str())
@@ -210,6 +215,25 @@ mod tests {
         ] {
             let err = bad.parse::<Endpoint>().unwrap_err().to_string();
             assert!(err.contains(bad) && err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    /// Found by fuzzing (flag_specs): `unix:////red.sock` printed as
+    /// `unix://red.sock`, which reads back as the relative `red.sock`.
+    #[test]
+    fn a_path_starting_with_two_slashes_prints_as_it_parses() {
+        for text in [
+            "unix:////red.sock",
+            "unix:red.sock",
+            "unix:/run/f.sock",
+            "unix:///run/f.sock",
+        ] {
+            let endpoint: Endpoint = text.parse().unwrap();
+            assert_eq!(
+                endpoint.to_string().parse::<Endpoint>().unwrap(),
+                endpoint,
+                "{text}"
+            );
         }
     }
 }

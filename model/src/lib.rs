@@ -13,17 +13,23 @@
 //!   client answers with, and which stream errors are final;
 //! - [`Endpoint`]: the one grammar for a feed address, wherever a user
 //!   types one; [`Backoff`]: the one retry schedule; [`error_chain`]: an
-//!   error and its causes on one line.
+//!   error and its causes on one line;
+//! - [`atomic`]: replacing a list file atomically; [`secret`]: reading a
+//!   token file only its owner can read; [`dns`]: the wire and config
+//!   parts of the module's non-blocking name lookup.
 //!
 //! It has no async runtime and no Kubernetes types, so the Kamailio module
 //! can link it.
 
+pub mod atomic;
 mod backoff;
 mod destination;
+pub mod dns;
 mod endpoint;
 mod error;
 pub mod list;
 pub mod pb;
+pub mod secret;
 mod snapshot;
 
 pub use backoff::{Backoff, Delays};

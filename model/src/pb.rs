@@ -6,6 +6,14 @@
 use std::collections::BTreeSet;
 
 use tonic::Code;
+use tonic::codegen::{Body, Bytes, StdError, http};
+
+mod budget;
+
+pub use budget::{
+    BudgetDecoder, Incoming, MAX_DESTINATIONS, MAX_RESPONSE_BYTES, MAX_SETS, ResponseCodec,
+    Scanned, Size, scan,
+};
 
 pub use dsfeed_proto::v1::{
     Destination as WireDestination, ErrorDetail, FeedRequest, FeedResponse, Node, Set, feed_client,
@@ -97,6 +105,56 @@ pub fn snapshot(response: &FeedResponse, wanted: &[SetId]) -> Result<Snapshot, I
         }
     }
     Ok(Snapshot::received(sets, version.clone()))
+}
+
+/// The longest node id: a host name's 253 characters.
+pub const MAX_NODE_ID: usize = 253;
+
+/// Checks a node id as a client names itself: it becomes a metric label
+/// and a log field on the feeder, so it is short and plain: 1 to 253 ASCII
+/// letters, digits and `.-_:@` (every host and pod name qualifies).
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_NODE_ID {
+        return Err(format!(
+            "a node id is 1 to {MAX_NODE_ID} characters, this one has {}",
+            id.len()
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '@')))
+    {
+        return Err(format!(
+            "node id {:?} contains {:?}: use ASCII letters, digits and .-_:@",
+            id.escape_debug().to_string(),
+            c
+        ));
+    }
+    Ok(())
+}
+
+/// Opens the feed stream on `channel` with [`ResponseCodec`], so every
+/// response is counted against the budget before it is decoded, and
+/// responses up to [`MAX_RESPONSE_BYTES`] are read.
+pub async fn open_stream<T>(
+    channel: T,
+    request: impl tonic::IntoStreamingRequest<Message = FeedRequest>,
+) -> Result<tonic::Streaming<Incoming>, tonic::Status>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+{
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+    grpc.ready().await.map_err(|e| {
+        tonic::Status::unavailable(format!("the channel is not ready: {}", e.into()))
+    })?;
+    let path = http::uri::PathAndQuery::from_static("/dsfeed.v1.Feed/Stream");
+    let response = grpc
+        .streaming(request.into_streaming_request(), path, ResponseCodec)
+        .await?;
+    Ok(response.into_inner())
 }
 
 /// The filter a first request asks for: no ids means every set.

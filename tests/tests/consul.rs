@@ -566,6 +566,8 @@ async fn the_token_file_is_sent_and_read_again() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cr3t\n").unwrap();
+    // Token files must be readable by their owner only.
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let addr = consul.addr();
     let feed = feed(&[
         "--consul-service",

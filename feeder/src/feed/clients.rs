@@ -43,6 +43,9 @@ pub struct ClientStatus {
     pub retrying: Option<Retrying>,
     /// Every "retrying" answer of this stream; they are not NACKs.
     pub retries: u64,
+    /// Why the newest snapshot is not sent to this client (it is larger
+    /// than a client accepts); `null` when it is.
+    pub withheld: Option<String>,
 }
 
 /// A response a client answered "retrying": valid, not applied yet.
@@ -78,6 +81,7 @@ impl ClientStatus {
             nacks: 0,
             retrying: None,
             retries: 0,
+            withheld: None,
         }
     }
 

@@ -20,6 +20,7 @@ use dsfeed_model::Snapshot;
 
 pub mod clients;
 pub mod server;
+pub mod token;
 pub mod watch;
 
 /// Parses a `--listen` address: the feed's [`Endpoint`] grammar, with an IP
@@ -50,7 +51,7 @@ pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// How the feed and the HTTP endpoints are served; part of the command line.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Serve the feed on unix:PATH (socket mode 0660; the sidecar's choice)
     /// or tcp://IP:PORT (https://IP:PORT insists on --tls-cert). Repeatable.
@@ -91,10 +92,28 @@ pub struct ServeArgs {
     )]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// A file holding a bearer token every stream must present
-    /// (`authorization: Bearer TOKEN`).
+    /// A file holding a bearer token every stream, and /status, must
+    /// present (`authorization: Bearer TOKEN`). Readable by its owner only
+    /// (chmod 600); read again when it changes.
     #[arg(long, value_name = "PATH", env = "DSFEED_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// The most feed streams served at once; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "DSFEED_MAX_CLIENTS",
+        default_value_t = server::DEFAULT_MAX_CLIENTS,
+        value_parser = parse_max_clients
+    )]
+    pub max_clients: usize,
+
+    /// Serve /status (every destination, node and error) without a token on
+    /// an --http address other machines can reach. Without it, such an
+    /// address serves /healthz, /readyz and /metrics only.
+    #[arg(long, env = "DSFEED_PUBLIC_STATUS", conflicts_with = "token_file")]
+    pub public_status: bool,
 
     /// Allow a tcp:// listener without TLS on an address other machines
     /// can reach.
@@ -104,6 +123,23 @@ pub struct ServeArgs {
     /// Serve /healthz, /readyz, /metrics and /status on HOST:PORT.
     #[arg(long, value_name = "HOST:PORT", env = "DSFEED_HTTP", value_parser = parse_socket_addr)]
     pub http: Option<SocketAddr>,
+}
+
+impl Default for ServeArgs {
+    /// What the command line gives when no serving flag is set.
+    fn default() -> Self {
+        ServeArgs {
+            listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            token_file: None,
+            max_clients: server::DEFAULT_MAX_CLIENTS,
+            public_status: false,
+            insecure: false,
+            http: None,
+        }
+    }
 }
 
 impl ServeArgs {
@@ -134,9 +170,39 @@ impl ServeArgs {
         Ok(())
     }
 
+    /// Who may read `/status`.
+    pub fn status_access(&self) -> StatusAccess {
+        match (&self.token_file, self.http) {
+            (Some(_), _) => StatusAccess::Token,
+            (None, Some(addr)) if addr.ip().is_loopback() || self.public_status => {
+                StatusAccess::Open
+            }
+            (None, _) => StatusAccess::Off,
+        }
+    }
+
     /// Whether anything is to be served at all.
     pub fn serves(&self) -> bool {
         !self.listen.is_empty() || self.http.is_some()
+    }
+}
+
+/// Who may read `/status`, which shows every destination, attr, node and
+/// NACK text: what the feed itself protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusAccess {
+    /// Whoever presents the feed's token.
+    Token,
+    /// Anyone who reaches `--http`: a loopback address, or `--public-status`.
+    Open,
+    /// Nobody: `--http` is reachable from other machines and no token is set.
+    Off,
+}
+
+fn parse_max_clients(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{s}' is not a number of clients above 0")),
     }
 }
 
@@ -240,6 +306,42 @@ mod tests {
             listen: listen.iter().map(|l| parse_listen(l).unwrap()).collect(),
             ..ServeArgs::default()
         }
+    }
+
+    #[test]
+    fn status_needs_the_token_or_a_private_address() {
+        let with = |http: &str, token: bool, public: bool| ServeArgs {
+            http: Some(http.parse().unwrap()),
+            token_file: token.then(|| "t".into()),
+            public_status: public,
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            with("127.0.0.1:9090", false, false).status_access(),
+            StatusAccess::Open
+        );
+        assert_eq!(
+            with("[::1]:9090", false, false).status_access(),
+            StatusAccess::Open
+        );
+        assert_eq!(
+            with("0.0.0.0:9090", false, false).status_access(),
+            StatusAccess::Off
+        );
+        assert_eq!(
+            with("0.0.0.0:9090", false, true).status_access(),
+            StatusAccess::Open
+        );
+        assert_eq!(
+            with("127.0.0.1:9090", true, false).status_access(),
+            StatusAccess::Token
+        );
+        assert_eq!(
+            with("0.0.0.0:9090", true, false).status_access(),
+            StatusAccess::Token
+        );
+        assert!(parse_max_clients("0").is_err() && parse_max_clients("x").is_err());
+        assert_eq!(parse_max_clients("10"), Ok(10));
     }
 
     #[test]

@@ -10,13 +10,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::feed::clients::{ClientHandle, ClientStatus};
+use crate::feed::token::TokenFile;
 use crate::feed::{ServeArgs, SetFilter, Shared};
 use crate::hub::SnapshotRx;
 use dsfeed_model::Endpoint;
@@ -63,10 +64,14 @@ pub const SHUTTING_DOWN: &str = "the feeder is shutting down";
 struct View {
     version: String,
     sets: Vec<pb::Set>,
+    /// Why this view is not sent: it is over what a client accepts
+    /// ([`pb::Size::over_budget`]), so sending it would only make every
+    /// client refuse it.
+    withheld: Option<String>,
 }
 
 impl View {
-    fn of(snapshot: &Snapshot, filter: &SetFilter) -> Self {
+    fn of(snapshot: &Snapshot, filter: &SetFilter, metrics: &crate::metrics::Metrics) -> Self {
         let filtered;
         let snapshot = match filter {
             None => snapshot,
@@ -75,9 +80,18 @@ impl View {
                 &filtered
             }
         };
+        let response = pb::response(snapshot, String::new());
+        let withheld = pb::Size::of(snapshot, &response).over_budget().map(|why| {
+            let why = format!("version {} is not sent: it has {why}", snapshot.version());
+            // Once per snapshot and filter, not once per client.
+            tracing::error!(sets = ?filter, "{why}; clients keep the sets they have");
+            metrics.count_withheld("over_budget");
+            why
+        });
         View {
             version: snapshot.version().to_owned(),
-            sets: pb::sets(snapshot),
+            sets: response.sets,
+            withheld,
         }
     }
 }
@@ -90,7 +104,12 @@ struct Views {
 }
 
 impl Views {
-    fn get(&self, snapshot: &Snapshot, filter: &SetFilter) -> Arc<View> {
+    fn get(
+        &self,
+        snapshot: &Snapshot,
+        filter: &SetFilter,
+        metrics: &crate::metrics::Metrics,
+    ) -> Arc<View> {
         let mut inner = self.inner.lock().expect("not poisoned");
         let (version, views) = &mut *inner;
         if version != snapshot.version() {
@@ -100,51 +119,76 @@ impl Views {
         Arc::clone(
             views
                 .entry(filter.clone())
-                .or_insert_with(|| Arc::new(View::of(snapshot, filter))),
+                .or_insert_with(|| Arc::new(View::of(snapshot, filter, metrics))),
         )
     }
 }
+
+/// The default `--max-clients`: above the 1,000 Kamailios of the fan-out
+/// benchmark, far below what would exhaust the feeder's memory or file
+/// descriptors.
+pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 
 /// The `dsfeed.v1.Feed` service.
 #[derive(Debug, Clone)]
 pub struct FeedService {
     shared: Arc<Shared>,
     views: Arc<Views>,
-    token: Option<Arc<str>>,
+    token: Option<Arc<TokenFile>>,
+    /// One permit per open stream: `--max-clients`.
+    streams: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
 impl FeedService {
-    /// A service publishing `shared`'s snapshots; streams end with
-    /// UNAVAILABLE when `shutdown` is cancelled.
-    pub fn new(shared: Arc<Shared>, token: Option<String>, shutdown: CancellationToken) -> Self {
+    /// A service publishing `shared`'s snapshots to at most `max_clients`
+    /// streams at once; streams end with UNAVAILABLE when `shutdown` is
+    /// cancelled.
+    pub fn new(
+        shared: Arc<Shared>,
+        token: Option<Arc<TokenFile>>,
+        max_clients: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
         FeedService {
             shared,
             views: Arc::default(),
-            token: token.map(Into::into),
+            token,
+            streams: Arc::new(Semaphore::new(max_clients)),
             shutdown,
         }
     }
 
-    /// The tonic service, with requests capped at [`MAX_REQUEST`].
+    /// The tonic service, with requests capped at [`MAX_REQUEST`] and
+    /// responses at what a client decodes.
     pub fn into_server(self) -> feed_server::FeedServer<Self> {
-        feed_server::FeedServer::new(self).max_decoding_message_size(MAX_REQUEST)
+        feed_server::FeedServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST)
+            .max_encoding_message_size(pb::MAX_RESPONSE_BYTES)
     }
 
     fn authorize(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        let Some(token) = &self.token else {
+        let Some(file) = &self.token else {
             return Ok(());
         };
-        let given = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
-            _ => Err(Status::unauthenticated(
-                "a valid bearer token is required (authorization: Bearer TOKEN)",
-            )),
-        }
+        authorized(
+            file,
+            metadata.get("authorization").and_then(|v| v.to_str().ok()),
+        )
+    }
+}
+
+/// Checks an `authorization` header value against the token in `file`
+/// (read again if it changed): the feed's streams and `/status` alike.
+pub fn authorized(file: &TokenFile, header: Option<&str>) -> Result<(), Status> {
+    let token = file.current().map_err(|_| {
+        Status::unavailable("the feeder's token file cannot be used right now; see its log")
+    })?;
+    match header.and_then(|v| v.strip_prefix("Bearer ")) {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+        _ => Err(Status::unauthenticated(
+            "a valid bearer token is required (authorization: Bearer TOKEN)",
+        )),
     }
 }
 
@@ -157,6 +201,12 @@ impl feed_server::Feed for FeedService {
         request: Request<Streaming<FeedRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         self.authorize(request.metadata())?;
+        let permit = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
+            tracing::warn!("a stream was refused: --max-clients streams are open");
+            Status::resource_exhausted(
+                "the feeder serves no more clients (its --max-clients); try another replica or later",
+            )
+        })?;
         let peer = peer_of(&request);
         // Room for one response and the final status.
         let (tx, rx) = mpsc::channel(2);
@@ -164,6 +214,7 @@ impl feed_server::Feed for FeedService {
             service: self.clone(),
             inbound: request.into_inner(),
             tx,
+            _permit: permit,
         };
         tokio::spawn(session.run(peer));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -203,6 +254,8 @@ struct Session {
     service: FeedService,
     inbound: Streaming<FeedRequest>,
     tx: mpsc::Sender<Result<FeedResponse, Status>>,
+    /// Held for as long as the stream is served.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Session {
@@ -227,6 +280,17 @@ impl Session {
                 "the first request must name the node (node.id)",
             ));
         };
+        // The node id becomes a metric label and a log field.
+        if let Err(why) = pb::check_node_id(&node.id) {
+            return self.end(Status::invalid_argument(why));
+        }
+        if first.set_ids.len() > pb::MAX_SETS {
+            return self.end(Status::invalid_argument(format!(
+                "the first request asks for {} set ids, more than {}",
+                first.set_ids.len(),
+                pb::MAX_SETS
+            )));
+        }
         let filter = pb::filter(&first.set_ids);
         let client = self.service.shared.clients.register(ClientStatus::new(
             &node.id,
@@ -240,6 +304,13 @@ impl Session {
             .serve(&client, &node.id, &filter, first.version_info)
             .await;
         tracing::info!(node = %node.id, "client disconnected");
+        drop(client);
+        let shared = &self.service.shared;
+        if !shared.clients.list().iter().any(|c| c.node == node.id) {
+            // Its series go with its last stream: node ids are chosen by
+            // clients, and a label set that only grows is a memory leak.
+            shared.metrics.forget_node(&node.id);
+        }
         if let Some(status) = end {
             self.end(status);
         }
@@ -271,9 +342,11 @@ impl Session {
             if outstanding.len() < WINDOW {
                 let current = snapshots.borrow_and_update().clone();
                 if let Some(snapshot) = current {
-                    let view = self.service.views.get(&snapshot, filter);
+                    let view = self.service.views.get(&snapshot, filter, &shared.metrics);
+                    client.update(|c| c.withheld = view.withheld.clone());
                     let newest_sent = outstanding.back().map(|o| &o.version);
-                    if view.version != applied
+                    if view.withheld.is_none()
+                        && view.version != applied
                         && rejected.as_ref() != Some(&view.version)
                         && retrying.as_ref().map(|r| &r.version) != Some(&view.version)
                         && newest_sent != Some(&view.version)
@@ -378,10 +451,16 @@ pub struct Server {
     listeners: Vec<Bound>,
     /// The TLS settings with the files they came from, for error messages.
     tls: Option<(ServerTlsConfig, PathBuf, PathBuf)>,
-    token: Option<String>,
+    token: Option<Arc<TokenFile>>,
+    max_clients: usize,
 }
 
 impl Server {
+    /// The feed's token file, which `/status` asks for too.
+    pub fn token(&self) -> Option<Arc<TokenFile>> {
+        self.token.clone()
+    }
+
     /// Reads the TLS files and the token and binds every address.
     pub async fn bind(args: &ServeArgs) -> Result<Self, Error> {
         let tls = match (&args.tls_cert, &args.tls_key) {
@@ -403,9 +482,23 @@ impl Server {
             _ => None,
         };
         let token = match &args.token_file {
-            Some(path) => Some(read_token(path).await?),
+            Some(path) => Some(Arc::new(TokenFile::open(path)?)),
             None => None,
         };
+        if tls.is_some() && args.tls_client_ca.is_none() && token.is_none() {
+            for open in args
+                .listen
+                .iter()
+                .filter(|l| !matches!(l, Endpoint::Unix(_)))
+            {
+                tracing::warn!(
+                    listen = %open,
+                    "the feed on {open} is open to every client that can reach it: TLS hides it \
+                     from the network, but without --tls-client-ca or --token-file it asks \
+                     nobody who they are"
+                );
+            }
+        }
         let mut listeners = Vec::new();
         for listen in &args.listen {
             let bind_err = |source| Error::Listen {
@@ -433,6 +526,7 @@ impl Server {
             listeners,
             tls,
             token,
+            max_clients: args.max_clients,
         })
     }
 
@@ -445,7 +539,12 @@ impl Server {
     ) -> Result<(), Error> {
         let stop = CancellationToken::new();
         tokio::spawn(Arc::clone(&shared).track_publications(stop.clone()));
-        let service = FeedService::new(Arc::clone(&shared), self.token, stop.clone());
+        let service = FeedService::new(
+            Arc::clone(&shared),
+            self.token.clone(),
+            self.max_clients,
+            stop.clone(),
+        );
         let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
         let mut sockets = Vec::new();
         for listener in self.listeners {
@@ -519,7 +618,9 @@ async fn first_failure(tasks: &mut JoinSet<Result<(), Error>>) -> Error {
 }
 
 /// Binds a unix socket with mode 0660, replacing a socket left by a previous
-/// run but never a live one or another kind of file.
+/// run but never a live one or another kind of file. The socket is bound in
+/// a private directory beside `path`, given its mode there and renamed into
+/// place, so at `path` it never exists with the mode the umask gave it.
 fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -536,9 +637,21 @@ fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let private = dir.join(format!(".dsfeed-bind-{:016x}", rand::random::<u64>()));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let bound = (|| {
+        let staged = private.join("s");
+        let listener = UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o660))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
 }
 
 fn tls_error(cert: &Path, key: &Path, source: tonic::transport::Error) -> Error {
@@ -557,18 +670,6 @@ async fn read(path: &Path) -> Result<Vec<u8>, Error> {
         path: path.to_owned(),
         source,
     })
-}
-
-/// The bearer token in `path`, without surrounding whitespace.
-pub async fn read_token(path: &Path) -> Result<String, Error> {
-    let bytes = read(path).await?;
-    let token = String::from_utf8_lossy(&bytes).trim().to_owned();
-    if token.is_empty() {
-        return Err(Error::EmptyToken {
-            path: path.to_owned(),
-        });
-    }
-    Ok(token)
 }
 
 #[cfg(test)]
@@ -595,12 +696,38 @@ mod tests {
         let views = Views::default();
         let first = snapshot("10.0.0.1");
         let one = Some([1].into());
-        let a = views.get(&first, &one);
-        assert!(Arc::ptr_eq(&a, &views.get(&first, &one)));
-        assert_eq!(views.get(&first, &None).version, first.version());
+        let metrics = crate::metrics::Metrics::new();
+        let a = views.get(&first, &one, &metrics);
+        assert!(Arc::ptr_eq(&a, &views.get(&first, &one, &metrics)));
+        assert_eq!(views.get(&first, &None, &metrics).version, first.version());
         assert_eq!(a.sets.len(), 1);
-        let b = views.get(&snapshot("10.0.0.2"), &one);
+        assert!(a.withheld.is_none());
+        let b = views.get(&snapshot("10.0.0.2"), &one, &metrics);
         assert_ne!(a.version, b.version);
         assert_eq!(views.inner.lock().unwrap().1.len(), 1);
+    }
+
+    #[test]
+    fn a_view_over_the_client_budget_is_withheld_and_counted() {
+        use dsfeed_model::{Destination, SetMap};
+        let dests = (0..=pb::MAX_DESTINATIONS)
+            .map(|i| {
+                Destination::parse_target(&format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+                    .unwrap()
+            })
+            .collect();
+        let big = Snapshot::new(SetMap::from([(1, dests)]));
+        let metrics = crate::metrics::Metrics::new();
+        let view = Views::default().get(&big, &None, &metrics);
+        let why = view.withheld.as_deref().unwrap();
+        assert!(
+            why.contains("50001 destinations") && why.contains(big.version()),
+            "{why}"
+        );
+        let text = metrics.render(None, &[]);
+        assert!(
+            text.contains("dsfeed_responses_withheld_total{reason=\"over_budget\"} 1"),
+            "{text}"
+        );
     }
 }

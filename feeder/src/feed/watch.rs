@@ -13,14 +13,10 @@ use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{self, Certificate, ClientTlsConfig, Identity};
 
-use dsfeed_model::pb::{self, Answer, feed_client::FeedClient};
+use dsfeed_model::pb::{self, Answer, Incoming};
 use dsfeed_model::{Backoff, Endpoint, SetId, error_chain};
 
 use crate::error::Error;
-
-/// The largest snapshot accepted (tonic's default of 4 MiB is about 50,000
-/// destinations).
-const MAX_SNAPSHOT: usize = 64 * 1024 * 1024;
 
 /// Reconnection delays: doubled after each failure up to the maximum, up
 /// to half of each cut at random so that the clients of a restarted feeder
@@ -43,8 +39,9 @@ pub struct WatchArgs {
     #[arg(long, value_name = "IDS", value_delimiter = ',')]
     pub sets: Vec<SetId>,
 
-    /// The node id to report; default: this host's name.
-    #[arg(long, value_name = "ID")]
+    /// The node id to report (ASCII letters, digits and .-_:@); default:
+    /// this host's name.
+    #[arg(long, value_name = "ID", value_parser = parse_node)]
     pub node: Option<String>,
 
     /// A file holding the bearer token the feeder requires.
@@ -86,6 +83,10 @@ impl WatchArgs {
     }
 }
 
+fn parse_node(s: &str) -> Result<String, String> {
+    pb::check_node_id(s).map(|()| s.to_owned())
+}
+
 /// How one stream ended without a reason to give up.
 enum Ended {
     /// `--once` got its snapshot.
@@ -99,7 +100,7 @@ enum Ended {
 pub async fn run(args: &WatchArgs, out: &mut (impl Write + Send)) -> Result<(), Error> {
     let endpoint = endpoint(args).await?;
     let token = match &args.token_file {
-        Some(path) => Some(crate::feed::server::read_token(path).await?),
+        Some(path) => Some(crate::feed::token::read_token(path)?),
         None => None,
     };
     let mut delays = BACKOFF.iter();
@@ -150,7 +151,6 @@ async fn stream(
         addr: addr.clone(),
         source,
     })?;
-    let mut client = FeedClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT);
     let (tx, rx) = mpsc::channel(4);
     let node = args.node.clone().unwrap_or_else(host_name);
     let user_agent = format!("dsfeed-watch/{}", env!("CARGO_PKG_VERSION"));
@@ -172,8 +172,27 @@ async fn stream(
         code: status.code(),
         message: explain(&status),
     };
-    let mut inbound = client.stream(request).await.map_err(rejected)?.into_inner();
-    while let Some(response) = inbound.message().await.map_err(rejected)? {
+    let mut inbound = pb::open_stream(channel, request).await.map_err(rejected)?;
+    while let Some(incoming) = inbound.message().await.map_err(rejected)? {
+        let response = match incoming {
+            Incoming::Response(response) => response,
+            Incoming::OverBudget {
+                version,
+                nonce,
+                reason,
+            } => {
+                let why = format!("version {version:?} has {reason}");
+                tracing::error!("refusing a snapshot: {why}");
+                if tx
+                    .send(pb::answer(&nonce, applied, Answer::Nack(why)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+        };
         let reply = match pb::snapshot(&response, &args.sets) {
             Ok(snapshot) => {
                 write!(out, "{}", snapshot.to_dispatcher_list())

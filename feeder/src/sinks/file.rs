@@ -17,7 +17,6 @@
 //!   newest snapshot.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -85,7 +84,10 @@ pub async fn applier(client: &binrpc::Client) -> Applier {
         Err(binrpc::Error::Fault { message, .. }) if message.contains("not found") => {
             Applier::Dispatcher
         }
-        Err(_) => Applier::Unknown,
+        Err(err) => {
+            tracing::debug!(error = %dsfeed_model::error_chain(&err), "no usable answer to dsfeed.status");
+            Applier::Unknown
+        }
     }
 }
 
@@ -143,6 +145,7 @@ impl FileSink {
     /// Runs until the hub goes away. While a reload waits (pacing, a retry,
     /// Kamailio not answering), a newer snapshot replaces the pending one.
     pub async fn run(mut self, mut snapshots: SnapshotRx) {
+        self.writer.remove_stale();
         // Reload at start even when the file on disk is already current: a
         // previous run may have written it without Kamailio loading it.
         let mut reload_due = true;
@@ -335,11 +338,30 @@ impl ListWriter {
         if old == content {
             return Ok(false);
         }
-        write_atomically(&self.path, content.as_bytes()).map_err(|source| Error::Write {
-            path: self.path.clone(),
-            source,
-        })?;
+        // Kamailio reads the file as its own user; keep it world-readable
+        // like the lists it ships.
+        dsfeed_model::atomic::write_atomically(&self.path, content.as_bytes(), 0o644).map_err(
+            |source| Error::Write {
+                path: self.path.clone(),
+                source,
+            },
+        )?;
         Ok(true)
+    }
+
+    /// Removes the temporary files a killed writer of this list left beside
+    /// it; call before the first write.
+    pub fn remove_stale(&self) {
+        match dsfeed_model::atomic::remove_stale(&self.path) {
+            Ok(removed) => {
+                for path in removed {
+                    tracing::info!(path = %path.display(), "removed a temporary file a killed writer left behind");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(path = %self.path.display(), error = %err, "cannot look for leftover temporary files")
+            }
+        }
     }
 }
 
@@ -378,38 +400,6 @@ async fn warn_about_skipped(client: &binrpc::Client, snapshot: &Snapshot) {
     }
 }
 
-fn write_atomically(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the output path names no file",
-        )
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".dsfeed-{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(content)?;
-        // Kamailio reads the file as its own user; keep it world-readable
-        // like the lists it ships.
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,20 +426,52 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_leaves_the_old_file() {
+    fn a_failed_write_names_the_file_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the list should be: the rename over it fails.
+        let path = dir.path().join("dispatcher.list");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("inside"), "x").unwrap();
+        let err = ListWriter::new(path.clone())
+            .write(&snapshot("10.0.0.2"))
+            .unwrap_err();
+        assert!(err.to_string().contains("dispatcher.list"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "the temporary file is removed");
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_old_temporary_name_is_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dispatcher.list");
-        let writer = ListWriter::new(path.clone());
-        writer.write(&snapshot("10.0.0.1")).unwrap();
-        let before = std::fs::read(&path).unwrap();
-        // A directory where the temporary file should go makes the write fail.
-        let blocker = dir.path().join(format!(
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        // The name the sink used to write through: predictable from the pid.
+        let planted = dir.path().join(format!(
             ".dispatcher.list.dsfeed-{}.tmp",
             std::process::id()
         ));
-        std::fs::create_dir(&blocker).unwrap();
-        let err = writer.write(&snapshot("10.0.0.2")).unwrap_err();
-        assert!(err.to_string().contains("dispatcher.list"), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), before);
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        ListWriter::new(path.clone())
+            .write(&snapshot("10.0.0.1"))
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("sip:10.0.0.1:5060")
+        );
+    }
+
+    #[test]
+    fn temporary_files_a_killed_writer_left_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dispatcher.list");
+        let stale = dir
+            .path()
+            .join(".dispatcher.list.dsfeed-00c0ffee00c0ffee.tmp");
+        std::fs::write(&stale, "1 sip:half").unwrap();
+        ListWriter::new(path).remove_stale();
+        assert!(!stale.exists());
     }
 }

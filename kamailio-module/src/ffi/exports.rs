@@ -102,6 +102,7 @@ params! {
     param_tls_domain: "tls_domain", Str;
     param_token: "token", Str;
     param_token_file: "token_file", Str;
+    param_insecure: "insecure", Int;
     param_min_swap_interval_ms: "min_swap_interval_ms", Int;
     param_list_file_sync: "list_file_sync", Int;
     param_reconnect_min_ms: "reconnect_min_ms", Int;
@@ -211,6 +212,9 @@ fn init() -> Result<(), InitError> {
         );
     }
     let list_file = config.list_file_sync.then_some(dispatcher_params.list_file);
+    if let Some(path) = &list_file {
+        crate::listfile::remove_stale(path);
+    }
     let status = SharedCell::new(StatusRecord::default()).ok_or(InitError::NoShm)?;
     // SAFETY: [process] mod_init runs once in the main process before any
     // fork, which is where Kamailio expects extra processes and cfg children

@@ -41,7 +41,7 @@ const REPLY_SLACK: Duration = Duration::from_secs(10);
 
 /// A health answer for thousands of instances is a few megabytes; anything
 /// far beyond that is not Consul.
-const MAX_BODY: usize = 64 << 20;
+const MAX_BODY: usize = 32 << 20;
 
 /// How much of an error body goes into the error message.
 const MAX_ERROR_BODY: usize = 200;
@@ -152,12 +152,19 @@ impl ConsulClient {
             .headers
             .get(FILTERED_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-        let entries: Option<Vec<ServiceEntry>> = serde_json::from_slice(&answer.body)
-            .map_err(|source| ConsulError::Json { request, source })?;
+        let entries = match super::instances::decode(&answer.body) {
+            Ok(entries) => entries,
+            Err(super::instances::DecodeError::Json(source)) => {
+                return Err(ConsulError::Json { request, source });
+            }
+            Err(super::instances::DecodeError::OverBudget(reason)) => {
+                return Err(ConsulError::OverBudget { request, reason });
+            }
+        };
         Ok(Reply {
             index,
             filtered_by_acls,
-            entries: entries.unwrap_or_default(),
+            entries,
         })
     }
 
@@ -259,28 +266,21 @@ impl ConsulClient {
         match &self.token {
             Token::None => Ok(None),
             Token::Value(value) => Ok(Some(value.clone())),
-            Token::File(path) => {
-                let text = tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|source| token_file_error(path, source))?;
-                parse_token(&text, path)
-            }
+            Token::File(path) => read_token(path),
         }
     }
 }
 
-/// Reads a token file at start-up, to refuse a bad one before running.
+/// Reads a token file, at start-up (to refuse a bad one before running) and
+/// before every query (so a rotated token is picked up); only its owner
+/// may read it.
 fn read_token(path: &Path) -> Result<Option<HeaderValue>, ConsulError> {
-    let text = std::fs::read_to_string(path).map_err(|source| token_file_error(path, source))?;
+    let text =
+        dsfeed_model::secret::read_secret(path).map_err(|source| ConsulError::TokenFile {
+            path: path.to_owned(),
+            source,
+        })?;
     parse_token(&text, path)
-}
-
-fn token_file_error(path: &Path, source: std::io::Error) -> ConsulError {
-    ConsulError::ReadFile {
-        what: "token file",
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// The token in a token file's text; an empty file means no token, as in

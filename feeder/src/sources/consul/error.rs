@@ -15,6 +15,12 @@ pub enum ConsulError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read token file {path}")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: dsfeed_model::secret::SecretError,
+    },
     #[error("{what} {path} is not usable PEM")]
     Pem {
         what: &'static str,
@@ -64,6 +70,8 @@ pub enum ConsulError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the answer to {request} {reason}")]
+    OverBudget { request: String, reason: String },
 }
 
 impl ConsulError {
@@ -71,6 +79,7 @@ impl ConsulError {
     pub fn label(&self) -> &'static str {
         match self {
             ConsulError::ReadFile { .. }
+            | ConsulError::TokenFile { .. }
             | ConsulError::Pem { .. }
             | ConsulError::NoCertificate { .. }
             | ConsulError::Tls(_)
@@ -81,7 +90,7 @@ impl ConsulError {
             ConsulError::Timeout { .. } => "consul_timeout",
             ConsulError::Body { .. } => "consul_body",
             ConsulError::Status { .. } => "consul_status",
-            ConsulError::Json { .. } => "consul_json",
+            ConsulError::Json { .. } | ConsulError::OverBudget { .. } => "consul_json",
             ConsulError::FilteredByAcls => "consul_acl_filtered",
         }
     }

@@ -69,6 +69,60 @@ pub struct Check {
     pub status: String,
 }
 
+/// The most JSON values (objects, arrays, strings, numbers...) one answer
+/// may hold. A value of a few bytes on the wire (`"",` in a tag list) costs
+/// tens of bytes decoded, so the body's byte cap alone does not bound the
+/// memory; an instance is 20 to 60 values, so this leaves room for ~10,000.
+pub const MAX_JSON_VALUES: usize = 1 << 19;
+
+/// Why an answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("is not the JSON of /v1/health/service")]
+    Json(#[source] serde_json::Error),
+    #[error("{0}")]
+    OverBudget(String),
+}
+
+/// Decodes an answer of `/v1/health/service/NAME` (`null` is no entry),
+/// after counting its values against [`MAX_JSON_VALUES`] without decoding.
+pub fn decode(body: &[u8]) -> Result<Vec<ServiceEntry>, DecodeError> {
+    let values = json_values(body);
+    if values > MAX_JSON_VALUES {
+        return Err(DecodeError::OverBudget(format!(
+            "holds more than {MAX_JSON_VALUES} JSON values"
+        )));
+    }
+    let entries: Option<Vec<ServiceEntry>> =
+        serde_json::from_slice(body).map_err(DecodeError::Json)?;
+    Ok(entries.unwrap_or_default())
+}
+
+/// An upper bound on the values in a JSON text: one plus each `,`, `[`,
+/// `{` and `:` outside strings.
+fn json_values(body: &[u8]) -> usize {
+    let mut count = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b'[' | b'{' | b':' => count += 1,
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
 /// The longest attr value taken from Consul; longer ones are rejected so
 /// that a few of them cannot push a line past Kamailio's 1024-byte buffer.
 pub const MAX_ATTR_VALUE: usize = 128;
@@ -231,6 +285,20 @@ fn shown(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_have_a_budget_in_values() {
+        let tags = format!("[{}\"\"]", "\"\",".repeat(MAX_JSON_VALUES));
+        let body = format!(
+            "[{{\"Node\":{{\"Node\":\"n\"}},\"Service\":{{\"ID\":\"a\",\"Tags\":{tags}}}}}]"
+        );
+        assert!(body.len() < 2 * 1024 * 1024);
+        let err = decode(body.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("JSON values"), "{err}");
+        assert_eq!(json_values(br#"{"a":"[,{:","b":[1,2]}"#), 7);
+        assert!(decode(b"null").unwrap().is_empty());
+        assert!(matches!(decode(b"{"), Err(DecodeError::Json(_))));
+    }
 
     fn entries(json: &str) -> Vec<ServiceEntry> {
         serde_json::from_str(json).unwrap()

@@ -17,7 +17,7 @@
 //! `--min-endpoints N` a set that had N destinations keeps them while it
 //! has fewer.
 
-mod endpoints;
+pub mod endpoints;
 mod mirror;
 mod spec;
 #[cfg(test)]
