@@ -5,10 +5,12 @@
 //! the [`feed`] streams it to many Kamailios over gRPC.
 
 pub mod binrpc;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod feed;
 pub mod flag;
+pub mod healthcheck;
 pub mod http;
 pub mod hub;
 pub mod metrics;
