@@ -10,7 +10,9 @@
 #          in the Debian root ROOT), depending on exactly that Kamailio
 #          package version, since the loader refuses any other
 #
-# VERSION is the workspace's (Cargo.toml). Only dpkg-deb is needed; the
+# VERSION is the workspace's (Cargo.toml). DSFEED_DEB_COMPRESSION (default
+# xz) is dpkg-deb's -Z: the tests, which throw the packages away, use none,
+# since xz takes half a minute on a debug binary. Only dpkg-deb is needed; the
 # packages are built from files, not from a debian/ source tree, because
 # the binaries come from cargo (and, for the module, from a build against
 # one Kamailio's headers) rather than from a Debian source package.
@@ -134,5 +136,5 @@ Priority: optional
 Description: $description
 CONTROL
 deb=$out/${package}_${deb_version}_$arch.deb
-dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+dpkg-deb --root-owner-group "-Z${DSFEED_DEB_COMPRESSION:-xz}" --build "$stage" "$deb" >/dev/null
 echo "$deb"

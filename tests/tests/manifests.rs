@@ -350,3 +350,87 @@ fn every_dsfeed_command_line_passes_the_feeders_parser() {
         }
     }
 }
+
+/// The compose file of the Consul shape: its dsfeed services' commands and
+/// environment pass the feeder's parser too.
+#[test]
+fn the_compose_files_dsfeed_services_pass_the_feeders_parser() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/compose/consul/compose.yaml");
+    let compose: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let services = compose["services"].as_object().expect("services");
+    let mut checked = 0;
+    for (name, service) in services {
+        if !service["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("dsfeed:"))
+        {
+            continue;
+        }
+        let args: Vec<&str> = service["command"]
+            .as_array()
+            .expect("a command list")
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let env: BTreeMap<&str, &str> = service["environment"]
+            .as_object()
+            .expect("an environment map")
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+            .collect();
+        let output = Command::new(feeder::binary())
+            .args(&args)
+            .arg("--check=flags")
+            .env_clear()
+            .envs(&env)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{name}: {args:?} {env:?}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "dsfeed-init and dsfeed");
+}
+
+/// Every example names the same dispatcher.list path, the feeder's
+/// default: an operator copying from two places must not end with two.
+#[test]
+fn every_example_uses_one_list_path() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![
+        root.join("README.md"),
+        root.join("kamailio-module/README.md"),
+    ];
+    files.extend(yaml_files(&root.join("docker")));
+    files.extend(
+        [
+            "docker/kamailio/kamailio.cfg",
+            "packaging/deb/dsfeed.default",
+            "packaging/deb/dsfeed.service",
+        ]
+        .map(|f| root.join(f)),
+    );
+    let mut seen = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (i, _) in text.match_indices("dispatcher.list") {
+            let start = text[..i]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || "/._-".contains(c)))
+                .map_or(0, |p| p + 1);
+            let path = &text[start..i + "dispatcher.list".len()];
+            if path.starts_with('/') {
+                seen += 1;
+                assert_eq!(
+                    path,
+                    "/data/kamailio/dispatcher.list",
+                    "{} names another list path",
+                    file.display()
+                );
+            }
+        }
+    }
+    assert!(seen >= 10, "{seen}");
+}
