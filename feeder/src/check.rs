@@ -47,10 +47,10 @@ pub async fn problems(config: &Config, what: Check) -> Vec<String> {
     {
         problems.push(format!("--token-file: {}", dsfeed_model::error_chain(&err)));
     }
-    if let Some(path) = &config.kubecfg {
-        if let Err(err) = kube::config::Kubeconfig::read_from(path) {
-            problems.push(format!("--kubecfg {}: {err}", path.display()));
-        }
+    if let Some(path) = &config.kubecfg
+        && let Err(err) = kube::config::Kubeconfig::read_from(path)
+    {
+        problems.push(format!("--kubecfg {}: {err}", path.display()));
     }
     if (!config.consul.services.is_empty() || config.consul.register.is_some())
         && let Err(err) = ConsulClient::new(&config.consul)

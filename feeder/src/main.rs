@@ -76,8 +76,9 @@ async fn check(config: &Config, what: Check) -> ExitCode {
     for problem in &problems {
         eprintln!("dsfeed: {problem}");
     }
+    let plural = if problems.len() == 1 { "" } else { "s" };
     eprintln!(
-        "dsfeed: configuration not usable ({} problems)",
+        "dsfeed: configuration not usable ({} problem{plural})",
         problems.len()
     );
     ExitCode::from(2)

@@ -170,7 +170,9 @@ fn alerts_use_only(names: &[String]) {
             rule["annotations"]["summary"].is_string(),
             "{alert} has no summary"
         );
-        let used = expr
+        // Label values ("dsfeed_module") are not metric names.
+        let unquoted: String = expr.split('"').step_by(2).collect::<Vec<_>>().join(" ");
+        let used = unquoted
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|word| word.starts_with("dsfeed_"));
         for name in used {

@@ -73,7 +73,7 @@ fn an_old_cargo_is_replaced_through_rustup() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("cargo 1.65.0 ("))
+        stderr.contains("cargo 1.65.0 (")
             && stderr.contains(&format!("older than the workspace's rust-version {want}")),
         "{stderr}"
     );
