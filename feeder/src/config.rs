@@ -38,6 +38,20 @@ pub enum Mode {
 /// The binrpc address CyCoreSystems/dispatchers reloads by default.
 pub const DEFAULT_RPC: &str = "udp:127.0.0.1:9998";
 
+/// The default `--once-timeout`: long enough for an API server or Consul
+/// agent that is still starting, short enough that a refused init container
+/// says why within a minute.
+pub const DEFAULT_ONCE_TIMEOUT: &str = "60s";
+
+/// What `--check` looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Check {
+    /// Flags, environment and every file they name.
+    All,
+    /// Flags and environment only.
+    Flags,
+}
+
 /// Keeps Kamailio's dispatcher sets equal to the truth in Kubernetes, Consul,
 /// static flags and a sets file.
 #[derive(Debug, Parser)]
@@ -142,8 +156,54 @@ pub struct Config {
 
     /// Build the snapshot from every source, write it, reload if an RPC
     /// address is given, and exit.
-    #[arg(long)]
+    #[arg(long, env = "DSFEED_ONCE")]
     pub once: bool,
+
+    /// With --once: how long to wait for every source's first answer. An
+    /// init container that waits forever on an API server refusing it (403)
+    /// or out of reach keeps Kamailio from starting with no word why; past
+    /// this deadline dsfeed exits non-zero naming each source still waiting
+    /// and its last error, and the kubelet restarts it with a backoff.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "DSFEED_ONCE_TIMEOUT",
+        default_value = DEFAULT_ONCE_TIMEOUT,
+        value_parser = parse_once_timeout
+    )]
+    pub once_timeout: Duration,
+
+    /// Check the configuration and exit: 0 when it is usable, 2 with every
+    /// problem otherwise. `--check` (or `--check=all`) also reads every file
+    /// the flags name (sets file, TLS files, token files, kubeconfig, Consul
+    /// CA and client certificate) and looks for the output directory;
+    /// `--check=flags` checks flags and environment only, for a
+    /// configuration meant for another machine.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHAT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "all"
+    )]
+    pub check: Option<Check>,
+
+    /// CyCoreSystems/dispatchers' switch to the v1 Endpoints API. Accepted
+    /// so that its command lines run unchanged, and ignored with a warning:
+    /// dsfeed always reads EndpointSlices (discovery.k8s.io/v1), so its
+    /// ServiceAccount needs get, list and watch on endpointslices.
+    #[arg(
+        long = "legacy-endpoints",
+        env = "DSFEED_LEGACY_ENDPOINTS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub legacy_endpoints: bool,
 
     /// How to deliver to Kamailio. auto: serve the feed (--listen, if given)
     /// and write dispatcher.list and reload it, unless Kamailio's
@@ -180,6 +240,21 @@ pub enum Command {
     /// Print the snapshots a feeder streams, as dispatcher.list lines, and
     /// ACK each one.
     Watch(WatchArgs),
+    /// Exit 0 when a feeder's /healthz answers 200, 1 otherwise: the
+    /// image's HEALTHCHECK, which has no curl to run.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// The arguments of `dsfeed healthcheck`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthcheckArgs {
+    /// The feeder's --http address; 0.0.0.0 and [::] are asked on loopback.
+    #[arg(long, value_name = "HOST:PORT", env = "DSFEED_HTTP", value_parser = crate::feed::parse_socket_addr)]
+    pub http: std::net::SocketAddr,
+
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
 }
 
 impl Config {
@@ -213,8 +288,10 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if let Some(Command::Watch(watch)) = &self.command {
-            return watch.validate();
+        match &self.command {
+            Some(Command::Watch(watch)) => return watch.validate(),
+            Some(Command::Healthcheck(_)) => return Ok(()),
+            None => {}
         }
         self.serve.validate()?;
         if self.statics.is_empty()
@@ -269,6 +346,14 @@ impl Config {
         }
         (!self.once).then(|| DEFAULT_RPC.parse().expect("the default RPC address parses"))
     }
+}
+
+fn parse_once_timeout(s: &str) -> Result<Duration, String> {
+    let timeout = crate::flag::duration(s)?;
+    if timeout.is_zero() {
+        return Err("--once-timeout must be longer than 0 (give a long one, such as 24h, to wait that long)".into());
+    }
+    Ok(timeout)
 }
 
 fn parse_min_reload_interval(s: &str) -> Result<Duration, String> {
@@ -496,6 +581,64 @@ mod tests {
         assert_eq!(config.namespace, "edge");
         assert_eq!(config.kubecfg, Some(PathBuf::from("/etc/kube.conf")));
         assert_eq!(config.min_endpoints, 2);
+    }
+
+    #[test]
+    fn once_has_a_deadline() {
+        let config = load(&["--static", "1=a", "--once"]).unwrap();
+        assert_eq!(config.once_timeout, Duration::from_secs(60));
+        let config = load(&["--static", "1=a", "--once", "-once-timeout", "2s"]).unwrap();
+        assert_eq!(config.once_timeout, Duration::from_secs(2));
+        for bad in ["0", "soon", "-1s"] {
+            let flag = format!("--once-timeout={bad}");
+            let err = load(&["--static", "1=a", "--once", &flag]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}: {err}");
+            assert!(err.to_string().contains("--once-timeout"), "{err}");
+        }
+    }
+
+    #[test]
+    fn dispatchers_legacy_endpoints_switch_is_accepted() {
+        assert!(!load(&["-set", "asterisk=1"]).unwrap().legacy_endpoints);
+        for args in [
+            &["-set", "asterisk=1", "-legacy-endpoints"][..],
+            &["-legacy-endpoints=true", "-set", "asterisk=1"],
+            &["--legacy-endpoints", "-set", "asterisk=1"],
+        ] {
+            let config = load(args).unwrap();
+            assert!(config.legacy_endpoints, "{args:?}");
+            assert_eq!(config.services.len(), 1, "{args:?}");
+        }
+        let off = load(&["-set", "asterisk=1", "-legacy-endpoints=false"]).unwrap();
+        assert!(!off.legacy_endpoints);
+        let err = load(&["-set", "asterisk=1", "-legacy-endpoints=maybe"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+    }
+
+    #[test]
+    fn check_takes_an_optional_level() {
+        assert_eq!(load(&["--static", "1=a"]).unwrap().check, None);
+        assert_eq!(
+            load(&["--static", "1=a", "--check"]).unwrap().check,
+            Some(Check::All)
+        );
+        assert_eq!(
+            load(&["-check=flags", "--static", "1=a"]).unwrap().check,
+            Some(Check::Flags)
+        );
+        // A value needs '=': the next word stays a flag of its own.
+        let config = load(&["--check", "--static", "1=a"]).unwrap();
+        assert_eq!(config.check, Some(Check::All));
+        assert_eq!(load(&["--check"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn healthcheck_needs_the_http_address() {
+        let config = load(&["healthcheck", "--http", "0.0.0.0:9090"]).unwrap();
+        let Some(Command::Healthcheck(args)) = config.command else {
+            panic!("not healthcheck");
+        };
+        assert_eq!(args.http.port(), 9090);
     }
 
     #[test]

@@ -103,6 +103,34 @@ pub enum Error {
     Rpc(#[from] dsfeed_binrpc::Error),
     #[error("the {0} task was cancelled")]
     Cancelled(&'static str),
+    #[error("no first snapshot within {deadline:?} (--once-timeout): {}", waiting_list(.waiting))]
+    NotSynced {
+        deadline: std::time::Duration,
+        waiting: Vec<Waiting>,
+    },
+}
+
+/// A source that had not sent its first view when `--once` gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub source: String,
+    /// The last error it reported; `None` when it reported none (a server
+    /// that accepts the connection and never answers).
+    pub last_error: Option<String>,
+}
+
+fn waiting_list(waiting: &[Waiting]) -> String {
+    waiting
+        .iter()
+        .map(|w| match &w.last_error {
+            Some(err) => format!("{} is still waiting, last error: {err}", w.source),
+            None => format!(
+                "{} is still waiting, with no answer and no error yet",
+                w.source
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Error {
@@ -125,6 +153,7 @@ impl Error {
             Error::KubeConfig { .. } | Error::KubeClient(_) => "kubernetes",
             Error::Rpc(_) => "rpc",
             Error::Cancelled(_) => "cancelled",
+            Error::NotSynced { .. } => "not_synced",
         }
     }
 

@@ -8,11 +8,12 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::error::Error;
+use crate::error::{Error, Waiting};
 use crate::metrics::Metrics;
 use crate::sources::{Publisher, Source, View};
 use dsfeed_model::{SetId, SetMap, Snapshot};
@@ -31,6 +32,19 @@ pub async fn run(
     out: watch::Sender<Option<Arc<Snapshot>>>,
     metrics: &Metrics,
 ) -> Result<(), Error> {
+    run_tracking(sources, out, metrics, &watch::Sender::new(Vec::new())).await
+}
+
+/// [`run`], keeping `waiting` equal to the names of the sources that have
+/// not sent their first view yet.
+async fn run_tracking(
+    sources: Vec<Box<dyn Source>>,
+    out: watch::Sender<Option<Arc<Snapshot>>>,
+    metrics: &Metrics,
+    waiting: &watch::Sender<Vec<String>>,
+) -> Result<(), Error> {
+    let names: Vec<String> = sources.iter().map(|s| s.name().to_owned()).collect();
+    waiting.send_replace(names.clone());
     let (tx, mut rx) = mpsc::channel(QUEUE);
     let mut views: Vec<Option<View>> = (0..sources.len()).map(|_| None).collect();
     let mut tasks = JoinSet::new();
@@ -40,7 +54,7 @@ pub async fn run(
         tasks.spawn(async move {
             let result = source.run(publisher).await;
             if let Err(err) = &result {
-                counted.error(err.label());
+                counted.failure(err.label(), dsfeed_model::error_chain(err));
             }
             (counted.name().to_owned(), result)
         });
@@ -55,6 +69,17 @@ pub async fn run(
                 while let Ok(view) = rx.try_recv() {
                     store(&mut views, view);
                 }
+                waiting.send_if_modified(|w| {
+                    let still: Vec<String> = names
+                        .iter()
+                        .zip(&views)
+                        .filter(|(_, view)| view.is_none())
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    let changed = *w != still;
+                    *w = still;
+                    changed
+                });
                 publish(&views, &out);
             }
             Some(done) = tasks.join_next() => match done {
@@ -72,18 +97,43 @@ pub async fn run(
 }
 
 /// Runs `sources` until every one has synced once and returns the merged
-/// snapshot, for `--once`. A source that fails before that is the error.
+/// snapshot, for `--once`. A source that fails before that is the error;
+/// so is `deadline` passing first, naming every source still waiting with
+/// the last error it reported (a source retrying a refused or unreachable
+/// server never fails by itself).
 pub async fn first_snapshot(
     sources: Vec<Box<dyn Source>>,
     metrics: &Metrics,
+    deadline: Duration,
 ) -> Result<Arc<Snapshot>, Error> {
     let (tx, mut rx) = watch::channel(None);
-    let metrics = metrics.clone();
-    let hub = tokio::spawn(async move { run(sources, tx, &metrics).await });
-    let synced = rx.wait_for(Option::is_some).await.map(|s| s.clone());
-    if let Ok(Some(snapshot)) = synced {
-        hub.abort();
-        return Ok(snapshot);
+    let (waiting_tx, waiting) = watch::channel(Vec::new());
+    let hub = tokio::spawn({
+        let metrics = metrics.clone();
+        async move { run_tracking(sources, tx, &metrics, &waiting_tx).await }
+    });
+    let synced = tokio::time::timeout(deadline, async {
+        rx.wait_for(Option::is_some).await.map(|s| s.clone())
+    })
+    .await;
+    match synced {
+        Ok(Ok(Some(snapshot))) => {
+            hub.abort();
+            return Ok(snapshot);
+        }
+        Err(_elapsed) => {
+            hub.abort();
+            let waiting = waiting
+                .borrow()
+                .iter()
+                .map(|name| Waiting {
+                    source: name.clone(),
+                    last_error: metrics.last_source_error(name),
+                })
+                .collect();
+            return Err(Error::NotSynced { deadline, waiting });
+        }
+        Ok(_) => {}
     }
     // The hub only lets go of the channel when a source failed.
     match hub.await {

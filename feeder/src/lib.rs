@@ -4,10 +4,12 @@
 //! one canonical [`dsfeed_model::Snapshot`], and [`sinks`] deliver it to Kamailio;
 //! the [`feed`] streams it to many Kamailios over gRPC.
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod feed;
 pub mod flag;
+pub mod healthcheck;
 pub mod http;
 pub mod hub;
 pub mod metrics;

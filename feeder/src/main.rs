@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use dsfeed::config::{Command, Config, Mode};
+use dsfeed::config::{Check, Command, Config, Mode};
 use dsfeed::feed::Shared;
 use dsfeed::feed::server::Server;
 use dsfeed::http::{Http, StatusGate};
@@ -34,11 +34,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if config.legacy_endpoints {
+        tracing::warn!(
+            "-legacy-endpoints is accepted for CyCoreSystems/dispatchers' command lines and ignored: dsfeed reads EndpointSlices (discovery.k8s.io/v1), so its ServiceAccount needs get, list and watch on endpointslices, not endpoints"
+        );
+    }
+    if let (None, Some(what)) = (&config.command, config.check) {
+        return runtime.block_on(check(&config, what));
+    }
     let result = runtime.block_on(async {
         match &config.command {
             Some(Command::Watch(args)) => dsfeed::feed::watch::run(args, &mut std::io::stdout())
                 .await
                 .map_err(Into::into),
+            Some(Command::Healthcheck(args)) => dsfeed::healthcheck::check(args.http)
+                .await
+                .map(|status| println!("{status}"))
+                .map_err(anyhow::Error::msg),
             None if config.once => once(&config).await,
             None => daemon(&config).await,
         }
@@ -50,6 +62,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check`: the summary and 0, or every problem and 2, the status of a
+/// bad flag.
+async fn check(config: &Config, what: Check) -> ExitCode {
+    let problems = dsfeed::check::problems(config, what).await;
+    if problems.is_empty() {
+        println!("{}", dsfeed::check::summary(config));
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    for problem in &problems {
+        eprintln!("dsfeed: {problem}");
+    }
+    let plural = if problems.len() == 1 { "" } else { "s" };
+    eprintln!(
+        "dsfeed: configuration not usable ({} problem{plural})",
+        problems.len()
+    );
+    ExitCode::from(2)
 }
 
 fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
@@ -78,7 +110,8 @@ fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
 
 /// Builds the first snapshot from every source, delivers it and returns.
 async fn once(config: &Config) -> anyhow::Result<()> {
-    let snapshot = dsfeed::hub::first_snapshot(sources(config)?, &Metrics::new()).await?;
+    let snapshot =
+        dsfeed::hub::first_snapshot(sources(config)?, &Metrics::new(), config.once_timeout).await?;
     if config.writes_stdout() {
         print!("{}", snapshot.to_dispatcher_list());
     } else {

@@ -8,9 +8,11 @@
 //! from the live state at each scrape, so a client that left or a set that
 //! went away leaves no stale series. Counters count events as they happen.
 
+use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dsfeed_model::{SetId, Snapshot};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -67,6 +69,21 @@ struct ReloadLabels {
     outcome: String,
 }
 
+/// One Kamailio as the per-Kamailio gauges name it: `via="reload"` with its
+/// ctl address (file mode), `via="feed"` with its node id (dsfeed.so).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KamailioLabels {
+    kamailio: String,
+    via: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KamailioVersionLabels {
+    kamailio: String,
+    via: String,
+    version: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WithheldLabels {
     rpc: String,
@@ -81,6 +98,17 @@ pub struct ClientSample {
     pub acked: Option<String>,
     /// A version it could not apply yet and keeps retrying, if any.
     pub retrying: Option<String>,
+    /// The version last sent to it: it is in sync when it acked that one.
+    pub sent: Option<String>,
+    /// When it last acked, if it has on this stream.
+    pub acked_at: Option<SystemTime>,
+}
+
+/// What the file sink last got a Kamailio to load.
+#[derive(Debug, Clone)]
+struct Loaded {
+    version: String,
+    at: SystemTime,
 }
 
 /// The process's metrics. Cloning shares them.
@@ -92,6 +120,16 @@ struct Inner {
     registry: Registry,
     snapshot: Family<VersionLabels, Gauge>,
     snapshot_age: Gauge<f64, AtomicU64>,
+    snapshot_timestamp: Gauge<f64, AtomicU64>,
+    kamailio_version: Family<KamailioVersionLabels, Gauge>,
+    kamailio_in_sync: Family<KamailioLabels, Gauge>,
+    kamailio_loaded_at: Family<KamailioLabels, Gauge<f64, AtomicU64>>,
+    acks: Family<NodeLabels, Counter>,
+    /// The last load the file sink saw per ctl address; removed while the
+    /// Kamailio there runs dsfeed.so (the feed reports it then).
+    reloaded: Mutex<BTreeMap<String, Loaded>>,
+    /// Each source's last error, for `--once` to say why it gave up.
+    last_errors: Mutex<BTreeMap<String, String>>,
     set_destinations: Family<SetLabels, Gauge>,
     clients_connected: Gauge,
     client_acked: Family<ClientLabels, Gauge>,
@@ -113,6 +151,13 @@ impl Default for Inner {
             registry: Registry::with_prefix("dsfeed"),
             snapshot: Family::default(),
             snapshot_age: Gauge::default(),
+            snapshot_timestamp: Gauge::default(),
+            kamailio_version: Family::default(),
+            kamailio_in_sync: Family::default(),
+            kamailio_loaded_at: Family::default(),
+            acks: Family::default(),
+            reloaded: Mutex::new(BTreeMap::new()),
+            last_errors: Mutex::new(BTreeMap::new()),
             set_destinations: Family::default(),
             clients_connected: Gauge::default(),
             client_acked: Family::default(),
@@ -137,6 +182,33 @@ impl Default for Inner {
             "Time since the current snapshot was published",
             Unit::Seconds,
             inner.snapshot_age.clone(),
+        );
+        r.register_with_unit(
+            "snapshot_timestamp",
+            "Unix time the current snapshot was published: when the sets last changed (it does not grow on a quiet system, so lag can be alerted on)",
+            Unit::Seconds,
+            inner.snapshot_timestamp.clone(),
+        );
+        r.register(
+            "kamailio_version_info",
+            "Per Kamailio, the version it last loaded (via=reload, by ctl address) or acked (via=feed, by node) (value 1)",
+            inner.kamailio_version.clone(),
+        );
+        r.register(
+            "kamailio_in_sync",
+            "Per Kamailio, 1 when it holds the newest snapshot meant for it, 0 while a change waits, was refused or is being retried",
+            inner.kamailio_in_sync.clone(),
+        );
+        r.register_with_unit(
+            "kamailio_loaded_timestamp",
+            "Per Kamailio, Unix time it last loaded (via=reload) or acked (via=feed) a snapshot from this feeder",
+            Unit::Seconds,
+            inner.kamailio_loaded_at.clone(),
+        );
+        r.register(
+            "acks",
+            "Snapshots a node applied and acknowledged",
+            inner.acks.clone(),
         );
         r.register(
             "set_destinations",
@@ -219,6 +291,17 @@ impl Metrics {
         }
     }
 
+    pub fn count_ack(&self, node: &str) {
+        let node = node.to_owned();
+        self.0.acks.get_or_create(&NodeLabels { node }).inc();
+    }
+
+    /// The last error the source named `name` reported, if any.
+    pub fn last_source_error(&self, name: &str) -> Option<String> {
+        let errors = self.0.last_errors.lock().expect("not poisoned");
+        errors.get(name).cloned()
+    }
+
     pub fn count_nack(&self, node: &str) {
         let node = node.to_owned();
         self.0.nacks.get_or_create(&NodeLabels { node }).inc();
@@ -257,11 +340,41 @@ impl Metrics {
         let _scrape = m.scrape.lock().expect("not poisoned");
         m.snapshot.clear();
         m.set_destinations.clear();
+        m.kamailio_version.clear();
+        m.kamailio_in_sync.clear();
+        m.kamailio_loaded_at.clear();
+        let current = snapshot.map(|(s, _)| s.version());
+        for (rpc, loaded) in m.reloaded.lock().expect("not poisoned").iter() {
+            let sample = KamailioSample {
+                kamailio: rpc,
+                via: "reload",
+                version: Some(&loaded.version),
+                in_sync: current == Some(loaded.version.as_str()),
+                at: Some(loaded.at),
+            };
+            self.render_kamailio(&sample);
+        }
+        for client in clients {
+            let sample = KamailioSample {
+                kamailio: &client.node,
+                via: "feed",
+                version: client.acked.as_deref(),
+                // Nothing sent since it connected means the version it
+                // reported is current: the feed sends at once otherwise.
+                in_sync: client.acked.is_some()
+                    && (client.sent.is_none() || client.acked == client.sent)
+                    && client.retrying.is_none(),
+                at: client.acked_at,
+            };
+            self.render_kamailio(&sample);
+        }
         match snapshot {
             Some((snapshot, age)) => {
                 let version = snapshot.version().to_owned();
                 m.snapshot.get_or_create(&VersionLabels { version }).set(1);
                 m.snapshot_age.set(age.as_secs_f64());
+                let published = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+                m.snapshot_timestamp.set(unix_seconds(published));
                 for (id, dests) in snapshot.sets() {
                     m.set_destinations
                         .get_or_create(&SetLabels { set: *id })
@@ -270,6 +383,7 @@ impl Metrics {
             }
             None => {
                 m.snapshot_age.set(0.0);
+                m.snapshot_timestamp.set(0.0);
             }
         }
         m.clients_connected
@@ -292,6 +406,46 @@ impl Metrics {
         encode(&mut out, &m.registry).expect("writing to a String cannot fail");
         out
     }
+
+    fn render_kamailio(&self, sample: &KamailioSample<'_>) {
+        let m = &self.0;
+        let labels = KamailioLabels {
+            kamailio: sample.kamailio.to_owned(),
+            via: sample.via.to_owned(),
+        };
+        if let Some(version) = sample.version {
+            m.kamailio_version
+                .get_or_create(&KamailioVersionLabels {
+                    kamailio: labels.kamailio.clone(),
+                    via: labels.via.clone(),
+                    version: version.to_owned(),
+                })
+                .set(1);
+        }
+        m.kamailio_in_sync
+            .get_or_create(&labels)
+            .set(i64::from(sample.in_sync));
+        if let Some(at) = sample.at {
+            m.kamailio_loaded_at
+                .get_or_create(&labels)
+                .set(unix_seconds(at));
+        }
+    }
+}
+
+/// One Kamailio's line in the per-Kamailio gauges.
+struct KamailioSample<'a> {
+    kamailio: &'a str,
+    via: &'a str,
+    version: Option<&'a str>,
+    in_sync: bool,
+    at: Option<SystemTime>,
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// What a source counts: its errors, by kind (`Error::label`).
@@ -313,6 +467,14 @@ impl SourceMetrics {
             kind: kind.to_owned(),
         };
         self.metrics.0.source_errors.get_or_create(&labels).inc();
+    }
+
+    /// Counts an error like [`SourceMetrics::error`] and keeps its text as
+    /// the source's last error, which `--once` names when it gives up.
+    pub fn failure(&self, kind: &str, detail: impl Display) {
+        self.error(kind);
+        let mut errors = self.metrics.0.last_errors.lock().expect("not poisoned");
+        errors.insert(self.name.clone(), format!("{kind}: {detail}"));
     }
 }
 
@@ -343,6 +505,22 @@ impl FileSinkMetrics {
         self.metrics.0.reloads.get_or_create(&labels).inc();
     }
 
+    /// Kamailio loaded the list of snapshot `version`.
+    pub fn loaded(&self, version: &str) {
+        let loaded = Loaded {
+            version: version.to_owned(),
+            at: SystemTime::now(),
+        };
+        let mut reloaded = self.metrics.0.reloaded.lock().expect("not poisoned");
+        reloaded.insert(self.rpc.clone(), loaded);
+    }
+
+    /// Kamailio runs dsfeed.so: the feed reports it from now on, by node.
+    pub fn stepped_aside(&self) {
+        let mut reloaded = self.metrics.0.reloaded.lock().expect("not poisoned");
+        reloaded.remove(&self.rpc);
+    }
+
     /// A reload held back: `dsfeed_module` (`--mode file` against a
     /// Kamailio running dsfeed.so) or `no_answer` (Kamailio's ctl silent).
     pub fn withheld(&self, reason: &str) {
@@ -370,17 +548,25 @@ mod tests {
             node: "kam-1".into(),
             acked: Some(snapshot.version().to_owned()),
             retrying: None,
+            sent: Some(snapshot.version().to_owned()),
+            acked_at: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
         };
         let stuck = ClientSample {
             node: "kam-2".into(),
             acked: None,
             retrying: Some("v9".into()),
+            sent: Some("v9".into()),
+            acked_at: None,
         };
+        metrics.count_ack("kam-1");
         metrics.count_nack("kam-1");
         metrics.count_retry("kam-2");
         metrics.source("sets-file").error("read");
         let sink = metrics.file_sink("unix:/run/kamailio/kamailio_ctl");
         sink.reload("loaded");
+        sink.loaded(snapshot.version());
+        let behind = metrics.file_sink("udp:10.0.0.9:9998");
+        behind.loaded("old");
         sink.withheld("no_answer");
         sink.error("write");
 
@@ -401,6 +587,20 @@ mod tests {
                 snapshot.version()
             ),
             "dsfeed_nacks_total{node=\"kam-1\"} 1".to_owned(),
+            "dsfeed_acks_total{node=\"kam-1\"} 1".to_owned(),
+            format!(
+                "dsfeed_kamailio_version_info{{kamailio=\"kam-1\",via=\"feed\",version=\"{}\"}} 1",
+                snapshot.version()
+            ),
+            "dsfeed_kamailio_in_sync{kamailio=\"kam-1\",via=\"feed\"} 1".to_owned(),
+            "dsfeed_kamailio_in_sync{kamailio=\"kam-2\",via=\"feed\"} 0".to_owned(),
+            "dsfeed_kamailio_loaded_timestamp_seconds{kamailio=\"kam-1\",via=\"feed\"} 1700000000.0"
+                .to_owned(),
+            "dsfeed_kamailio_in_sync{kamailio=\"unix:/run/kamailio/kamailio_ctl\",via=\"reload\"} 1"
+                .to_owned(),
+            "dsfeed_kamailio_in_sync{kamailio=\"udp:10.0.0.9:9998\",via=\"reload\"} 0".to_owned(),
+            "dsfeed_kamailio_version_info{kamailio=\"udp:10.0.0.9:9998\",via=\"reload\",version=\"old\"} 1"
+                .to_owned(),
             "dsfeed_source_errors_total{source=\"sets-file\",kind=\"read\"} 1".to_owned(),
             "dsfeed_sink_errors_total{sink=\"file\",kind=\"write\"} 1".to_owned(),
             "dsfeed_reloads_total{rpc=\"unix:/run/kamailio/kamailio_ctl\",outcome=\"loaded\"} 1"
@@ -413,6 +613,22 @@ mod tests {
                 "{line} missing from\n{text}"
             );
         }
+
+        let published = text
+            .lines()
+            .find_map(|l| l.strip_prefix("dsfeed_snapshot_timestamp_seconds "))
+            .map(|v| v.parse::<f64>().unwrap())
+            .unwrap();
+        let expected = unix_seconds(SystemTime::now()) - 2.0;
+        assert!(
+            (published - expected).abs() < 60.0,
+            "{published} vs {expected}"
+        );
+
+        // A Kamailio that turned out to run dsfeed.so is reported by the feed.
+        behind.stepped_aside();
+        let text = metrics.render(Some((&snapshot, age)), &[]);
+        assert!(!text.contains("udp:10.0.0.9:9998"), "{text}");
 
         metrics.forget_node("kam-1");
         metrics.forget_node("kam-2");

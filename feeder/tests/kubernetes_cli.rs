@@ -156,8 +156,9 @@ fn a_bad_set_flag_is_a_usage_error() {
     assert!(stderr.contains("set id 'one'"), "stderr: {stderr}");
 }
 
-/// The shipped manifests: every dsfeed container's arguments parse, and the
-/// RBAC grants what the source asks for, namespaced only.
+/// The shipped file-mode sidecar: both dsfeed containers' arguments parse,
+/// and the RBAC grants what the source asks for, namespaced only (every
+/// shape is checked strictly in tests/tests/manifests.rs).
 #[test]
 fn the_kubernetes_examples_stay_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/kubernetes");
@@ -166,15 +167,17 @@ fn the_kubernetes_examples_stay_valid() {
         serde_saphyr::from_multiple(&text).unwrap()
     };
 
-    let pod = &read("sidecar.yaml")[0];
-    let spec = &pod["spec"];
+    let deployment = &read("sidecar-file/kamailio.yaml")[0];
+    let spec = &deployment["spec"]["template"]["spec"];
     let containers = spec["initContainers"]
         .as_array()
         .unwrap()
         .iter()
         .chain(spec["containers"].as_array().unwrap());
     let mut feeders = 0;
-    for container in containers.filter(|c| c["image"].as_str().unwrap().contains("dsfeed")) {
+    let is_feeder =
+        |c: &&serde_json::Value| c["image"].as_str().unwrap().split(':').next() == Some("dsfeed");
+    for container in containers.filter(is_feeder) {
         feeders += 1;
         let args = container["args"].as_array().unwrap();
         let args = args.iter().map(|a| a.as_str().unwrap());
@@ -186,7 +189,7 @@ fn the_kubernetes_examples_stay_valid() {
     assert_eq!(feeders, 2, "an init container and the sidecar");
     assert_eq!(spec["serviceAccountName"].as_str(), Some("dsfeed"));
 
-    let rbac = read("rbac.yaml");
+    let rbac = read("rbac/rbac.yaml");
     let kinds: Vec<&str> = rbac.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding"]);
     let rules = rbac[1]["rules"].as_array().unwrap();

@@ -35,6 +35,8 @@ pub struct ClientStatus {
     /// The version the client last reported as applied (on connect or by
     /// ACK); a NACK leaves it as it was.
     pub acked_version: Option<String>,
+    /// Unix time in seconds of the last ACK on this stream.
+    pub acked_at: Option<u64>,
     /// The text of the last NACK.
     pub last_error: Option<String>,
     pub nacks: u64,
@@ -77,6 +79,7 @@ impl ClientStatus {
                 .as_secs(),
             sent_version: None,
             acked_version: (!applied.is_empty()).then(|| bounded(applied, MAX_NAME)),
+            acked_at: None,
             last_error: None,
             nacks: 0,
             retrying: None,
@@ -92,11 +95,21 @@ impl ClientStatus {
             node: self.node.clone(),
             acked: self.acked_version.clone(),
             retrying: self.retrying.as_ref().map(|r| r.version.clone()),
+            sent: self.sent_version.clone(),
+            acked_at: self
+                .acked_at
+                .map(|secs| UNIX_EPOCH + std::time::Duration::from_secs(secs)),
         }
     }
 
     pub fn ack(&mut self, version: &str) {
         self.acked_version = Some(bounded(version, MAX_NAME));
+        self.acked_at = Some(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        );
         self.retrying = None;
     }
 

@@ -409,6 +409,7 @@ impl Session {
                                 rejected = Some(answered.version);
                             }
                             None => {
+                                shared.metrics.count_ack(node);
                                 client.update(|c| c.ack(&applied));
                                 rejected = None;
                                 retrying = None;

@@ -17,6 +17,7 @@ use dsfeed_model::pb::{self, Answer, Incoming};
 use dsfeed_model::{Backoff, Endpoint, SetId, error_chain};
 
 use crate::error::Error;
+use crate::sinks::file::ListWriter;
 
 /// Reconnection delays: doubled after each failure up to the maximum, up
 /// to half of each cut at random so that the clients of a restarted feeder
@@ -63,6 +64,12 @@ pub struct WatchArgs {
     /// Print the first snapshot, ACK it and exit; any error is final.
     #[arg(long)]
     pub once: bool,
+
+    /// Write each snapshot to this dispatcher.list (atomically, as the
+    /// feeder does) instead of printing it: with --once, the init container
+    /// that gives a Kamailio fed by a cluster service its first list.
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 
     // Help is `--help` only, as for the feeder, whose `-h` is the binrpc host.
     /// Print help.
@@ -195,12 +202,17 @@ async fn stream(
         };
         let reply = match pb::snapshot(&response, &args.sets) {
             Ok(snapshot) => {
-                write!(out, "{}", snapshot.to_dispatcher_list())
-                    .and_then(|()| out.flush())
-                    .map_err(|source| Error::Write {
-                        path: "standard output".into(),
-                        source,
-                    })?;
+                match &args.output {
+                    Some(path) => {
+                        ListWriter::new(path.clone()).write(&snapshot)?;
+                    }
+                    None => write!(out, "{}", snapshot.to_dispatcher_list())
+                        .and_then(|()| out.flush())
+                        .map_err(|source| Error::Write {
+                            path: "standard output".into(),
+                            source,
+                        })?,
+                }
                 response.version_info.clone_into(applied);
                 pb::answer(&response.nonce, applied, Answer::Ack)
             }

@@ -175,6 +175,7 @@ impl FileSink {
             if applier == Applier::Module {
                 // Deliver again if Kamailio comes back without the module.
                 reload_due = true;
+                self.metrics.stepped_aside();
                 if !wait(tokio::time::sleep(MODULE_RECHECK), &mut snapshots).await {
                     return;
                 }
@@ -280,6 +281,7 @@ impl FileSink {
         match result {
             Ok(()) => {
                 self.metrics.reload("loaded");
+                self.metrics.loaded(snapshot.version());
                 tracing::info!(rpc = %client.addr(), version = snapshot.version(), "Kamailio reloaded dispatcher.list");
                 warn_about_skipped(client, snapshot).await;
                 Attempt::Loaded

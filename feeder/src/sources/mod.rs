@@ -60,7 +60,8 @@ impl Publisher {
     /// logged and counted in `dsfeed_source_errors_total`.
     pub fn failed(&self, err: &Error, consequence: &str) {
         tracing::warn!(source = %self.metrics.name(), error = %err, "{consequence}");
-        self.metrics.error(err.label());
+        self.metrics
+            .failure(err.label(), dsfeed_model::error_chain(err));
     }
 
     /// Counts an error of kind `kind` the source has logged itself.

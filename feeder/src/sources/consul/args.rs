@@ -34,7 +34,9 @@ pub struct ConsulArgs {
     #[arg(
         id = "consul-service",
         long = "consul-service",
-        value_name = "NAME=ID[:PORT][,OPTION...]"
+        value_name = "NAME=ID[:PORT][,OPTION...]",
+        env = "DSFEED_CONSUL_SERVICE",
+        value_delimiter = ' '
     )]
     pub services: Vec<ServiceSpec>,
 
@@ -121,7 +123,13 @@ pub struct ConsulArgs {
     /// ';', ',', '#', '=', quotes, non-ASCII) or a weight/rweight outside
     /// 1..100 are rejected: the instance is kept without that attr and the
     /// value is logged. Repeatable, e.g. weight=Weights.Passing duid=ID.
-    #[arg(id = "consul-attr", long = "consul-attr", value_name = "KEY=FIELD")]
+    #[arg(
+        id = "consul-attr",
+        long = "consul-attr",
+        value_name = "KEY=FIELD",
+        env = "DSFEED_CONSUL_ATTR",
+        value_delimiter = ' '
+    )]
     pub attrs: Vec<AttrMapping>,
 
     /// Register this Kamailio in Consul as service NAME (port default 5060)
@@ -132,7 +140,8 @@ pub struct ConsulArgs {
     #[arg(
         id = "consul-register",
         long = "consul-register",
-        value_name = "NAME[:PORT][,OPTION...]"
+        value_name = "NAME[:PORT][,OPTION...]",
+        env = "DSFEED_CONSUL_REGISTER"
     )]
     pub register: Option<RegisterSpec>,
 
@@ -142,6 +151,7 @@ pub struct ConsulArgs {
         id = "consul-wait",
         long = "consul-wait",
         value_name = "DURATION",
+        env = "DSFEED_CONSUL_WAIT",
         default_value = DEFAULT_WAIT,
         value_parser = parse_wait
     )]
@@ -154,6 +164,7 @@ pub struct ConsulArgs {
         id = "consul-empty-grace",
         long = "consul-empty-grace",
         value_name = "DURATION",
+        env = "DSFEED_CONSUL_EMPTY_GRACE",
         default_value = DEFAULT_EMPTY_GRACE,
         value_parser = flag::duration
     )]

@@ -206,13 +206,22 @@ fn destination(
     let plain = Destination::parse_target(&target)
         .map_err(|e| format!("address {} rejected: {e}", shown(address)))?;
 
-    let mut pairs = Vec::new();
+    // The flag's own attrs first; a mapped attr of the same key replaces it.
+    let mut pairs: Vec<String> = spec
+        .attrs
+        .split(';')
+        .filter(|pair| !pair.is_empty())
+        .map(str::to_owned)
+        .collect();
     for mapping in attrs {
         let Some(value) = lookup(entry, &mapping.field) else {
             continue;
         };
         match check_value(&mapping.key, &value) {
-            Ok(()) => pairs.push(format!("{}={value}", mapping.key)),
+            Ok(()) => {
+                pairs.retain(|pair| pair.split('=').next() != Some(mapping.key.as_str()));
+                pairs.push(format!("{}={value}", mapping.key));
+            }
             Err(reason) => problems.push(format!(
                 "instance {} on node {}: attr {} from {} rejected: value {} {reason}",
                 shown(&entry.service.id),
@@ -224,8 +233,10 @@ fn destination(
         }
     }
     // Attrs that push the line past Kamailio's buffer would not load; keep
-    // the instance without them instead.
-    match Destination::new(plain.uri().to_owned(), 0, 0, pairs.join(";")) {
+    // the instance without them instead. Flags and priority were checked
+    // when the flag was read.
+    let uri = plain.uri().to_owned();
+    match Destination::new(uri.clone(), spec.flags, spec.priority, pairs.join(";")) {
         Ok(dest) => Ok(dest),
         Err(err) => {
             problems.push(format!(
@@ -233,7 +244,7 @@ fn destination(
                 shown(&entry.service.id),
                 shown(&entry.node.name)
             ));
-            Ok(plain)
+            Destination::new(uri, spec.flags, spec.priority, "").or(Ok(plain))
         }
     }
 }
@@ -359,6 +370,30 @@ mod tests {
         let attrs: Vec<_> = out.destinations.iter().map(|d| d.attrs()).collect();
         assert_eq!(attrs, ["weight=10;duid=a-1;node=n1", "weight=3;node=n2"]);
         assert!(out.problems.is_empty());
+    }
+
+    #[test]
+    fn the_flags_set_wide_values_reach_every_instance() {
+        let out = convert(
+            &spec(
+                "asterisk=1,health=warning,flags=8,priority=10,attrs=duid=pbx;socket=udp:10.9.9.9:5060",
+            ),
+            &attrs(&["duid=Meta.instance"]),
+            &entries(TWO),
+        );
+        let got: Vec<_> = out
+            .destinations
+            .iter()
+            .map(|d| (d.flags(), d.priority(), d.attrs()))
+            .collect();
+        // a1 has Meta.instance, which replaces the flag's duid; a2 keeps it.
+        assert_eq!(
+            got,
+            [
+                (8, 10, "socket=udp:10.9.9.9:5060;duid=a-1"),
+                (8, 10, "duid=pbx;socket=udp:10.9.9.9:5060"),
+            ]
+        );
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl ConsulSource {
                         retry_in = ?delay,
                         "Consul query failed; {outcome}"
                     );
-                    out.count_error(err.label());
+                    out.metrics().failure(err.label(), chain(&err));
                     self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
                         .await;
                     continue;
@@ -195,7 +195,7 @@ impl ConsulSource {
                     retry_in = ?delay,
                     "Consul answer not used; the set keeps its last instances"
                 );
-                out.count_error(err.label());
+                out.metrics().failure(err.label(), &err);
                 if !holder.has_published() && !held_announced {
                     held_announced = true;
                     out.publish_holding(SetMap::new(), BTreeSet::from([self.spec.set]))

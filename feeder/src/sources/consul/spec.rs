@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use dsfeed_model::SetId;
+use dsfeed_model::{Destination, SetId};
 
 use crate::flag;
 
@@ -29,14 +29,22 @@ pub struct ServiceSpec {
     pub tags: Vec<String>,
     pub datacenter: Option<String>,
     pub health: Health,
+    /// Dispatcher flags of every destination, as `--set` gives them.
+    pub flags: u32,
+    /// Dispatcher priority of every destination.
+    pub priority: u32,
+    /// Attrs (`k=v;k=v`) of every destination; a `--consul-attr` with the
+    /// same key wins for the instances that have that field.
+    pub attrs: String,
 }
 
 impl FromStr for ServiceSpec {
     type Err = String;
 
-    /// Parses `NAME=ID[:PORT][,tag=TAG...][,dc=DC][,health=passing|warning]`.
+    /// Parses `NAME=ID[:PORT][,tag=TAG...][,dc=DC][,health=passing|warning]`
+    /// `[,flags=N][,priority=N][,attrs=K=V;...]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = "expected NAME=ID[:PORT][,tag=TAG][,dc=DATACENTER][,health=warning]";
+        let usage = "expected NAME=ID[:PORT][,tag=TAG][,dc=DATACENTER][,health=warning][,flags=N][,priority=N][,attrs=K=V;K=V]";
         let bad = |reason: String| format!("'{s}': {reason}; {usage}");
         let (name, rest) = s.split_once('=').ok_or_else(|| format!("'{s}': {usage}"))?;
         check_name(s, name).map_err(|e| format!("{e}; {usage}"))?;
@@ -50,9 +58,20 @@ impl FromStr for ServiceSpec {
             tags: Vec::new(),
             datacenter: None,
             health: Health::Passing,
+            flags: 0,
+            priority: 0,
+            attrs: String::new(),
         };
         for (key, value) in flag::options(parts).map_err(bad)? {
+            let number = || {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| format!("'{s}': {key} '{value}' is not a number"))
+            };
             match key {
+                "flags" => spec.flags = number()?,
+                "priority" => spec.priority = number()?,
+                "attrs" => value.clone_into(&mut spec.attrs),
                 "tag" => spec.tags.push(value.to_owned()),
                 "dc" if spec.datacenter.is_some() => {
                     return Err(format!("'{s}': dc is given twice"));
@@ -71,11 +90,19 @@ impl FromStr for ServiceSpec {
                 }
                 other => {
                     return Err(format!(
-                        "'{s}': unknown option '{other}' (known: tag, dc, health)"
+                        "'{s}': unknown option '{other}' (known: tag, dc, health, flags, priority, attrs)"
                     ));
                 }
             }
         }
+        // The set-wide values as Kamailio's loader would read them.
+        Destination::new(
+            "sip:check:5060",
+            spec.flags,
+            spec.priority,
+            spec.attrs.clone(),
+        )
+        .map_err(|e| format!("'{s}': {e}"))?;
         Ok(spec)
     }
 }
@@ -186,7 +213,10 @@ mod tests {
                 port: None,
                 tags: vec![],
                 datacenter: None,
-                health: Health::Passing
+                health: Health::Passing,
+                flags: 0,
+                priority: 0,
+                attrs: String::new(),
             }
         );
         let spec: ServiceSpec = "asterisk=2:5080,tag=primary,tag=v1.2,dc=dc2,health=warning"
@@ -198,6 +228,13 @@ mod tests {
         assert_eq!(spec.datacenter.as_deref(), Some("dc2"));
         assert_eq!(spec.health, Health::Warning);
         assert_eq!(spec.to_string(), "asterisk@dc2+primary+v1.2");
+        let spec: ServiceSpec = "asterisk=3,flags=8,priority=10,attrs=duid=pbx;weight=50"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            (spec.flags, spec.priority, spec.attrs.as_str()),
+            (8, 10, "duid=pbx;weight=50")
+        );
     }
 
     #[test]
@@ -215,6 +252,9 @@ mod tests {
             ("asterisk=1,dc=a,dc=b", "dc is given twice"),
             ("asterisk=1,health=critical", "health 'critical'"),
             ("asterisk=1,near=_agent", "unknown option 'near'"),
+            ("asterisk=1,flags=x", "flags 'x' is not a number"),
+            ("asterisk=1,priority=-1", "priority '-1' is not a number"),
+            ("asterisk=1,attrs=a=b#c", "attrs"),
         ] {
             let err = bad.parse::<ServiceSpec>().unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");

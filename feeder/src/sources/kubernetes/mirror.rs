@@ -104,11 +104,13 @@ where
                         } else if fault == Fault::Forbidden {
                             tracing::error!(mirror = %self.label, error = %err,
                                 "forbidden: the feeder's ServiceAccount needs get, list and watch here; keeping the last sets");
-                            self.metrics.error("forbidden");
+                            self.metrics
+                                .failure("forbidden", format_args!("{}: {err}", self.label));
                         } else {
                             tracing::warn!(mirror = %self.label, error = %err,
                                 "watch failed; keeping the last sets and retrying");
-                            self.metrics.error("watch");
+                            self.metrics
+                                .failure("watch", format_args!("{}: {err}", self.label));
                         }
                         tokio::time::sleep(delays.next().unwrap_or_default()).await;
                         if fault == Fault::GoneAtStart {
