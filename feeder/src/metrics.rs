@@ -319,6 +319,7 @@ impl Metrics {
         };
         self.0.nacks.remove(&labels);
         self.0.retries.remove(&labels);
+        self.0.acks.remove(&labels);
     }
 
     /// A feed response not sent, for `reason`.
