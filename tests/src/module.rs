@@ -264,3 +264,14 @@ pub async fn status_until(
     })
     .await
 }
+
+/// Waits until `dsfeed.status` reports an error whose text contains `text`
+/// (any error when `text` is empty), and returns the status.
+pub async fn error_until(kamailio: &Kamailio, text: &str) -> Status {
+    let what = format!("an error with {text:?} in dsfeed.status");
+    status_until(kamailio, &what, |s| {
+        let error = s.text("last_error");
+        !error.is_empty() && error.contains(text)
+    })
+    .await
+}

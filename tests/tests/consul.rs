@@ -135,6 +135,16 @@ fn uris(snapshot: &Snapshot, id: u32) -> Vec<String> {
     uris
 }
 
+/// A feeder following `asterisk=1` (with `more` flags) on `consul`, where
+/// a1 is registered, once it has published a1 and its query is held.
+async fn following_a1(consul: &FakeConsul, more: &[&str]) -> Feed {
+    consul.register(asterisk("a1", "10.0.0.1"));
+    let feed = feed(&consul.feeder_args(&["asterisk=1"]).args(more));
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+    next_blocking(consul, 0).await;
+    feed
+}
+
 /// Waits for the next query that blocks (carries an index) after the first
 /// `after` requests; returns its position.
 async fn next_blocking(consul: &FakeConsul, after: usize) -> usize {
@@ -332,15 +342,8 @@ async fn an_agent_restarting_empty_keeps_the_set() {
 #[tokio::test]
 async fn a_real_deregistration_empties_the_set_after_the_grace() {
     let consul = FakeConsul::start().await;
-    consul.register(asterisk("a1", "10.0.0.1"));
     let grace = Duration::from_secs(2);
-    let feed = feed(
-        &consul
-            .feeder_args(&["asterisk=1"])
-            .args(&["--consul-empty-grace", "2s"]),
-    );
-    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
-    next_blocking(&consul, 0).await;
+    let feed = following_a1(&consul, &["--consul-empty-grace", "2s"]).await;
 
     let deregistered = Instant::now();
     consul.deregister("asterisk", "a1");
@@ -432,10 +435,7 @@ async fn acl_filtered_answers_are_errors_never_the_truth() {
 #[tokio::test]
 async fn errors_never_change_the_set() {
     let consul = FakeConsul::start().await;
-    consul.register(asterisk("a1", "10.0.0.1"));
-    let feed = feed(&consul.feeder_args(&["asterisk=1"]));
-    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
-    next_blocking(&consul, 0).await;
+    let feed = following_a1(&consul, &[]).await;
 
     consul.fail(Some(500));
     let failing = consul.requests().len();
@@ -454,14 +454,7 @@ async fn errors_never_change_the_set() {
 #[tokio::test]
 async fn a_hanging_agent_is_given_up_on_and_never_changes_the_set() {
     let consul = FakeConsul::start().await;
-    consul.register(asterisk("a1", "10.0.0.1"));
-    let feed = feed(
-        &consul
-            .feeder_args(&["asterisk=1"])
-            .args(&["--consul-wait", "1s"]),
-    );
-    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
-    next_blocking(&consul, 0).await;
+    let feed = following_a1(&consul, &["--consul-wait", "1s"]).await;
 
     consul.hang(true);
     let hung_from = consul.requests().len();

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use dsfeed_tests::module::{
-    WAIT, fd_limits, feed_pid, flags, kamailio, kamcmd, lowest_free_fd, rpc, seen, set_fd_limit,
-    sets, started_since_boot, status, status_until, uptime, uris,
+    WAIT, error_until, fd_limits, feed_pid, flags, kamailio, kamcmd, lowest_free_fd, rpc, seen,
+    set_fd_limit, sets, started_since_boot, status, status_until, uptime, uris,
 };
 use dsfeed_tests::scripted::{TestFeeder, response};
 use dsfeed_tests::{Kamailio, KamailioBuilder, eventually};
@@ -17,6 +17,16 @@ use dsfeed_tests::{Kamailio, KamailioBuilder, eventually};
 /// polling `dispatcher.list` against the return of an RPC (an RPC's reply
 /// time on a loaded machine).
 const SLACK: Duration = Duration::from_millis(250);
+
+/// Asserts that `gap`, measured with up to `slack` of error, is at least
+/// `interval`; `what` names the gap, which is printed for the record.
+fn assert_paced(gap: Duration, slack: Duration, interval: Duration, what: &str) {
+    eprintln!("{what}: {gap:?} (interval {interval:?})");
+    assert!(
+        gap + slack >= interval,
+        "{what} came after {gap:?}; the interval is {interval:?}"
+    );
+}
 
 /// The shortest `min_swap_interval_ms` the module accepts.
 const FASTEST: Duration = Duration::from_millis(500);
@@ -148,20 +158,13 @@ async fn runtime_state_survives_swaps_and_feed_changes_win() {
     assert_eq!(flags(&kamailio, 1, c).await, "AX");
 
     // The feed drains c, then brings it back.
-    feeder.publish(response(
-        "v3",
-        "n3",
-        &[(1, &[(a, 0, 0), (b, 0, 0), (c, 4, 0)])],
-    ));
-    feeder.wait_answer("n3", WAIT).await;
-    assert_eq!(flags(&kamailio, 1, c).await, "DX");
-    feeder.publish(response(
-        "v4",
-        "n4",
-        &[(1, &[(a, 0, 0), (b, 0, 0), (c, 0, 0)])],
-    ));
-    feeder.wait_answer("n4", WAIT).await;
-    assert_eq!(flags(&kamailio, 1, c).await, "AX");
+    for (n, c_flags, c_state) in [(3, 4, "DX"), (4, 0, "AX")] {
+        let set = [(a, 0, 0), (b, 0, 0), (c, c_flags, 0)];
+        let nonce = format!("n{n}");
+        feeder.publish(response(&format!("v{n}"), &nonce, &[(1, &set)]));
+        feeder.wait_answer(&nonce, WAIT).await;
+        assert_eq!(flags(&kamailio, 1, c).await, c_state);
+    }
     assert_eq!(flags(&kamailio, 1, a).await, "IP");
     assert_eq!(status(&kamailio).await.int("swaps"), 4);
 }
@@ -249,10 +252,7 @@ async fn invalid_snapshots_are_nacked_and_the_sets_stay() {
     let ack = feeder.wait_answer("n3", WAIT).await;
     assert!(ack.error_detail.is_none());
     assert_eq!(uris(&kamailio, 1).await, ["sip:10.0.0.1:5060"]);
-    let status = status_until(&kamailio, "the dropped destination in the status", |s| {
-        s.text("last_error").contains("no-such-host")
-    })
-    .await;
+    let status = error_until(&kamailio, "no-such-host").await;
     assert!(
         status.text("last_error").contains("did not load 1"),
         "{status:?}"
@@ -357,10 +357,11 @@ async fn a_reload_right_before_the_first_snapshot_is_waited_out() {
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
     let swapped = seen(&kamailio, 1, &["sip:10.1.0.1:5060"]).await;
     let gap = swapped - reloaded;
-    eprintln!("first swap seen {gap:?} after the dispatcher.reload (interval {interval:?})");
-    assert!(
-        gap + SLACK >= interval,
-        "the first swap came {gap:?} after a dispatcher.reload; the interval is {interval:?}"
+    assert_paced(
+        gap,
+        SLACK,
+        interval,
+        "the first swap after a dispatcher.reload",
     );
     let ack = feeder.wait_answer("n1", WAIT).await;
     assert!(ack.error_detail.is_none(), "{ack:?}");
@@ -381,11 +382,13 @@ async fn the_first_swap_waits_an_interval_after_the_feed_process_starts() {
     })
     .await;
     let gap = Duration::from_secs_f64(swapped_at - started);
-    eprintln!("first swap seen {gap:?} after the feed process started (interval {interval:?})");
     // Both clocks count 10 ms ticks.
-    assert!(
-        gap + Duration::from_millis(20) >= interval,
-        "the first swap came {gap:?} after the feed process started; the interval is {interval:?}"
+    let ticks = Duration::from_millis(20);
+    assert_paced(
+        gap,
+        ticks,
+        interval,
+        "the first swap after the feed process started",
     );
 }
 
@@ -505,11 +508,11 @@ async fn a_panic_after_a_swap_keeps_the_pacing_and_the_applied_version() {
         "the applied version is kept"
     );
     let second = seen(&kamailio, 1, &["sip:10.0.0.2:5060"]).await;
-    let gap = second - first;
-    eprintln!("swaps seen {gap:?} apart across the restart (interval {interval:?})");
-    assert!(
-        gap + SLACK >= interval,
-        "two swaps {gap:?} apart across a restart; the interval is {interval:?}"
+    assert_paced(
+        second - first,
+        SLACK,
+        interval,
+        "two swaps across a restart",
     );
     assert_eq!(status(&kamailio).await.int("swaps"), 2);
     assert!(kamailio.is_running());
@@ -582,10 +585,7 @@ async fn sets_outside_the_feed_come_back_exactly_or_the_swap_waits() {
             b"a=1; b=2",
         ],
     );
-    let stuck = status_until(&kamailio, "the refusal to rewrite set 9", |s| {
-        s.text("last_error").contains("sip:10.9.0.3:5060")
-    })
-    .await;
+    let stuck = error_until(&kamailio, "sip:10.9.0.3:5060").await;
     let error = stuck.text("last_error");
     assert!(
         error.contains("set 9") && error.contains("attrs contain whitespace"),
@@ -638,10 +638,7 @@ async fn sets_outside_the_feed_come_back_exactly_or_the_swap_waits() {
     .await
     .unwrap();
     feeder.publish(response("v3", "n3", &[(1, &[("sip:10.1.0.3:5060", 0, 0)])]));
-    let refused = status_until(&kamailio, "the refusal to rewrite set 9", |s| {
-        s.text("last_error").contains("priority -5")
-    })
-    .await;
+    let refused = error_until(&kamailio, "priority -5").await;
     assert!(
         refused.text("last_error").contains("sip:10.9.0.4:5060"),
         "{refused:?}"

@@ -3,7 +3,9 @@
 //! lost feeder that changes nothing, the set filter, the bearer token, TCP.
 
 use dsfeed_tests::eventually;
-use dsfeed_tests::module::{WAIT, fed_by, feed_pid, sets, status, status_until, threads, uris};
+use dsfeed_tests::module::{
+    WAIT, error_until, fed_by, feed_pid, sets, status, status_until, threads, uris,
+};
 use dsfeed_tests::pki::Pki;
 use dsfeed_tests::scripted::{Received, TestFeeder, response};
 
@@ -123,10 +125,7 @@ async fn the_bearer_token_is_sent_and_a_refusal_is_reported() {
         .start()
         .await
         .unwrap();
-    let refused = status_until(&bad, "the refusal in dsfeed.status", |s| {
-        s.text("last_error").contains("refused")
-    })
-    .await;
+    let refused = error_until(&bad, "refused").await;
     assert_eq!(refused.int("connected"), 0);
     assert!(
         refused.text("last_error").contains("bearer token"),
@@ -180,10 +179,7 @@ async fn a_feeder_service_over_mutual_tls_with_a_token() {
         .start()
         .await
         .unwrap();
-    let refused = status_until(&anonymous, "the failed handshake in dsfeed.status", |s| {
-        s.text("last_error").contains(&address)
-    })
-    .await;
+    let refused = error_until(&anonymous, &address).await;
     assert!(
         refused.text("last_error").contains("refused"),
         "{refused:?}"

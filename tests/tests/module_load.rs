@@ -8,7 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use dsfeed_tests::module::{
-    WAIT, feed_pid, kamailio, module_path, rpc, status, status_until, threads,
+    WAIT, error_until, feed_pid, kamailio, module_path, rpc, status, threads,
 };
 use dsfeed_tests::{HarnessError, KamailioBuilder, eventually, sets, target};
 
@@ -41,10 +41,7 @@ async fn loads_and_reports_status_without_a_feeder() {
         .start()
         .await
         .unwrap();
-    let status = status_until(&kamailio, "a failed connect in dsfeed.status", |s| {
-        !s.text("last_error").is_empty()
-    })
-    .await;
+    let status = error_until(&kamailio, "").await;
     assert_eq!(status.int("connected"), 0);
     assert!(
         ["connecting", "backoff"].contains(&status.text("state")),
@@ -282,10 +279,7 @@ async fn the_feed_process_is_one_thread_and_survives_a_panic() {
     let kamailio = panicking_at("feed").start().await.unwrap();
     let pid = feed_pid(&kamailio).await;
     kamailio.wait_logged("the feed loop panicked").await;
-    status_until(&kamailio, "a connect attempt after the panic", |s| {
-        !s.text("last_error").is_empty()
-    })
-    .await;
+    error_until(&kamailio, "").await;
     assert_eq!(
         threads(pid),
         1,
