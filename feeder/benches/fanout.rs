@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use dsfeed_tests::feed_client::{self, Stream, hello};
-use dsfeed_tests::feeder::Feeder;
-use dsfeed_tests::sets::{SetsFile, snapshot, yaml};
+use dsfeed_tests::feeder::{Args, Feeder};
+use dsfeed_tests::sets::{Sets, SetsFile, snapshot, yaml};
 use dsfeed_tests::{PATIENCE, free_addr};
 use tokio::sync::mpsc;
 
@@ -40,6 +40,11 @@ fn sets_text(round: usize) -> (String, Vec<(u32, Vec<String>)>) {
             (id, targets)
         })
         .collect();
+    (with_sets(&sets, yaml), sets)
+}
+
+/// Calls `f` with `sets` borrowed as the harness's [`Sets`].
+fn with_sets<T>(sets: &[(u32, Vec<String>)], f: impl FnOnce(Sets<'_>) -> T) -> T {
     let borrowed: Vec<Vec<&str>> = sets
         .iter()
         .map(|(_, t)| t.iter().map(String::as_str).collect())
@@ -49,28 +54,21 @@ fn sets_text(round: usize) -> (String, Vec<(u32, Vec<String>)>) {
         .zip(&borrowed)
         .map(|((id, _), t)| (*id, t.as_slice()))
         .collect();
-    (yaml(&pairs), sets)
+    f(&pairs)
 }
 
 /// The version each filter should see in `round`.
 fn expected_versions(round: usize) -> Vec<String> {
     let (_, sets) = sets_text(round);
-    let borrowed: Vec<Vec<&str>> = sets
-        .iter()
-        .map(|(_, t)| t.iter().map(String::as_str).collect())
-        .collect();
-    let pairs: Vec<(u32, &[&str])> = sets
-        .iter()
-        .zip(&borrowed)
-        .map(|((id, _), t)| (*id, t.as_slice()))
-        .collect();
-    FILTERS
-        .iter()
-        .map(|f| {
-            let only = (!f.is_empty()).then_some(*f);
-            snapshot(&pairs, only).version().to_owned()
-        })
-        .collect()
+    with_sets(&sets, |sets| {
+        FILTERS
+            .iter()
+            .map(|f| {
+                let only = (!f.is_empty()).then_some(*f);
+                snapshot(sets, only).version().to_owned()
+            })
+            .collect()
+    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -97,15 +95,11 @@ async fn main() {
     };
     file.write_text(&sets_text(0).0);
     let tcp = free_addr();
-    let http = free_addr();
-    let feeder = Feeder::serving(&[
-        "--sets-file".into(),
-        file.path.display().to_string(),
-        "--listen".into(),
-        format!("tcp://{tcp}"),
-        "--http".into(),
-        http.to_string(),
-    ])
+    let args = Args::default().sets_file(&file.path);
+    let feeder = Feeder::serving(
+        args.arg("--listen", format!("tcp://{tcp}"))
+            .http(free_addr()),
+    )
     .await;
     let rss_idle = feeder.rss_kib();
 

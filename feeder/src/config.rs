@@ -67,12 +67,8 @@ pub struct Config {
     /// address, a name, an IPv6 address in brackets ([2001:db8::1]:5060) or a
     /// full sip:/sips: URI with parameters. The port defaults to 5060.
     /// Repeatable.
-    #[arg(
-        long = "static",
-        value_name = "ID=HOSTS",
-        env = "DSFEED_STATIC",
-        value_delimiter = ' '
-    )]
+    #[arg(long = "static", value_name = "ID=HOSTS")]
+    #[arg(env = "DSFEED_STATIC", value_delimiter = ' ')]
     pub statics: Vec<StaticSet>,
 
     /// A YAML file of sets, watched for changes. An invalid edit is logged
@@ -82,13 +78,8 @@ pub struct Config {
 
     /// Where to write dispatcher.list (atomically, only when it changes).
     /// `-` writes to standard output, with --once.
-    #[arg(
-        short = 'o',
-        long,
-        value_name = "PATH",
-        env = "DSFEED_OUTPUT",
-        default_value = "/data/kamailio/dispatcher.list"
-    )]
+    #[arg(short = 'o', long, value_name = "PATH", env = "DSFEED_OUTPUT")]
+    #[arg(default_value = "/data/kamailio/dispatcher.list")]
     pub output: PathBuf,
 
     /// Kamailio's ctl (binrpc) address to send dispatcher.reload to (and, in
@@ -115,12 +106,8 @@ pub struct Config {
     /// optionally ,flags=N ,priority=N ,attrs=K=V;K=V (these win over the
     /// Service's dsfeed.io/* annotations). PORT is a number or a port name
     /// looked up in each EndpointSlice; default 5060. Repeatable.
-    #[arg(
-        long = "set",
-        value_name = "[NS:]SERVICE=ID[:PORT]",
-        env = "DSFEED_SET",
-        value_delimiter = ' '
-    )]
+    #[arg(long = "set", value_name = "[NS:]SERVICE=ID[:PORT]")]
+    #[arg(env = "DSFEED_SET", value_delimiter = ' ')]
     pub services: Vec<ServiceSet>,
 
     /// The namespace of a --set that names none.
@@ -133,25 +120,16 @@ pub struct Config {
 
     /// Keep a Kubernetes set's last view while its Service has fewer than N
     /// endpoints, once it has had N (0: off; the set follows the truth).
-    #[arg(
-        long,
-        value_name = "N",
-        env = "DSFEED_MIN_ENDPOINTS",
-        default_value_t = 0
-    )]
+    #[arg(long, value_name = "N", env = "DSFEED_MIN_ENDPOINTS")]
+    #[arg(default_value_t = 0)]
     pub min_endpoints: usize,
 
     /// The shortest time between two dispatcher.reload calls to Kamailio,
     /// counted from the end of the previous one; changes meanwhile are
     /// coalesced into the newest. At least 500ms: a reload frees the list
     /// the previous one retired, while SIP workers may still read it.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        env = "DSFEED_MIN_RELOAD_INTERVAL",
-        default_value = "1s",
-        value_parser = parse_min_reload_interval
-    )]
+    #[arg(long, value_name = "DURATION", env = "DSFEED_MIN_RELOAD_INTERVAL")]
+    #[arg(default_value = "1s", value_parser = parse_min_reload_interval)]
     pub min_reload_interval: Duration,
 
     /// Build the snapshot from every source, write it, reload if an RPC
@@ -400,10 +378,11 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn load(args: &[&str]) -> Result<Config, clap::Error> {
+    /// The configuration of `dsfeed ARGS`.
+    pub(crate) fn load(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_load(std::iter::once("dsfeed").chain(args.iter().copied()))
     }
 

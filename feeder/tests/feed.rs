@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt as _;
 
+use dsfeed_model::pb::FeedResponse;
 use dsfeed_tests::feed_client::{self, Stream, hello};
-use dsfeed_tests::feeder::{Feeder, watch};
+use dsfeed_tests::feeder::{Args, Feeder, watch};
 use dsfeed_tests::sets::{Sets, SetsFile, snapshot, uris};
 use dsfeed_tests::{PATIENCE, free_addr};
 use nix::sys::signal::Signal;
@@ -24,8 +25,18 @@ fn owner_only(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-fn args(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
+/// THREE_SETS with set 1 holding `targets` instead.
+fn set_one_as<'a>(targets: &'a [&'a str]) -> [(u32, &'a [&'a str]); 3] {
+    [(1, targets), (2, &["10.0.1.1"]), (3, &[])]
+}
+
+/// `--sets-file FILE --listen unix:SOCKET --http (a free address)`: the
+/// feeder most tests start, ready for more flags.
+fn serving(file: &Path, socket: &Path) -> Args {
+    Args::default()
+        .sets_file(file)
+        .listen_unix(socket)
+        .http(free_addr())
 }
 
 /// A feeder on a sets file, a unix socket, TCP on loopback and HTTP.
@@ -36,18 +47,8 @@ async fn feeder(
     let file = SetsFile::new(dir, sets);
     let socket = dir.join("feed.sock");
     let tcp = free_addr();
-    let http = free_addr();
-    let feeder = Feeder::serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("unix:{}", socket.display()),
-        "--listen",
-        &format!("tcp://{tcp}"),
-        "--http",
-        &http.to_string(),
-    ]))
-    .await;
+    let args = serving(&file.path, &socket).arg("--listen", format!("tcp://{tcp}"));
+    let feeder = Feeder::serving(args).await;
     (feeder, file, socket, tcp)
 }
 
@@ -174,18 +175,18 @@ async fn each_client_gets_exactly_its_sets_and_every_change() {
     );
 
     // Set 1 changes: the clients that want it get it, the other hears nothing.
-    const SET_ONE_CHANGED: Sets<'static> = &[(1, &["10.0.0.3"]), (2, &["10.0.1.1"]), (3, &[])];
-    file.write(SET_ONE_CHANGED);
+    let set_one_changed = set_one_as(&["10.0.0.3"]);
+    file.write(&set_one_changed);
     let next_all = all.next_acked().await;
     let next_one = one.next_acked().await;
     assert_eq!(uris(&next_one), [(1, vec!["sip:10.0.0.3:5060".into()])]);
     assert_eq!(
         next_all.version_info,
-        snapshot(SET_ONE_CHANGED, None).version()
+        snapshot(&set_one_changed, None).version()
     );
     assert_eq!(
         next_one.version_info,
-        snapshot(SET_ONE_CHANGED, Some(&[1])).version()
+        snapshot(&set_one_changed, Some(&[1])).version()
     );
     assert!(two.quiet_for(QUIET).await, "set 2 and 3 did not change");
 
@@ -245,16 +246,7 @@ async fn a_client_that_holds_the_current_version_gets_nothing_until_a_change() {
     // client moving to it re-applies nothing.
     let replica_dir = TempDir::new().unwrap();
     let replica_socket = replica_dir.path().join("replica.sock");
-    let replica_http = free_addr();
-    let _replica = Feeder::serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("unix:{}", replica_socket.display()),
-        "--http",
-        &replica_http.to_string(),
-    ]))
-    .await;
+    let _replica = Feeder::serving(serving(&file.path, &replica_socket)).await;
     let mut moved = Stream::connect(
         feed_client::unix_endpoint(&replica_socket),
         hello("kam-a", &[1], &current),
@@ -272,14 +264,14 @@ async fn a_client_that_holds_the_current_version_gets_nothing_until_a_change() {
     );
 
     // A change reaches the silent ones, identically from both feeders.
-    const CHANGED: Sets<'static> = &[(1, &["10.0.0.9"]), (2, &["10.0.1.1"]), (3, &[])];
-    file.write(CHANGED);
+    let changed = set_one_as(&["10.0.0.9"]);
+    file.write(&changed);
     let from_first = same.next_acked().await;
     let from_replica = moved.next_acked().await;
     assert_eq!(from_first.version_info, from_replica.version_info);
     assert_eq!(
         from_first.version_info,
-        snapshot(CHANGED, Some(&[1])).version()
+        snapshot(&changed, Some(&[1])).version()
     );
     assert_eq!(from_first.sets, from_replica.sets);
 }
@@ -306,16 +298,7 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
     };
     file.write_text(&big(0));
     let socket = dir.path().join("feed.sock");
-    let http = free_addr();
-    let feeder = Feeder::serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("unix:{}", socket.display()),
-        "--http",
-        &http.to_string(),
-    ]))
-    .await;
+    let feeder = Feeder::serving(serving(&file.path, &socket)).await;
 
     let mut slow =
         Stream::connect(feed_client::unix_endpoint(&socket), hello("slow", &[], "")).await;
@@ -334,7 +317,7 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
 
     // The slow client stops reading; the fast one sees every change.
     const ROUNDS: usize = 100;
-    let mut last = dsfeed_model::pb::FeedResponse::default();
+    let mut last = FeedResponse::default();
     for round in 6..6 + ROUNDS {
         file.write_text(&big(round));
         let response = fast.next_acked().await;
@@ -371,6 +354,22 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
     assert_eq!(newest.version_info, last.version_info);
     assert_eq!(newest.sets, last.sets);
     assert!(slow.quiet_for(QUIET).await, "a backlog followed the newest");
+}
+
+/// A feeder on THREE_SETS with one client of set 1, `node`, which has
+/// ACKed the first snapshot (returned); then set 1 changes and the client
+/// receives the change (returned, not answered).
+async fn one_client_and_a_change(
+    dir: &Path,
+    node: &str,
+) -> (Feeder, SetsFile, Stream, FeedResponse, FeedResponse) {
+    let (feeder, file, socket, _) = feeder(dir, THREE_SETS).await;
+    let hello = hello(node, &[1], "");
+    let mut client = Stream::connect(feed_client::unix_endpoint(&socket), hello).await;
+    let first = client.next_acked().await;
+    file.write(&set_one_as(&["10.0.0.7"]));
+    let changed = client.next().await;
+    (feeder, file, client, first, changed)
 }
 
 #[tokio::test]
@@ -420,17 +419,8 @@ async fn a_held_response_is_overtaken_by_the_newest_and_its_skip_is_no_nack() {
 #[tokio::test]
 async fn a_nack_is_visible_with_its_text_and_not_resent() {
     let dir = TempDir::new().unwrap();
-    let (feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
-    let mut client = Stream::connect(
-        feed_client::unix_endpoint(&socket),
-        hello("kam-nack", &[1], ""),
-    )
-    .await;
-    let first = client.next_acked().await;
-
-    const CHANGED: Sets<'static> = &[(1, &["10.0.0.7"]), (2, &["10.0.1.1"]), (3, &[])];
-    file.write(CHANGED);
-    let refused = client.next().await;
+    let (feeder, file, mut client, first, refused) =
+        one_client_and_a_change(dir.path(), "kam-nack").await;
     client
         .nack(
             &refused,
@@ -455,30 +445,22 @@ async fn a_nack_is_visible_with_its_text_and_not_resent() {
     );
 
     // The truth moves on: the new version is offered.
-    const AGAIN: Sets<'static> = &[(1, &["10.0.0.8"]), (2, &["10.0.1.1"]), (3, &[])];
-    file.write(AGAIN);
+    let again = set_one_as(&["10.0.0.8"]);
+    file.write(&again);
     assert_eq!(
         client.next_acked().await.version_info,
-        snapshot(AGAIN, Some(&[1])).version()
+        snapshot(&again, Some(&[1])).version()
     );
 }
 
 #[tokio::test]
 async fn a_retrying_answer_is_no_nack_and_the_later_ack_counts() {
     let dir = TempDir::new().unwrap();
-    let (feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
-    let mut client = Stream::connect(
-        feed_client::unix_endpoint(&socket),
-        hello("kam-retry", &[1], ""),
-    )
-    .await;
-    let first = client.next_acked().await;
+    // Valid, but Kamailio could not load the change now: the client keeps
+    // the first.
+    let (feeder, file, mut client, first, stuck) =
+        one_client_and_a_change(dir.path(), "kam-retry").await;
     let client_status = || async { feeder.status().await["clients"][0].clone() };
-
-    // Valid, but Kamailio could not load it now: the client keeps it.
-    const CHANGED: Sets<'static> = &[(1, &["10.0.0.7"]), (2, &["10.0.1.1"]), (3, &[])];
-    file.write(CHANGED);
-    let stuck = client.next().await;
     let refused = "cannot apply version now (attempt 1): the dispatcher refused the list";
     client.retrying(&stuck, &first.version_info, refused).await;
     feeder
@@ -523,8 +505,7 @@ async fn a_retrying_answer_is_no_nack_and_the_later_ack_counts() {
         .await;
 
     // A newer truth is sent while a retry goes on, and supersedes it.
-    const AGAIN: Sets<'static> = &[(1, &["10.0.0.8"]), (2, &["10.0.1.1"]), (3, &[])];
-    file.write(AGAIN);
+    file.write(&set_one_as(&["10.0.0.8"]));
     let again = client.next().await;
     client
         .retrying(&again, &stuck.version_info, "no memory")
@@ -534,10 +515,13 @@ async fn a_retrying_answer_is_no_nack_and_the_later_ack_counts() {
             s["clients"][0]["retrying"]["version"] == again.version_info.as_str()
         })
         .await;
-    const NEWEST: Sets<'static> = &[(1, &["10.0.0.9"]), (2, &["10.0.1.1"]), (3, &[])];
-    file.write(NEWEST);
+    let newest_sets = set_one_as(&["10.0.0.9"]);
+    file.write(&newest_sets);
     let newest = client.next_acked().await;
-    assert_eq!(newest.version_info, snapshot(NEWEST, Some(&[1])).version());
+    assert_eq!(
+        newest.version_info,
+        snapshot(&newest_sets, Some(&[1])).version()
+    );
     feeder
         .wait_status("the newest applied", |s| {
             s["clients"][0]["acked_version"] == newest.version_info.as_str()
@@ -585,12 +569,9 @@ async fn plain_tcp_on_every_interface_needs_insecure() {
     let dir = TempDir::new().unwrap();
     let file = SetsFile::new(dir.path(), THREE_SETS);
     let port = free_addr().port();
-    let mut refused = Feeder::spawn_serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("tcp://0.0.0.0:{port}"),
-    ]));
+    let args = Args::default().sets_file(&file.path);
+    let open = args.arg("--listen", format!("tcp://0.0.0.0:{port}"));
+    let mut refused = Feeder::spawn_serving(open.clone());
     let exit = refused.wait_exit().await;
     assert_eq!(exit.code(), Some(2), "{}", refused.log());
     let log = refused.log();
@@ -599,17 +580,7 @@ async fn plain_tcp_on_every_interface_needs_insecure() {
         "{log}"
     );
 
-    let http = free_addr();
-    let accepted = Feeder::serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("tcp://0.0.0.0:{port}"),
-        "--insecure",
-        "--http",
-        &http.to_string(),
-    ]))
-    .await;
+    let accepted = Feeder::serving(open.args(&["--insecure"]).http(free_addr())).await;
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut client = Stream::connect(feed_client::tcp_endpoint(addr), hello("kam", &[], "")).await;
     assert_eq!(
@@ -627,18 +598,8 @@ async fn a_wrong_or_missing_token_is_rejected() {
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
     owner_only(&token_file);
     let socket = dir.path().join("feed.sock");
-    let http = free_addr();
-    let _feeder = Feeder::serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("unix:{}", socket.display()),
-        "--token-file",
-        token_file.to_str().unwrap(),
-        "--http",
-        &http.to_string(),
-    ]))
-    .await;
+    let args = serving(&file.path, &socket).arg("--token-file", token_file.display());
+    let _feeder = Feeder::serving(args).await;
     for token in [None, Some("wrong"), Some("s3cret-token-and-more")] {
         let err = Stream::open(
             feed_client::unix_endpoint(&socket),
@@ -730,9 +691,9 @@ async fn watch_prints_each_snapshot_and_acks_it() {
         })
         .await;
 
-    const CHANGED: Sets<'static> = &[(1, &["10.0.0.5"]), (2, &["10.0.1.1"]), (3, &[])];
-    file.write(CHANGED);
-    let second = snapshot(CHANGED, Some(&[1, 3]));
+    let changed = set_one_as(&["10.0.0.5"]);
+    file.write(&changed);
+    let second = snapshot(&changed, Some(&[1, 3]));
     assert_eq!(
         next_line().await,
         format!(
@@ -751,15 +712,7 @@ async fn watch_prints_each_snapshot_and_acks_it() {
     // prints nothing, until the sets change again.
     feeder.signal(Signal::SIGTERM);
     assert!(feeder.wait_exit().await.success());
-    let restarted = Feeder::serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("unix:{}", socket.display()),
-        "--http",
-        &free_addr().to_string(),
-    ]))
-    .await;
+    let restarted = Feeder::serving(serving(&file.path, &socket)).await;
     restarted
         .wait_status("the watcher back with its version", |s| {
             s["clients"][0]["node"] == "watcher"
@@ -768,10 +721,10 @@ async fn watch_prints_each_snapshot_and_acks_it() {
         .await;
     let reprinted = tokio::time::timeout(QUIET, lines.next_line()).await;
     assert!(reprinted.is_err(), "printed again: {reprinted:?}");
-    const AGAIN: Sets<'static> = &[(1, &["10.0.0.6"]), (2, &["10.0.1.1"]), (3, &[])];
-    file.write(AGAIN);
+    let again = set_one_as(&["10.0.0.6"]);
+    file.write(&again);
     let line = tokio::time::timeout(PATIENCE, lines.next_line()).await;
-    let third = snapshot(AGAIN, Some(&[1, 3]));
+    let third = snapshot(&again, Some(&[1, 3]));
     assert_eq!(
         line.unwrap().unwrap().unwrap(),
         format!(

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::free_addr;
 use dsfeed_tests::sets::SetsFile;
 use tempfile::TempDir;
@@ -30,15 +30,9 @@ async fn an_unchanged_sets_file_is_not_read_again() {
         path: dir.path().join("sets.yaml"),
     };
     file.write_text(&text);
-    let feeder = Feeder::serving(&[
-        "--sets-file".into(),
-        file.path.display().to_string(),
-        "--listen".into(),
-        format!("unix:{}", dir.path().join("feed.sock").display()),
-        "--http".into(),
-        free_addr().to_string(),
-    ])
-    .await;
+    let args = Args::default().sets_file(&file.path);
+    let args = args.listen_unix(&dir.path().join("feed.sock"));
+    let feeder = Feeder::serving(args.http(free_addr())).await;
     let before = bytes_read(feeder.pid());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let read = bytes_read(feeder.pid()) - before;

@@ -1,10 +1,12 @@
 //! TLS on the feed's TCP listeners, with and without client certificates,
 //! against certificates made for each run.
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Output;
 
 use dsfeed_tests::feed_client::{self, Stream, hello};
-use dsfeed_tests::feeder::{Feeder, watch};
+use dsfeed_tests::feeder::{Args, Feeder, watch};
 use dsfeed_tests::free_addr;
 use dsfeed_tests::pki::Pki;
 use dsfeed_tests::sets::{Sets, SetsFile, snapshot};
@@ -15,43 +17,42 @@ const SETS: Sets<'static> = &[(1, &["10.0.0.1"]), (2, &["10.0.0.2"])];
 
 /// A client endpoint for `addr` trusting `pki`'s CA, presenting its client
 /// certificate when `client_cert`.
-fn endpoint(pki: &Pki, addr: std::net::SocketAddr, client_cert: bool) -> Endpoint {
+fn endpoint(pki: &Pki, addr: SocketAddr, client_cert: bool) -> Endpoint {
     Endpoint::from_shared(format!("https://{addr}"))
         .unwrap()
         .tls_config(pki.tonic_client(client_cert))
         .unwrap()
 }
 
-async fn tls_feeder(
-    dir: &Path,
-    pki: &Pki,
-    client_ca: Option<&Path>,
-) -> (Feeder, std::net::SocketAddr) {
+async fn tls_feeder(dir: &Path, pki: &Pki, client_ca: Option<&Path>) -> (Feeder, SocketAddr) {
     let file = SetsFile::new(dir, SETS);
     let tcp = free_addr();
-    let http = free_addr();
-    let mut args: Vec<String> = [
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("tcp://{tcp}"),
-        "--tls-cert",
-        pki.server_cert.to_str().unwrap(),
-        "--tls-key",
-        pki.server_key.to_str().unwrap(),
-        "--http",
-        &http.to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let mut args = tls_listener(&file, tcp, &pki.server_cert, &pki.server_key).http(free_addr());
     if let Some(ca) = client_ca {
-        args.extend([
-            "--tls-client-ca".to_owned(),
-            ca.to_str().unwrap().to_owned(),
-        ]);
+        args = args.arg("--tls-client-ca", ca.display());
     }
-    (Feeder::serving(&args).await, tcp)
+    (Feeder::serving(args).await, tcp)
+}
+
+/// `--sets-file FILE --listen tcp://TCP --tls-cert CERT --tls-key KEY`.
+fn tls_listener(file: &SetsFile, tcp: SocketAddr, cert: &Path, key: &Path) -> Args {
+    Args::default()
+        .sets_file(&file.path)
+        .arg("--listen", format!("tcp://{tcp}"))
+        .arg("--tls-cert", cert.display())
+        .arg("--tls-key", key.display())
+}
+
+/// `dsfeed watch https://HOST:PORT --tls-ca CA --once MORE`, trusting
+/// `pki`'s CA.
+async fn watch_once(host: &str, tcp: SocketAddr, pki: &Pki, more: &[&str]) -> Output {
+    let url = format!("https://{host}:{}", tcp.port());
+    let ca = pki.ca.to_str().unwrap();
+    let args: Vec<&str> = [url.as_str(), "--tls-ca", ca, "--once"]
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect();
+    watch(&args).await
 }
 
 #[tokio::test]
@@ -82,15 +83,7 @@ async fn tls_without_client_certificates() {
     assert!(untrusted.contains("UnknownIssuer"), "{untrusted}");
 
     // dsfeed watch over TLS prints the snapshot.
-    let output = watch(&[
-        &format!("https://localhost:{}", tcp.port()),
-        "--tls-ca",
-        pki.ca.to_str().unwrap(),
-        "--once",
-        "--sets",
-        "1",
-    ])
-    .await;
+    let output = watch_once("localhost", tcp, &pki, &["--sets", "1"]).await;
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(
@@ -136,27 +129,18 @@ async fn tls_with_client_certificates() {
         })
         .await;
 
-    let refused = watch(&[
-        &format!("https://127.0.0.1:{}", tcp.port()),
-        "--tls-ca",
-        pki.ca.to_str().unwrap(),
-        "--once",
-    ])
-    .await;
+    let refused = watch_once("127.0.0.1", tcp, &pki, &[]).await;
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("transport error"), "{stderr}");
-    let output = watch(&[
-        &format!("https://127.0.0.1:{}", tcp.port()),
-        "--tls-ca",
-        pki.ca.to_str().unwrap(),
+    let (cert, key) = (&pki.client_cert, &pki.client_key);
+    let client = [
         "--tls-cert",
-        pki.client_cert.to_str().unwrap(),
+        cert.to_str().unwrap(),
         "--tls-key",
-        pki.client_key.to_str().unwrap(),
-        "--once",
-    ])
-    .await;
+        key.to_str().unwrap(),
+    ];
+    let output = watch_once("127.0.0.1", tcp, &pki, &client).await;
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("2 sip:10.0.0.2:5060 0 0"));
 }
@@ -166,16 +150,9 @@ async fn an_unusable_certificate_stops_the_feeder_at_start() {
     let dir = TempDir::new().unwrap();
     let pki = Pki::new(&["localhost", "127.0.0.1"]);
     let file = SetsFile::new(dir.path(), SETS);
-    let mut feeder = Feeder::spawn_serving(&[
-        "--sets-file".to_owned(),
-        file.path.display().to_string(),
-        "--listen".to_owned(),
-        format!("tcp://{}", free_addr()),
-        "--tls-cert".to_owned(),
-        pki.server_key.display().to_string(),
-        "--tls-key".to_owned(),
-        pki.server_key.display().to_string(),
-    ]);
+    // The key where the certificate should be.
+    let key = &pki.server_key;
+    let mut feeder = Feeder::spawn_serving(tls_listener(&file, free_addr(), key, key));
     let exit = feeder.wait_exit().await;
     assert_eq!(exit.code(), Some(1), "{}", feeder.log());
     let log = feeder.log();

@@ -328,6 +328,13 @@ mod tests {
         params(pairs).build(|| "host-a".to_owned())
     }
 
+    /// [`build`] with `feeder` set to a unix socket, and `pairs`.
+    fn fed(pairs: &[(&str, ParamValue<'_>)]) -> Result<Config, ConfigError> {
+        let mut all = vec![("feeder", ParamValue::Str("unix:/f"))];
+        all.extend_from_slice(pairs);
+        build(&all)
+    }
+
     #[test]
     fn minimal_config_uses_safe_defaults() {
         let config = build(&[("feeder", ParamValue::Str("unix:/run/dsfeed/feed.sock"))]).unwrap();
@@ -374,36 +381,19 @@ mod tests {
 
     #[test]
     fn sets_filter_is_sorted_and_deduplicated() {
-        let config = build(&[
-            ("feeder", ParamValue::Str("unix:/f")),
-            ("sets", ParamValue::Str(" 2,1, 2 ,")),
-        ])
-        .unwrap();
+        let config = fed(&[("sets", ParamValue::Str(" 2,1, 2 ,"))]).unwrap();
         assert_eq!(config.sets, vec![1, 2]);
-        let err = build(&[
-            ("feeder", ParamValue::Str("unix:/f")),
-            ("sets", ParamValue::Str("1,x")),
-        ])
-        .unwrap_err();
+        let err = fed(&[("sets", ParamValue::Str("1,x"))]).unwrap_err();
         assert!(err.to_string().contains("\"x\""), "{err}");
-        assert!(
-            build(&[
-                ("feeder", ParamValue::Str("unix:/f")),
-                ("sets", ParamValue::Str("2147483648")),
-            ])
-            .is_err()
-        );
+        assert!(fed(&[("sets", ParamValue::Str("2147483648"))]).is_err());
     }
 
     #[test]
     fn swap_interval_below_reader_windows_is_refused() {
         for refused in [5, 100, 200, 499] {
-            let err = build(&[
-                ("feeder", ParamValue::Str("unix:/f")),
-                ("min_swap_interval_ms", ParamValue::Int(refused)),
-            ])
-            .unwrap_err()
-            .to_string();
+            let err = fed(&[("min_swap_interval_ms", ParamValue::Int(refused))])
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains(&format!("min_swap_interval_ms {refused} is below 500"))
                     && err.contains("107 ms")
@@ -411,11 +401,7 @@ mod tests {
                 "{err}"
             );
         }
-        let ok = build(&[
-            ("feeder", ParamValue::Str("unix:/f")),
-            ("min_swap_interval_ms", ParamValue::Int(500)),
-        ])
-        .unwrap();
+        let ok = fed(&[("min_swap_interval_ms", ParamValue::Int(500))]).unwrap();
         assert_eq!(ok.min_swap_interval, Duration::from_millis(500));
     }
 
@@ -425,24 +411,21 @@ mod tests {
         let file = dir.path().join("ca.pem");
         std::fs::write(&file, "x").unwrap();
         let file = file.to_str().unwrap();
-        let err = build(&[
-            ("feeder", ParamValue::Str("http://f:1")),
-            ("tls_ca", ParamValue::Str(file)),
-        ])
-        .unwrap_err();
-        assert!(err.to_string().contains("tls_ca"), "{err}");
-        let err = build(&[
-            ("feeder", ParamValue::Str("https://f:1")),
-            ("tls_cert", ParamValue::Str(file)),
-        ])
-        .unwrap_err();
-        assert!(err.to_string().contains("tls_key"), "{err}");
-        let err = build(&[
-            ("feeder", ParamValue::Str("https://f:1")),
-            ("tls_ca", ParamValue::Str("/nonexistent/ca.pem")),
-        ])
-        .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        // The feeder, a TLS parameter, its value, what the refusal names.
+        for (feeder, name, value, named) in [
+            ("http://f:1", "tls_ca", file, "tls_ca"),
+            ("https://f:1", "tls_cert", file, "tls_key"),
+            (
+                "https://f:1",
+                "tls_ca",
+                "/nonexistent/ca.pem",
+                "/nonexistent/ca.pem",
+            ),
+        ] {
+            let feeder = ("feeder", ParamValue::Str(feeder));
+            let err = build(&[feeder, (name, ParamValue::Str(value))]).unwrap_err();
+            assert!(err.to_string().contains(named), "{err}");
+        }
         let config = build(&[
             ("feeder", ParamValue::Str("https://f:1")),
             ("tls_ca", ParamValue::Str(file)),
@@ -453,20 +436,13 @@ mod tests {
 
     #[test]
     fn token_sources_are_exclusive_and_header_safe() {
-        let err = build(&[
-            ("feeder", ParamValue::Str("unix:/f")),
+        let err = fed(&[
             ("token", ParamValue::Str("a")),
             ("token_file", ParamValue::Str("/etc/hostname")),
         ])
         .unwrap_err();
         assert!(err.to_string().contains("token_file"), "{err}");
-        assert!(
-            build(&[
-                ("feeder", ParamValue::Str("unix:/f")),
-                ("token", ParamValue::Str("has space")),
-            ])
-            .is_err()
-        );
+        assert!(fed(&[("token", ParamValue::Str("has space"))]).is_err());
     }
 
     #[test]
@@ -580,15 +556,10 @@ mod tests {
             ("reconnect_min_ms", -1),
             ("list_file_sync", 2),
         ] {
-            let err = build(&[
-                ("feeder", ParamValue::Str("unix:/f")),
-                (name, ParamValue::Int(value)),
-            ])
-            .unwrap_err();
+            let err = fed(&[(name, ParamValue::Int(value))]).unwrap_err();
             assert!(!err.to_string().is_empty());
         }
-        let err = build(&[
-            ("feeder", ParamValue::Str("unix:/f")),
+        let err = fed(&[
             ("reconnect_min_ms", ParamValue::Int(5000)),
             ("reconnect_max_ms", ParamValue::Int(1000)),
         ])

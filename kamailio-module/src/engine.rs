@@ -363,6 +363,23 @@ pub(crate) mod tests {
         Snapshot::received(sets.into_iter().collect(), version)
     }
 
+    /// A snapshot of set 1 alone, from `(uri, flags)` pairs of priority 0.
+    fn set_one(version: &str, dests: &[(&str, u32)]) -> Snapshot {
+        let dests = dests.iter().map(|(uri, flags)| dest(uri, *flags, 0));
+        snapshot(version, vec![(1, dests.collect())])
+    }
+
+    /// A dispatcher into which another writer loaded `list` (if any), and
+    /// an engine that starts on it.
+    fn engine_on(list: &str) -> (FakeDispatcher, Engine) {
+        let mut d = FakeDispatcher::default();
+        if !list.is_empty() {
+            d.foreign(list);
+        }
+        let engine = Engine::new(&d);
+        (d, engine)
+    }
+
     fn uris(sets: &RawSets, id: i32) -> Vec<String> {
         sets[&id]
             .iter()
@@ -376,8 +393,7 @@ pub(crate) mod tests {
 
     #[test]
     fn in_memory_order_equals_the_wanted_order() {
-        let mut d = FakeDispatcher::default();
-        let mut engine = Engine::new(&d);
+        let (mut d, mut engine) = engine_on("");
         let wanted = vec![
             dest("sip:a", 0, 9),
             dest("sip:b", 0, 5),
@@ -398,15 +414,11 @@ pub(crate) mod tests {
 
     #[test]
     fn sets_absent_from_the_feed_survive_unchanged() {
-        let mut d = FakeDispatcher::default();
-        d.foreign("9 sip:x 0 3 duid=x\n9 sip:y 1 3\n9 sip:z 0 1\n1 sip:old 0 0\n");
+        let (mut d, mut engine) =
+            engine_on("9 sip:x 0 3 duid=x\n9 sip:y 1 3\n9 sip:z 0 1\n1 sip:old 0 0\n");
         let kept = d.sets[&9].clone();
-        let mut engine = Engine::new(&d);
         let applied = engine
-            .apply(
-                &mut d,
-                &snapshot("v1", vec![(1, vec![dest("sip:new", 0, 0)])]),
-            )
+            .apply(&mut d, &set_one("v1", &[("sip:new", 0)]))
             .unwrap();
         assert_eq!(d.sets[&9], kept);
         assert_eq!(uris(&d.sets, 1), ["sip:new"]);
@@ -423,10 +435,7 @@ pub(crate) mod tests {
         let kept = d.sets[&9].clone();
         let mut engine = Engine::new(&d);
         let applied = engine
-            .apply(
-                &mut d,
-                &snapshot("v1", vec![(1, vec![dest("sip:a", 0, 0)])]),
-            )
+            .apply(&mut d, &set_one("v1", &[("sip:a", 0)]))
             .unwrap();
         assert_eq!(d.sets[&9], kept);
         assert!(
@@ -440,8 +449,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_set_that_cannot_be_rewritten_exactly_refuses_the_swap() {
-        let mut d = FakeDispatcher::default();
-        d.foreign("9 sip:x 0 3\n");
+        let (mut d, mut engine) = engine_on("9 sip:x 0 3\n");
         // As `dispatcher.add 9 sip:y 0 -5` would leave it.
         d.sets.get_mut(&9).unwrap().push(RawDestination {
             uri: b"sip:y".to_vec(),
@@ -449,12 +457,8 @@ pub(crate) mod tests {
             priority: -5,
             attrs: Vec::new(),
         });
-        let mut engine = Engine::new(&d);
         let err = engine
-            .apply(
-                &mut d,
-                &snapshot("v1", vec![(1, vec![dest("sip:a", 0, 0)])]),
-            )
+            .apply(&mut d, &set_one("v1", &[("sip:a", 0)]))
             .unwrap_err();
         let text = err.to_string();
         assert!(
@@ -467,51 +471,24 @@ pub(crate) mod tests {
 
     #[test]
     fn runtime_state_survives_and_feed_changes_win() {
-        let mut d = FakeDispatcher::default();
-        let mut engine = Engine::new(&d);
-        let v1 = snapshot(
-            "v1",
-            vec![(
-                1,
-                vec![
-                    dest("sip:a", 0, 0),
-                    dest("sip:b", 0, 0),
-                    dest("sip:c", 16, 0),
-                ],
-            )],
-        );
+        let (mut d, mut engine) = engine_on("");
+        let v1 = set_one("v1", &[("sip:a", 0), ("sip:b", 0), ("sip:c", 16)]);
         engine.apply(&mut d, &v1).unwrap();
         // Probing marks a inactive+probing, ds_mark_dst disables b.
         d.sets.get_mut(&1).unwrap()[0].flags = 1 | 8;
         d.sets.get_mut(&1).unwrap()[1].flags = 4;
-        let v2 = snapshot(
+        let v2 = set_one(
             "v2",
-            vec![(
-                1,
-                vec![
-                    dest("sip:a", 0, 0),
-                    dest("sip:b", 0, 0),
-                    dest("sip:c", 16, 0),
-                    dest("sip:d", 0, 0),
-                ],
-            )],
+            &[("sip:a", 0), ("sip:b", 0), ("sip:c", 16), ("sip:d", 0)],
         );
         let applied = engine.apply(&mut d, &v2).unwrap();
         assert_eq!(flags(&d.sets, 1), [9, 4, 16, 0]);
         // The cold-start file carries the feed's flags, not runtime state.
         assert!(applied.list_file.windows(12).any(|w| w == b"1 sip:a 0 0\n"));
         // The feed drains a (sets 4) and re-enables nothing else.
-        let v3 = snapshot(
+        let v3 = set_one(
             "v3",
-            vec![(
-                1,
-                vec![
-                    dest("sip:a", 4, 0),
-                    dest("sip:b", 0, 0),
-                    dest("sip:c", 16, 0),
-                    dest("sip:d", 0, 0),
-                ],
-            )],
+            &[("sip:a", 4), ("sip:b", 0), ("sip:c", 16), ("sip:d", 0)],
         );
         engine.apply(&mut d, &v3).unwrap();
         assert_eq!(flags(&d.sets, 1), [1 | 4 | 8, 4, 16, 0]);
@@ -522,30 +499,16 @@ pub(crate) mod tests {
 
     #[test]
     fn first_swap_takes_only_the_drain_mark_from_the_feed() {
-        let mut d = FakeDispatcher::default();
-        d.foreign("1 sip:a 1 0\n1 sip:b 4 0\n1 sip:c 0 0\n");
-        let mut engine = Engine::new(&d);
-        let snap = snapshot(
-            "v1",
-            vec![(
-                1,
-                vec![
-                    dest("sip:a", 0, 0),
-                    dest("sip:b", 0, 0),
-                    dest("sip:c", 4, 0),
-                ],
-            )],
-        );
+        let (mut d, mut engine) = engine_on("1 sip:a 1 0\n1 sip:b 4 0\n1 sip:c 0 0\n");
+        let snap = set_one("v1", &[("sip:a", 0), ("sip:b", 0), ("sip:c", 4)]);
         engine.apply(&mut d, &snap).unwrap();
         assert_eq!(flags(&d.sets, 1), [1, 0, 4]);
     }
 
     #[test]
     fn a_skipped_load_is_detected() {
-        let mut d = FakeDispatcher::default();
-        d.foreign("9 sip:z 0 0\n");
-        let mut engine = Engine::new(&d);
-        let snap = snapshot("v1", vec![(1, vec![dest("sip:a", 0, 0)])]);
+        let (mut d, mut engine) = engine_on("9 sip:z 0 0\n");
+        let snap = set_one("v1", &[("sip:a", 0)]);
         d.skip_next = true;
         assert!(matches!(
             engine.apply(&mut d, &snap),
@@ -570,20 +533,13 @@ pub(crate) mod tests {
 
     #[test]
     fn a_refused_load_keeps_the_previous_sets() {
-        let mut d = FakeDispatcher::default();
-        let mut engine = Engine::new(&d);
+        let (mut d, mut engine) = engine_on("");
         engine
-            .apply(
-                &mut d,
-                &snapshot("v1", vec![(1, vec![dest("sip:a", 0, 0)])]),
-            )
+            .apply(&mut d, &set_one("v1", &[("sip:a", 0)]))
             .unwrap();
         d.refuse_next = true;
         let err = engine
-            .apply(
-                &mut d,
-                &snapshot("v2", vec![(1, vec![dest("sip:b", 0, 0)])]),
-            )
+            .apply(&mut d, &set_one("v2", &[("sip:b", 0)]))
             .unwrap_err();
         assert!(matches!(err, ApplyError::Refused));
         assert_eq!(uris(&d.sets, 1), ["sip:a"]);
@@ -614,14 +570,12 @@ pub(crate) mod tests {
 
     #[test]
     fn another_writer_is_noticed_from_the_start() {
-        let mut d = FakeDispatcher::default();
-        d.foreign("1 sip:a 0 0\n");
-        let mut engine = Engine::new(&d);
+        let (mut d, mut engine) = engine_on("1 sip:a 0 0\n");
         assert!(!engine.foreign_load(&d));
         // Another writer loads before the module's first swap.
         d.foreign("1 sip:b 0 0\n");
         assert!(engine.foreign_load(&d));
-        let snap = snapshot("v1", vec![(1, vec![dest("sip:c", 0, 0)])]);
+        let snap = set_one("v1", &[("sip:c", 0)]);
         assert!(matches!(
             engine.apply(&mut d, &snap),
             Err(ApplyError::ForeignLoad)
@@ -636,11 +590,9 @@ pub(crate) mod tests {
 
     #[test]
     fn a_load_during_the_walk_stops_the_swap_before_its_load() {
-        let mut d = FakeDispatcher::default();
-        d.foreign("1 sip:a 0 0\n");
-        let mut engine = Engine::new(&d);
+        let (mut d, mut engine) = engine_on("1 sip:a 0 0\n");
         d.load_during_walk.set(true);
-        let snap = snapshot("v1", vec![(1, vec![dest("sip:c", 0, 0)])]);
+        let snap = set_one("v1", &[("sip:c", 0)]);
         assert!(matches!(
             engine.apply(&mut d, &snap),
             Err(ApplyError::ForeignLoad)
@@ -650,9 +602,7 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_feed_sets_empty_the_dispatcher_set() {
-        let mut d = FakeDispatcher::default();
-        d.foreign("1 sip:a 0 0\n2 sip:b 0 0\n");
-        let mut engine = Engine::new(&d);
+        let (mut d, mut engine) = engine_on("1 sip:a 0 0\n2 sip:b 0 0\n");
         let applied = engine
             .apply(&mut d, &snapshot("v1", vec![(1, vec![])]))
             .unwrap();

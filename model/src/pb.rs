@@ -36,17 +36,20 @@ pub fn sets(snapshot: &Snapshot) -> Vec<Set> {
         .iter()
         .map(|(id, dests)| Set {
             id: *id,
-            destinations: dests
-                .iter()
-                .map(|d| WireDestination {
-                    uri: d.uri().to_owned(),
-                    flags: d.flags(),
-                    priority: d.priority(),
-                    attrs: d.attrs().to_owned(),
-                })
-                .collect(),
+            destinations: dests.iter().map(WireDestination::from).collect(),
         })
         .collect()
+}
+
+impl From<&Destination> for WireDestination {
+    fn from(d: &Destination) -> Self {
+        WireDestination {
+            uri: d.uri().to_owned(),
+            flags: d.flags(),
+            priority: d.priority(),
+            attrs: d.attrs().to_owned(),
+        }
+    }
 }
 
 /// The response that carries `snapshot` with `nonce`.

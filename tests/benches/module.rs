@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dsfeed_binrpc::{Client, Value};
-use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::{Kamailio, replace_file};
 
 /// Sizes of set 1 for the swap table; the first is also the latency run's.
@@ -118,19 +118,8 @@ impl Lane {
             .start()
             .await
             .expect("Kamailio with dsfeed.so starts");
-        let (sets_dir, sets_file) = sets_file(size);
-        let feeder = Feeder::start(
-            &[
-                "--sets-file",
-                sets_file.to_str().unwrap(),
-                "--mode",
-                "grpc",
-                "--listen",
-                &format!("unix:{}", socket.display()),
-            ],
-            &dir.join("dsfeed-module.log"),
-        );
-        Lane::new("module", kamailio, feeder, sets_dir, sets_file)
+        let args = Args::new(&["--mode", "grpc"]).listen_unix(&socket);
+        Lane::new("module", kamailio, args, dir, size)
     }
 
     async fn file(dir: &Path, size: usize) -> Lane {
@@ -139,30 +128,16 @@ impl Lane {
             .start()
             .await
             .expect("Kamailio starts");
-        let (sets_dir, sets_file) = sets_file(size);
-        let feeder = Feeder::start(
-            &[
-                "--sets-file",
-                sets_file.to_str().unwrap(),
-                "--mode",
-                "file",
-                "-o",
-                kamailio.list_path().to_str().unwrap(),
-                "--rpc",
-                &kamailio.ctl_unix().to_string(),
-            ],
-            &dir.join("dsfeed-file.log"),
-        );
-        Lane::new("file", kamailio, feeder, sets_dir, sets_file)
+        let args = Args::new(&["--mode", "file"]).reloading(&kamailio);
+        Lane::new("file", kamailio, args, dir, size)
     }
 
-    fn new(
-        name: &'static str,
-        kamailio: Kamailio,
-        feeder: Feeder,
-        sets_dir: tempfile::TempDir,
-        sets_file: PathBuf,
-    ) -> Lane {
+    /// The lane of `kamailio`, with a feeder started with `args` on a sets
+    /// file of `size` destinations of its own (logging in `dir`).
+    fn new(name: &'static str, kamailio: Kamailio, args: Args, dir: &Path, size: usize) -> Lane {
+        let (sets_dir, sets_file) = sets_file(size);
+        let log = dir.join(format!("dsfeed-{name}.log"));
+        let feeder = Feeder::start(args.sets_file(&sets_file), &log);
         let probe = kamailio.client().with_timeout(Duration::from_secs(10));
         Lane {
             name,

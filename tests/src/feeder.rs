@@ -1,6 +1,7 @@
 //! The `dsfeed` binary as a child process, the way users run it.
 
 use std::ffi::OsStr;
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{PATIENCE, eventually, http, wait_until};
+use crate::{Kamailio, PATIENCE, eventually, http, wait_until};
 
 /// Path of the `dsfeed` binary built next to the running test or bench.
 pub fn binary() -> PathBuf {
@@ -49,6 +50,59 @@ pub async fn watch(args: &[&str]) -> Output {
         .expect("dsfeed watch runs")
 }
 
+/// A `dsfeed` command line, built from the flags a test names: the
+/// spellings of paths and addresses the harness knows are written once,
+/// here, so that a test reads as the command it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Args(Vec<String>);
+
+impl Args {
+    /// Flags and values as typed.
+    pub fn new(args: &[&str]) -> Args {
+        Args::default().args(args)
+    }
+
+    /// Adds flags and values as typed.
+    pub fn args(mut self, args: &[&str]) -> Args {
+        self.0.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Adds `flag value`.
+    pub fn arg(mut self, flag: &str, value: impl Display) -> Args {
+        self.0.extend([flag.to_owned(), value.to_string()]);
+        self
+    }
+
+    /// `--sets-file PATH`.
+    pub fn sets_file(self, path: &Path) -> Args {
+        self.arg("--sets-file", path.display())
+    }
+
+    /// `--listen unix:PATH`.
+    pub fn listen_unix(self, socket: &Path) -> Args {
+        self.arg("--listen", format!("unix:{}", socket.display()))
+    }
+
+    /// `--http ADDR`: the feeder serves `/status`, `/metrics` and the probes.
+    pub fn http(self, addr: SocketAddr) -> Args {
+        self.arg("--http", addr)
+    }
+
+    /// `-o LIST --rpc CTL`: writes `kamailio`'s list file and reloads it
+    /// over its unix ctl socket.
+    pub fn reloading(self, kamailio: &Kamailio) -> Args {
+        self.arg("-o", kamailio.list_path().display())
+            .arg("--rpc", kamailio.ctl_unix())
+    }
+}
+
+impl AsRef<[String]> for Args {
+    fn as_ref(&self) -> &[String] {
+        &self.0
+    }
+}
+
 /// A running `dsfeed` daemon; stopped (SIGTERM, then SIGKILL) on drop, and
 /// its log printed when the test failed.
 pub struct Feeder {
@@ -63,14 +117,14 @@ pub struct Feeder {
 
 impl Feeder {
     /// Starts `dsfeed ARGS`, logging at debug level to `log`.
-    pub fn start(args: &[&str], log: &Path) -> Feeder {
-        Feeder::spawn(args, log, None)
+    pub fn start<S: AsRef<OsStr>>(args: impl AsRef<[S]>, log: &Path) -> Feeder {
+        Feeder::spawn(args.as_ref(), log, None)
     }
 
     /// Starts a feeder that serves the feed only (`--mode grpc` unless the
     /// arguments say otherwise), with a log of its own, and waits until it
     /// is ready when it serves HTTP.
-    pub async fn serving<S: AsRef<OsStr>>(args: &[S]) -> Feeder {
+    pub async fn serving<S: AsRef<OsStr>>(args: impl AsRef<[S]>) -> Feeder {
         let feeder = Feeder::spawn_serving(args);
         if let Some(http) = feeder.http {
             eventually("the feeder to be ready", PATIENCE, || async {
@@ -82,10 +136,10 @@ impl Feeder {
     }
 
     /// [`Feeder::serving`] without waiting for anything.
-    pub fn spawn_serving<S: AsRef<OsStr>>(args: &[S]) -> Feeder {
+    pub fn spawn_serving<S: AsRef<OsStr>>(args: impl AsRef<[S]>) -> Feeder {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let log = dir.path().join("dsfeed.log");
-        Feeder::spawn(args, &log, Some(dir))
+        Feeder::spawn(args.as_ref(), &log, Some(dir))
     }
 
     fn spawn<S: AsRef<OsStr>>(args: &[S], log: &Path, dir: Option<tempfile::TempDir>) -> Feeder {
@@ -121,6 +175,26 @@ impl Feeder {
     /// Everything the feeder has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asserts that the feeder has logged `text`; the failure shows the log.
+    #[track_caller]
+    pub fn assert_logged(&self, text: &str) {
+        let log = self.log();
+        assert!(
+            log.contains(text),
+            "the feeder did not log {text:?}:\n{log}"
+        );
+    }
+
+    /// Waits until the feeder logs `text`.
+    pub async fn wait_logged(&self, text: &str) {
+        let what = format!("the feeder to log {text:?}");
+        wait_until(&what, PATIENCE, || async {
+            let log = self.log();
+            if log.contains(text) { Ok(()) } else { Err(log) }
+        })
+        .await;
     }
 
     /// The exit status if the feeder has exited.

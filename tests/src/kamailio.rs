@@ -33,6 +33,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long Kamailio may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Private memory per process in MB.
+const PKG_MB: u32 = 8;
+
 /// How often startup is retried when another process took a port between
 /// choosing it and Kamailio binding it.
 const PORT_RETRIES: usize = 3;
@@ -110,7 +113,6 @@ pub struct KamailioBuilder {
     reload_delta: u32,
     children: u32,
     shm_mb: u32,
-    pkg_mb: u32,
     debug: i32,
     ipv6: bool,
     globals: Vec<String>,
@@ -120,36 +122,28 @@ pub struct KamailioBuilder {
     routes: Option<String>,
 }
 
+/// Builder methods that each set one field to the value given.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $type:ty;)*) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, value: $type) -> Self {
+            self.$field = value;
+            self
+        }
+    )*};
+}
+
 impl KamailioBuilder {
-    /// `reload_delta` in seconds (Kamailio's default is 5): the minimum time
-    /// between two `dispatcher.reload` RPCs.
-    pub fn reload_delta(mut self, seconds: u32) -> Self {
-        self.reload_delta = seconds;
-        self
-    }
-
-    /// SIP worker processes for the UDP listener (default 2).
-    pub fn children(mut self, n: u32) -> Self {
-        self.children = n;
-        self
-    }
-
-    /// Shared memory in MB (default 64).
-    pub fn shm_mb(mut self, mb: u32) -> Self {
-        self.shm_mb = mb;
-        self
-    }
-
-    /// Private memory per process in MB (default 8).
-    pub fn pkg_mb(mut self, mb: u32) -> Self {
-        self.pkg_mb = mb;
-        self
-    }
-
-    /// Kamailio's log level (default 2, info; 3 is debug).
-    pub fn debug(mut self, level: i32) -> Self {
-        self.debug = level;
-        self
+    setters! {
+        /// `reload_delta` in seconds (Kamailio's default is 5): the minimum
+        /// time between two `dispatcher.reload` RPCs.
+        reload_delta: u32;
+        /// SIP worker processes for the UDP listener (default 2).
+        children: u32;
+        /// Shared memory in MB (default 64).
+        shm_mb: u32;
+        /// Kamailio's log level (default 2, info; 3 is debug).
+        debug: i32;
     }
 
     /// Also listens for SIP on `[::1]`. Without an IPv6 socket Kamailio
@@ -270,7 +264,7 @@ impl KamailioBuilder {
             // Foreground, workers forked, log to stderr.
             .args(["-DD", "-E"])
             .args(["-m", &self.shm_mb.to_string()])
-            .args(["-M", &self.pkg_mb.to_string()])
+            .args(["-M", &PKG_MB.to_string()])
             .arg("-Y")
             .arg(dir)
             .arg("-P")
@@ -659,7 +653,6 @@ impl Kamailio {
             reload_delta: 5,
             children: 2,
             shm_mb: 64,
-            pkg_mb: 8,
             debug: 2,
             ipv6: false,
             globals: Vec::new(),
@@ -720,6 +713,15 @@ impl Kamailio {
     /// The log's current content.
     pub fn log(&self) -> String {
         read_log(&self.log)
+    }
+
+    /// Waits until Kamailio logs `text`.
+    pub async fn wait_logged(&self, text: &str) {
+        let what = format!("Kamailio to log {text:?}");
+        crate::eventually(&what, crate::PATIENCE, || async {
+            self.log().contains(text).then_some(())
+        })
+        .await;
     }
 
     /// The temp dir holding config, list, log and sockets.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{Kamailio, KamailioBuilder, eventually};
+use crate::{Kamailio, KamailioBuilder, ParamValue, eventually};
 use dsfeed_binrpc::Value;
 use dsfeed_binrpc::dispatcher::{self, ListedSets};
 
@@ -48,6 +48,16 @@ pub fn module_path() -> PathBuf {
 /// A harness Kamailio with `list` and dsfeed.so loaded.
 pub fn kamailio(list: &str) -> KamailioBuilder {
     Kamailio::builder(list).loadmodule(module_path().display().to_string())
+}
+
+/// A harness Kamailio with `list` and dsfeed.so fed from `feeder` (its
+/// `feeder` parameter: `unix:PATH`, `http://…`, `https://…`), reconnecting
+/// within a test's patience when the feeder goes away.
+pub fn fed_by(list: &str, feeder: impl Into<ParamValue>) -> KamailioBuilder {
+    kamailio(list)
+        .modparam("dsfeed", "feeder", feeder)
+        .modparam("dsfeed", "reconnect_min_ms", 100)
+        .modparam("dsfeed", "reconnect_max_ms", 500)
 }
 
 /// Calls an RPC; a fault is `Err` with its text. Arguments that look like
@@ -251,6 +261,17 @@ pub async fn status_until(
     eventually(what, WAIT, || async {
         let status = status(kamailio).await;
         check(&status).then_some(status)
+    })
+    .await
+}
+
+/// Waits until `dsfeed.status` reports an error whose text contains `text`
+/// (any error when `text` is empty), and returns the status.
+pub async fn error_until(kamailio: &Kamailio, text: &str) -> Status {
+    let what = format!("an error with {text:?} in dsfeed.status");
+    status_until(kamailio, &what, |s| {
+        let error = s.text("last_error");
+        !error.is_empty() && error.contains(text)
     })
     .await
 }

@@ -165,6 +165,11 @@ impl TestFeeder {
         (feeder, port)
     }
 
+    /// `unix:SOCKET`: the module's `feeder` parameter for this feeder.
+    pub fn endpoint(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
     /// Requires `authorization: Bearer TOKEN` on every stream.
     pub fn require_token(&self, token: &str) {
         self.service.0.lock().unwrap().token = Some(token.to_owned());

@@ -11,6 +11,7 @@ use dsfeed::sources::consul;
 use dsfeed_model::Snapshot;
 use dsfeed_tests::eventually;
 use dsfeed_tests::fake_consul::{FakeConsul, IndexHeader, Instance, Status};
+use dsfeed_tests::feeder::Args;
 use dsfeed_tests::pki::Pki;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -36,12 +37,18 @@ impl Drop for Feed {
     }
 }
 
-fn config(args: &[&str]) -> Config {
-    Config::try_load(std::iter::once("dsfeed").chain(args.iter().copied()))
+fn config(args: &Args) -> Config {
+    let args: &[String] = args.as_ref();
+    Config::try_load(std::iter::once("dsfeed").chain(args.iter().map(String::as_str)))
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
-fn feed(args: &[&str]) -> Feed {
+/// An instance of `asterisk` on port 5060.
+fn asterisk(id: &str, address: &str) -> Instance {
+    Instance::new("asterisk", id, address, 5060)
+}
+
+fn feed(args: &Args) -> Feed {
     let sources = consul::sources(&config(args).consul).expect("usable Consul settings");
     let (tx, rx) = watch::channel(None);
     let metrics = Metrics::new();
@@ -128,6 +135,16 @@ fn uris(snapshot: &Snapshot, id: u32) -> Vec<String> {
     uris
 }
 
+/// A feeder following `asterisk=1` (with `more` flags) on `consul`, where
+/// a1 is registered, once it has published a1 and its query is held.
+async fn following_a1(consul: &FakeConsul, more: &[&str]) -> Feed {
+    consul.register(asterisk("a1", "10.0.0.1"));
+    let feed = feed(&consul.feeder_args(&["asterisk=1"]).args(more));
+    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
+    next_blocking(consul, 0).await;
+    feed
+}
+
 /// Waits for the next query that blocks (carries an index) after the first
 /// `after` requests; returns its position.
 async fn next_blocking(consul: &FakeConsul, after: usize) -> usize {
@@ -139,17 +156,13 @@ async fn next_blocking(consul: &FakeConsul, after: usize) -> usize {
 #[tokio::test]
 async fn health_changes_move_instances_within_one_blocking_round_trip() {
     let consul = FakeConsul::start().await;
-    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
-    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060).status(Status::Critical));
-    let addr = consul.addr();
-    let feed = feed(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-addr",
-        &addr,
-        "--consul-empty-grace",
-        "0",
-    ]);
+    consul.register(asterisk("a1", "10.0.0.1"));
+    consul.register(asterisk("a2", "10.0.0.2").status(Status::Critical));
+    let feed = feed(
+        &consul
+            .feeder_args(&["asterisk=1"])
+            .args(&["--consul-empty-grace", "0"]),
+    );
     feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
     let first = &consul.requests()[0];
     assert_eq!(first.path, "/v1/health/service/asterisk");
@@ -182,17 +195,9 @@ async fn health_changes_move_instances_within_one_blocking_round_trip() {
 #[tokio::test]
 async fn warning_instances_are_opt_in_and_critical_ones_always_out() {
     let consul = FakeConsul::start().await;
-    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
-    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060).status(Status::Warning));
-    let addr = consul.addr();
-    let feed = feed(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-service",
-        "asterisk=2,health=warning",
-        "--consul-addr",
-        &addr,
-    ]);
+    consul.register(asterisk("a1", "10.0.0.1"));
+    consul.register(asterisk("a2", "10.0.0.2").status(Status::Warning));
+    let feed = feed(&consul.feeder_args(&["asterisk=1", "asterisk=2,health=warning"]));
     let snapshot = feed.wait_for("both sets", |s| s.sets().len() == 2).await;
     assert_eq!(uris(&snapshot, 1), ["sip:10.0.0.1:5060"]);
     assert_eq!(
@@ -215,27 +220,18 @@ async fn warning_instances_are_opt_in_and_critical_ones_always_out() {
 #[tokio::test]
 async fn tags_datacenters_and_the_node_address_fallback() {
     let consul = FakeConsul::start().await;
+    consul.register(asterisk("a1", "").node("pbx1", "10.0.1.1").tag("primary"));
+    consul.register(asterisk("a2", "10.0.0.2").tag("backup"));
     consul.register(
-        Instance::new("asterisk", "a1", "", 5060)
-            .node("pbx1", "10.0.1.1")
-            .tag("primary"),
-    );
-    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060).tag("backup"));
-    consul.register(
-        Instance::new("asterisk", "a3", "10.0.2.3", 5060)
+        asterisk("a3", "10.0.2.3")
             .tag("Primary")
             .tag("udp")
             .datacenter("dc2"),
     );
-    let addr = consul.addr();
-    let feed = feed(&[
-        "--consul-service",
+    let feed = feed(&consul.feeder_args(&[
         "asterisk=1,tag=primary",
-        "--consul-service",
         "asterisk=2:5080,dc=dc2,tag=primary,tag=udp",
-        "--consul-addr",
-        &addr,
-    ]);
+    ]));
     let snapshot = feed.wait_for("both sets", |s| s.sets().len() == 2).await;
     assert_eq!(uris(&snapshot, 1), ["sip:10.0.1.1:5060"]);
     assert_eq!(uris(&snapshot, 2), ["sip:10.0.2.3:5080"]);
@@ -259,31 +255,23 @@ async fn tags_datacenters_and_the_node_address_fallback() {
 async fn weights_and_meta_become_attrs_and_hostile_values_are_rejected() {
     let consul = FakeConsul::start().await;
     consul.register(
-        Instance::new("asterisk", "a1", "10.0.0.1", 5060)
+        asterisk("a1", "10.0.0.1")
             .weights(10, 1)
             .meta("instance", "pbx-1"),
     );
+    consul.register(asterisk("a2", "10.0.0.2").meta("instance", "x\n1 sip:evil.example:5060 0 0"));
     consul.register(
-        Instance::new("asterisk", "a2", "10.0.0.2", 5060)
-            .meta("instance", "x\n1 sip:evil.example:5060 0 0"),
-    );
-    consul.register(
-        Instance::new("asterisk", "a3", "10.0.0.3", 5060)
+        asterisk("a3", "10.0.0.3")
             .weights(3, 1)
             .meta("instance", "x;weight=100 #"),
     );
-    consul.register(Instance::new("asterisk", "a4", "10.0.0.4", 5060).weights(500, 1));
-    let addr = consul.addr();
-    let feed = feed(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-addr",
-        &addr,
+    consul.register(asterisk("a4", "10.0.0.4").weights(500, 1));
+    let feed = feed(&consul.feeder_args(&["asterisk=1"]).args(&[
         "--consul-attr",
         "weight=Weights.Passing",
         "--consul-attr",
         "duid=Meta.instance",
-    ]);
+    ]));
     let snapshot = feed
         .wait_for("four instances", |s| uris(s, 1).len() == 4)
         .await;
@@ -302,7 +290,7 @@ async fn weights_and_meta_become_attrs_and_hostile_values_are_rejected() {
     assert!(!list.contains("evil"), "{list}");
 
     consul.register(
-        Instance::new("asterisk", "a1", "10.0.0.1", 5060)
+        asterisk("a1", "10.0.0.1")
             .weights(20, 1)
             .meta("instance", "pbx-1"),
     );
@@ -317,37 +305,25 @@ async fn weights_and_meta_become_attrs_and_hostile_values_are_rejected() {
 async fn an_agent_restarting_empty_keeps_the_set() {
     let consul = FakeConsul::start().await;
     let register = || {
-        consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
-        consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+        consul.register(asterisk("a1", "10.0.0.1"));
+        consul.register(asterisk("a2", "10.0.0.2"));
     };
     register();
-    let addr = consul.addr();
-    let feed = feed(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-addr",
-        &addr,
+    let feed = feed(&consul.feeder_args(&["asterisk=1"]).args(&[
         "--consul-wait",
         "2s",
         "--consul-empty-grace",
         "10m",
-    ]);
+    ]));
     let both = ["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"];
     feed.wait_for_set(1, &both).await;
     let held = next_blocking(&consul, 0).await;
     let old_index = consul.requests()[held].index().unwrap();
     assert!(old_index > 1);
 
-    consul.restart();
-    let restarted = consul.requests().len();
-    // The index went backwards (old_index to 1): a full read without an
-    // index, then a query blocking on the new index. Both answers were empty.
-    let reread = consul
-        .wait_for_request(restarted, TIMEOUT, |r| r.index().is_none())
-        .await;
-    consul
-        .wait_for_request(reread, TIMEOUT, |r| r.index() == Some(1))
-        .await;
+    // The index goes backwards (old_index to 1): a full read without an
+    // index, then a query blocking on the new index. Both answers are empty.
+    let reread = consul.restart_and_await_reread(TIMEOUT).await;
     assert_eq!(feed.current_set(1), both);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(feed.current_set(1), both);
@@ -366,19 +342,8 @@ async fn an_agent_restarting_empty_keeps_the_set() {
 #[tokio::test]
 async fn a_real_deregistration_empties_the_set_after_the_grace() {
     let consul = FakeConsul::start().await;
-    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
-    let addr = consul.addr();
     let grace = Duration::from_secs(2);
-    let feed = feed(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-addr",
-        &addr,
-        "--consul-empty-grace",
-        "2s",
-    ]);
-    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
-    next_blocking(&consul, 0).await;
+    let feed = following_a1(&consul, &["--consul-empty-grace", "2s"]).await;
 
     let deregistered = Instant::now();
     consul.deregister("asterisk", "a1");
@@ -393,7 +358,7 @@ async fn a_real_deregistration_empties_the_set_after_the_grace() {
         "an empty set is still a set"
     );
 
-    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+    consul.register(asterisk("a2", "10.0.0.2"));
     feed.wait_for_set(1, &["sip:10.0.0.2:5060"]).await;
 }
 
@@ -403,19 +368,13 @@ async fn a_first_empty_answer_is_held_without_holding_back_other_sets() {
     // empty, peers' is not.
     let consul = FakeConsul::start().await;
     consul.register(Instance::new("peers", "p1", "10.0.0.9", 5060));
-    let addr = consul.addr();
     let grace = Duration::from_secs(2);
     let started = Instant::now();
-    let feed = feed(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-service",
-        "peers=2",
-        "--consul-addr",
-        &addr,
-        "--consul-empty-grace",
-        "2s",
-    ]);
+    let feed = feed(
+        &consul
+            .feeder_args(&["asterisk=1", "peers=2"])
+            .args(&["--consul-empty-grace", "2s"]),
+    );
     let first = feed.wait_for_set(2, &["sip:10.0.0.9:5060"]).await;
     assert!(started.elapsed() < grace, "set 2 waited for set 1's grace");
     assert_eq!(first.held().iter().copied().collect::<Vec<_>>(), [1]);
@@ -429,7 +388,7 @@ async fn a_first_empty_answer_is_held_without_holding_back_other_sets() {
         .await;
     assert!(started.elapsed() >= grace, "emptied before the grace");
     assert!(emptied.held().is_empty());
-    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    consul.register(asterisk("a1", "10.0.0.1"));
     feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
 }
 
@@ -437,25 +396,18 @@ async fn a_first_empty_answer_is_held_without_holding_back_other_sets() {
 async fn acl_filtered_answers_are_errors_never_the_truth() {
     let consul = FakeConsul::start().await;
     consul.require_token("s3cr3t");
-    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    consul.register(asterisk("a1", "10.0.0.1"));
     consul.register(Instance::new("peers", "p1", "10.0.0.9", 5060));
-    let addr = consul.addr();
     let token = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token.path(), "s3cr3t").unwrap();
-    let feed = feed(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-service",
-        "peers=2",
-        "--consul-addr",
-        &addr,
+    let feed = feed(&consul.feeder_args(&["asterisk=1", "peers=2"]).args(&[
         "--consul-empty-grace",
         "1s",
         "--consul-wait",
         "1s",
         "--consul-token-file",
         token.path().to_str().unwrap(),
-    ]);
+    ]));
     feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
     feed.wait_for_set(2, &["sip:10.0.0.9:5060"]).await;
     next_blocking(&consul, 0).await;
@@ -483,16 +435,12 @@ async fn acl_filtered_answers_are_errors_never_the_truth() {
 #[tokio::test]
 async fn errors_never_change_the_set() {
     let consul = FakeConsul::start().await;
-    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
-    let addr = consul.addr();
-    let feed = feed(&["--consul-service", "asterisk=1", "--consul-addr", &addr]);
-    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
-    next_blocking(&consul, 0).await;
+    let feed = following_a1(&consul, &[]).await;
 
     consul.fail(Some(500));
     let failing = consul.requests().len();
     consul.deregister("asterisk", "a1");
-    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+    consul.register(asterisk("a2", "10.0.0.2"));
     // The held query failed, and so did the retries after it.
     let retry = consul.wait_for_request(failing, TIMEOUT, |_| true).await;
     consul.wait_for_request(retry + 1, TIMEOUT, |_| true).await;
@@ -506,22 +454,11 @@ async fn errors_never_change_the_set() {
 #[tokio::test]
 async fn a_hanging_agent_is_given_up_on_and_never_changes_the_set() {
     let consul = FakeConsul::start().await;
-    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
-    let addr = consul.addr();
-    let feed = feed(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-addr",
-        &addr,
-        "--consul-wait",
-        "1s",
-    ]);
-    feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
-    next_blocking(&consul, 0).await;
+    let feed = following_a1(&consul, &["--consul-wait", "1s"]).await;
 
     consul.hang(true);
     let hung_from = consul.requests().len();
-    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+    consul.register(asterisk("a2", "10.0.0.2"));
     // A query sent while the agent hangs is never answered; the next one
     // shows the client gave up on it (wait + wait/16 + slack) and retried.
     let hung = consul
@@ -542,11 +479,10 @@ async fn a_missing_or_zero_index_still_follows_changes() {
     for header in [IndexHeader::Missing, IndexHeader::Zero] {
         let consul = FakeConsul::start().await;
         consul.index_header(header);
-        consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
-        let addr = consul.addr();
-        let feed = feed(&["--consul-service", "asterisk=1", "--consul-addr", &addr]);
+        consul.register(asterisk("a1", "10.0.0.1"));
+        let feed = feed(&consul.feeder_args(&["asterisk=1"]));
         feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
-        consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+        consul.register(asterisk("a2", "10.0.0.2"));
         feed.wait_for_set(1, &["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"])
             .await;
         let indexes: Vec<_> = consul.requests().iter().map(|r| r.index()).collect();
@@ -562,21 +498,17 @@ async fn a_missing_or_zero_index_still_follows_changes() {
 async fn the_token_file_is_sent_and_read_again() {
     let consul = FakeConsul::start().await;
     consul.require_token("s3cr3t");
-    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    consul.register(asterisk("a1", "10.0.0.1"));
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cr3t\n").unwrap();
     // Token files must be readable by their owner only.
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let addr = consul.addr();
-    let feed = feed(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-addr",
-        &addr,
-        "--consul-token-file",
-        token.to_str().unwrap(),
-    ]);
+    let feed = feed(
+        &consul
+            .feeder_args(&["asterisk=1"])
+            .args(&["--consul-token-file", token.to_str().unwrap()]),
+    );
     feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
     assert!(
         consul
@@ -589,7 +521,7 @@ async fn the_token_file_is_sent_and_read_again() {
     // already held still has the good token and brings one more change.
     next_blocking(&consul, 0).await;
     std::fs::write(&token, "nope").unwrap();
-    consul.register(Instance::new("asterisk", "a2", "10.0.0.2", 5060));
+    consul.register(asterisk("a2", "10.0.0.2"));
     let both = ["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"];
     feed.wait_for_set(1, &both).await;
     let refused = consul
@@ -609,38 +541,21 @@ async fn the_token_file_is_sent_and_read_again() {
 async fn mutual_tls_with_consuls_ca() {
     let pki = Pki::new(&["localhost", "127.0.0.1"]);
     let consul = FakeConsul::start_tls(&pki, true).await;
-    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
-    let url = consul.url();
-    let (ca, cert, key) = (
-        pki.ca.to_str().unwrap(),
-        pki.client_cert.to_str().unwrap(),
-        pki.client_key.to_str().unwrap(),
-    );
-    let feed = feed(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-addr",
-        &url,
-        "--consul-cacert",
-        ca,
+    consul.register(asterisk("a1", "10.0.0.1"));
+    let base = consul.feeder_args(&["asterisk=1"]);
+    let ca = ["--consul-cacert", pki.ca.to_str().unwrap()];
+    let cert = [
         "--consul-client-cert",
-        cert,
+        pki.client_cert.to_str().unwrap(),
         "--consul-client-key",
-        key,
-    ]);
+        pki.client_key.to_str().unwrap(),
+    ];
+    let feed = feed(&base.clone().args(&ca).args(&cert));
     feed.wait_for_set(1, &["sip:10.0.0.1:5060"]).await;
 
     // Without a client certificate the handshake fails.
     let spec = "asterisk=1".parse().unwrap();
-    let args = config(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-addr",
-        &url,
-        "--consul-cacert",
-        ca,
-    ])
-    .consul;
+    let args = config(&base.clone().args(&ca)).consul;
     let client = consul::ConsulClient::new(&args).unwrap();
     let err = client
         .health_service(&spec, 0, Duration::from_secs(1))
@@ -648,17 +563,7 @@ async fn mutual_tls_with_consuls_ca() {
         .unwrap_err();
     assert_eq!(err.label(), "consul_request", "{err}");
     // Without Consul's CA the server is not trusted.
-    let args = config(&[
-        "--consul-service",
-        "asterisk=1",
-        "--consul-addr",
-        &url,
-        "--consul-client-cert",
-        cert,
-        "--consul-client-key",
-        key,
-    ])
-    .consul;
+    let args = config(&base.args(&cert)).consul;
     match consul::ConsulClient::new(&args) {
         Err(consul::ConsulError::NoRoots) => {}
         Err(err) => panic!("{err}"),
@@ -676,19 +581,15 @@ async fn mutual_tls_with_consuls_ca() {
 async fn the_tls_server_name_can_differ_from_the_address() {
     let pki = Pki::new(&["server.dc1.consul"]);
     let consul = FakeConsul::start_tls(&pki, false).await;
-    consul.register(Instance::new("asterisk", "a1", "10.0.0.1", 5060));
+    consul.register(asterisk("a1", "10.0.0.1"));
     let spec = "asterisk=1".parse().unwrap();
     // No scheme: --consul-https asks for TLS, as CONSUL_HTTP_SSL=true does.
     let addr = format!("127.0.0.1:{}", consul.port());
-    let mut args = vec![
-        "--consul-service",
-        "asterisk=1",
-        "--consul-addr",
-        &addr,
+    let args = Args::new(&["--consul-service", "asterisk=1", "--consul-addr", &addr]).args(&[
         "--consul-https",
         "--consul-cacert",
         pki.ca.to_str().unwrap(),
-    ];
+    ]);
 
     let plain = consul::ConsulClient::new(&config(&args).consul).unwrap();
     let err = plain
@@ -697,7 +598,7 @@ async fn the_tls_server_name_can_differ_from_the_address() {
         .unwrap_err();
     assert!(format!("{:?}", err).contains("NotValidForName"), "{err:?}");
 
-    args.extend(["--consul-tls-server-name", "server.dc1.consul"]);
+    let args = args.args(&["--consul-tls-server-name", "server.dc1.consul"]);
     let named = consul::ConsulClient::new(&config(&args).consul).unwrap();
     let reply = named
         .health_service(&spec, 0, Duration::from_secs(1))
@@ -717,15 +618,10 @@ fn unusable_files_stop_the_feeder_at_start() {
         ("--consul-cacert", &missing, "cannot read CA file"),
         ("--consul-cacert", &garbage, "holds no certificate"),
     ] {
-        let args = config(&[
-            "--consul-service",
-            "asterisk=1",
-            "--consul-addr",
-            "https://127.0.0.1:8501",
-            flag,
-            path.to_str().unwrap(),
-        ])
-        .consul;
+        let args = Args::new(&["--consul-service", "asterisk=1"])
+            .args(&["--consul-addr", "https://127.0.0.1:8501"])
+            .args(&[flag, path.to_str().unwrap()]);
+        let args = config(&args).consul;
         let err = consul::sources(&args).err().expect("an error");
         assert!(err.to_string().contains(needle), "{flag}: {err}");
     }
@@ -734,15 +630,11 @@ fn unusable_files_stop_the_feeder_at_start() {
 #[tokio::test]
 async fn registration_keeps_its_ttl_check_and_survives_an_agent_restart() {
     let consul = FakeConsul::start().await;
-    let addr = consul.addr();
-    let args = config(&[
-        "--consul-service",
-        "kamailio=9",
-        "--consul-addr",
-        &addr,
-        "--consul-register",
-        "kamailio:5070,id=k1,tag=edge,ttl=3s",
-    ])
+    let args = config(
+        &consul
+            .feeder_args(&["kamailio=9"])
+            .args(&["--consul-register", "kamailio:5070,id=k1,tag=edge,ttl=3s"]),
+    )
     .consul;
     let registration = consul::Registration::new(&args, None)
         .unwrap()
@@ -765,7 +657,7 @@ async fn registration_keeps_its_ttl_check_and_survives_an_agent_restart() {
         instance.output
     );
     // Other Consul users see it, the feeder's own source included.
-    let feed = feed(&["--consul-service", "kamailio=9", "--consul-addr", &addr]);
+    let feed = feed(&consul.feeder_args(&["kamailio=9"]));
     feed.wait_for_set(9, &["sip:127.0.0.1:5070"]).await;
 
     // The agent forgets it: the next check update fails and dsfeed
@@ -784,17 +676,13 @@ async fn registration_keeps_its_ttl_check_and_survives_an_agent_restart() {
 #[tokio::test]
 async fn the_registration_check_fails_while_kamailio_does_not_answer() {
     let consul = FakeConsul::start().await;
-    let addr = consul.addr();
     let dir = tempfile::tempdir().unwrap();
     let ctl = format!("unix:{}", dir.path().join("kamailio_ctl").display());
-    let args = config(&[
-        "--consul-service",
-        "pbx=1",
-        "--consul-addr",
-        &addr,
-        "--consul-register",
-        "kamailio,id=k1,ttl=3s",
-    ])
+    let args = config(
+        &consul
+            .feeder_args(&["pbx=1"])
+            .args(&["--consul-register", "kamailio,id=k1,ttl=3s"]),
+    )
     .consul;
     let registration = consul::Registration::new(&args, Some(ctl.parse().unwrap()))
         .unwrap()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dsfeed_tests::fake_consul::{FakeConsul, Instance, Status};
-use dsfeed_tests::feeder::{self, Feeder};
+use dsfeed_tests::feeder::{self, Args, Feeder};
 use dsfeed_tests::sipp::{self, Backend};
 use dsfeed_tests::{Kamailio, eventually, sets, until_loaded};
 
@@ -16,6 +16,11 @@ fn backend(id: &str, backend: &Backend) -> Instance {
     Instance::new("pbx", id, "127.0.0.1", backend.port)
 }
 
+/// The feeder of `args` writing `kamailio`'s list file and reloading it.
+fn start_feeder(args: Args, kamailio: &Kamailio) -> Feeder {
+    Feeder::start(args.reloading(kamailio), &kamailio.dir().join("dsfeed.log"))
+}
+
 // Several threads: sipp calls block, and the fake Consul must keep answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consul_health_drives_kamailios_sets_and_sip() {
@@ -24,27 +29,17 @@ async fn consul_health_drives_kamailios_sets_and_sip() {
     let (a, b) = (Backend::start(), Backend::start());
     let consul = FakeConsul::start().await;
     consul.register(backend("a", &a).meta("node", "pbx-a"));
-    let (addr, rpc) = (consul.addr(), kamailio.ctl_unix().to_string());
-    let feeder = Feeder::start(
-        &[
-            "--consul-service",
-            "pbx=1",
-            "--consul-addr",
-            &addr,
+    let args = consul
+        .feeder_args(&["pbx=1"])
+        .args(&[
             "--consul-attr",
             "duid=Meta.node",
             "--consul-empty-grace",
             "10m",
-            // Short, so that the query held across the restart returns soon.
-            "--consul-wait",
-            "2s",
-            "-o",
-            kamailio.list_path().to_str().unwrap(),
-            "--rpc",
-            &rpc,
-        ],
-        &kamailio.dir().join("dsfeed.log"),
-    );
+        ])
+        // Short, so that the query held across the restart returns soon.
+        .args(&["--consul-wait", "2s"]);
+    let feeder = start_feeder(args, &kamailio);
     until_loaded(&kamailio, &sets(&[(1, &[&a.uri()])]), SETTLE).await;
     let on_disk = std::fs::read_to_string(kamailio.list_path()).unwrap();
     assert!(
@@ -68,21 +63,10 @@ async fn consul_health_drives_kamailios_sets_and_sip() {
     assert_eq!(sipp::call(&sip, 1, 4, kamailio.dir()), vec![b.name(); 4]);
 
     // The agent restarts and answers empty: Kamailio keeps routing to B.
-    consul.restart();
-    let restarted = consul.requests().len();
-    let reread = consul
-        .wait_for_request(restarted, SETTLE, |r| r.index().is_none())
+    consul.restart_and_await_reread(SETTLE).await;
+    feeder
+        .wait_logged("keeping the last ones until the grace runs out")
         .await;
-    consul
-        .wait_for_request(reread, SETTLE, |r| r.index().is_some())
-        .await;
-    eventually("the feeder to log the hold", SETTLE, || async {
-        feeder
-            .log()
-            .contains("keeping the last ones until the grace runs out")
-            .then_some(())
-    })
-    .await;
     until_loaded(&kamailio, &sets(&[(1, &[&b.uri()])]), SETTLE).await;
     assert_eq!(sipp::call(&sip, 1, 4, kamailio.dir()), vec![b.name(); 4]);
     assert!(kamailio.is_running());
@@ -170,22 +154,10 @@ async fn kamailio_is_registered_while_it_answers_and_deregistered_on_shutdown() 
     consul.register(Instance::new("pbx", "a", "10.0.0.1", 5060));
     let sip_port = kamailio.sip_addr().port();
     let register = format!("kamailio:{sip_port},id=kam1,ttl=3s");
-    let (addr, rpc) = (consul.addr(), kamailio.ctl_unix().to_string());
-    let mut feeder = Feeder::start(
-        &[
-            "--consul-service",
-            "pbx=1",
-            "--consul-addr",
-            &addr,
-            "--consul-register",
-            &register,
-            "-o",
-            kamailio.list_path().to_str().unwrap(),
-            "--rpc",
-            &rpc,
-        ],
-        &kamailio.dir().join("dsfeed.log"),
-    );
+    let args = consul
+        .feeder_args(&["pbx=1"])
+        .arg("--consul-register", register);
+    let mut feeder = start_feeder(args, &kamailio);
     let status = |want: Status| {
         let consul = &consul;
         move || async move {
@@ -215,11 +187,7 @@ async fn kamailio_is_registered_while_it_answers_and_deregistered_on_shutdown() 
     let exit = feeder.terminate(SETTLE).expect("dsfeed exits on SIGTERM");
     assert!(exit.success(), "{exit:?}\n{}", feeder.log());
     assert!(consul.instance("kamailio", "kam1").is_none());
-    assert!(
-        feeder.log().contains("deregistered from Consul"),
-        "{}",
-        feeder.log()
-    );
+    feeder.assert_logged("deregistered from Consul");
 }
 
 #[tokio::test]
@@ -233,29 +201,13 @@ async fn a_feeder_restarted_while_consul_answers_empty_keeps_kamailios_set() {
     // The agent restarted too: pbx is not registered yet, peers is.
     let consul = FakeConsul::start().await;
     consul.register(Instance::new("peers", "p1", "10.0.0.9", 5060));
-    let (addr, rpc) = (consul.addr(), kamailio.ctl_unix().to_string());
-    let feeder = Feeder::start(
-        &[
-            "--consul-service",
-            "pbx=1",
-            "--consul-service",
-            "peers=2",
-            "--consul-addr",
-            &addr,
-            "--consul-empty-grace",
-            "10m",
-            "-o",
-            kamailio.list_path().to_str().unwrap(),
-            "--rpc",
-            &rpc,
-        ],
-        &kamailio.dir().join("dsfeed.log"),
-    );
+    let args = consul.feeder_args(&["pbx=1", "peers=2"]);
+    let feeder = start_feeder(args.args(&["--consul-empty-grace", "10m"]), &kamailio);
     let held = sets(&[(1, &["sip:10.0.0.1:5060"]), (2, &["sip:10.0.0.9:5060"])]);
     until_loaded(&kamailio, &held, SETTLE).await;
     let on_disk = std::fs::read_to_string(kamailio.list_path()).unwrap();
     assert!(on_disk.contains("\n1 sip:10.0.0.1:5060 0 0\n"), "{on_disk}");
-    assert!(feeder.log().contains("held sets {1}"), "{}", feeder.log());
+    feeder.assert_logged("held sets {1}");
 
     consul.register(Instance::new("pbx", "a2", "10.0.0.2", 5060));
     let back = sets(&[(1, &["sip:10.0.0.2:5060"]), (2, &["sip:10.0.0.9:5060"])]);

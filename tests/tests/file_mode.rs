@@ -2,10 +2,10 @@
 //! reloads a real Kamailio (5.6.3, or 6.0.1 in a Debian 13 root) over
 //! binrpc; sipp shows where SIP goes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dsfeed_tests::feeder::{self, Feeder};
+use dsfeed_tests::feeder::{self, Args, Feeder};
 use dsfeed_tests::loads::{Event, LoadLog};
 use dsfeed_tests::sipp::{self, Backend};
 use dsfeed_tests::{Kamailio, eventually, loaded, replace_file, sets, until_loaded};
@@ -21,30 +21,32 @@ fn sets_yaml(set: u32, uris: &[&str]) -> String {
     yaml
 }
 
-fn start_feeder(kamailio: &Kamailio, sets_file: &Path, extra: &[&str]) -> Feeder {
-    let rpc = kamailio.ctl_unix().to_string();
-    let mut args = vec![
-        "--sets-file",
-        sets_file.to_str().unwrap(),
-        "-o",
-        kamailio.list_path().to_str().unwrap(),
-        "--rpc",
-        &rpc,
-    ];
-    args.extend_from_slice(extra);
-    Feeder::start(&args, &kamailio.dir().join("dsfeed.log"))
+/// A Kamailio with `reload_delta`, and a feeder keeping it equal to a sets
+/// file in Kamailio's directory whose set 1 holds `uris`; returns once
+/// Kamailio has loaded them.
+async fn fed_from_sets_file(reload_delta: u32, uris: &[&str]) -> (Kamailio, PathBuf, Feeder) {
+    let builder = Kamailio::builder("").reload_delta(reload_delta);
+    let kamailio = builder.start().await.unwrap();
+    let sets_file = kamailio.dir().join("sets.yaml");
+    replace_file(&sets_file, &sets_yaml(1, uris));
+    let args = Args::default().sets_file(&sets_file).reloading(&kamailio);
+    let feeder = Feeder::start(args, &kamailio.dir().join("dsfeed.log"));
+    until_loaded(&kamailio, &sets(&[(1, uris)]), SETTLE).await;
+    (kamailio, sets_file, feeder)
+}
+
+/// Edits set 1 of the sets file to `uris` and waits until Kamailio has them.
+async fn edit(kamailio: &Kamailio, sets_file: &Path, uris: &[&str]) {
+    replace_file(sets_file, &sets_yaml(1, uris));
+    until_loaded(kamailio, &sets(&[(1, uris)]), SETTLE).await;
 }
 
 #[tokio::test]
 async fn a_lone_edit_is_one_reload_that_kamailio_accepts() {
     // reload_delta 0: nothing throttles the lone edit but dsfeed's own
     // pacing, which a lone edit past the interval never meets.
-    let kamailio = Kamailio::builder("").reload_delta(0).start().await.unwrap();
+    let (kamailio, sets_file, feeder) = fed_from_sets_file(0, &["sip:10.0.0.1:5060"]).await;
     let loads = LoadLog::follow(kamailio.log_path());
-    let sets_file = kamailio.dir().join("sets.yaml");
-    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.1:5060"]));
-    let feeder = start_feeder(&kamailio, &sets_file, &[]);
-    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), SETTLE).await;
     let reloads = || {
         feeder
             .log()
@@ -52,8 +54,7 @@ async fn a_lone_edit_is_one_reload_that_kamailio_accepts() {
             .count()
     };
     let before = reloads();
-    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.2:5060"]));
-    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.2:5060"])]), SETTLE).await;
+    edit(&kamailio, &sets_file, &["sip:10.0.0.2:5060"]).await;
     assert_eq!(
         reloads(),
         before + 1,
@@ -65,12 +66,8 @@ async fn a_lone_edit_is_one_reload_that_kamailio_accepts() {
 
 #[tokio::test]
 async fn edits_inside_reload_delta_end_on_the_newest() {
-    let kamailio = Kamailio::builder("").reload_delta(2).start().await.unwrap();
+    let (kamailio, sets_file, feeder) = fed_from_sets_file(2, &["sip:10.0.0.1:5060"]).await;
     let loads = LoadLog::follow(kamailio.log_path());
-    let sets_file = kamailio.dir().join("sets.yaml");
-    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.1:5060"]));
-    let feeder = start_feeder(&kamailio, &sets_file, &[]);
-    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), SETTLE).await;
 
     // Two more edits right away, inside reload_delta: Kamailio refuses the
     // reloads for a while, and still ends with the newest sets.
@@ -85,28 +82,20 @@ async fn edits_inside_reload_delta_end_on_the_newest() {
     let on_disk = std::fs::read_to_string(kamailio.list_path()).unwrap();
     assert!(on_disk.contains("1 sip:10.0.0.4:5060 0 0\n"), "{on_disk}");
     assert!(loads.count(Event::ReloadRefused) > 0, "{}", kamailio.log());
-    assert!(
-        feeder.log().contains("reload_delta"),
-        "the refusals are logged:\n{}",
-        feeder.log()
-    );
+    // The refusals are logged.
+    feeder.assert_logged("reload_delta");
 }
 
 #[tokio::test]
 async fn sip_requests_follow_the_sets() {
-    let kamailio = Kamailio::builder("").reload_delta(1).start().await.unwrap();
-    let sip = kamailio.sip_addr().to_string();
     let (a, b) = (Backend::start(), Backend::start());
-    let sets_file = kamailio.dir().join("sets.yaml");
-    replace_file(&sets_file, &sets_yaml(1, &[&a.uri()]));
-    let _feeder = start_feeder(&kamailio, &sets_file, &[]);
-    until_loaded(&kamailio, &sets(&[(1, &[&a.uri()])]), SETTLE).await;
+    let (kamailio, sets_file, _feeder) = fed_from_sets_file(1, &[&a.uri()]).await;
+    let sip = kamailio.sip_addr().to_string();
     let reached = sipp::call(&sip, 1, 4, kamailio.dir());
     assert_eq!(reached, vec![a.name(); 4]);
 
     // B added: round robin reaches both.
-    replace_file(&sets_file, &sets_yaml(1, &[&a.uri(), &b.uri()]));
-    until_loaded(&kamailio, &sets(&[(1, &[&a.uri(), &b.uri()])]), SETTLE).await;
+    edit(&kamailio, &sets_file, &[&a.uri(), &b.uri()]).await;
     let reached = sipp::call(&sip, 1, 6, kamailio.dir());
     assert_eq!(reached.len(), 6, "{reached:?}");
     assert!(
@@ -115,8 +104,7 @@ async fn sip_requests_follow_the_sets() {
     );
 
     // A removed: no request reaches it any more.
-    replace_file(&sets_file, &sets_yaml(1, &[&b.uri()]));
-    until_loaded(&kamailio, &sets(&[(1, &[&b.uri()])]), SETTLE).await;
+    edit(&kamailio, &sets_file, &[&b.uri()]).await;
     let reached = sipp::call(&sip, 1, 4, kamailio.dir());
     assert_eq!(reached, vec![b.name(); 4]);
     assert!(kamailio.is_running());
@@ -129,7 +117,7 @@ async fn static_only_start_writes_the_file_and_kamailio_loads_it_with_ipv6() {
     let rpc = kamailio.ctl_tcp().to_string();
     let list = kamailio.list_path().to_str().unwrap();
     let _feeder = Feeder::start(
-        &[
+        [
             "-static",
             "1=127.0.0.1:5070,[2001:db8::1]",
             "-static",
@@ -215,12 +203,8 @@ fn bad_flags_exit_2_naming_the_culprit() {
 
 #[tokio::test]
 async fn bad_input_never_replaces_the_last_good_list() {
-    let kamailio = Kamailio::builder("").reload_delta(1).start().await.unwrap();
-    let sets_file = kamailio.dir().join("sets.yaml");
+    let (kamailio, sets_file, feeder) = fed_from_sets_file(1, &["sip:10.0.0.1:5060"]).await;
     let good = sets(&[(1, &["sip:10.0.0.1:5060"])]);
-    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.1:5060"]));
-    let feeder = start_feeder(&kamailio, &sets_file, &[]);
-    until_loaded(&kamailio, &good, SETTLE).await;
     let good_file = std::fs::read_to_string(kamailio.list_path()).unwrap();
 
     let bad_edits = [
@@ -240,12 +224,7 @@ async fn bad_input_never_replaces_the_last_good_list() {
     ];
     for (text, culprit) in bad_edits {
         replace_file(&sets_file, text);
-        eventually(
-            &format!("the feeder to report {culprit:?}"),
-            SETTLE,
-            || async { feeder.log().contains(culprit).then_some(()) },
-        )
-        .await;
+        feeder.wait_logged(culprit).await;
         assert_eq!(
             std::fs::read_to_string(kamailio.list_path()).unwrap(),
             good_file
@@ -254,19 +233,13 @@ async fn bad_input_never_replaces_the_last_good_list() {
     }
 
     // A good edit after the bad ones flows again.
-    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.9:5060"]));
-    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.9:5060"])]), SETTLE).await;
+    edit(&kamailio, &sets_file, &["sip:10.0.0.9:5060"]).await;
 
     // Removing every set on purpose is written `sets: {}`, and said loudly.
     replace_file(&sets_file, "sets: {}\n");
     until_loaded(&kamailio, &sets(&[]), SETTLE).await;
-    assert!(
-        feeder.log().contains("manages no set at all"),
-        "{}",
-        feeder.log()
-    );
-    replace_file(&sets_file, &sets_yaml(1, &["sip:10.0.0.9:5060"]));
-    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.9:5060"])]), SETTLE).await;
+    feeder.assert_logged("manages no set at all");
+    edit(&kamailio, &sets_file, &["sip:10.0.0.9:5060"]).await;
 
     // `--once` with bad input fails, naming the file and the culprit, and
     // leaves the list alone.
@@ -320,7 +293,7 @@ async fn an_unreachable_rpc_address_is_reported_and_nothing_is_lost() {
     // The daemon writes the file, holds the reload until Kamailio answers,
     // and says why; Kamailio keeps its sets.
     let mut feeder = Feeder::start(
-        &[
+        [
             "--static",
             "1=10.0.0.3",
             "-o",

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use dsfeed_binrpc::Client;
 use dsfeed_binrpc::dispatcher::{self, ListedSets};
-use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::sipp::{self, Backend};
 use dsfeed_tests::{Kamailio, sets, until_loaded, wait_until};
-use fake_kube::{FakeKube, Gone, Scenario, endpoint_slice};
+use fake_kube::{FakeKube, Gone, Scenario, endpoint, endpoint_slice};
 use serde_json::{Value, json};
 
 /// Generous: several engineers build on the same two cores.
@@ -21,16 +21,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// A slice of Service `asterisk` in `voice` whose one endpoint is the
 /// backend on `port` (named port `sip`), in the given state.
 fn slice(name: &str, backend: &Backend, ready: bool, terminating: bool) -> Value {
-    let endpoint = json!({"addresses": ["127.0.0.1"],
-                          "conditions": {"ready": ready, "serving": true, "terminating": terminating}});
-    endpoint_slice(
-        "voice",
-        "asterisk",
-        name,
-        "IPv4",
-        backend.port,
-        vec![endpoint],
-    )
+    let endpoints = vec![endpoint("127.0.0.1", ready, true, terminating)];
+    endpoint_slice("voice", "asterisk", name, "IPv4", backend.port, endpoints)
 }
 
 /// Set 1 as Kamailio has it loaded: `(uri, flags)` pairs.
@@ -82,7 +74,7 @@ async fn slice_changes_reach_kamailio_and_sip_follows() {
     let ctl_port = ctl.rsplit_once(':').unwrap().1;
     // CyCoreSystems/dispatchers' flags, binrpc over UDP.
     let feeder = Feeder::start(
-        &[
+        [
             "-set",
             "voice:asterisk=1:sip",
             "-kubecfg",
@@ -142,7 +134,10 @@ async fn slice_changes_reach_kamailio_and_sip_follows() {
 #[tokio::test]
 async fn a_long_attrs_annotation_drops_the_attrs_and_other_sets_keep_changing() {
     let kube = FakeKube::start().await;
-    let endpoint = |ip: &str| json!({"addresses": [ip], "conditions": {"ready": true}});
+    let slice = |service: &str, name: &str, ip: &str| {
+        let endpoints = vec![endpoint(ip, true, true, false)];
+        endpoint_slice("voice", service, name, "IPv4", 5060, endpoints)
+    };
     // 1,100 bytes of attrs: no line of set 1 could fit Kamailio's buffer.
     let attrs = format!("duid={}", "x".repeat(1095));
     kube.apply(json!({
@@ -151,40 +146,16 @@ async fn a_long_attrs_annotation_drops_the_attrs_and_other_sets_keep_changing() 
                      "annotations": {"dsfeed.io/attrs": attrs}},
         "spec": {"ports": [{"name": "sip", "port": 5060}]}
     }));
-    kube.apply(endpoint_slice(
-        "voice",
-        "asterisk",
-        "a",
-        "IPv4",
-        5060,
-        vec![endpoint("10.0.0.1")],
-    ));
-    kube.apply(endpoint_slice(
-        "voice",
-        "media",
-        "m",
-        "IPv4",
-        5060,
-        vec![endpoint("10.0.0.5")],
-    ));
+    kube.apply(slice("asterisk", "a", "10.0.0.1"));
+    kube.apply(slice("media", "m", "10.0.0.5"));
 
     let kamailio = Kamailio::builder("").reload_delta(1).start().await.unwrap();
     let kubeconfig = kamailio.dir().join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig);
-    let rpc = kamailio.ctl_unix().to_string();
+    let args = Args::new(&["--set", "voice:asterisk=1", "--set", "voice:media=2"])
+        .arg("--kubecfg", kubeconfig.display());
     let feeder = Feeder::start(
-        &[
-            "--set",
-            "voice:asterisk=1",
-            "--set",
-            "voice:media=2",
-            "--kubecfg",
-            kubeconfig.to_str().unwrap(),
-            "-o",
-            kamailio.list_path().to_str().unwrap(),
-            "--rpc",
-            &rpc,
-        ],
+        args.reloading(&kamailio),
         &kamailio.dir().join("dsfeed.log"),
     );
     let first = sets(&[(1, &["sip:10.0.0.1:5060"]), (2, &["sip:10.0.0.5:5060"])]);
@@ -197,14 +168,7 @@ async fn a_long_attrs_annotation_drops_the_attrs_and_other_sets_keep_changing() 
         "{log}"
     );
 
-    kube.apply(endpoint_slice(
-        "voice",
-        "media",
-        "m",
-        "IPv4",
-        5060,
-        vec![endpoint("10.0.0.6")],
-    ));
+    kube.apply(slice("media", "m", "10.0.0.6"));
     let second = sets(&[(1, &["sip:10.0.0.1:5060"]), (2, &["sip:10.0.0.6:5060"])]);
     until_loaded(&kamailio, &second, PATIENCE).await;
 }

@@ -4,27 +4,17 @@
 
 use std::path::Path;
 
-use dsfeed_tests::feeder::Feeder;
-use dsfeed_tests::module::WAIT;
-use dsfeed_tests::{Kamailio, eventually, replace_file, sets, until_loaded};
+use dsfeed_tests::feeder::{Args, Feeder};
+use dsfeed_tests::module::{WAIT, fed_by};
+use dsfeed_tests::{Kamailio, replace_file, sets, until_loaded};
 
-/// `dsfeed --sets-file … --listen unix:… -o LIST --rpc CTL`, no --mode.
-fn auto_feeder(kamailio: &Kamailio, sets_file: &Path, socket: &Path, log: &Path) -> Feeder {
-    let listen = format!("unix:{}", socket.display());
-    let rpc = kamailio.ctl_unix().to_string();
-    Feeder::start(
-        &[
-            "--sets-file",
-            sets_file.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "-o",
-            kamailio.list_path().to_str().unwrap(),
-            "--rpc",
-            &rpc,
-        ],
-        log,
-    )
+/// `dsfeed --sets-file WORK/sets.yaml --listen unix:WORK/feed.sock -o LIST
+/// --rpc CTL`, no --mode, logging to WORK/dsfeed.log.
+fn auto_feeder(kamailio: &Kamailio, work: &Path) -> Feeder {
+    let args = Args::default()
+        .sets_file(&work.join("sets.yaml"))
+        .listen_unix(&work.join("feed.sock"));
+    Feeder::start(args.reloading(kamailio), &work.join("dsfeed.log"))
 }
 
 #[tokio::test]
@@ -33,20 +23,11 @@ async fn auto_mode_reloads_a_stock_kamailio() {
     let kamailio = Kamailio::builder("").reload_delta(1).start().await.unwrap();
     let sets_file = work.path().join("sets.yaml");
     replace_file(&sets_file, "sets:\n  1: [sip:10.0.0.1:5060]\n");
-    let feeder = auto_feeder(
-        &kamailio,
-        &sets_file,
-        &work.path().join("feed.sock"),
-        &work.path().join("dsfeed.log"),
-    );
+    let feeder = auto_feeder(&kamailio, work.path());
     until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), WAIT).await;
     replace_file(&sets_file, "sets:\n  1: [sip:10.0.0.2:5060]\n");
     until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.2:5060"])]), WAIT).await;
-    assert!(
-        feeder.log().contains("without dsfeed.so"),
-        "{}",
-        feeder.log()
-    );
+    feeder.assert_logged("without dsfeed.so");
 }
 
 #[tokio::test]
@@ -54,22 +35,14 @@ async fn auto_mode_leaves_a_module_kamailio_to_the_module() {
     let work = tempfile::tempdir().unwrap();
     let socket = work.path().join("feed.sock");
     let list = "9 sip:10.9.9.9:5060 0 0\n";
-    let kamailio = dsfeed_tests::module::kamailio(list)
-        .modparam("dsfeed", "feeder", format!("unix:{}", socket.display()))
-        .modparam("dsfeed", "reconnect_min_ms", 100)
-        .modparam("dsfeed", "reconnect_max_ms", 500)
+    let kamailio = fed_by(list, format!("unix:{}", socket.display()))
         .modparam("dsfeed", "min_swap_interval_ms", 500)
         .start()
         .await
         .unwrap();
     let sets_file = work.path().join("sets.yaml");
     replace_file(&sets_file, "sets:\n  1: [sip:10.0.0.1:5060]\n");
-    let feeder = auto_feeder(
-        &kamailio,
-        &sets_file,
-        &socket,
-        &work.path().join("dsfeed.log"),
-    );
+    let feeder = auto_feeder(&kamailio, work.path());
 
     let first = sets(&[(1, &["sip:10.0.0.1:5060"]), (9, &["sip:10.9.9.9:5060"])]);
     until_loaded(&kamailio, &first, WAIT).await;
@@ -77,10 +50,7 @@ async fn auto_mode_leaves_a_module_kamailio_to_the_module() {
     let second = sets(&[(1, &["sip:10.0.0.2:5060"]), (9, &["sip:10.9.9.9:5060"])]);
     until_loaded(&kamailio, &second, WAIT).await;
 
-    eventually("the feeder to step aside for the module", WAIT, || async {
-        feeder.log().contains("runs dsfeed.so").then_some(())
-    })
-    .await;
+    feeder.wait_logged("runs dsfeed.so").await;
     let log = feeder.log();
     assert!(
         !log.contains("wrote dispatcher.list") && !log.contains("reloaded"),

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use dsfeed_tests::module::{
-    WAIT, fd_limits, feed_pid, flags, kamailio, kamcmd, lowest_free_fd, rpc, seen, set_fd_limit,
-    sets, started_since_boot, status, status_until, uptime, uris,
+    WAIT, error_until, fd_limits, feed_pid, flags, kamailio, kamcmd, lowest_free_fd, rpc, seen,
+    set_fd_limit, sets, started_since_boot, status, status_until, uptime, uris,
 };
 use dsfeed_tests::scripted::{TestFeeder, response};
 use dsfeed_tests::{Kamailio, KamailioBuilder, eventually};
@@ -18,15 +18,32 @@ use dsfeed_tests::{Kamailio, KamailioBuilder, eventually};
 /// time on a loaded machine).
 const SLACK: Duration = Duration::from_millis(250);
 
+/// Asserts that `gap`, measured with up to `slack` of error, is at least
+/// `interval`; `what` names the gap, which is printed for the record.
+fn assert_paced(gap: Duration, slack: Duration, interval: Duration, what: &str) {
+    eprintln!("{what}: {gap:?} (interval {interval:?})");
+    assert!(
+        gap + slack >= interval,
+        "{what} came after {gap:?}; the interval is {interval:?}"
+    );
+}
+
+/// The shortest `min_swap_interval_ms` the module accepts.
+const FASTEST: Duration = Duration::from_millis(500);
+
+/// A Kamailio with `list` and dsfeed.so swapping at most every `interval`.
+fn paced(list: &str, interval: Duration) -> KamailioBuilder {
+    let ms = i64::try_from(interval.as_millis()).expect("an interval in ms fits i64");
+    kamailio(list).modparam("dsfeed", "min_swap_interval_ms", ms)
+}
+
+/// A scripted feeder, and the Kamailio of `builder` following it as node
+/// `kam-apply`, connected.
 async fn start(builder: KamailioBuilder) -> (tempfile::TempDir, TestFeeder, Kamailio) {
     let dir = tempfile::tempdir().unwrap();
     let feeder = TestFeeder::unix(&dir.path().join("feed.sock")).await;
     let kamailio = builder
-        .modparam(
-            "dsfeed",
-            "feeder",
-            format!("unix:{}", feeder.socket.display()),
-        )
+        .modparam("dsfeed", "feeder", feeder.endpoint())
         .modparam("dsfeed", "node_id", "kam-apply")
         .start()
         .await
@@ -104,8 +121,7 @@ async fn snapshots_replace_sets_in_memory_and_leave_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_state_survives_swaps_and_feed_changes_win() {
-    let (_dir, feeder, kamailio) =
-        start(kamailio("").modparam("dsfeed", "min_swap_interval_ms", 500)).await;
+    let (_dir, feeder, kamailio) = start(paced("", FASTEST)).await;
     let a = "sip:10.0.0.1:5060";
     let b = "sip:10.0.0.2:5060";
     let c = "sip:10.0.0.3:5060";
@@ -142,20 +158,13 @@ async fn runtime_state_survives_swaps_and_feed_changes_win() {
     assert_eq!(flags(&kamailio, 1, c).await, "AX");
 
     // The feed drains c, then brings it back.
-    feeder.publish(response(
-        "v3",
-        "n3",
-        &[(1, &[(a, 0, 0), (b, 0, 0), (c, 4, 0)])],
-    ));
-    feeder.wait_answer("n3", WAIT).await;
-    assert_eq!(flags(&kamailio, 1, c).await, "DX");
-    feeder.publish(response(
-        "v4",
-        "n4",
-        &[(1, &[(a, 0, 0), (b, 0, 0), (c, 0, 0)])],
-    ));
-    feeder.wait_answer("n4", WAIT).await;
-    assert_eq!(flags(&kamailio, 1, c).await, "AX");
+    for (n, c_flags, c_state) in [(3, 4, "DX"), (4, 0, "AX")] {
+        let set = [(a, 0, 0), (b, 0, 0), (c, c_flags, 0)];
+        let nonce = format!("n{n}");
+        feeder.publish(response(&format!("v{n}"), &nonce, &[(1, &set)]));
+        feeder.wait_answer(&nonce, WAIT).await;
+        assert_eq!(flags(&kamailio, 1, c).await, c_state);
+    }
     assert_eq!(flags(&kamailio, 1, a).await, "IP");
     assert_eq!(status(&kamailio).await.int("swaps"), 4);
 }
@@ -163,12 +172,7 @@ async fn runtime_state_survives_swaps_and_feed_changes_win() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_is_paced_and_ends_on_the_newest_snapshot() {
     let interval = Duration::from_millis(2000);
-    let (_dir, feeder, kamailio) = start(kamailio("").modparam(
-        "dsfeed",
-        "min_swap_interval_ms",
-        interval.as_millis() as i64,
-    ))
-    .await;
+    let (_dir, feeder, kamailio) = start(paced("", interval)).await;
     let dest = |n: u32| format!("sip:10.0.{n}.1:5060");
     feeder.publish(response("v1", "n1", &[(1, &[(&dest(1), 0, 0)])]));
     feeder.wait_answer("n1", WAIT).await;
@@ -210,8 +214,7 @@ async fn a_burst_is_paced_and_ends_on_the_newest_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_snapshots_are_nacked_and_the_sets_stay() {
-    let (_dir, feeder, kamailio) =
-        start(kamailio("").modparam("dsfeed", "min_swap_interval_ms", 500)).await;
+    let (_dir, feeder, kamailio) = start(paced("", FASTEST)).await;
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.0.0.1:5060", 0, 0)])]));
     feeder.wait_answer("n1", WAIT).await;
 
@@ -249,10 +252,7 @@ async fn invalid_snapshots_are_nacked_and_the_sets_stay() {
     let ack = feeder.wait_answer("n3", WAIT).await;
     assert!(ack.error_detail.is_none());
     assert_eq!(uris(&kamailio, 1).await, ["sip:10.0.0.1:5060"]);
-    let status = status_until(&kamailio, "the dropped destination in the status", |s| {
-        s.text("last_error").contains("no-such-host")
-    })
-    .await;
+    let status = error_until(&kamailio, "no-such-host").await;
     assert!(
         status.text("last_error").contains("did not load 1"),
         "{status:?}"
@@ -261,12 +261,9 @@ async fn invalid_snapshots_are_nacked_and_the_sets_stay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_file_sync_gives_a_cold_restart_the_last_sets() {
-    let (_dir, feeder, kamailio) = start(
-        kamailio("7 sip:10.7.0.1:5060 0 0\n")
-            .modparam("dsfeed", "list_file_sync", 1)
-            .modparam("dsfeed", "min_swap_interval_ms", 500),
-    )
-    .await;
+    let list = "7 sip:10.7.0.1:5060 0 0\n";
+    let (_dir, feeder, kamailio) =
+        start(paced(list, FASTEST).modparam("dsfeed", "list_file_sync", 1)).await;
     feeder.publish(response(
         "v1",
         "n1",
@@ -300,12 +297,7 @@ async fn list_file_sync_gives_a_cold_restart_the_last_sets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_reload_is_undone_with_the_last_snapshot() {
-    let (_dir, feeder, kamailio) = start(kamailio("1 sip:10.0.0.1:5060 0 0\n").modparam(
-        "dsfeed",
-        "min_swap_interval_ms",
-        500,
-    ))
-    .await;
+    let (_dir, feeder, kamailio) = start(paced("1 sip:10.0.0.1:5060 0 0\n", FASTEST)).await;
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
     feeder.wait_answer("n1", WAIT).await;
 
@@ -328,23 +320,14 @@ async fn a_foreign_reload_is_undone_with_the_last_snapshot() {
 /// unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_applied_version_sent_again_after_a_foreign_reload_is_swapped_back_in() {
-    let (_dir, feeder, kamailio) = start(
-        kamailio("1 sip:10.0.0.1:5060 0 0\n")
-            .reload_delta(0)
-            .modparam("dsfeed", "min_swap_interval_ms", 2000),
-    )
-    .await;
+    let interval = Duration::from_millis(2000);
+    let list = "1 sip:10.0.0.1:5060 0 0\n";
+    let (_dir, feeder, kamailio) = start(paced(list, interval).reload_delta(0)).await;
     let v1 = response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]);
     feeder.publish(v1.clone());
     feeder.wait_answer("n1", WAIT).await;
     rpc(&kamailio, "dispatcher.reload", &[]).await.unwrap();
-    eventually("the module to notice the reload", WAIT, || async {
-        kamailio
-            .log()
-            .contains("re-applying version \"v1\"")
-            .then_some(())
-    })
-    .await;
+    kamailio.wait_logged("re-applying version \"v1\"").await;
     feeder.send_only(pb_with_nonce(v1, "n2"));
     let ack = feeder.wait_answer("n2", WAIT).await;
     assert!(ack.error_detail.is_none(), "{ack:?}");
@@ -367,25 +350,18 @@ fn pb_with_nonce(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_right_before_the_first_snapshot_is_waited_out() {
     let interval = Duration::from_millis(2000);
-    let (_dir, feeder, kamailio) = start(
-        kamailio("1 sip:10.0.0.1:5060 0 0\n")
-            .reload_delta(0)
-            .modparam(
-                "dsfeed",
-                "min_swap_interval_ms",
-                interval.as_millis() as i64,
-            ),
-    )
-    .await;
+    let list = "1 sip:10.0.0.1:5060 0 0\n";
+    let (_dir, feeder, kamailio) = start(paced(list, interval).reload_delta(0)).await;
     rpc(&kamailio, "dispatcher.reload", &[]).await.unwrap();
     let reloaded = Instant::now();
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
     let swapped = seen(&kamailio, 1, &["sip:10.1.0.1:5060"]).await;
     let gap = swapped - reloaded;
-    eprintln!("first swap seen {gap:?} after the dispatcher.reload (interval {interval:?})");
-    assert!(
-        gap + SLACK >= interval,
-        "the first swap came {gap:?} after a dispatcher.reload; the interval is {interval:?}"
+    assert_paced(
+        gap,
+        SLACK,
+        interval,
+        "the first swap after a dispatcher.reload",
     );
     let ack = feeder.wait_answer("n1", WAIT).await;
     assert!(ack.error_detail.is_none(), "{ack:?}");
@@ -398,12 +374,7 @@ async fn a_reload_right_before_the_first_snapshot_is_waited_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_swap_waits_an_interval_after_the_feed_process_starts() {
     let interval = Duration::from_millis(3000);
-    let (_dir, feeder, kamailio) = start(kamailio("").modparam(
-        "dsfeed",
-        "min_swap_interval_ms",
-        interval.as_millis() as i64,
-    ))
-    .await;
+    let (_dir, feeder, kamailio) = start(paced("", interval)).await;
     let started = started_since_boot(feed_pid(&kamailio).await);
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
     let swapped_at = eventually("set 1 from the feed", WAIT, || async {
@@ -411,11 +382,13 @@ async fn the_first_swap_waits_an_interval_after_the_feed_process_starts() {
     })
     .await;
     let gap = Duration::from_secs_f64(swapped_at - started);
-    eprintln!("first swap seen {gap:?} after the feed process started (interval {interval:?})");
     // Both clocks count 10 ms ticks.
-    assert!(
-        gap + Duration::from_millis(20) >= interval,
-        "the first swap came {gap:?} after the feed process started; the interval is {interval:?}"
+    let ticks = Duration::from_millis(20);
+    assert_paced(
+        gap,
+        ticks,
+        interval,
+        "the first swap after the feed process started",
     );
 }
 
@@ -425,8 +398,7 @@ async fn the_first_swap_waits_an_interval_after_the_feed_process_starts() {
 /// again, and its response is ACKed once the cause is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_that_fails_for_a_passing_reason_is_retried_not_nacked() {
-    let (_dir, feeder, kamailio) =
-        start(kamailio("").modparam("dsfeed", "min_swap_interval_ms", 500)).await;
+    let (_dir, feeder, kamailio) = start(paced("", FASTEST)).await;
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.0.0.1:5060", 0, 0)])]));
     assert!(feeder.wait_answer("n1", WAIT).await.error_detail.is_none());
     let pid = feed_pid(&kamailio).await;
@@ -520,21 +492,10 @@ async fn a_panic_after_a_swap_keeps_the_pacing_and_the_applied_version() {
     // Longer than the 5 s pause before the loop starts over.
     let interval = Duration::from_millis(7000);
     let (_dir, feeder, kamailio) =
-        start(kamailio("").env("DSFEED_TEST_PANIC", "swapped").modparam(
-            "dsfeed",
-            "min_swap_interval_ms",
-            interval.as_millis() as i64,
-        ))
-        .await;
+        start(paced("", interval).env("DSFEED_TEST_PANIC", "swapped")).await;
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.0.0.1:5060", 0, 0)])]));
     let first = seen(&kamailio, 1, &["sip:10.0.0.1:5060"]).await;
-    eventually("the panic after the swap", WAIT, || async {
-        kamailio
-            .log()
-            .contains("the feed loop panicked")
-            .then_some(())
-    })
-    .await;
+    kamailio.wait_logged("the feed loop panicked").await;
     // A change waits for the loop to come back.
     feeder.publish(response("v2", "n2", &[(1, &[("sip:10.0.0.2:5060", 0, 0)])]));
     feeder.wait_streams(2, WAIT).await;
@@ -547,11 +508,11 @@ async fn a_panic_after_a_swap_keeps_the_pacing_and_the_applied_version() {
         "the applied version is kept"
     );
     let second = seen(&kamailio, 1, &["sip:10.0.0.2:5060"]).await;
-    let gap = second - first;
-    eprintln!("swaps seen {gap:?} apart across the restart (interval {interval:?})");
-    assert!(
-        gap + SLACK >= interval,
-        "two swaps {gap:?} apart across a restart; the interval is {interval:?}"
+    assert_paced(
+        second - first,
+        SLACK,
+        interval,
+        "two swaps across a restart",
     );
     assert_eq!(status(&kamailio).await.int("swaps"), 2);
     assert!(kamailio.is_running());
@@ -561,22 +522,12 @@ async fn a_panic_after_a_swap_keeps_the_pacing_and_the_applied_version() {
 /// another writer's load all the same: the restarted loop notices it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_while_the_feed_loop_restarts_is_still_noticed() {
-    let (_dir, feeder, kamailio) = start(
-        kamailio("1 sip:10.0.0.1:5060 0 0\n")
-            .reload_delta(0)
-            .env("DSFEED_TEST_PANIC", "swapped")
-            .modparam("dsfeed", "min_swap_interval_ms", 500),
-    )
-    .await;
+    let list = "1 sip:10.0.0.1:5060 0 0\n";
+    let builder = paced(list, FASTEST).reload_delta(0);
+    let (_dir, feeder, kamailio) = start(builder.env("DSFEED_TEST_PANIC", "swapped")).await;
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
     seen(&kamailio, 1, &["sip:10.1.0.1:5060"]).await;
-    eventually("the panic after the swap", WAIT, || async {
-        kamailio
-            .log()
-            .contains("the feed loop panicked")
-            .then_some(())
-    })
-    .await;
+    kamailio.wait_logged("the feed loop panicked").await;
     rpc(&kamailio, "dispatcher.reload", &[]).await.unwrap();
     assert_eq!(uris(&kamailio, 1).await, ["sip:10.0.0.1:5060"]);
     // The restarted loop sees the list is not the one it installed, waits
@@ -593,12 +544,8 @@ async fn a_reload_while_the_feed_loop_restarts_is_still_noticed() {
 /// swap wait ("retrying"), with the set and destination named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sets_outside_the_feed_come_back_exactly_or_the_swap_waits() {
-    let (_dir, feeder, kamailio) = start(
-        kamailio("9 sip:10.9.0.1:5060 0 0 name=plain\n")
-            .reload_delta(0)
-            .modparam("dsfeed", "min_swap_interval_ms", 500),
-    )
-    .await;
+    let list = "9 sip:10.9.0.1:5060 0 0 name=plain\n";
+    let (_dir, feeder, kamailio) = start(paced(list, FASTEST).reload_delta(0)).await;
     feeder.publish(response("v1", "n1", &[(1, &[("sip:10.1.0.1:5060", 0, 0)])]));
     assert!(feeder.wait_answer("n1", WAIT).await.error_detail.is_none());
 
@@ -638,10 +585,7 @@ async fn sets_outside_the_feed_come_back_exactly_or_the_swap_waits() {
             b"a=1; b=2",
         ],
     );
-    let stuck = status_until(&kamailio, "the refusal to rewrite set 9", |s| {
-        s.text("last_error").contains("sip:10.9.0.3:5060")
-    })
-    .await;
+    let stuck = error_until(&kamailio, "sip:10.9.0.3:5060").await;
     let error = stuck.text("last_error");
     assert!(
         error.contains("set 9") && error.contains("attrs contain whitespace"),
@@ -694,10 +638,7 @@ async fn sets_outside_the_feed_come_back_exactly_or_the_swap_waits() {
     .await
     .unwrap();
     feeder.publish(response("v3", "n3", &[(1, &[("sip:10.1.0.3:5060", 0, 0)])]));
-    let refused = status_until(&kamailio, "the refusal to rewrite set 9", |s| {
-        s.text("last_error").contains("priority -5")
-    })
-    .await;
+    let refused = error_until(&kamailio, "priority -5").await;
     assert!(
         refused.text("last_error").contains("sip:10.9.0.4:5060"),
         "{refused:?}"

@@ -102,18 +102,14 @@ fn env_number(name: &str, default: u64) -> u64 {
 fn sipp_stats(path: &Path) -> impl Fn(&str) -> u64 {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<String> = lines
-        .next()
-        .unwrap_or_default()
-        .split(';')
-        .map(str::to_owned)
-        .collect();
-    let last: Vec<String> = lines
-        .next_back()
-        .unwrap_or_default()
-        .split(';')
-        .map(str::to_owned)
-        .collect();
+    let fields = |line: Option<&str>| -> Vec<String> {
+        line.unwrap_or_default()
+            .split(';')
+            .map(str::to_owned)
+            .collect()
+    };
+    let header = fields(lines.next());
+    let last = fields(lines.next_back());
     move |column: &str| {
         header
             .iter()

@@ -10,18 +10,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dsfeed_tests::fake_consul::{self, FakeConsul, Instance};
-use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::module::{
-    WAIT, fd_limits, feed_pid, kamailio, lowest_free_fd, set_fd_limit, status_until,
+    WAIT, error_until, fd_limits, fed_by, feed_pid, lowest_free_fd, set_fd_limit, status_until,
 };
 use dsfeed_tests::sipp::{self, Backend};
 use dsfeed_tests::{Kamailio, KamailioBuilder, eventually, replace_file, sets, until_loaded};
-use fake_kube::{FakeKube, endpoint_slice};
+use fake_kube::{FakeKube, endpoint, endpoint_slice};
 use serde_json::{Value, json};
-
-/// The feeder's flags that make it serve the stream only: it never writes
-/// dispatcher.list and never asks Kamailio to reload.
-const STREAM_ONLY: &[&str] = &["--mode", "grpc"];
 
 /// What a test owns outside Kamailio's directory, so that a second
 /// Kamailio can start on the same files: the feed socket, the list file,
@@ -30,6 +26,8 @@ const STREAM_ONLY: &[&str] = &["--mode", "grpc"];
 /// there (a log line) would wake it.
 struct Files {
     root: tempfile::TempDir,
+    /// What the list file held at the start.
+    original: String,
 }
 
 impl Files {
@@ -41,7 +39,10 @@ impl Files {
             .unwrap();
         std::fs::create_dir(root.path().join("sets")).unwrap();
         std::fs::write(root.path().join("dispatcher.list"), list).unwrap();
-        Files { root }
+        Files {
+            root,
+            original: list.to_owned(),
+        }
     }
 
     fn dir(&self) -> &Path {
@@ -67,16 +68,9 @@ impl Files {
     /// A Kamailio with dsfeed.so reading this list file and this feed
     /// socket (the builder's own list file is left unused).
     fn kamailio(&self, node: &str) -> KamailioBuilder {
-        kamailio("")
+        fed_by("", format!("unix:{}", self.socket().display()))
             .modparam("dispatcher", "list_file", self.list().as_path())
-            .modparam(
-                "dsfeed",
-                "feeder",
-                format!("unix:{}", self.socket().display()),
-            )
             .modparam("dsfeed", "node_id", node)
-            .modparam("dsfeed", "reconnect_min_ms", 100)
-            .modparam("dsfeed", "reconnect_max_ms", 1000)
     }
 }
 
@@ -97,27 +91,35 @@ fn sets_yaml(backends: &[&Backend]) -> String {
 /// The real `dsfeed` binary serving the feed only, plus its `/status`.
 struct StreamFeeder {
     process: Feeder,
-    args: Vec<String>,
+    args: Args,
     http: SocketAddr,
     dir: PathBuf,
     starts: usize,
 }
 
 impl StreamFeeder {
-    /// Starts `dsfeed SOURCES --listen unix:SOCKET` (logs in `dir`).
-    fn start(sources: &[&str], socket: &Path, dir: &Path) -> StreamFeeder {
-        let mut args: Vec<String> = sources.iter().map(|s| (*s).to_owned()).collect();
-        args.extend(STREAM_ONLY.iter().map(|s| (*s).to_owned()));
-        args.extend(["--listen".into(), format!("unix:{}", socket.display())]);
+    /// Starts `dsfeed SOURCES --mode grpc --listen unix:SOCKET` on `files`:
+    /// it never writes dispatcher.list and never asks Kamailio to reload.
+    fn start(sources: &[&str], files: &Files) -> StreamFeeder {
+        let args = Args::new(sources)
+            .args(&["--mode", "grpc"])
+            .listen_unix(&files.socket());
         let http = dsfeed_tests::free_addr();
+        let dir = files.dir().to_owned();
         let process = spawn(&args, http, &dir.join("dsfeed-1.log"));
         StreamFeeder {
             process,
             args,
             http,
-            dir: dir.to_owned(),
+            dir,
             starts: 1,
         }
+    }
+
+    /// [`StreamFeeder::start`] with the sets file of `files` as its source.
+    fn on_sets_file(files: &Files) -> StreamFeeder {
+        let sets_file = files.sets_file();
+        StreamFeeder::start(&["--sets-file", sets_file.to_str().unwrap()], files)
     }
 
     /// SIGKILL: the streams break with no goodbye.
@@ -210,11 +212,8 @@ impl StreamFeeder {
 }
 
 /// Runs `dsfeed ARGS --http HTTP`, logging to `log`.
-fn spawn(args: &[String], http: SocketAddr, log: &Path) -> Feeder {
-    let http = http.to_string();
-    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-    all.extend(["--http", &http]);
-    Feeder::start(&all, log)
+fn spawn(args: &Args, http: SocketAddr, log: &Path) -> Feeder {
+    Feeder::start(args.clone().http(http), log)
 }
 
 /// Kamailio's sets for the feed-managed set ids, in the dispatcher's order.
@@ -260,10 +259,10 @@ async fn all_reach(kamailio: &Kamailio, set: u32, calls: u32, backend: &Backend)
 
 /// What would show that Kamailio reloaded its list file: the module notices
 /// a list it did not install, and the feeder logs every write and reload.
-fn assert_no_reload(kamailio: &Kamailio, feeder: &StreamFeeder, list: &Path, original: &str) {
+fn assert_no_reload(kamailio: &Kamailio, feeder: &StreamFeeder, files: &Files) {
     assert_eq!(
-        std::fs::read_to_string(list).unwrap(),
-        original,
+        std::fs::read_to_string(files.list()).unwrap(),
+        files.original,
         "the list file on disk is untouched"
     );
     let log = kamailio.log();
@@ -281,36 +280,64 @@ fn assert_no_reload(kamailio: &Kamailio, feeder: &StreamFeeder, list: &Path, ori
     }
 }
 
+/// The sidecar the next tests start from: the list file holds set 1
+/// (`listed`) and set 9 (`other`), the sets file set 1 (`fed`); Kamailio,
+/// node `kam-e2e`, has applied the first version of the feeder serving
+/// that sets file, which is returned with the rest.
+async fn sidecar(
+    listed: &Backend,
+    fed: &Backend,
+    other: &Backend,
+) -> (Files, Kamailio, StreamFeeder, String) {
+    let files = Files::new(&format!("1 {} 0 0\n9 {} 0 0\n", listed.uri(), other.uri()));
+    files.write_sets(&sets_yaml(&[fed]));
+    let kamailio = files.kamailio("kam-e2e").start().await.unwrap();
+    let feeder = StreamFeeder::on_sets_file(&files);
+    let version = feeder.version().await;
+    until_applied(&kamailio, &version).await;
+    (files, kamailio, feeder, version)
+}
+
+/// Asserts that once node `kam-e2e` has ACKed `version`, Kamailio holds
+/// exactly the feeder's snapshot, and set 9 (`other`) of its list file.
+async fn assert_fed_and_kept(
+    kamailio: &Kamailio,
+    feeder: &StreamFeeder,
+    version: &str,
+    other: &Backend,
+) {
+    feeder.until_acked("kam-e2e", version).await;
+    let mut expected = feeder.snapshot().await;
+    expected.insert(9, vec![(other.uri(), 0, String::new())]);
+    assert_eq!(in_kamailio(kamailio).await, expected);
+}
+
+/// How the sidecar tests end: SIP to set 1 reaches `fed` alone and SIP to
+/// set 9 `other` alone, nothing was reloaded, and Kamailio still runs.
+async fn routes_without_a_reload(
+    kamailio: &Kamailio,
+    feeder: &StreamFeeder,
+    files: &Files,
+    fed: &Backend,
+    other: &Backend,
+) {
+    all_reach(kamailio, 1, 4, fed).await;
+    all_reach(kamailio, 9, 2, other).await;
+    assert_no_reload(kamailio, feeder, files);
+    assert!(kamailio.is_running());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sets_file_edit_reaches_kamailio_in_memory_without_a_reload() {
-    let (listed, old, new, other) = (
-        Backend::start(),
-        Backend::start(),
-        Backend::start(),
-        Backend::start(),
-    );
+    let [listed, old, new, other] = std::array::from_fn(|_| Backend::start());
     // Set 9 is only in the list file; the feed carries set 1.
-    let list = format!("1 {} 0 0\n9 {} 0 0\n", listed.uri(), other.uri());
-    let files = Files::new(&list);
-    files.write_sets(&sets_yaml(&[&old]));
-    let kamailio = files.kamailio("kam-e2e").start().await.unwrap();
-    let sets_file = files.sets_file();
-    let feeder = StreamFeeder::start(
-        &["--sets-file", sets_file.to_str().unwrap()],
-        &files.socket(),
-        files.dir(),
-    );
-
-    let v1 = feeder.version().await;
+    let (files, kamailio, feeder, v1) = sidecar(&listed, &old, &other).await;
     let status = until_applied(&kamailio, &v1).await;
     assert_eq!(status.int("connected"), 1, "{status:?}");
     assert_eq!(status.text("state"), "connected");
     assert_eq!(status.int("swaps"), 1);
     assert_eq!(status.sets(), [(1, 1), (9, 1)]);
-    feeder.until_acked("kam-e2e", &v1).await;
-    let mut expected = feeder.snapshot().await;
-    expected.insert(9, vec![(other.uri(), 0, String::new())]);
-    assert_eq!(in_kamailio(&kamailio).await, expected);
+    assert_fed_and_kept(&kamailio, &feeder, &v1, &other).await;
     all_reach(&kamailio, 1, 4, &old).await;
     all_reach(&kamailio, 9, 2, &other).await;
 
@@ -320,42 +347,20 @@ async fn a_sets_file_edit_reaches_kamailio_in_memory_without_a_reload() {
     let status = until_applied(&kamailio, &v2).await;
     assert_eq!(status.int("swaps"), 2, "one swap per snapshot: {status:?}");
     assert_eq!(status.int("connects"), 1);
-    feeder.until_acked("kam-e2e", &v2).await;
-    let mut expected = feeder.snapshot().await;
-    assert_eq!(expected[&1][0].0, new.uri());
-    expected.insert(9, vec![(other.uri(), 0, String::new())]);
-    assert_eq!(in_kamailio(&kamailio).await, expected);
+    assert_fed_and_kept(&kamailio, &feeder, &v2, &other).await;
+    assert_eq!(feeder.snapshot().await[&1][0].0, new.uri());
     assert!(
         kamailio.log().contains(&format!("applied version {v2:?}")),
         "{}",
         kamailio.log()
     );
-    all_reach(&kamailio, 1, 4, &new).await;
-    all_reach(&kamailio, 9, 2, &other).await;
-    assert_no_reload(&kamailio, &feeder, &files.list(), &list);
-    assert!(kamailio.is_running());
+    routes_without_a_reload(&kamailio, &feeder, &files, &new, &other).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kamailio_keeps_routing_without_the_feeder_and_resyncs_when_either_restarts() {
-    let (listed, fed, edited, other) = (
-        Backend::start(),
-        Backend::start(),
-        Backend::start(),
-        Backend::start(),
-    );
-    let list = format!("1 {} 0 0\n9 {} 0 0\n", listed.uri(), other.uri());
-    let files = Files::new(&list);
-    files.write_sets(&sets_yaml(&[&fed]));
-    let first = files.kamailio("kam-e2e").start().await.unwrap();
-    let sets_file = files.sets_file();
-    let mut feeder = StreamFeeder::start(
-        &["--sets-file", sets_file.to_str().unwrap()],
-        &files.socket(),
-        files.dir(),
-    );
-    let v1 = feeder.version().await;
-    until_applied(&first, &v1).await;
+    let [listed, fed, edited, other] = std::array::from_fn(|_| Backend::start());
+    let (files, first, mut feeder, v1) = sidecar(&listed, &fed, &other).await;
     let fed_sets = sets(&[(1, &[&fed.uri()]), (9, &[&other.uri()])]);
     assert_eq!(dsfeed_tests::loaded(&first).await, fed_sets);
 
@@ -383,7 +388,7 @@ async fn kamailio_keeps_routing_without_the_feeder_and_resyncs_when_either_resta
     let edited_sets = sets(&[(1, &[&edited.uri()]), (9, &[&other.uri()])]);
     until_loaded(&first, &edited_sets, WAIT).await;
     all_reach(&first, 1, 4, &edited).await;
-    assert_no_reload(&first, &feeder, &files.list(), &list);
+    assert_no_reload(&first, &feeder, &files);
 
     // Kamailio restarts on the same list file and socket: it starts from
     // the list file's sets and the module brings it back to the feed's.
@@ -393,10 +398,7 @@ async fn kamailio_keeps_routing_without_the_feeder_and_resyncs_when_either_resta
     assert_eq!(again.int("swaps"), 1);
     until_loaded(&second, &edited_sets, WAIT).await;
     feeder.until_acked("kam-e2e", &v2).await;
-    all_reach(&second, 1, 4, &edited).await;
-    all_reach(&second, 9, 2, &other).await;
-    assert_no_reload(&second, &feeder, &files.list(), &list);
-    assert!(second.is_running());
+    routes_without_a_reload(&second, &feeder, &files, &edited, &other).await;
 }
 
 /// `module_load` shows the status of a module with no feeder; this shows
@@ -408,10 +410,7 @@ async fn kamailio_routes_on_its_list_file_until_a_late_feeder_turns_up() {
     let files = Files::new(&list);
     files.write_sets(&sets_yaml(&[&fed]));
     let kamailio = files.kamailio("kam-late").start().await.unwrap();
-    let waiting = status_until(&kamailio, "a failed connect", |s| {
-        !s.text("last_error").is_empty()
-    })
-    .await;
+    let waiting = error_until(&kamailio, "").await;
     assert_eq!(waiting.int("connected"), 0);
     assert!(
         waiting
@@ -421,32 +420,19 @@ async fn kamailio_routes_on_its_list_file_until_a_late_feeder_turns_up() {
     );
     all_reach(&kamailio, 1, 4, &listed).await;
 
-    let sets_file = files.sets_file();
-    let feeder = StreamFeeder::start(
-        &["--sets-file", sets_file.to_str().unwrap()],
-        &files.socket(),
-        files.dir(),
-    );
+    let feeder = StreamFeeder::on_sets_file(&files);
     let version = feeder.version().await;
     until_applied(&kamailio, &version).await;
     until_loaded(&kamailio, &sets(&[(1, &[&fed.uri()])]), WAIT).await;
     all_reach(&kamailio, 1, 4, &fed).await;
-    assert_no_reload(&kamailio, &feeder, &files.list(), &list);
+    assert_no_reload(&kamailio, &feeder, &files);
 }
 
 /// An EndpointSlice of Service `asterisk` in `voice` with one endpoint, the
 /// backend, on the named port `sip`.
 fn slice(name: &str, backend: &Backend, ready: bool, terminating: bool) -> Value {
-    let endpoint = json!({"addresses": ["127.0.0.1"],
-                          "conditions": {"ready": ready, "serving": true, "terminating": terminating}});
-    endpoint_slice(
-        "voice",
-        "asterisk",
-        name,
-        "IPv4",
-        backend.port,
-        vec![endpoint],
-    )
+    let endpoints = vec![endpoint("127.0.0.1", ready, true, terminating)];
+    endpoint_slice("voice", "asterisk", name, "IPv4", backend.port, endpoints)
 }
 
 /// Set 1 as `(uri, state letters)`.
@@ -487,8 +473,7 @@ async fn endpoint_slice_changes_reach_kamailio_through_the_module() {
             "-kubecfg",
             kubeconfig.to_str().unwrap(),
         ],
-        &files.socket(),
-        files.dir(),
+        &files,
     );
     until_applied(&kamailio, &feeder.version().await).await;
     until_states(&kamailio, &[(&a, "AX")]).await;
@@ -501,7 +486,7 @@ async fn endpoint_slice_changes_reach_kamailio_through_the_module() {
     until_states(&kamailio, &[(&a, "DX"), (&b, "AX")]).await;
     until_applied(&kamailio, &feeder.version().await).await;
     all_reach(&kamailio, 1, 4, &b).await;
-    assert_no_reload(&kamailio, &feeder, &files.list(), "");
+    assert_no_reload(&kamailio, &feeder, &files);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,8 +499,7 @@ async fn consul_health_changes_reach_kamailio_through_the_module() {
     let addr = consul.addr();
     let feeder = StreamFeeder::start(
         &["--consul-service", "pbx=1", "--consul-addr", &addr],
-        &files.socket(),
-        files.dir(),
+        &files,
     );
     until_applied(&kamailio, &feeder.version().await).await;
     until_loaded(&kamailio, &sets(&[(1, &[&a.uri()])]), WAIT).await;
@@ -527,7 +511,7 @@ async fn consul_health_changes_reach_kamailio_through_the_module() {
     until_loaded(&kamailio, &sets(&[(1, &[&b.uri()])]), WAIT).await;
     until_applied(&kamailio, &feeder.version().await).await;
     all_reach(&kamailio, 1, 4, &b).await;
-    assert_no_reload(&kamailio, &feeder, &files.list(), "");
+    assert_no_reload(&kamailio, &feeder, &files);
 }
 
 /// A snapshot Kamailio cannot take now (here: the module's process has no
@@ -544,12 +528,7 @@ async fn a_snapshot_kamailio_cannot_take_yet_shows_as_retrying_on_the_feeder() {
         .start()
         .await
         .unwrap();
-    let sets_file = files.sets_file();
-    let feeder = StreamFeeder::start(
-        &["--sets-file", sets_file.to_str().unwrap()],
-        &files.socket(),
-        files.dir(),
-    );
+    let feeder = StreamFeeder::on_sets_file(&files);
     let v1 = feeder.version().await;
     feeder.until_acked("kam-retry", &v1).await;
 

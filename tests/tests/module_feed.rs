@@ -3,7 +3,10 @@
 //! lost feeder that changes nothing, the set filter, the bearer token, TCP.
 
 use dsfeed_tests::eventually;
-use dsfeed_tests::module::{WAIT, feed_pid, kamailio, sets, status, status_until, threads, uris};
+use dsfeed_tests::module::{
+    WAIT, error_until, fed_by, feed_pid, sets, status, status_until, threads, uris,
+};
+use dsfeed_tests::pki::Pki;
 use dsfeed_tests::scripted::{Received, TestFeeder, response};
 
 /// Waits for the first request of stream `n`.
@@ -18,15 +21,8 @@ async fn hello(feeder: &TestFeeder, n: usize) -> Received {
 async fn reconnects_and_resumes_from_the_applied_version() {
     let dir = tempfile::tempdir().unwrap();
     let mut feeder = TestFeeder::unix(&dir.path().join("feed.sock")).await;
-    let kamailio = kamailio("")
-        .modparam(
-            "dsfeed",
-            "feeder",
-            format!("unix:{}", feeder.socket.display()),
-        )
+    let kamailio = fed_by("", feeder.endpoint())
         .modparam("dsfeed", "node_id", "kam-feed")
-        .modparam("dsfeed", "reconnect_min_ms", 100)
-        .modparam("dsfeed", "reconnect_max_ms", 500)
         .modparam("dsfeed", "min_swap_interval_ms", 500)
         .start()
         .await
@@ -85,12 +81,7 @@ async fn reconnects_and_resumes_from_the_applied_version() {
 async fn the_set_filter_is_requested_and_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let feeder = TestFeeder::unix(&dir.path().join("feed.sock")).await;
-    let kamailio = kamailio("")
-        .modparam(
-            "dsfeed",
-            "feeder",
-            format!("unix:{}", feeder.socket.display()),
-        )
+    let kamailio = fed_by("", feeder.endpoint())
         .modparam("dsfeed", "sets", "2, 1")
         .start()
         .await
@@ -114,7 +105,6 @@ async fn the_bearer_token_is_sent_and_a_refusal_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let feeder = TestFeeder::unix(&dir.path().join("feed.sock")).await;
     feeder.require_token("s3cret-token");
-    let feeder_param = format!("unix:{}", feeder.socket.display());
 
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
@@ -124,8 +114,7 @@ async fn the_bearer_token_is_sent_and_a_refusal_is_reported() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let good = kamailio("")
-        .modparam("dsfeed", "feeder", feeder_param.as_str())
+    let good = fed_by("", feeder.endpoint())
         .modparam("dsfeed", "token_file", token_file.as_path())
         .start()
         .await
@@ -137,16 +126,12 @@ async fn the_bearer_token_is_sent_and_a_refusal_is_reported() {
     );
     status_until(&good, "connected", |s| s.int("connected") == 1).await;
 
-    let bad = kamailio("")
-        .modparam("dsfeed", "feeder", feeder_param.as_str())
+    let bad = fed_by("", feeder.endpoint())
         .modparam("dsfeed", "token", "wrong")
         .start()
         .await
         .unwrap();
-    let refused = status_until(&bad, "the refusal in dsfeed.status", |s| {
-        s.text("last_error").contains("refused")
-    })
-    .await;
+    let refused = error_until(&bad, "refused").await;
     assert_eq!(refused.int("connected"), 0);
     assert!(
         refused.text("last_error").contains("bearer token"),
@@ -159,11 +144,7 @@ async fn the_bearer_token_is_sent_and_a_refusal_is_reported() {
 async fn a_feeder_service_over_tcp() {
     let (feeder, port) = TestFeeder::tcp().await;
     let address = format!("http://localhost:{port}");
-    let kamailio = kamailio("")
-        .modparam("dsfeed", "feeder", address.as_str())
-        .start()
-        .await
-        .unwrap();
+    let kamailio = fed_by("", address.as_str()).start().await.unwrap();
     feeder.wait_streams(1, WAIT).await;
     feeder.publish(response(
         "v1",
@@ -176,59 +157,13 @@ async fn a_feeder_service_over_tcp() {
     assert_eq!(status(&kamailio).await.text("feeder"), address);
 }
 
-/// A test CA with a server certificate for localhost and a client
-/// certificate, as PEM files in `dir`.
-struct Pki {
-    ca: std::path::PathBuf,
-    client_cert: std::path::PathBuf,
-    client_key: std::path::PathBuf,
-    server: tonic::transport::Identity,
-    ca_pem: String,
-}
-
-fn pki(dir: &std::path::Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let issue = |names: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = issue(vec!["localhost".into()]);
-    let (client_cert, client_key) = issue(vec!["kamailio-0".into()]);
-    let write = |name: &str, pem: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    Pki {
-        ca: write("ca.pem", &ca.pem()),
-        client_cert: write("client.pem", &client_cert),
-        client_key: write("client.key", &client_key),
-        server: tonic::transport::Identity::from_pem(server_cert, server_key),
-        ca_pem: ca.pem(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feeder_service_over_mutual_tls_with_a_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let (feeder, port) = TestFeeder::tls(
-        tonic::transport::ServerTlsConfig::new()
-            .identity(pki.server.clone())
-            .client_ca_root(tonic::transport::Certificate::from_pem(&pki.ca_pem)),
-    )
-    .await;
+    let pki = Pki::new(&["localhost"]);
+    let (feeder, port) = TestFeeder::tls(pki.tonic_server(true)).await;
     feeder.require_token("cluster-token");
     let address = format!("https://localhost:{port}");
-    let trusted = kamailio("")
-        .modparam("dsfeed", "feeder", address.as_str())
+    let trusted = fed_by("", address.as_str())
         .modparam("dsfeed", "tls_ca", pki.ca.as_path())
         .modparam("dsfeed", "tls_cert", pki.client_cert.as_path())
         .modparam("dsfeed", "tls_key", pki.client_key.as_path())
@@ -244,17 +179,13 @@ async fn a_feeder_service_over_mutual_tls_with_a_token() {
     assert_eq!(threads(pid), 1, "TLS adds no thread to the feed process");
 
     // Without a client certificate the handshake is refused, and said so.
-    let anonymous = kamailio("")
-        .modparam("dsfeed", "feeder", address.as_str())
+    let anonymous = fed_by("", address.as_str())
         .modparam("dsfeed", "tls_ca", pki.ca.as_path())
         .modparam("dsfeed", "token", "cluster-token")
         .start()
         .await
         .unwrap();
-    let refused = status_until(&anonymous, "the failed handshake in dsfeed.status", |s| {
-        s.text("last_error").contains(&address)
-    })
-    .await;
+    let refused = error_until(&anonymous, &address).await;
     assert!(
         refused.text("last_error").contains("refused"),
         "{refused:?}"

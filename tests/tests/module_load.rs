@@ -8,9 +8,17 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use dsfeed_tests::module::{
-    WAIT, feed_pid, kamailio, module_path, rpc, status, status_until, threads,
+    WAIT, error_until, feed_pid, kamailio, module_path, rpc, status, threads,
 };
 use dsfeed_tests::{HarnessError, KamailioBuilder, eventually, sets, target};
+
+/// A Kamailio whose dsfeed.so has no feeder to reach and panics on purpose
+/// at `place` (`DSFEED_TEST_PANIC`).
+fn panicking_at(place: &str) -> KamailioBuilder {
+    kamailio("")
+        .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
+        .env("DSFEED_TEST_PANIC", place)
+}
 
 /// Starts a Kamailio that must fail; returns its exit status and log.
 async fn start_failing(builder: KamailioBuilder) -> (std::process::ExitStatus, String) {
@@ -33,10 +41,7 @@ async fn loads_and_reports_status_without_a_feeder() {
         .start()
         .await
         .unwrap();
-    let status = status_until(&kamailio, "a failed connect in dsfeed.status", |s| {
-        !s.text("last_error").is_empty()
-    })
-    .await;
+    let status = error_until(&kamailio, "").await;
     assert_eq!(status.int("connected"), 0);
     assert!(
         ["connecting", "backoff"].contains(&status.text("state")),
@@ -210,12 +215,7 @@ fn a_build_for_another_kamailio_is_refused_with_both_versions_and_the_fix() {
 
 #[tokio::test]
 async fn a_panic_in_an_rpc_is_an_rpc_fault_and_kamailio_keeps_running() {
-    let kamailio = kamailio("")
-        .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
-        .env("DSFEED_TEST_PANIC", "dsfeed.status")
-        .start()
-        .await
-        .unwrap();
+    let kamailio = panicking_at("dsfeed.status").start().await.unwrap();
     let fault = rpc(&kamailio, "dsfeed.status", &[]).await.unwrap_err();
     assert!(
         fault.contains("500") && fault.contains("internal error"),
@@ -235,12 +235,7 @@ async fn a_panic_in_an_rpc_is_an_rpc_fault_and_kamailio_keeps_running() {
 
 #[tokio::test]
 async fn a_panic_in_mod_init_fails_the_start_cleanly() {
-    let (status, log) = start_failing(
-        kamailio("")
-            .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
-            .env("DSFEED_TEST_PANIC", "mod_init"),
-    )
-    .await;
+    let (status, log) = start_failing(panicking_at("mod_init")).await;
     assert!(log.contains("mod_init failed (panic"), "{log}");
     // An orderly exit through Kamailio's error path, not a signal.
     assert!(status.code().is_some(), "{status:?}");
@@ -251,9 +246,7 @@ async fn a_panic_in_mod_init_fails_the_start_cleanly() {
 /// process error path (or main loop) in that child; it must end itself.
 #[tokio::test]
 async fn a_feed_process_that_cannot_start_exits_without_returning_into_kamailio() {
-    let builder = kamailio("")
-        .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
-        .env("DSFEED_TEST_PANIC", "feed_process");
+    let builder = panicking_at("feed_process");
     // Kamailio may answer on ctl before it notices its child is gone.
     let (status, log) = match builder.start().await {
         Err(HarnessError::Exited { status, log }) => (status, log),
@@ -283,24 +276,10 @@ async fn a_feed_process_that_cannot_start_exits_without_returning_into_kamailio(
 
 #[tokio::test]
 async fn the_feed_process_is_one_thread_and_survives_a_panic() {
-    let kamailio = kamailio("")
-        .modparam("dsfeed", "feeder", "unix:/nonexistent/feed.sock")
-        .env("DSFEED_TEST_PANIC", "feed")
-        .start()
-        .await
-        .unwrap();
+    let kamailio = panicking_at("feed").start().await.unwrap();
     let pid = feed_pid(&kamailio).await;
-    eventually("the restarted feed loop", WAIT, || async {
-        kamailio
-            .log()
-            .contains("the feed loop panicked")
-            .then_some(())
-    })
-    .await;
-    status_until(&kamailio, "a connect attempt after the panic", |s| {
-        !s.text("last_error").is_empty()
-    })
-    .await;
+    kamailio.wait_logged("the feed loop panicked").await;
+    error_until(&kamailio, "").await;
     assert_eq!(
         threads(pid),
         1,

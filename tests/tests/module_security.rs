@@ -159,7 +159,7 @@ async fn the_real_feeder_withholds_100000_destinations_with_an_error() {
     let socket = dir.path().join("feed.sock");
     let log = dir.path().join("dsfeed.log");
     let feeder = Feeder::start(
-        &[
+        [
             "--mode",
             "grpc",
             "--sets-file",

@@ -341,7 +341,7 @@ async fn metrics_say_what_each_kamailio_loaded() {
     let listen = format!("unix:{}", socket.display());
     let rpc = kamailio.ctl_unix().to_string();
     let _feeder = Feeder::start(
-        &[
+        [
             "--sets-file",
             sets_file.to_str().unwrap(),
             "-o",
@@ -358,7 +358,7 @@ async fn metrics_say_what_each_kamailio_loaded() {
     until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), SETTLE).await;
     // A feed client as dsfeed.so would be one, acking what it gets.
     let _watch = Feeder::start(
-        &["watch", &listen, "--node", "kam-feed"],
+        ["watch", &listen, "--node", "kam-feed"],
         &dir.join("watch.log"),
     );
 

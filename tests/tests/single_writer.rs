@@ -6,14 +6,14 @@
 //!   `--min-reload-interval` apart even with `reload_delta=0`, and a burst
 //!   ends on the newest sets.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::free_addr;
 use dsfeed_tests::http::get as http_get;
 use dsfeed_tests::loads::{Event, LoadLog};
-use dsfeed_tests::module::WAIT;
+use dsfeed_tests::module::{WAIT, fed_by};
 use dsfeed_tests::{Kamailio, KamailioBuilder, eventually, replace_file, sets, until_loaded};
 
 /// The files a sidecar pod shares between its two containers.
@@ -48,61 +48,87 @@ impl Pod {
         self.path("sets.yaml")
     }
 
+    /// Kamailio's ctl socket, as `--rpc` and `ctl`'s `binrpc` name it.
+    fn rpc(&self) -> String {
+        format!("unix:{}", self.ctl().display())
+    }
+
     /// A feeder that only serves the feed the module reads.
     fn serving_feeder(&self) -> Feeder {
-        let listen = format!("unix:{}", self.socket().display());
-        let sets_file = self.sets_file();
-        let args = [
-            "--sets-file",
-            path(&sets_file),
-            "--mode",
-            "grpc",
-            "--listen",
-            &listen,
-        ];
-        Feeder::start(&args, &self.path("serving.log"))
+        let args = Args::default().sets_file(&self.sets_file());
+        let args = args.args(&["--mode", "grpc"]).listen_unix(&self.socket());
+        Feeder::start(args, &self.path("serving.log"))
+    }
+
+    /// The feeder container's command, the README's sidecar command
+    /// without its `--listen`: the sets file, the shared list file and
+    /// Kamailio's ctl socket.
+    fn feeder_args(&self) -> Args {
+        let args = Args::default().sets_file(&self.sets_file());
+        args.arg("-o", self.list().display())
+            .arg("--rpc", self.rpc())
     }
 
     /// The feeder container: the README's sidecar command.
-    fn feeder(&self, extra: &[&str]) -> Feeder {
-        let listen = format!("unix:{}", self.socket().display());
-        let rpc = format!("unix:{}", self.ctl().display());
-        let (sets_file, list) = (self.sets_file(), self.list());
-        let mut args = vec![
-            "--sets-file",
-            path(&sets_file),
-            "-o",
-            path(&list),
-            "--rpc",
-            &rpc,
-        ];
-        if !extra.contains(&"--no-listen") {
-            args.extend(["--listen", &listen]);
-        }
-        args.extend(extra.iter().filter(|a| **a != "--no-listen"));
-        Feeder::start(&args, &self.path("dsfeed.log"))
+    fn feeder(&self) -> Feeder {
+        let args = self.feeder_args().listen_unix(&self.socket());
+        Feeder::start(args, &self.path("dsfeed.log"))
     }
 
     /// The Kamailio container with dsfeed.so, reading the shared list file
     /// and answering on the shared ctl socket, with the dispatcher's debug
     /// log on so that every load shows.
     fn kamailio(&self) -> KamailioBuilder {
-        dsfeed_tests::module::kamailio("")
+        fed_by("", format!("unix:{}", self.socket().display()))
             .debug(3)
             .modparam("dispatcher", "list_file", self.list().as_path())
-            .modparam("ctl", "binrpc", format!("unix:{}", self.ctl().display()))
-            .modparam(
-                "dsfeed",
-                "feeder",
-                format!("unix:{}", self.socket().display()),
-            )
-            .modparam("dsfeed", "reconnect_min_ms", 100)
-            .modparam("dsfeed", "reconnect_max_ms", 500)
+            .modparam("ctl", "binrpc", self.rpc())
     }
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// A pod whose Kamailio runs dsfeed.so fed by a serving feeder, with set 1
+/// loaded, for a second feeder to be started next to them.
+struct Served {
+    pod: Pod,
+    serving: Feeder,
+    kamailio: Kamailio,
+    loads: LoadLog,
+    /// The list file once set 1 was loaded.
+    list: Vec<u8>,
+}
+
+impl Served {
+    async fn start() -> Served {
+        let pod = Pod::new();
+        replace_file(&pod.sets_file(), &set_yaml("sip:10.0.0.1:5060"));
+        let serving = pod.serving_feeder();
+        std::fs::write(pod.list(), "").unwrap();
+        let kamailio = pod.kamailio().start().await.unwrap();
+        let loads = LoadLog::follow(kamailio.log_path());
+        until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), WAIT).await;
+        let list = std::fs::read(pod.list()).unwrap();
+        Served {
+            pod,
+            serving,
+            kamailio,
+            loads,
+            list,
+        }
+    }
+
+    /// Stops `other` and the serving feeder: everything they would ever
+    /// send has been sent then. Asserts that the list file is untouched and
+    /// that only the module loaded lists.
+    fn assert_untouched_after(self, other: Feeder, context: &str) {
+        drop(other);
+        drop(self.serving);
+        assert_eq!(
+            std::fs::read(self.pod.list()).unwrap(),
+            self.list,
+            "the file is untouched"
+        );
+        assert_only_the_module_loaded(&self.loads, &self.kamailio, context);
+    }
 }
 
 fn set_yaml(uri: &str) -> String {
@@ -137,7 +163,7 @@ async fn sidecar_round(feeder_first: bool, round: usize) {
     );
     let mut feeder = None;
     if feeder_first {
-        feeder = Some(pod.feeder(&[]));
+        feeder = Some(pod.feeder());
         // With Kamailio not answering yet, the file is written for it to
         // read at start, and the reload waits.
         eventually("the feeder to write the list", WAIT, || async {
@@ -149,16 +175,13 @@ async fn sidecar_round(feeder_first: bool, round: usize) {
     }
     let kamailio = pod.kamailio().start().await.unwrap();
     let loads = LoadLog::follow(kamailio.log_path());
-    let feeder = feeder.unwrap_or_else(|| pod.feeder(&[]));
+    let feeder = feeder.unwrap_or_else(|| pod.feeder());
     let first = sets(&[(1, &["sip:10.0.0.1:5060"])]);
     until_loaded(&kamailio, &first, WAIT).await;
     replace_file(&pod.sets_file(), &set_yaml("sip:10.0.0.2:5060"));
     let second = sets(&[(1, &["sip:10.0.0.2:5060"])]);
     until_loaded(&kamailio, &second, WAIT).await;
-    eventually("the feeder to step aside for the module", WAIT, || async {
-        feeder.log().contains("runs dsfeed.so").then_some(())
-    })
-    .await;
+    feeder.wait_logged("runs dsfeed.so").await;
     // Everything the feeder would ever send has been sent once it is gone.
     drop(feeder);
     assert_only_the_module_loaded(&loads, &kamailio, &context);
@@ -180,32 +203,13 @@ async fn sidecar_started_kamailio_first_never_reloads_the_module_kamailio() {
 
 #[tokio::test]
 async fn mode_file_refuses_a_module_kamailio_and_says_why() {
-    let pod = Pod::new();
-    replace_file(&pod.sets_file(), &set_yaml("sip:10.0.0.1:5060"));
     // Another feeder serves the module; this one is told to use the file.
-    let serving = pod.serving_feeder();
-    std::fs::write(pod.list(), "").unwrap();
-    let kamailio = pod.kamailio().start().await.unwrap();
-    let loads = LoadLog::follow(kamailio.log_path());
-    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), WAIT).await;
-    let before = std::fs::read(pod.list()).unwrap();
-
+    let served = Served::start().await;
+    let pod = &served.pod;
     let http = free_addr();
-    let rpc = format!("unix:{}", pod.ctl().display());
-    let (sets_file, list) = (pod.sets_file(), pod.list());
-    let args = [
-        "--sets-file",
-        path(&sets_file),
-        "-o",
-        path(&list),
-        "--rpc",
-        &rpc,
-        "--mode",
-        "file",
-        "--http",
-        &http.to_string(),
-    ];
-    let file_feeder = Feeder::start(&args, &pod.path("file.log"));
+    let args = pod.feeder_args().args(&["--mode", "file"]).http(http);
+    let file_feeder = Feeder::start(args, &pod.path("file.log"));
+    let rpc = pod.rpc();
     let metric = format!("dsfeed_reloads_withheld_total{{rpc=\"{rpc}\",reason=\"dsfeed_module\"}}");
     eventually("the refusal to show in /metrics", WAIT, || async {
         let (_, body) = http_get(http, "/metrics").await.ok()?;
@@ -214,48 +218,23 @@ async fn mode_file_refuses_a_module_kamailio_and_says_why() {
             .then_some(())
     })
     .await;
-    let log = file_feeder.log();
-    assert!(
-        log.contains("runs dsfeed.so") && log.contains("only writer"),
-        "{log}"
-    );
-    drop(file_feeder);
-    drop(serving);
-    assert_eq!(
-        std::fs::read(pod.list()).unwrap(),
-        before,
-        "the file is untouched"
-    );
-    assert_only_the_module_loaded(&loads, &kamailio, "--mode file");
+    file_feeder.assert_logged("runs dsfeed.so");
+    file_feeder.assert_logged("only writer");
+    served.assert_untouched_after(file_feeder, "--mode file");
 }
 
 #[tokio::test]
 async fn mode_auto_without_listen_steps_aside_for_a_module_kamailio() {
-    let pod = Pod::new();
-    replace_file(&pod.sets_file(), &set_yaml("sip:10.0.0.1:5060"));
-    let serving = pod.serving_feeder();
-    std::fs::write(pod.list(), "").unwrap();
-    let kamailio = pod.kamailio().start().await.unwrap();
-    let loads = LoadLog::follow(kamailio.log_path());
-    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), WAIT).await;
-    let before = std::fs::read(pod.list()).unwrap();
+    let served = Served::start().await;
+    let pod = &served.pod;
     // A second feeder in auto mode with no feed of its own, as a file-mode
     // deployment left running next to the module would be.
-    let auto = pod.feeder(&["--no-listen"]);
+    let auto = Feeder::start(pod.feeder_args(), &pod.path("dsfeed.log"));
     replace_file(&pod.sets_file(), &set_yaml("sip:10.0.0.2:5060"));
-    until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.2:5060"])]), WAIT).await;
-    eventually("the auto feeder to step aside", WAIT, || async {
-        auto.log().contains("runs dsfeed.so").then_some(())
-    })
-    .await;
-    drop(auto);
-    drop(serving);
-    assert_eq!(
-        std::fs::read(pod.list()).unwrap(),
-        before,
-        "the file is untouched"
-    );
-    assert_only_the_module_loaded(&loads, &kamailio, "--mode auto without --listen");
+    let second = sets(&[(1, &["sip:10.0.0.2:5060"])]);
+    until_loaded(&served.kamailio, &second, WAIT).await;
+    auto.wait_logged("runs dsfeed.so").await;
+    served.assert_untouched_after(auto, "--mode auto without --listen");
 }
 
 #[tokio::test]
@@ -270,19 +249,10 @@ async fn a_burst_against_reload_delta_0_is_paced_and_ends_on_the_newest() {
     let loads = LoadLog::follow(kamailio.log_path());
     let sets_file = work.path().join("sets.yaml");
     replace_file(&sets_file, &set_yaml("sip:10.0.0.100:5060"));
-    let rpc = kamailio.ctl_unix().to_string();
     let interval = Duration::from_secs(1);
+    let args = Args::default().sets_file(&sets_file).reloading(&kamailio);
     let feeder = Feeder::start(
-        &[
-            "--sets-file",
-            path(&sets_file),
-            "-o",
-            path(kamailio.list_path()),
-            "--rpc",
-            &rpc,
-            "--mode",
-            "file",
-        ],
+        args.args(&["--mode", "file"]),
         &work.path().join("dsfeed.log"),
     );
     until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.100:5060"])]), WAIT).await;

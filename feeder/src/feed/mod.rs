@@ -55,41 +55,24 @@ pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
 pub struct ServeArgs {
     /// Serve the feed on unix:PATH (socket mode 0660; the sidecar's choice)
     /// or tcp://IP:PORT (https://IP:PORT insists on --tls-cert). Repeatable.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "DSFEED_LISTEN",
-        value_delimiter = ' ',
-        value_parser = parse_listen
-    )]
+    #[arg(long, value_name = "ADDR", env = "DSFEED_LISTEN")]
+    #[arg(value_delimiter = ' ', value_parser = parse_listen)]
     pub listen: Vec<Endpoint>,
 
     /// PEM certificate chain: serve TLS on every tcp:// listener.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "DSFEED_TLS_CERT",
-        requires = "tls_key"
-    )]
+    #[arg(long, value_name = "PATH", env = "DSFEED_TLS_CERT")]
+    #[arg(requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key of --tls-cert.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "DSFEED_TLS_KEY",
-        requires = "tls_cert"
-    )]
+    #[arg(long, value_name = "PATH", env = "DSFEED_TLS_KEY")]
+    #[arg(requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// PEM CA certificates: require TCP clients to present a certificate
     /// signed by one of them.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "DSFEED_TLS_CLIENT_CA",
-        requires = "tls_cert"
-    )]
+    #[arg(long, value_name = "PATH", env = "DSFEED_TLS_CLIENT_CA")]
+    #[arg(requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
     /// A file holding a bearer token every stream, and /status, must

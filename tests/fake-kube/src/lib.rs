@@ -227,18 +227,7 @@ impl FakeKube {
                     }
                 }
             }
-            Scenario::Down => {
-                if let Some(listener) = self
-                    .shared
-                    .listener
-                    .lock()
-                    .expect("the listener lock")
-                    .take()
-                {
-                    listener.abort();
-                }
-                self.cut_connections();
-            }
+            Scenario::Down => self.go_down(),
             Scenario::Up => {
                 let listener = bind(self.addr).await;
                 self.serve(listener);
@@ -307,6 +296,20 @@ impl FakeKube {
         }
     }
 
+    /// Stops listening and cuts every connection, as a server going down.
+    fn go_down(&self) {
+        let listener = self
+            .shared
+            .listener
+            .lock()
+            .expect("the listener lock")
+            .take();
+        if let Some(listener) = listener {
+            listener.abort();
+        }
+        self.cut_connections();
+    }
+
     fn cut_connections(&self) {
         let mut connections = self.shared.connections.lock().expect("the connection lock");
         // Dropping a JoinSet aborts every task in it.
@@ -322,18 +325,21 @@ impl FakeKube {
 
 impl Drop for FakeKube {
     fn drop(&mut self) {
-        if let Some(listener) = self
-            .shared
-            .listener
-            .lock()
-            .expect("the listener lock")
-            .take()
-        {
-            listener.abort();
-        }
-        self.cut_connections();
+        self.go_down();
     }
 }
+/// An endpoint of an EndpointSlice: one address in the given conditions,
+/// belonging to a pod named after it (`pod-10-0-0-1`).
+pub fn endpoint(ip: &str, ready: bool, serving: bool, terminating: bool) -> Value {
+    json!({
+        "addresses": [ip],
+        "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
+        "targetRef": {"kind": "Pod", "name": format!("pod-{}", ip.replace([':', '.'], "-"))},
+    })
+}
+
+/// An EndpointSlice `name` of `service` in `namespace`, with the port named
+/// `sip` on `sip_port` (UDP).
 pub fn endpoint_slice(
     namespace: &str,
     service: &str,

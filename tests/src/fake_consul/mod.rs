@@ -47,6 +47,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::feeder::Args;
 use crate::pki::Pki;
 use model::{Service, State};
 use server::{Handler, accept};
@@ -135,6 +136,17 @@ impl FakeConsul {
         self.addr.to_string()
     }
 
+    /// The feeder's flags that make sets of `services` (`--consul-service`
+    /// values) from this agent: its address as users usually give it,
+    /// `HOST:PORT` for plain HTTP and `https://HOST:PORT` for TLS.
+    pub fn feeder_args(&self, services: &[&str]) -> Args {
+        let addr = if self.https { self.url() } else { self.addr() };
+        services
+            .iter()
+            .fold(Args::default(), |args, s| args.arg("--consul-service", s))
+            .arg("--consul-addr", addr)
+    }
+
     /// The port the fake listens on.
     pub fn port(&self) -> u16 {
         self.addr.port()
@@ -193,6 +205,20 @@ impl FakeConsul {
         }
         self.epoch.send_modify(|e| *e += 1);
         self.changes.send_modify(|c| *c += 1);
+    }
+
+    /// Restarts, then waits until the client has seen the index go
+    /// backwards: a full read without an index, then a query blocking on
+    /// the new index, 1. Returns the position of the full read.
+    pub async fn restart_and_await_reread(&self, timeout: Duration) -> usize {
+        self.restart();
+        let restarted = self.requests().len();
+        let reread = self
+            .wait_for_request(restarted, timeout, |r| r.index().is_none())
+            .await;
+        self.wait_for_request(reread, timeout, |r| r.index() == Some(1))
+            .await;
+        reread
     }
 
     /// Demands `token` in `X-Consul-Token` from now on.

@@ -34,42 +34,28 @@ pub struct ConsulArgs {
     #[arg(
         id = "consul-service",
         long = "consul-service",
-        value_name = "NAME=ID[:PORT][,OPTION...]",
-        env = "DSFEED_CONSUL_SERVICE",
-        value_delimiter = ' '
+        env = "DSFEED_CONSUL_SERVICE"
     )]
+    #[arg(value_name = "NAME=ID[:PORT][,OPTION...]", value_delimiter = ' ')]
     pub services: Vec<ServiceSpec>,
 
     /// Consul's HTTP API: [http://|https://]HOST[:PORT]. Without a scheme
     /// the port defaults to 8500 and https is used only with
     /// CONSUL_HTTP_SSL=true; with one, to the scheme's port.
-    #[arg(
-        id = "consul-addr",
-        long = "consul-addr",
-        value_name = "ADDR",
-        env = "CONSUL_HTTP_ADDR",
-        default_value = "127.0.0.1:8500"
-    )]
+    #[arg(long = "consul-addr", value_name = "ADDR", env = "CONSUL_HTTP_ADDR")]
+    #[arg(default_value = "127.0.0.1:8500")]
     pub addr: ConsulAddr,
 
     /// Speak https to a --consul-addr given without a scheme.
-    #[arg(
-        id = "consul-https",
-        long = "consul-https",
-        env = "CONSUL_HTTP_SSL",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
+    #[arg(long = "consul-https", env = "CONSUL_HTTP_SSL")]
+    #[arg(value_parser = clap::builder::BoolishValueParser::new())]
     pub https: bool,
 
     /// A file holding the ACL token sent as X-Consul-Token; it is read again
     /// before every query, so a rotated token is picked up. Without it the
     /// token comes from CONSUL_HTTP_TOKEN (never a flag: flags show in ps).
-    #[arg(
-        id = "consul-token-file",
-        long = "consul-token-file",
-        value_name = "PATH",
-        env = "CONSUL_HTTP_TOKEN_FILE"
-    )]
+    #[arg(id = "consul-token-file", long = "consul-token-file")]
+    #[arg(value_name = "PATH", env = "CONSUL_HTTP_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
     /// CONSUL_HTTP_TOKEN, which has no flag.
@@ -78,42 +64,23 @@ pub struct ConsulArgs {
 
     /// PEM file of the CA certificates that sign Consul's certificate;
     /// default: the system's trusted roots.
-    #[arg(
-        id = "consul-cacert",
-        long = "consul-cacert",
-        value_name = "PATH",
-        env = "CONSUL_CACERT"
-    )]
+    #[arg(long = "consul-cacert", value_name = "PATH", env = "CONSUL_CACERT")]
     pub cacert: Option<PathBuf>,
 
     /// PEM client certificate (chain) presented to Consul, for mutual TLS.
-    #[arg(
-        id = "consul-client-cert",
-        long = "consul-client-cert",
-        value_name = "PATH",
-        env = "CONSUL_CLIENT_CERT",
-        requires = "consul-client-key"
-    )]
+    #[arg(long = "consul-client-cert", value_name = "PATH")]
+    #[arg(env = "CONSUL_CLIENT_CERT", requires = "client_key")]
     pub client_cert: Option<PathBuf>,
 
     /// PEM private key of --consul-client-cert.
-    #[arg(
-        id = "consul-client-key",
-        long = "consul-client-key",
-        value_name = "PATH",
-        env = "CONSUL_CLIENT_KEY",
-        requires = "consul-client-cert"
-    )]
+    #[arg(long = "consul-client-key", value_name = "PATH")]
+    #[arg(env = "CONSUL_CLIENT_KEY", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
 
     /// The name to verify in Consul's certificate instead of the host of
     /// --consul-addr.
-    #[arg(
-        id = "consul-tls-server-name",
-        long = "consul-tls-server-name",
-        value_name = "NAME",
-        env = "CONSUL_TLS_SERVER_NAME"
-    )]
+    #[arg(long = "consul-tls-server-name", value_name = "NAME")]
+    #[arg(env = "CONSUL_TLS_SERVER_NAME")]
     pub tls_server_name: Option<String>,
 
     /// A dispatcher attr taken from each instance: KEY=FIELD, FIELD one of
@@ -124,12 +91,11 @@ pub struct ConsulArgs {
     /// 1..100 are rejected: the instance is kept without that attr and the
     /// value is logged. Repeatable, e.g. weight=Weights.Passing duid=ID.
     #[arg(
-        id = "consul-attr",
         long = "consul-attr",
         value_name = "KEY=FIELD",
-        env = "DSFEED_CONSUL_ATTR",
-        value_delimiter = ' '
+        env = "DSFEED_CONSUL_ATTR"
     )]
+    #[arg(value_delimiter = ' ')]
     pub attrs: Vec<AttrMapping>,
 
     /// Register this Kamailio in Consul as service NAME (port default 5060)
@@ -137,37 +103,26 @@ pub struct ConsulArgs {
     /// deregister it on shutdown. Options: id=ID (default NAME-HOSTNAME),
     /// address=ADDR (default: the agent's node address), tag=TAG
     /// (repeatable), ttl=DURATION (default 30s). Off by default.
-    #[arg(
-        id = "consul-register",
-        long = "consul-register",
-        value_name = "NAME[:PORT][,OPTION...]",
-        env = "DSFEED_CONSUL_REGISTER"
-    )]
+    #[arg(long = "consul-register", value_name = "NAME[:PORT][,OPTION...]")]
+    #[arg(env = "DSFEED_CONSUL_REGISTER")]
     pub register: Option<RegisterSpec>,
 
     /// How long one blocking query may wait for a change (Consul caps it at
     /// 10m).
     #[arg(
-        id = "consul-wait",
         long = "consul-wait",
         value_name = "DURATION",
-        env = "DSFEED_CONSUL_WAIT",
-        default_value = DEFAULT_WAIT,
-        value_parser = parse_wait
+        env = "DSFEED_CONSUL_WAIT"
     )]
+    #[arg(default_value = DEFAULT_WAIT, value_parser = parse_wait)]
     pub wait: Duration,
 
     /// How long a set whose instances all vanish at once keeps them before
     /// it is emptied, so that a restarting agent's brief empty answer does
     /// not blank it. 0 empties at once.
-    #[arg(
-        id = "consul-empty-grace",
-        long = "consul-empty-grace",
-        value_name = "DURATION",
-        env = "DSFEED_CONSUL_EMPTY_GRACE",
-        default_value = DEFAULT_EMPTY_GRACE,
-        value_parser = flag::duration
-    )]
+    #[arg(long = "consul-empty-grace", value_name = "DURATION")]
+    #[arg(env = "DSFEED_CONSUL_EMPTY_GRACE")]
+    #[arg(default_value = DEFAULT_EMPTY_GRACE, value_parser = flag::duration)]
     pub empty_grace: Duration,
 }
 
@@ -215,11 +170,7 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-
-    fn load(args: &[&str]) -> Result<Config, clap::Error> {
-        Config::try_load(std::iter::once("dsfeed").chain(args.iter().copied()))
-    }
+    use crate::config::tests::load;
 
     #[test]
     fn flags_reach_the_config() {

@@ -77,9 +77,9 @@ impl FromStr for AttrMapping {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (key, field) = s
-            .split_once('=')
-            .ok_or_else(|| format!("'{s}' is not KEY=FIELD, as weight=Weights.Passing"))?;
+        let Some((key, field)) = s.split_once('=') else {
+            return Err(format!("'{s}' is not KEY=FIELD, as weight=Weights.Passing"));
+        };
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(
                 "'{s}': attr name '{key}' must be letters, digits and '_'"

@@ -84,6 +84,12 @@ impl Holder {
 mod tests {
     use super::*;
 
+    const GRACE: Duration = Duration::from_secs(30);
+
+    fn hold(until: Instant, started: bool) -> Decision {
+        Decision::Hold { until, started }
+    }
+
     fn dests(uris: &[&str]) -> Vec<Destination> {
         uris.iter()
             .map(|u| Destination::parse_target(u).unwrap())
@@ -93,41 +99,31 @@ mod tests {
     #[test]
     fn an_empty_answer_is_held_then_published() {
         let t0 = Instant::now();
-        let grace = Duration::from_secs(30);
-        let mut holder = Holder::new(grace);
+        let mut holder = Holder::new(GRACE);
         assert_eq!(
             holder.observe(dests(&["b", "a"]), t0),
             Decision::Publish(dests(&["a", "b"]))
         );
         assert_eq!(holder.observe(dests(&["a", "b"]), t0), Decision::Unchanged);
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(
-            holder.observe(vec![], t1),
-            Decision::Hold {
-                until: t1 + grace,
-                started: true
-            }
-        );
+        assert_eq!(holder.observe(vec![], t1), hold(t1 + GRACE, true));
         assert_eq!(
             holder.observe(vec![], t1 + Duration::from_secs(5)),
-            Decision::Hold {
-                until: t1 + grace,
-                started: false
-            }
+            hold(t1 + GRACE, false)
         );
-        assert_eq!(holder.deadline(), Some(t1 + grace));
+        assert_eq!(holder.deadline(), Some(t1 + GRACE));
         assert_eq!(
-            holder.observe(vec![], t1 + grace),
+            holder.observe(vec![], t1 + GRACE),
             Decision::Publish(vec![])
         );
         assert_eq!(holder.deadline(), None);
-        assert_eq!(holder.observe(vec![], t1 + grace), Decision::Unchanged);
+        assert_eq!(holder.observe(vec![], t1 + GRACE), Decision::Unchanged);
     }
 
     #[test]
     fn instances_coming_back_end_the_wait() {
         let t0 = Instant::now();
-        let mut holder = Holder::new(Duration::from_secs(30));
+        let mut holder = Holder::new(GRACE);
         assert!(!holder.has_published());
         holder.observe(dests(&["a"]), t0);
         assert!(holder.has_published());
@@ -145,20 +141,13 @@ mod tests {
     #[test]
     fn a_first_empty_answer_is_held_too() {
         let t0 = Instant::now();
-        let grace = Duration::from_secs(30);
-        let mut first = Holder::new(grace);
-        assert_eq!(
-            first.observe(vec![], t0),
-            Decision::Hold {
-                until: t0 + grace,
-                started: true
-            }
-        );
+        let mut first = Holder::new(GRACE);
+        assert_eq!(first.observe(vec![], t0), hold(t0 + GRACE, true));
         assert!(!first.has_published());
         first.expire();
         assert!(first.has_published());
-        assert_eq!(first.observe(vec![], t0 + grace), Decision::Unchanged);
-        let mut back = Holder::new(grace);
+        assert_eq!(first.observe(vec![], t0 + GRACE), Decision::Unchanged);
+        let mut back = Holder::new(GRACE);
         back.observe(vec![], t0);
         assert_eq!(
             back.observe(dests(&["a"]), t0),

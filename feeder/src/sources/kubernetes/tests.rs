@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use fake_kube::{FakeKube, Gone, Recorded, Scenario, endpoint_slice};
+use fake_kube::{FakeKube, Gone, Recorded, Scenario, endpoint, endpoint_slice};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -54,6 +54,18 @@ impl Harness {
             _dir: dir,
             _source: source,
         }
+    }
+
+    /// Asserts that the next view the source publishes is `want`.
+    async fn expect(&mut self, want: &[&str]) {
+        assert_eq!(self.next().await, want);
+    }
+
+    /// Replaces slice `a` of `asterisk` with `endpoints`, and asserts that
+    /// the next view is `want`.
+    async fn change(&mut self, endpoints: &[Value], want: &[&str]) {
+        self.kube.apply(asterisk("a", endpoints));
+        self.expect(want).await;
     }
 
     /// The next view the source publishes, as `dispatcher.list` lines.
@@ -128,17 +140,15 @@ fn draining(ip: &str) -> Value {
     endpoint(ip, false, true, true)
 }
 
-fn endpoint(ip: &str, ready: bool, serving: bool, terminating: bool) -> Value {
-    json!({
-        "addresses": [ip],
-        "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
-        "targetRef": {"kind": "Pod", "namespace": "voice", "name": format!("pod-{}", ip.replace([':', '.'], "-"))},
-    })
+/// An EndpointSlice of `service` in `namespace`, with port `sip` on 5060.
+fn slice(namespace: &str, service: &str, name: &str, endpoints: &[Value]) -> Value {
+    endpoint_slice(namespace, service, name, "IPv4", 5060, endpoints.to_vec())
 }
 
-/// An EndpointSlice of `service` in `namespace`, with port `sip` on 5060.
-fn slice(namespace: &str, service: &str, name: &str, endpoints: Vec<Value>) -> Value {
-    endpoint_slice(namespace, service, name, "IPv4", 5060, endpoints)
+/// Slice `name` of Service `asterisk` in `voice`, the Service of set 1 in
+/// most scenarios.
+fn asterisk(name: &str, endpoints: &[Value]) -> Value {
+    slice("voice", "asterisk", name, endpoints)
 }
 
 fn service(namespace: &str, name: &str, annotations: Value) -> Value {
@@ -157,124 +167,68 @@ fn delete_slice(kube: &FakeKube, namespace: &str, name: &str) {
 #[tokio::test]
 async fn all_slices_of_a_service_merge_and_a_deleted_slice_takes_only_its_endpoints() {
     let mut h = Harness::start(&["asterisk=1"], 0, |kube| {
-        kube.apply(slice(
-            "voice",
-            "asterisk",
+        kube.apply(asterisk(
             "asterisk-a",
-            vec![ready("10.0.0.1"), ready("10.0.0.2")],
+            &[ready("10.0.0.1"), ready("10.0.0.2")],
         ));
-        kube.apply(slice(
-            "voice",
-            "asterisk",
-            "asterisk-b",
-            vec![ready("10.0.0.3")],
-        ));
+        kube.apply(asterisk("asterisk-b", &[ready("10.0.0.3")]));
         // During a rebalance an endpoint may sit in two slices at once.
-        kube.apply(slice(
-            "voice",
-            "asterisk",
+        kube.apply(asterisk(
             "asterisk-c",
-            vec![ready("10.0.0.4"), ready("10.0.0.3")],
+            &[ready("10.0.0.4"), ready("10.0.0.3")],
         ));
-        kube.apply(slice("voice", "other", "other-a", vec![ready("10.9.9.9")]));
+        kube.apply(slice("voice", "other", "other-a", &[ready("10.9.9.9")]));
     })
     .await;
-    assert_eq!(
-        h.next().await,
-        [
-            "1 sip:10.0.0.1:5060 0 0",
-            "1 sip:10.0.0.2:5060 0 0",
-            "1 sip:10.0.0.3:5060 0 0",
-            "1 sip:10.0.0.4:5060 0 0"
-        ]
-    );
+    h.expect(&[
+        "1 sip:10.0.0.1:5060 0 0",
+        "1 sip:10.0.0.2:5060 0 0",
+        "1 sip:10.0.0.3:5060 0 0",
+        "1 sip:10.0.0.4:5060 0 0",
+    ])
+    .await;
     delete_slice(&h.kube, "voice", "asterisk-a");
-    assert_eq!(
-        h.next().await,
-        ["1 sip:10.0.0.3:5060 0 0", "1 sip:10.0.0.4:5060 0 0"]
-    );
+    h.expect(&["1 sip:10.0.0.3:5060 0 0", "1 sip:10.0.0.4:5060 0 0"])
+        .await;
     delete_slice(&h.kube, "voice", "asterisk-c");
-    assert_eq!(h.next().await, ["1 sip:10.0.0.3:5060 0 0"]);
+    h.expect(&["1 sip:10.0.0.3:5060 0 0"]).await;
 }
 
 #[tokio::test]
 async fn a_pod_replaced_by_another_is_propagated() {
-    let mut h = Harness::start(&["asterisk=1"], 0, |kube| {
-        kube.apply(slice(
-            "voice",
-            "asterisk",
-            "a",
-            vec![ready("10.0.0.1"), ready("10.0.0.2")],
-        ));
-    })
-    .await;
-    assert_eq!(
-        h.next().await,
-        ["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.2:5060 0 0"]
-    );
+    let mut h = started(&["10.0.0.1", "10.0.0.2"], 0).await;
     // Same count, new address: the defect of the tool we replace.
-    h.kube.apply(slice(
-        "voice",
-        "asterisk",
-        "a",
-        vec![ready("10.0.0.1"), ready("10.0.0.7")],
-    ));
-    assert_eq!(
-        h.next().await,
-        ["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.7:5060 0 0"]
-    );
+    h.change(
+        &[ready("10.0.0.1"), ready("10.0.0.7")],
+        &["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.7:5060 0 0"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_destination_walks_active_then_disabled_then_removed() {
-    let mut h = Harness::start(&["asterisk=1"], 0, |kube| {
-        kube.apply(slice(
-            "voice",
-            "asterisk",
-            "a",
-            vec![ready("10.0.0.1"), ready("10.0.0.2")],
-        ));
-    })
+    let mut h = started(&["10.0.0.1", "10.0.0.2"], 0).await;
+    h.change(
+        &[ready("10.0.0.1"), draining("10.0.0.2")],
+        &["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.2:5060 4 0"],
+    )
     .await;
-    assert_eq!(
-        h.next().await,
-        ["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.2:5060 0 0"]
-    );
-    h.kube.apply(slice(
-        "voice",
-        "asterisk",
-        "a",
-        vec![ready("10.0.0.1"), draining("10.0.0.2")],
-    ));
-    assert_eq!(
-        h.next().await,
-        ["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.2:5060 4 0"]
-    );
     // Still terminating but no longer serving: it goes.
-    h.kube.apply(slice(
-        "voice",
-        "asterisk",
-        "a",
-        vec![ready("10.0.0.1"), endpoint("10.0.0.2", false, false, true)],
-    ));
-    assert_eq!(h.next().await, ["1 sip:10.0.0.1:5060 0 0"]);
+    h.change(
+        &[ready("10.0.0.1"), endpoint("10.0.0.2", false, false, true)],
+        &["1 sip:10.0.0.1:5060 0 0"],
+    )
+    .await;
     // A new pod that is not ready yet is not offered.
-    h.kube.apply(slice(
-        "voice",
-        "asterisk",
+    h.kube.apply(asterisk(
         "a",
-        vec![ready("10.0.0.1"), endpoint("10.0.0.3", false, false, false)],
+        &[ready("10.0.0.1"), endpoint("10.0.0.3", false, false, false)],
     ));
-    h.kube.apply(slice(
-        "voice",
-        "asterisk",
-        "a",
-        vec![ready("10.0.0.1"), ready("10.0.0.3")],
-    ));
-    assert_eq!(
-        h.next().await,
-        ["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.3:5060 0 0"]
-    );
+    h.change(
+        &[ready("10.0.0.1"), ready("10.0.0.3")],
+        &["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.3:5060 0 0"],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -288,39 +242,22 @@ async fn named_ports_ipv6_and_two_namespaces() {
         ],
         0,
         |kube| {
-            kube.apply(endpoint_slice(
-                "voice",
-                "asterisk",
-                "a4",
-                "IPv4",
-                5080,
-                vec![ready("10.0.0.1")],
-            ));
-            kube.apply(endpoint_slice(
-                "voice",
-                "asterisk",
-                "a6",
-                "IPv6",
-                5090,
-                vec![ready("fd00::1")],
-            ));
-            kube.apply(endpoint_slice(
-                "edge",
-                "kamailio",
-                "k",
-                "IPv6",
-                5060,
-                vec![ready("fd00:0:0::a")],
-            ));
-            // Same name in another namespace: not ours.
-            kube.apply(endpoint_slice(
-                "edge",
-                "asterisk",
-                "x",
-                "IPv4",
-                5060,
-                vec![ready("10.9.9.9")],
-            ));
+            for (namespace, service, name, family, port, ip) in [
+                ("voice", "asterisk", "a4", "IPv4", 5080, "10.0.0.1"),
+                ("voice", "asterisk", "a6", "IPv6", 5090, "fd00::1"),
+                ("edge", "kamailio", "k", "IPv6", 5060, "fd00:0:0::a"),
+                // Same name in another namespace: not ours.
+                ("edge", "asterisk", "x", "IPv4", 5060, "10.9.9.9"),
+            ] {
+                kube.apply(endpoint_slice(
+                    namespace,
+                    service,
+                    name,
+                    family,
+                    port,
+                    vec![ready(ip)],
+                ));
+            }
         },
     )
     .await;
@@ -361,7 +298,7 @@ async fn named_ports_ipv6_and_two_namespaces() {
 #[tokio::test]
 async fn only_the_named_services_in_their_namespaces_are_read() {
     let mut h = Harness::start(&["asterisk=1:sip", "edge:kamailio=2"], 0, |_| {}).await;
-    assert_eq!(h.next().await, ["1 (empty)", "2 (empty)"]);
+    h.expect(&["1 (empty)", "2 (empty)"]).await;
     let requests = h.kube.requests();
     assert!(!requests.is_empty());
     for r in &requests {
@@ -402,57 +339,58 @@ async fn service_annotations_set_flags_priority_attrs_and_weights() {
             "asterisk",
             json!({"dsfeed.io/priority": "5", "dsfeed.io/attrs": "duid=pbx"}),
         ));
-        kube.apply(slice(
-            "voice",
-            "asterisk",
-            "a",
-            vec![ready("10.0.0.1"), draining("10.0.0.2")],
-        ));
+        kube.apply(asterisk("a", &[ready("10.0.0.1"), draining("10.0.0.2")]));
     })
     .await;
-    assert_eq!(
-        h.next().await,
-        [
-            "1 sip:10.0.0.1:5060 0 5 duid=pbx",
-            "1 sip:10.0.0.2:5060 4 5 duid=pbx",
-            "2 sip:10.0.0.1:5060 0 7 duid=pbx",
-            "2 sip:10.0.0.2:5060 4 7 duid=pbx"
-        ]
-    );
+    h.expect(&[
+        "1 sip:10.0.0.1:5060 0 5 duid=pbx",
+        "1 sip:10.0.0.2:5060 4 5 duid=pbx",
+        "2 sip:10.0.0.1:5060 0 7 duid=pbx",
+        "2 sip:10.0.0.2:5060 4 7 duid=pbx",
+    ])
+    .await;
     h.kube.apply(service(
         "voice",
         "asterisk",
         json!({"dsfeed.io/flags": "8", "dsfeed.io/priority": "5", "dsfeed.io/weights": "pod-10-0-0-1=90"}),
     ));
-    assert_eq!(
-        h.next().await,
-        [
-            "1 sip:10.0.0.1:5060 8 5 weight=90",
-            "1 sip:10.0.0.2:5060 12 5",
-            "2 sip:10.0.0.1:5060 8 7 weight=90",
-            "2 sip:10.0.0.2:5060 12 7"
-        ]
-    );
+    h.expect(&[
+        "1 sip:10.0.0.1:5060 8 5 weight=90",
+        "1 sip:10.0.0.2:5060 12 5",
+        "2 sip:10.0.0.1:5060 8 7 weight=90",
+        "2 sip:10.0.0.2:5060 12 7",
+    ])
+    .await;
     // The Service goes: its annotations go with it, the endpoints stay.
     assert!(h.kube.delete("v1", "Service", "voice", "asterisk"));
-    assert_eq!(
-        h.next().await,
-        [
-            "1 sip:10.0.0.1:5060 0 0",
-            "1 sip:10.0.0.2:5060 4 0",
-            "2 sip:10.0.0.1:5060 0 7",
-            "2 sip:10.0.0.2:5060 4 7"
-        ]
-    );
+    h.expect(&[
+        "1 sip:10.0.0.1:5060 0 0",
+        "1 sip:10.0.0.2:5060 4 0",
+        "2 sip:10.0.0.1:5060 0 7",
+        "2 sip:10.0.0.2:5060 4 7",
+    ])
+    .await;
+}
+
+/// Starts set 1 on `asterisk` with the ready endpoints `ips`, and takes
+/// the first view, which holds them.
+async fn started(ips: &[&str], min_endpoints: usize) -> Harness {
+    let endpoints: Vec<Value> = ips.iter().map(|ip| ready(ip)).collect();
+    let mut h = Harness::start(&["asterisk=1"], min_endpoints, |kube| {
+        kube.apply(asterisk("a", &endpoints));
+    })
+    .await;
+    let first: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("1 sip:{ip}:5060 0 0"))
+        .collect();
+    assert_eq!(h.next().await, first);
+    h
 }
 
 /// Starts with one ready endpoint, `10.0.0.1`, in set 1.
 async fn running() -> Harness {
-    let mut h = Harness::start(&["asterisk=1"], 0, |kube| {
-        kube.apply(slice("voice", "asterisk", "a", vec![ready("10.0.0.1")]));
-    })
-    .await;
-    assert_eq!(h.next().await, ["1 sip:10.0.0.1:5060 0 0"]);
+    let h = started(&["10.0.0.1"], 0).await;
     // Listed is not yet watching: faults must meet open watches.
     h.kube.wait_for_watches(2, PATIENCE).await;
     h
@@ -460,16 +398,11 @@ async fn running() -> Harness {
 
 /// A real change after a fault: it must be the very next view.
 async fn changes_still_flow(h: &mut Harness) {
-    h.kube.apply(slice(
-        "voice",
-        "asterisk",
-        "a",
-        vec![ready("10.0.0.1"), ready("10.0.0.2")],
-    ));
-    assert_eq!(
-        h.next().await,
-        ["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.2:5060 0 0"]
-    );
+    h.change(
+        &[ready("10.0.0.1"), ready("10.0.0.2")],
+        &["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.2:5060 0 0"],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -497,58 +430,49 @@ async fn a_write_missed_while_disconnected_is_replayed() {
     let mut h = running().await;
     let before = h.kube.requests();
     h.kube.play(Scenario::Down).await;
-    h.kube
-        .apply(slice("voice", "asterisk", "a", vec![ready("10.0.0.9")]));
+    h.kube.apply(asterisk("a", &[ready("10.0.0.9")]));
     h.kube.play(Scenario::Up).await;
-    assert_eq!(h.next().await, ["1 sip:10.0.0.9:5060 0 0"]);
+    h.expect(&["1 sip:10.0.0.9:5060 0 0"]).await;
     wait_for(&h.kube, &before, 1, is_slice_watch).await;
+}
+
+/// History expires, told as `gone`: the source relists and watches again
+/// (`watches` times) without publishing anything, since the relist finds
+/// the same data, and a change after that still flows.
+async fn relists_without_a_flap(gone: Gone, watches: usize) {
+    let mut h = running().await;
+    let before = h.kube.requests();
+    h.kube.play(Scenario::ExpireHistory(gone)).await;
+    let relisted = async {
+        wait_for(&h.kube, &before, 1, is_slice_list).await;
+        wait_for(&h.kube, &before, watches, is_slice_watch).await;
+    };
+    quiet(&mut h.views, relisted).await;
+    changes_still_flow(&mut h).await;
 }
 
 #[tokio::test]
 async fn gone_as_a_watch_event_relists_without_a_flap() {
-    let mut h = running().await;
-    let before = h.kube.requests();
-    h.kube.play(Scenario::ExpireHistory(Gone::Event)).await;
-    let relisted = async {
-        wait_for(&h.kube, &before, 1, is_slice_list).await;
-        wait_for(&h.kube, &before, 1, is_slice_watch).await;
-    };
-    // The relist finds the same data: nothing is published.
-    quiet(&mut h.views, relisted).await;
-    changes_still_flow(&mut h).await;
+    relists_without_a_flap(Gone::Event, 1).await;
 }
 
 #[tokio::test]
 async fn gone_as_an_http_410_relists_without_a_flap() {
-    let mut h = running().await;
-    let before = h.kube.requests();
-    h.kube.play(Scenario::ExpireHistory(Gone::Http)).await;
     // The re-watch meets the 410, then a fresh list and watch follow.
-    let relisted = async {
-        wait_for(&h.kube, &before, 1, is_slice_list).await;
-        wait_for(&h.kube, &before, 2, is_slice_watch).await;
-    };
-    quiet(&mut h.views, relisted).await;
-    changes_still_flow(&mut h).await;
+    relists_without_a_flap(Gone::Http, 2).await;
 }
 
 #[tokio::test]
 async fn a_relist_after_gone_brings_the_changes_it_missed() {
     let mut h = running().await;
     h.kube.play(Scenario::Down).await;
-    h.kube.apply(slice(
-        "voice",
-        "asterisk",
-        "a",
-        vec![draining("10.0.0.1"), ready("10.0.0.5")],
-    ));
+    h.kube
+        .apply(asterisk("a", &[draining("10.0.0.1"), ready("10.0.0.5")]));
     // The apiserver comes back with its history compacted.
     h.kube.play(Scenario::ExpireHistory(Gone::Http)).await;
     h.kube.play(Scenario::Up).await;
-    assert_eq!(
-        h.next().await,
-        ["1 sip:10.0.0.1:5060 4 0", "1 sip:10.0.0.5:5060 0 0"]
-    );
+    h.expect(&["1 sip:10.0.0.1:5060 4 0", "1 sip:10.0.0.5:5060 0 0"])
+        .await;
 }
 
 #[tokio::test]
@@ -570,7 +494,7 @@ async fn a_watch_resumes_from_its_last_bookmark() {
     // a bookmark tells the client.
     let other = h
         .kube
-        .apply(slice("voice", "other", "o", vec![ready("10.9.9.9")]));
+        .apply(slice("voice", "other", "o", &[ready("10.9.9.9")]));
     let bookmark = other["metadata"]["resourceVersion"]
         .as_str()
         .unwrap()
@@ -598,38 +522,25 @@ async fn a_watch_resumes_from_its_last_bookmark() {
 #[tokio::test]
 async fn nothing_is_published_before_every_watch_has_listed() {
     let kube = FakeKube::start().await;
-    kube.apply(slice("voice", "asterisk", "a", vec![ready("10.0.0.1")]));
+    kube.apply(asterisk("a", &[ready("10.0.0.1")]));
     kube.play(Scenario::Down).await;
     let mut h = Harness::attach(kube, &["asterisk=1"], 0);
     quiet(&mut h.views, tokio::time::sleep(Duration::from_secs(2))).await;
     h.kube.play(Scenario::Up).await;
-    assert_eq!(h.next().await, ["1 sip:10.0.0.1:5060 0 0"]);
+    h.expect(&["1 sip:10.0.0.1:5060 0 0"]).await;
 }
 
 #[tokio::test]
 async fn a_service_without_endpoints_is_an_empty_set() {
     let mut h = running().await;
     delete_slice(&h.kube, "voice", "a");
-    assert_eq!(h.next().await, ["1 (empty)"]);
+    h.expect(&["1 (empty)"]).await;
 }
 
 #[tokio::test]
 async fn min_endpoints_holds_the_last_view_that_had_enough() {
-    let mut h = Harness::start(&["asterisk=1"], 2, |kube| {
-        kube.apply(slice(
-            "voice",
-            "asterisk",
-            "a",
-            vec![ready("10.0.0.1"), ready("10.0.0.2")],
-        ));
-    })
-    .await;
-    assert_eq!(
-        h.next().await,
-        ["1 sip:10.0.0.1:5060 0 0", "1 sip:10.0.0.2:5060 0 0"]
-    );
-    h.kube
-        .apply(slice("voice", "asterisk", "a", vec![ready("10.0.0.1")]));
+    let mut h = started(&["10.0.0.1", "10.0.0.2"], 2).await;
+    h.kube.apply(asterisk("a", &[ready("10.0.0.1")]));
     h.kube.wait_for_watches(2, PATIENCE).await;
     let before = h.kube.requests();
     delete_slice(&h.kube, "voice", "a");
@@ -639,16 +550,10 @@ async fn min_endpoints_holds_the_last_view_that_had_enough() {
         wait_for(&h.kube, &before, 1, is_slice_watch).await;
     })
     .await;
-    h.kube.apply(slice(
-        "voice",
-        "asterisk",
-        "b",
-        vec![ready("10.0.0.3"), ready("10.0.0.4")],
-    ));
-    assert_eq!(
-        h.next().await,
-        ["1 sip:10.0.0.3:5060 0 0", "1 sip:10.0.0.4:5060 0 0"]
-    );
+    h.kube
+        .apply(asterisk("b", &[ready("10.0.0.3"), ready("10.0.0.4")]));
+    h.expect(&["1 sip:10.0.0.3:5060 0 0", "1 sip:10.0.0.4:5060 0 0"])
+        .await;
 }
 
 #[tokio::test]
@@ -660,23 +565,23 @@ async fn without_rights_on_services_the_flags_alone_apply() {
             "asterisk",
             json!({"dsfeed.io/attrs": "duid=pbx"}),
         ));
-        kube.apply(slice("voice", "asterisk", "a", vec![ready("10.0.0.1")]));
+        kube.apply(asterisk("a", &[ready("10.0.0.1")]));
     })
     .await;
-    assert_eq!(h.next().await, ["1 sip:10.0.0.1:5060 0 3"]);
+    h.expect(&["1 sip:10.0.0.1:5060 0 3"]).await;
     // The role is fixed: the annotations apply without a restart.
     h.kube.forbid("services", false);
-    assert_eq!(h.next().await, ["1 sip:10.0.0.1:5060 0 3 duid=pbx"]);
+    h.expect(&["1 sip:10.0.0.1:5060 0 3 duid=pbx"]).await;
 }
 
 #[tokio::test]
 async fn without_rights_on_endpointslices_nothing_is_published() {
     let kube = FakeKube::start().await;
     kube.forbid("endpointslices", true);
-    kube.apply(slice("voice", "asterisk", "a", vec![ready("10.0.0.1")]));
+    kube.apply(asterisk("a", &[ready("10.0.0.1")]));
     let mut h = Harness::attach(kube, &["asterisk=1"], 0);
     let refused = wait_for(&h.kube, &[], 3, is_slice_list);
     quiet(&mut h.views, refused).await;
     h.kube.forbid("endpointslices", false);
-    assert_eq!(h.next().await, ["1 sip:10.0.0.1:5060 0 0"]);
+    h.expect(&["1 sip:10.0.0.1:5060 0 0"]).await;
 }
