@@ -32,13 +32,18 @@ CARGO_TEST := cargo test --workspace --locked
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-deps: ## Install Kamailio 5.6, sipp, protoc, libclang and Rust where missing
-	@missing=""; for p in $(APT_PACKAGES); do \
+# Installs the Debian packages of $(1) that are missing.
+define apt_install
+	@missing=""; for p in $(1); do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "apt-get install$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+deps: ## Install Kamailio 5.6, sipp, protoc, libclang and Rust where missing
+	$(call apt_install,$(APT_PACKAGES))
 	@tools/ensure-rust.sh
 
 kamailio-src: deps ## Fetch the installed Kamailio's source (headers for dsfeed.so)
@@ -94,12 +99,7 @@ fuzz: ## Fuzz every parser of outside input for FUZZ_SECONDS each (cargo fuzz, n
 	done
 
 deps-feeder: ## Install what the feeder alone builds with (protoc, and Rust where missing or old)
-	@missing=""; for p in $(FEEDER_APT_PACKAGES); do \
-		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "apt-get install$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	$(call apt_install,$(FEEDER_APT_PACKAGES))
 	@tools/ensure-rust.sh
 
 feeder: ## The release dsfeed binary, target/release/dsfeed (the image's and the package's)

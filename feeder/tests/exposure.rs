@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use dsfeed_tests::feed_client::{self, Stream, hello};
-use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::http::get as http_get;
 use dsfeed_tests::sets::{Sets, SetsFile};
 use dsfeed_tests::{PATIENCE, free_addr};
@@ -24,6 +24,11 @@ const ATTRS: &str = "duid=secret-duid";
 
 fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `--sets-file FILE --listen unix:SOCKET`, ready for more flags.
+fn serving(file: &SetsFile, socket: &Path) -> Args {
+    Args::default().sets_file(&file.path).listen_unix(socket)
 }
 
 /// A child process killed and reaped when dropped.
@@ -116,11 +121,7 @@ async fn status_needs_the_feeds_token_and_metrics_carry_no_destination() {
     secret_file(&token, "s3cret\n", 0o600);
     let socket = dir.path().join("feed.sock");
     let http = free_addr();
-    let feeder = Feeder::serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("unix:{}", socket.display()),
+    let feeder = Feeder::serving(serving(&file, &socket).args(&[
         "--token-file",
         token.to_str().unwrap(),
         "--http",
@@ -212,15 +213,9 @@ async fn a_rotated_token_takes_effect_without_a_restart() {
     let token = dir.path().join("token");
     secret_file(&token, "first", 0o600);
     let socket = dir.path().join("feed.sock");
-    let _feeder = Feeder::serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("unix:{}", socket.display()),
-        "--token-file",
-        token.to_str().unwrap(),
-    ]))
-    .await;
+    let _feeder =
+        Feeder::serving(serving(&file, &socket).args(&["--token-file", token.to_str().unwrap()]))
+            .await;
     let endpoint = || feed_client::unix_endpoint(&socket);
     eventually_ok(|| Stream::open(endpoint(), Some("first"), hello("kam", &[], ""))).await;
     secret_file(&token, "second", 0o600);
@@ -320,15 +315,8 @@ async fn node_ids_are_bounded_and_forgotten_with_their_last_stream() {
     let file = SetsFile::new(dir.path(), SETS);
     let socket = dir.path().join("feed.sock");
     let http = free_addr();
-    let feeder = Feeder::serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("unix:{}", socket.display()),
-        "--http",
-        &http.to_string(),
-    ]))
-    .await;
+    let feeder =
+        Feeder::serving(serving(&file, &socket).args(&["--http", &http.to_string()])).await;
     let endpoint = || feed_client::unix_endpoint(&socket);
     for bad in ["x".repeat(60 * 1024), "kam 1".into(), "kam\"}\n".into()] {
         let mut stream = Stream::open(endpoint(), None, hello(&bad, &[], ""))
@@ -355,15 +343,7 @@ async fn streams_beyond_max_clients_are_refused() {
     let dir = TempDir::new().unwrap();
     let file = SetsFile::new(dir.path(), SETS);
     let socket = dir.path().join("feed.sock");
-    let _feeder = Feeder::serving(&args(&[
-        "--sets-file",
-        file.path.to_str().unwrap(),
-        "--listen",
-        &format!("unix:{}", socket.display()),
-        "--max-clients",
-        "2",
-    ]))
-    .await;
+    let _feeder = Feeder::serving(serving(&file, &socket).args(&["--max-clients", "2"])).await;
     let endpoint = || feed_client::unix_endpoint(&socket);
     let mut first = eventually_ok(|| Stream::open(endpoint(), None, hello("a", &[], ""))).await;
     first.next().await;

@@ -311,18 +311,7 @@ fn every_dsfeed_command_line_passes_the_feeders_parser() {
             );
             assert!(config.is_ok(), "{name}: {args:?}: {}", config.unwrap_err());
         } else {
-            let output = Command::new(feeder::binary())
-                .args(&args)
-                .arg("--check=flags")
-                .env_clear()
-                .envs(&env)
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{name}: {args:?} {env:?}:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            assert_flags_check(name, &args, &env);
         }
 
         // Every path the flags name is on a volume this container mounts,
@@ -378,18 +367,7 @@ fn the_compose_files_dsfeed_services_pass_the_feeders_parser() {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
             .collect();
-        let output = Command::new(feeder::binary())
-            .args(&args)
-            .arg("--check=flags")
-            .env_clear()
-            .envs(&env)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{name}: {args:?} {env:?}:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_flags_check(&name, &args, &env);
         checked += 1;
     }
     assert_eq!(checked, 2, "dsfeed-init and dsfeed");
@@ -433,4 +411,26 @@ fn every_example_uses_one_list_path() {
         }
     }
     assert!(seen >= 10, "{seen}");
+}
+
+/// Runs `dsfeed ARGS --check=flags` with exactly `env`, as the container
+/// `name` would, and fails naming it unless the flags are accepted.
+fn assert_flags_check<A, K, V>(name: &str, args: &[A], env: &BTreeMap<K, V>)
+where
+    A: AsRef<std::ffi::OsStr> + std::fmt::Debug,
+    K: AsRef<std::ffi::OsStr> + std::fmt::Debug,
+    V: AsRef<std::ffi::OsStr> + std::fmt::Debug,
+{
+    let output = Command::new(feeder::binary())
+        .args(args)
+        .arg("--check=flags")
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{name}: {args:?} {env:?}:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
