@@ -367,7 +367,7 @@ fn the_compose_files_dsfeed_services_pass_the_feeders_parser() {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
             .collect();
-        assert_flags_check(&name, &args, &env);
+        assert_flags_check(name, &args, &env);
         checked += 1;
     }
     assert_eq!(checked, 2, "dsfeed-init and dsfeed");
