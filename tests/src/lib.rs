@@ -34,6 +34,15 @@ pub fn replace_file(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename it into place");
 }
 
+/// Writes a token file readable by its owner only, as dsfeed and dsfeed.so
+/// demand whatever the caller's umask is.
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write the secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .expect("make the secret owner-only");
+}
+
 /// How long any single expected event may take on a loaded machine.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 

@@ -501,9 +501,7 @@ async fn the_token_file_is_sent_and_read_again() {
     consul.register(asterisk("a1", "10.0.0.1"));
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "s3cr3t\n").unwrap();
-    // Token files must be readable by their owner only.
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    dsfeed_tests::write_secret(&token, "s3cr3t\n");
     let feed = feed(
         &consul
             .feeder_args(&["asterisk=1"])

@@ -107,13 +107,7 @@ async fn the_bearer_token_is_sent_and_a_refusal_is_reported() {
     feeder.require_token("s3cret-token");
 
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    // Token files must be readable by their owner only.
-    std::fs::set_permissions(
-        &token_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    dsfeed_tests::write_secret(&token_file, "s3cret-token\n");
     let good = fed_by("", feeder.endpoint())
         .modparam("dsfeed", "token_file", token_file.as_path())
         .start()

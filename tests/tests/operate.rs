@@ -244,7 +244,7 @@ async fn check_tells_a_usable_configuration_from_a_broken_one() {
     let sets_file = dir.path().join("sets.yaml");
     std::fs::write(&sets_file, "sets:\n  1:\n    - 10.0.0.1\n").unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "s3cret\n").unwrap();
+    dsfeed_tests::write_secret(&token, "s3cret\n");
     let list = dir.path().join("dispatcher.list");
     let socket = dir.path().join("feed.sock");
     let good = [
