@@ -16,6 +16,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand, error:
 use crate::feed::{ServeArgs, watch::WatchArgs};
 use crate::sinks::file::MIN_RELOAD_INTERVAL_FLOOR;
 use crate::sources::consul::ConsulArgs;
+use crate::sources::dns_srv::DnsArgs;
 use crate::sources::kubernetes::{DEFAULT_NAMESPACE, ServiceSet};
 use crate::sources::static_sets::StaticSet;
 use dsfeed_binrpc as binrpc;
@@ -210,6 +211,10 @@ pub struct Config {
     /// Last, so that its help heading does not spill over other flags.
     #[command(flatten)]
     pub consul: ConsulArgs,
+
+    /// After Consul's, under a heading of its own.
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 /// Commands other than the feeder itself, which runs when none is given.
@@ -276,9 +281,11 @@ impl Config {
             && self.sets_file.is_none()
             && self.services.is_empty()
             && self.consul.services.is_empty()
+            && self.dns.services.is_empty()
         {
             return Err(
-                "no source given: use --static, --sets-file, --set or --consul-service".into(),
+                "no source given: use --static, --sets-file, --set, --consul-service or --dns-srv"
+                    .into(),
             );
         }
         self.consul.validate()?;
