@@ -91,7 +91,10 @@ pub fn summary(config: &Config) -> String {
     if !config.dns.services.is_empty() {
         let server = match config.dns.server {
             Some(addr) => format!("name server {addr}"),
-            None => format!("the name servers of {}", crate::sources::dns_srv::resolver::RESOLV_CONF),
+            None => format!(
+                "the name servers of {}",
+                crate::sources::dns_srv::resolver::RESOLV_CONF
+            ),
         };
         for spec in &config.dns.services {
             sources.push(format!("DNS SRV {spec} as set {} ({server})", spec.set));

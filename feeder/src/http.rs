@@ -368,7 +368,9 @@ fn set_of<'a>(
     if snapshot.held().contains(&id) {
         return Err(problem(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("set {id} is held: its source cannot vouch for its content yet (Kamailio keeps what it has)"),
+            format!(
+                "set {id} is held: its source cannot vouch for its content yet (Kamailio keeps what it has)"
+            ),
         ));
     }
     snapshot.sets().get(&id).map(Vec::as_slice).ok_or_else(|| {
@@ -560,7 +562,11 @@ mod tests {
         ];
         for (asked, target, member) in cases {
             let address = Address::parse(asked).unwrap();
-            assert_eq!(address.matches(&dest(target)), member, "{asked} in {target}");
+            assert_eq!(
+                address.matches(&dest(target)),
+                member,
+                "{asked} in {target}"
+            );
         }
         for bad in ["", "10.0.0.1:", "10.0.0.1:99999", "[nope]", "a b", "[::1"] {
             assert!(Address::parse(bad).is_err(), "{bad:?}");

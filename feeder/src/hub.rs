@@ -144,7 +144,9 @@ impl Hub {
         match finished {
             Ok(Some(err)) if result.is_ok() => result = Err(err),
             Ok(_) => {}
-            Err(_) => tracing::warn!("some sinks did not finish within {SINK_GRACE:?}; leaving anyway"),
+            Err(_) => {
+                tracing::warn!("some sinks did not finish within {SINK_GRACE:?}; leaving anyway")
+            }
         }
         result
     }

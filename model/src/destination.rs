@@ -328,7 +328,11 @@ mod tests {
         for (target, host, port) in [
             ("10.0.0.1", "10.0.0.1", Some(5060)),
             ("[2001:db8::1]:5080", "2001:db8::1", Some(5080)),
-            ("sip:user@pbx.example:5061;transport=tls", "pbx.example", Some(5061)),
+            (
+                "sip:user@pbx.example:5061;transport=tls",
+                "pbx.example",
+                Some(5061),
+            ),
             ("sips:pbx.example?x=1", "pbx.example", None),
         ] {
             let dest = Destination::parse_target(target).unwrap();

@@ -202,10 +202,7 @@ fn answer(query: &[u8], zone: &Mutex<Zone>, over_tcp: bool) -> Option<Vec<u8>> {
         (Behavior::ServFail, _) => *reply.rcode_mut() = RCODE::ServerFailure,
         (Behavior::Answer, None) => *reply.rcode_mut() = RCODE::NameError,
         (Behavior::Answer, Some(records)) => {
-            let wants_srv = matches!(
-                question.qtype,
-                QTYPE::TYPE(TYPE::SRV) | QTYPE::ANY
-            );
+            let wants_srv = matches!(question.qtype, QTYPE::TYPE(TYPE::SRV) | QTYPE::ANY);
             for record in records.iter().filter(|_| wants_srv) {
                 reply.answers.push(ResourceRecord::new(
                     question.qname.clone(),

@@ -69,9 +69,9 @@ pub use error::ConsulError;
 pub use register::Registration;
 pub use spec::{Health, RegisterSpec, ServiceSpec};
 
+use crate::sources::hold::{Decision, Holder};
 use dsfeed_model::Backoff;
 use error::chain;
-use crate::sources::hold::{Decision, Holder};
 
 /// The shortest time between the starts of two queries for one service.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);

@@ -57,7 +57,8 @@ pub const MAX_REFRESH: Duration = Duration::from_secs(300);
 pub const EMPTY_REFRESH: Duration = Duration::from_secs(5);
 
 /// Retries after a failed lookup.
-const BACKOFF: Backoff = Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
+const BACKOFF: Backoff =
+    Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
 /// The default `--dns-empty-grace`, as Consul's.
 pub const DEFAULT_EMPTY_GRACE: &str = "30s";
@@ -72,20 +73,35 @@ pub struct DnsArgs {
     /// prefers the lowest, the dispatcher the highest: 65535 - priority),
     /// its weight the weight attr (its share of 100 within its priority).
     /// Repeatable.
-    #[arg(id = "dns-srv", long = "dns-srv", value_name = "NAME=ID[,OPTION...]", env = "DSFEED_DNS_SRV")]
+    #[arg(
+        id = "dns-srv",
+        long = "dns-srv",
+        value_name = "NAME=ID[,OPTION...]",
+        env = "DSFEED_DNS_SRV"
+    )]
     #[arg(value_delimiter = ' ')]
     pub services: Vec<SrvSpec>,
 
     /// The name server to ask, IP[:PORT] (port 53 by default), instead of
     /// those of /etc/resolv.conf; names are then asked as written, with no
     /// search domain.
-    #[arg(id = "dns-server", long = "dns-server", value_name = "IP[:PORT]", env = "DSFEED_DNS_SERVER")]
+    #[arg(
+        id = "dns-server",
+        long = "dns-server",
+        value_name = "IP[:PORT]",
+        env = "DSFEED_DNS_SERVER"
+    )]
     #[arg(value_parser = parse_server)]
     pub server: Option<SocketAddr>,
 
     /// How long a set whose name answers empty (NXDOMAIN, no SRV record)
     /// keeps its last destinations; 0 to empty it at once.
-    #[arg(id = "dns-empty-grace", long = "dns-empty-grace", value_name = "DURATION", env = "DSFEED_DNS_EMPTY_GRACE")]
+    #[arg(
+        id = "dns-empty-grace",
+        long = "dns-empty-grace",
+        value_name = "DURATION",
+        env = "DSFEED_DNS_EMPTY_GRACE"
+    )]
     #[arg(default_value = DEFAULT_EMPTY_GRACE, value_parser = crate::flag::duration)]
     pub empty_grace: Duration,
 }
@@ -182,7 +198,11 @@ impl DnsSrvSource {
                     } else {
                         "the set waits for a first answer"
                     };
-                    out.report(err.label(), &err, &format!("SRV lookup failed, retrying in {delay:?}; {outcome}"));
+                    out.report(
+                        err.label(),
+                        &err,
+                        &format!("SRV lookup failed, retrying in {delay:?}; {outcome}"),
+                    );
                     self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
                         .await;
                     continue;

@@ -31,7 +31,8 @@ impl FromStr for SrvSpec {
 
     /// Parses `NAME=ID[,flags=N][,attrs=K=V;...]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = "expected NAME=ID[,flags=N][,attrs=K=V;K=V], such as _sip._udp.pbx.example.com=1";
+        let usage =
+            "expected NAME=ID[,flags=N][,attrs=K=V;K=V], such as _sip._udp.pbx.example.com=1";
         let bad = |reason: String| format!("'{s}': {reason}; {usage}");
         let (name, rest) = s.split_once('=').ok_or_else(|| format!("'{s}': {usage}"))?;
         let absolute = name.ends_with('.');
@@ -40,7 +41,9 @@ impl FromStr for SrvSpec {
         let mut parts = rest.split(',');
         let (set, port) = flag::set_target(parts.next().unwrap_or_default()).map_err(bad)?;
         if port.is_some() {
-            return Err(bad("the port comes from each SRV record, not the flag".into()));
+            return Err(bad(
+                "the port comes from each SRV record, not the flag".into()
+            ));
         }
         let mut spec = SrvSpec {
             name: name.to_owned(),
@@ -75,8 +78,13 @@ impl FromStr for SrvSpec {
             ));
         }
         // The set-wide values as Kamailio's loader would read them.
-        Destination::new("sip:check:5060", spec.flags, 0, with_weight(&spec.attrs, 100))
-            .map_err(|e| format!("'{s}': {e}"))?;
+        Destination::new(
+            "sip:check:5060",
+            spec.flags,
+            0,
+            with_weight(&spec.attrs, 100),
+        )
+        .map_err(|e| format!("'{s}': {e}"))?;
         Ok(spec)
     }
 }
@@ -175,7 +183,10 @@ pub fn convert(spec: &SrvSpec, records: &[Srv]) -> Converted {
             .map_err(|err| err.to_string())
         };
         match usable {
-            Ok(_) => groups.entry(record.priority).or_default().push((record, uri)),
+            Ok(_) => groups
+                .entry(record.priority)
+                .or_default()
+                .push((record, uri)),
             Err(reason) => out.problems.push(format!(
                 "SRV record {} {} {} {} of {} left out: {reason}",
                 record.priority, record.weight, record.port, record.target, spec.name
@@ -243,7 +254,12 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(
-            (spec.name.as_str(), spec.set, spec.flags, spec.attrs.as_str()),
+            (
+                spec.name.as_str(),
+                spec.set,
+                spec.flags,
+                spec.attrs.as_str()
+            ),
             ("_sip._udp.pbx.example.com", 3, 8, "duid=pbx")
         );
         assert!(!spec.absolute);
@@ -304,14 +320,27 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("sip:a.pbx.example:5060;transport=tcp", 65525, "duid=x;weight=75"),
-                ("sip:b.pbx.example:5080;transport=tcp", 65525, "duid=x;weight=25"),
-                ("sip:c.pbx.example:5060;transport=tcp", 65515, "duid=x;weight=100"),
+                (
+                    "sip:a.pbx.example:5060;transport=tcp",
+                    65525,
+                    "duid=x;weight=75"
+                ),
+                (
+                    "sip:b.pbx.example:5080;transport=tcp",
+                    65525,
+                    "duid=x;weight=25"
+                ),
+                (
+                    "sip:c.pbx.example:5060;transport=tcp",
+                    65515,
+                    "duid=x;weight=100"
+                ),
             ]
         );
         assert_eq!(converted.problems.len(), 2, "{:?}", converted.problems);
         assert!(
-            converted.problems[0].contains("zero.pbx.example of _sip._tcp.pbx.example left out: port 0"),
+            converted.problems[0]
+                .contains("zero.pbx.example of _sip._tcp.pbx.example left out: port 0"),
             "{:?}",
             converted.problems
         );
