@@ -48,6 +48,8 @@ pub struct Response {
     pub status: u16,
     /// The `content-type` header, if any.
     pub content_type: Option<String>,
+    /// Every header, names in lower case.
+    pub headers: std::collections::BTreeMap<String, String>,
     pub body: String,
 }
 
@@ -85,6 +87,14 @@ pub async fn fetch(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
     let body = response
         .into_body()
         .collect()
@@ -94,6 +104,7 @@ pub async fn fetch(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io
     Ok(Response {
         status,
         content_type,
+        headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
