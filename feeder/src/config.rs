@@ -55,6 +55,9 @@ pub enum Check {
 
 /// Keeps Kamailio's dispatcher sets equal to the truth in Kubernetes, Consul,
 /// static flags and a sets file.
+// The field docs are `--help` text, in the command line's own grammar
+// ([OPTIONAL] parts), not rustdoc links.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Parser)]
 #[command(
     name = "dsfeed",
@@ -229,6 +232,9 @@ pub enum Command {
 }
 
 /// The arguments of `dsfeed healthcheck`.
+// The field docs are `--help` text, in the command line's own grammar
+// ([OPTIONAL] parts), not rustdoc links.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, clap::Args)]
 pub struct HealthcheckArgs {
     /// The feeder's --http address; 0.0.0.0 and [::] are asked on loopback.

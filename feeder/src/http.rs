@@ -207,14 +207,13 @@ struct DestinationStatus {
 /// Lets a request through `gate`, or answers it: 403 while the gate is
 /// off, 401 without the right bearer token (503 while the token file
 /// cannot be read).
-fn admit(gate: &StatusGate, headers: &HeaderMap) -> Result<(), axum::response::Response> {
+fn admit(gate: &StatusGate, headers: &HeaderMap) -> Result<(), Early> {
     match gate {
         StatusGate::Open => Ok(()),
-        StatusGate::Off => Err((
+        StatusGate::Off => Err(Early::from((
             StatusCode::FORBIDDEN,
             "/status, /sets and /check show every destination and node: they are off on an --http address other machines reach; give --token-file (then send it as a bearer token) or --public-status\n",
-        )
-            .into_response()),
+        ))),
         StatusGate::Token(token) => {
             let given = headers
                 .get(header::AUTHORIZATION)
@@ -224,12 +223,11 @@ fn admit(gate: &StatusGate, headers: &HeaderMap) -> Result<(), axum::response::R
                     tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
                     _ => StatusCode::SERVICE_UNAVAILABLE,
                 };
-                (
+                Early::from((
                     code,
                     [(header::WWW_AUTHENTICATE, "Bearer")],
                     format!("{}\n", refused.message()),
-                )
-                    .into_response()
+                ))
             })
         }
     }
@@ -240,7 +238,7 @@ async fn status(
     headers: HeaderMap,
 ) -> axum::response::Response {
     if let Err(refused) = admit(&gate, &headers) {
-        return refused;
+        return refused.into_response();
     }
     status_page(&shared).into_response()
 }
@@ -346,12 +344,28 @@ struct Problem {
     error: String,
 }
 
-fn problem(code: StatusCode, error: String) -> axum::response::Response {
-    (code, Json(Problem { error })).into_response()
+fn problem(code: StatusCode, error: String) -> Early {
+    Early::from((code, Json(Problem { error })))
+}
+
+/// An answer that ends a request before its work: refused, not found, not
+/// ready. Boxed, since a response is large and the work's result is not.
+struct Early(Box<axum::response::Response>);
+
+impl Early {
+    fn from(answer: impl IntoResponse) -> Self {
+        Early(Box::new(answer.into_response()))
+    }
+}
+
+impl IntoResponse for Early {
+    fn into_response(self) -> axum::response::Response {
+        *self.0
+    }
 }
 
 /// The current snapshot, or the 503 to answer while there is none.
-fn current(shared: &Shared) -> Result<Arc<Snapshot>, axum::response::Response> {
+fn current(shared: &Shared) -> Result<Arc<Snapshot>, Early> {
     shared.published().map(|p| p.snapshot).ok_or_else(|| {
         problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -361,10 +375,7 @@ fn current(shared: &Shared) -> Result<Arc<Snapshot>, axum::response::Response> {
 }
 
 /// Set `id` of `snapshot`: 404 when it has none, 503 while it is held.
-fn set_of<'a>(
-    snapshot: &'a Snapshot,
-    id: SetId,
-) -> Result<&'a [Destination], axum::response::Response> {
+fn set_of(snapshot: &Snapshot, id: SetId) -> Result<&[Destination], Early> {
     if snapshot.held().contains(&id) {
         return Err(problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -381,7 +392,7 @@ fn set_of<'a>(
     })
 }
 
-fn parse_set_id(id: &str) -> Result<SetId, axum::response::Response> {
+fn parse_set_id(id: &str) -> Result<SetId, Early> {
     id.parse::<u64>()
         .ok()
         .and_then(|id| dsfeed_model::validate_set_id(id).ok())
@@ -399,7 +410,7 @@ async fn all_sets(
 ) -> axum::response::Response {
     let snapshot = match admit(&gate, &headers).and_then(|()| current(&shared)) {
         Ok(snapshot) => snapshot,
-        Err(answer) => return answer,
+        Err(answer) => return answer.into_response(),
     };
     Json(SetsPage {
         version: snapshot.version().to_owned(),
@@ -432,7 +443,7 @@ async fn one_set(
         })
         .into_response())
     });
-    answer.unwrap_or_else(|refused| refused)
+    answer.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn check(
@@ -473,7 +484,7 @@ async fn check(
         )
             .into_response())
     });
-    answer.unwrap_or_else(|refused| refused)
+    answer.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The address `/check` asks about: an IP address or a host name, with

@@ -115,8 +115,10 @@ impl Hub {
             let snapshots = Snapshots::new(tx.subscribe(), metrics.sink(&name));
             running.spawn(async move { (name, sink.run(snapshots).await) });
         }
-        let merged = run(sources, tx, &metrics);
-        tokio::pin!(merged, shutdown);
+        // Boxed, so that dropping it below ends the merge (and the sources)
+        // and drops the sender.
+        let mut merged = Box::pin(run(sources, tx, &metrics));
+        tokio::pin!(shutdown);
         let mut result = loop {
             tokio::select! {
                 () = &mut shutdown => break Ok(()),

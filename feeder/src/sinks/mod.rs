@@ -1,8 +1,8 @@
 //! Sinks: where snapshots go once the hub has merged them.
 //!
 //! A sink receives every new snapshot through [`Snapshots`] and delivers it
-//! somewhere: the [`file`] sink writes `dispatcher.list` and reloads
-//! Kamailio, [`feed`] streams to dsfeed.so over gRPC, [`crate::http`]
+//! somewhere: the [`file`](mod@file) sink writes `dispatcher.list` and reloads
+//! Kamailio, [`feed`](mod@feed) streams to dsfeed.so over gRPC, [`crate::http`]
 //! answers `/status` and the membership endpoints. They implement [`Sink`]
 //! with nothing but this module's public items, as a sink of your own
 //! would.

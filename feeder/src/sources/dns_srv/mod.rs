@@ -64,6 +64,9 @@ const BACKOFF: Backoff =
 pub const DEFAULT_EMPTY_GRACE: &str = "30s";
 
 /// The DNS SRV flags.
+// The field docs are `--help` text, in the command line's own grammar
+// ([OPTIONAL] parts), not rustdoc links.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "DNS SRV")]
 pub struct DnsArgs {

@@ -139,11 +139,9 @@ pub fn weights(group: &[u16]) -> Vec<u32> {
     group
         .iter()
         .map(|w| {
-            let share = if total == 0 {
-                100 / count
-            } else {
-                (u64::from(*w) * 100 + total / 2) / total
-            };
+            let share = (u64::from(*w) * 100 + total / 2)
+                .checked_div(total)
+                .unwrap_or(100 / count);
             u32::try_from(share.clamp(1, 100)).unwrap_or(100)
         })
         .collect()
