@@ -245,6 +245,9 @@ async fn check_tells_a_usable_configuration_from_a_broken_one() {
     std::fs::write(&sets_file, "sets:\n  1:\n    - 10.0.0.1\n").unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
+    // A token file must be its owner's alone, whatever the umask.
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&token, owner_only).unwrap();
     let list = dir.path().join("dispatcher.list");
     let socket = dir.path().join("feed.sock");
     let good = [
