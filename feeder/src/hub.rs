@@ -22,7 +22,9 @@
 //! Hub::new(&metrics)
 //!     .with_source(StaticSource::new(&[set]))
 //!     .with_sink(FileSink::new(list, None, &metrics))
-//!     .run(tokio::signal::ctrl_c())
+//!     .run(async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
 //!     .await
 //! # }
 //! ```
