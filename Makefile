@@ -71,9 +71,10 @@ test: build ## Every test; the real-Kamailio ones on 5.6.3 (host) and 6.0.1 (roo
 	DSFEED_FOREIGN_MODULE="$(CURDIR)/target/debug/libdsfeed.so" \
 	$(CARGO_TEST) $(addprefix --test ,$(KAMAILIO_TESTS))
 
-lint: kamailio-src lint-docker ## rustfmt and clippy, warnings as errors; hadolint
+lint: kamailio-src lint-docker ## rustfmt, clippy and rustdoc, warnings as errors; hadolint
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --locked -p dsfeed -p dsfeed-model
 
 demo: build ## Real Kamailio + dsfeed + a sets file: edit a set, watch SIP follow
 	docker/demo/demo.sh target/debug/dsfeed

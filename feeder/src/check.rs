@@ -57,6 +57,11 @@ pub async fn problems(config: &Config, what: Check) -> Vec<String> {
     {
         problems.push(format!("Consul: {}", dsfeed_model::error_chain(&err)));
     }
+    if !config.dns.services.is_empty()
+        && let Err(err) = config.dns.resolver()
+    {
+        problems.push(format!("--dns-srv: {}", dsfeed_model::error_chain(&err)));
+    }
     problems
 }
 
@@ -82,6 +87,18 @@ pub fn summary(config: &Config) -> String {
             "Consul service {spec} as set {} (Consul at {})",
             spec.set, config.consul.addr.authority
         ));
+    }
+    if !config.dns.services.is_empty() {
+        let server = match config.dns.server {
+            Some(addr) => format!("name server {addr}"),
+            None => format!(
+                "the name servers of {}",
+                crate::sources::dns_srv::resolver::RESOLV_CONF
+            ),
+        };
+        for spec in &config.dns.services {
+            sources.push(format!("DNS SRV {spec} as set {} ({server})", spec.set));
+        }
     }
     let mut lines = vec![format!("sources: {}", sources.join(", "))];
     let delivery = match (config.mode, config.writes_stdout()) {
@@ -110,7 +127,7 @@ pub fn summary(config: &Config) -> String {
     }
     if let Some(http) = config.serve.http {
         lines.push(format!(
-            "http: {http} (/healthz, /readyz, /metrics, /status)"
+            "http: {http} (/healthz, /readyz, /metrics, /status, /sets, /check)"
         ));
     }
     if config.once {

@@ -16,6 +16,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand, error:
 use crate::feed::{ServeArgs, watch::WatchArgs};
 use crate::sinks::file::MIN_RELOAD_INTERVAL_FLOOR;
 use crate::sources::consul::ConsulArgs;
+use crate::sources::dns_srv::DnsArgs;
 use crate::sources::kubernetes::{DEFAULT_NAMESPACE, ServiceSet};
 use crate::sources::static_sets::StaticSet;
 use dsfeed_binrpc as binrpc;
@@ -54,6 +55,9 @@ pub enum Check {
 
 /// Keeps Kamailio's dispatcher sets equal to the truth in Kubernetes, Consul,
 /// static flags and a sets file.
+// The field docs are `--help` text, in the command line's own grammar
+// ([OPTIONAL] parts), not rustdoc links.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Parser)]
 #[command(
     name = "dsfeed",
@@ -210,6 +214,10 @@ pub struct Config {
     /// Last, so that its help heading does not spill over other flags.
     #[command(flatten)]
     pub consul: ConsulArgs,
+
+    /// After Consul's, under a heading of its own.
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 /// Commands other than the feeder itself, which runs when none is given.
@@ -224,6 +232,9 @@ pub enum Command {
 }
 
 /// The arguments of `dsfeed healthcheck`.
+// The field docs are `--help` text, in the command line's own grammar
+// ([OPTIONAL] parts), not rustdoc links.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, clap::Args)]
 pub struct HealthcheckArgs {
     /// The feeder's --http address; 0.0.0.0 and [::] are asked on loopback.
@@ -276,9 +287,11 @@ impl Config {
             && self.sets_file.is_none()
             && self.services.is_empty()
             && self.consul.services.is_empty()
+            && self.dns.services.is_empty()
         {
             return Err(
-                "no source given: use --static, --sets-file, --set or --consul-service".into(),
+                "no source given: use --static, --sets-file, --set, --consul-service or --dns-srv"
+                    .into(),
             );
         }
         self.consul.validate()?;

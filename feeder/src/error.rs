@@ -14,14 +14,30 @@ pub struct InvalidServiceSet {
     pub reason: String,
 }
 
-/// Everything that can fail while running the feeder.
+/// Everything that can fail while running the feeder. New variants may
+/// come in any release: match with a `_` arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("source {name} failed")]
     SourceFailed {
         name: String,
         #[source]
         cause: Box<Error>,
+    },
+    #[error("sink {name} failed")]
+    SinkFailed {
+        name: String,
+        #[source]
+        cause: Box<Error>,
+    },
+    /// The error of a source or sink written outside this crate, with the
+    /// label it is counted under (see [`Error::other`]).
+    #[error("{kind}")]
+    Other {
+        kind: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("sets file {path}: {reason}")]
     SetsFile { path: PathBuf, reason: String },
@@ -137,7 +153,8 @@ impl Error {
     /// A short, stable label for metrics and structured logs.
     pub fn label(&self) -> &'static str {
         match self {
-            Error::SourceFailed { cause, .. } => cause.label(),
+            Error::SourceFailed { cause, .. } | Error::SinkFailed { cause, .. } => cause.label(),
+            Error::Other { kind, .. } => kind,
             Error::SetsFile { .. } => "sets_file",
             Error::Read { .. } => "read",
             Error::Write { .. } => "write",
@@ -154,6 +171,18 @@ impl Error {
             Error::Rpc(_) => "rpc",
             Error::Cancelled(_) => "cancelled",
             Error::NotSynced { .. } => "not_synced",
+        }
+    }
+
+    /// The error a component of your own fails with, counted as `kind` (a
+    /// short, stable label such as `inventory_unreachable`).
+    pub fn other(
+        kind: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Other {
+            kind,
+            source: source.into(),
         }
     }
 

@@ -1,15 +1,21 @@
-//! `--http`: probes, metrics and a status page for people.
+//! `--http`: probes, metrics, a status page for people and the membership
+//! API for scripts and services. `docs/openapi.yaml` describes every
+//! endpoint, and a test holds the server to it.
 //!
 //! - `/healthz`: the process is serving.
 //! - `/readyz`: every source has synced once, so the feed has a snapshot.
 //! - `/metrics`: Prometheus text, see [`crate::metrics`].
 //! - `/status`: JSON with the current snapshot and every connected node.
+//! - `/sets`, `/sets/{id}`: every set, or one, with its destinations.
+//! - `/check/{id}/{address}`: 200 when `address` (`HOST` or `HOST:PORT`)
+//!   is a member of set `id`, with the matching destinations; 404 when not.
 //!
 //! It reads what the feed shares ([`Shared`]) and changes nothing.
-//! `/status` shows what the feed protects (every destination and attr, node
-//! ids, NACK texts), so it asks for the feed's token when there is one, and
-//! is off on an address other machines reach unless `--public-status` says
-//! otherwise. `/metrics` carries counts, versions and ages only.
+//! `/status`, `/sets` and `/check` show what the feed protects (every
+//! destination and attr, node ids, NACK texts), so they ask for the feed's
+//! token when there is one, and are off on an address other machines reach
+//! unless `--public-status` says otherwise. `/metrics` carries counts,
+//! versions and ages only.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,7 +24,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
@@ -29,7 +35,8 @@ use crate::error::Error;
 use crate::feed::clients::ClientStatus;
 use crate::feed::token::TokenFile;
 use crate::feed::{Shared, StatusAccess};
-use dsfeed_model::SetId;
+use crate::sinks::{Sink, SinkFuture, Snapshots};
+use dsfeed_model::{Destination, SetId, Snapshot};
 
 /// The bound `--http` listener.
 pub struct Http {
@@ -49,6 +56,16 @@ impl Http {
         Ok(Http { listener })
     }
 
+    /// The endpoints as a sink of the hub: served from `shared` until the
+    /// hub shuts down.
+    pub fn sink(self, shared: Arc<Shared>, gate: StatusGate) -> HttpSink {
+        HttpSink {
+            http: self,
+            shared,
+            gate,
+        }
+    }
+
     /// Serves until `shutdown` resolves; `/status` as `gate` allows.
     pub async fn run(
         self,
@@ -62,13 +79,13 @@ impl Http {
             .map_or_else(|_| "?".into(), |a| a.to_string());
         match &gate {
             StatusGate::Token(_) => {
-                tracing::info!(%addr, "serving /healthz, /readyz, /metrics, and /status to the feed's token")
+                tracing::info!(%addr, "serving /healthz, /readyz, /metrics, and /status, /sets and /check to the feed's token")
             }
             StatusGate::Open => {
-                tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status")
+                tracing::info!(%addr, "serving /healthz, /readyz, /metrics, /status, /sets and /check")
             }
             StatusGate::Off => {
-                tracing::info!(%addr, "serving /healthz, /readyz and /metrics; /status is off on an address other machines reach without --token-file (or --public-status)")
+                tracing::info!(%addr, "serving /healthz, /readyz and /metrics; /status, /sets and /check are off on an address other machines reach without --token-file (or --public-status)")
             }
         }
         axum::serve(self.listener, router(shared, gate))
@@ -78,7 +95,28 @@ impl Http {
     }
 }
 
-/// Who may read `/status`, with the token file when it takes one.
+/// The HTTP endpoints, run by the hub like any sink.
+pub struct HttpSink {
+    http: Http,
+    shared: Arc<Shared>,
+    gate: StatusGate,
+}
+
+impl Sink for HttpSink {
+    fn name(&self) -> &str {
+        "http"
+    }
+
+    fn run(self: Box<Self>, snapshots: Snapshots) -> SinkFuture {
+        Box::pin(async move {
+            let HttpSink { http, shared, gate } = *self;
+            http.run(shared, gate, snapshots.closed()).await
+        })
+    }
+}
+
+/// Who may read `/status`, `/sets` and `/check`, with the token file when
+/// it takes one.
 #[derive(Debug, Clone)]
 pub enum StatusGate {
     Token(Arc<TokenFile>),
@@ -111,6 +149,9 @@ fn router(shared: Arc<Shared>, gate: StatusGate) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/sets", get(all_sets))
+        .route("/sets/{id}", get(one_set))
+        .route("/check/{id}/{address}", get(check))
         .with_state(state)
 }
 
@@ -163,36 +204,41 @@ struct DestinationStatus {
     attrs: String,
 }
 
-async fn status(
-    State(AppState { shared, gate }): State<AppState>,
-    headers: HeaderMap,
-) -> axum::response::Response {
-    match &gate {
-        StatusGate::Open => {}
-        StatusGate::Off => {
-            return (
-                StatusCode::FORBIDDEN,
-                "/status shows every destination and node: it is off on an --http address other machines reach; give --token-file (then send it as a bearer token) or --public-status\n",
-            )
-                .into_response();
-        }
+/// Lets a request through `gate`, or answers it: 403 while the gate is
+/// off, 401 without the right bearer token (503 while the token file
+/// cannot be read).
+fn admit(gate: &StatusGate, headers: &HeaderMap) -> Result<(), Early> {
+    match gate {
+        StatusGate::Open => Ok(()),
+        StatusGate::Off => Err(Early::from((
+            StatusCode::FORBIDDEN,
+            "/status, /sets and /check show every destination and node: they are off on an --http address other machines reach; give --token-file (then send it as a bearer token) or --public-status\n",
+        ))),
         StatusGate::Token(token) => {
             let given = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            if let Err(refused) = crate::feed::server::authorized(token, given) {
+            crate::feed::server::authorized(token, given).map_err(|refused| {
                 let code = match refused.code() {
                     tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
                     _ => StatusCode::SERVICE_UNAVAILABLE,
                 };
-                return (
+                Early::from((
                     code,
                     [(header::WWW_AUTHENTICATE, "Bearer")],
                     format!("{}\n", refused.message()),
-                )
-                    .into_response();
-            }
+                ))
+            })
         }
+    }
+}
+
+async fn status(
+    State(AppState { shared, gate }): State<AppState>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    if let Err(refused) = admit(&gate, &headers) {
+        return refused.into_response();
     }
     status_page(&shared).into_response()
 }
@@ -229,4 +275,312 @@ fn status_page(shared: &Shared) -> Json<StatusPage> {
         snapshot,
         clients: shared.clients.list(),
     })
+}
+
+/// One destination as `/sets` and `/check` show it: its fields, and the
+/// host and port of its URI, so that a client need not parse SIP URIs.
+#[derive(Debug, Serialize)]
+struct Member {
+    uri: String,
+    /// A name or an IPv4 address as written; an IPv6 address without
+    /// brackets.
+    host: String,
+    /// `null` when the URI names no port.
+    port: Option<u16>,
+    flags: u32,
+    priority: u32,
+    attrs: String,
+}
+
+impl From<&Destination> for Member {
+    fn from(d: &Destination) -> Self {
+        Member {
+            uri: d.uri().to_owned(),
+            host: d.host().to_owned(),
+            port: d.port(),
+            flags: d.flags(),
+            priority: d.priority(),
+            attrs: d.attrs().to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct SetsPage {
+    version: String,
+    sets: Vec<SetPage>,
+    /// Sets a source manages but cannot vouch for yet: their content is
+    /// whatever Kamailio already has, unknown here.
+    held: Vec<SetId>,
+}
+
+#[derive(Debug, Serialize)]
+struct SetPage {
+    id: SetId,
+    destinations: Vec<Member>,
+}
+
+#[derive(Debug, Serialize)]
+struct OneSet {
+    version: String,
+    id: SetId,
+    destinations: Vec<Member>,
+}
+
+#[derive(Debug, Serialize)]
+struct Membership {
+    member: bool,
+    set: SetId,
+    /// The address asked about, as given.
+    address: String,
+    version: String,
+    /// The destinations that match (several when no port was given and the
+    /// set holds the host on several ports); empty when not a member.
+    destinations: Vec<Member>,
+}
+
+#[derive(Debug, Serialize)]
+struct Problem {
+    error: String,
+}
+
+fn problem(code: StatusCode, error: String) -> Early {
+    Early::from((code, Json(Problem { error })))
+}
+
+/// An answer that ends a request before its work: refused, not found, not
+/// ready. Boxed, since a response is large and the work's result is not.
+struct Early(Box<axum::response::Response>);
+
+impl Early {
+    fn from(answer: impl IntoResponse) -> Self {
+        Early(Box::new(answer.into_response()))
+    }
+}
+
+impl IntoResponse for Early {
+    fn into_response(self) -> axum::response::Response {
+        *self.0
+    }
+}
+
+/// The current snapshot, or the 503 to answer while there is none.
+fn current(shared: &Shared) -> Result<Arc<Snapshot>, Early> {
+    shared.published().map(|p| p.snapshot).ok_or_else(|| {
+        problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for every source to sync once".into(),
+        )
+    })
+}
+
+/// Set `id` of `snapshot`: 404 when it has none, 503 while it is held.
+fn set_of(snapshot: &Snapshot, id: SetId) -> Result<&[Destination], Early> {
+    if snapshot.held().contains(&id) {
+        return Err(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "set {id} is held: its source cannot vouch for its content yet (Kamailio keeps what it has)"
+            ),
+        ));
+    }
+    snapshot.sets().get(&id).map(Vec::as_slice).ok_or_else(|| {
+        problem(
+            StatusCode::NOT_FOUND,
+            format!("no set {id} in the current snapshot"),
+        )
+    })
+}
+
+fn parse_set_id(id: &str) -> Result<SetId, Early> {
+    id.parse::<u64>()
+        .ok()
+        .and_then(|id| dsfeed_model::validate_set_id(id).ok())
+        .ok_or_else(|| {
+            problem(
+                StatusCode::BAD_REQUEST,
+                format!("'{id}' is not a set id (0 to 2147483647)"),
+            )
+        })
+}
+
+async fn all_sets(
+    State(AppState { shared, gate }): State<AppState>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let snapshot = match admit(&gate, &headers).and_then(|()| current(&shared)) {
+        Ok(snapshot) => snapshot,
+        Err(answer) => return answer.into_response(),
+    };
+    Json(SetsPage {
+        version: snapshot.version().to_owned(),
+        sets: snapshot
+            .sets()
+            .iter()
+            .map(|(id, dests)| SetPage {
+                id: *id,
+                destinations: dests.iter().map(Member::from).collect(),
+            })
+            .collect(),
+        held: snapshot.held().iter().copied().collect(),
+    })
+    .into_response()
+}
+
+async fn one_set(
+    State(AppState { shared, gate }): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let answer = admit(&gate, &headers).and_then(|()| {
+        let id = parse_set_id(&id)?;
+        let snapshot = current(&shared)?;
+        let dests = set_of(&snapshot, id)?;
+        Ok(Json(OneSet {
+            version: snapshot.version().to_owned(),
+            id,
+            destinations: dests.iter().map(Member::from).collect(),
+        })
+        .into_response())
+    });
+    answer.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn check(
+    State(AppState { shared, gate }): State<AppState>,
+    Path((id, address)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let answer = admit(&gate, &headers).and_then(|()| {
+        let id = parse_set_id(&id)?;
+        let wanted = Address::parse(&address)
+            .map_err(|reason| problem(StatusCode::BAD_REQUEST, format!("'{address}': {reason}")))?;
+        let snapshot = current(&shared)?;
+        let dests = match set_of(&snapshot, id) {
+            Ok(dests) => dests,
+            // No such set: nothing is a member of it.
+            Err(_) if !snapshot.held().contains(&id) => &[],
+            Err(held) => return Err(held),
+        };
+        let matching: Vec<Member> = dests
+            .iter()
+            .filter(|d| wanted.matches(d))
+            .map(Member::from)
+            .collect();
+        let code = if matching.is_empty() {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        Ok((
+            code,
+            Json(Membership {
+                member: !matching.is_empty(),
+                set: id,
+                address: address.clone(),
+                version: snapshot.version().to_owned(),
+                destinations: matching,
+            }),
+        )
+            .into_response())
+    });
+    answer.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The address `/check` asks about: an IP address or a host name, with
+/// or without a port.
+#[derive(Debug, PartialEq, Eq)]
+struct Address {
+    host: Host,
+    port: Option<u16>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Host {
+    Ip(std::net::IpAddr),
+    /// Lower case, without a trailing dot.
+    Name(String),
+}
+
+impl Host {
+    fn parse(host: &str) -> Host {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        match bare.parse::<std::net::IpAddr>() {
+            // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+            Ok(ip) => Host::Ip(ip.to_canonical()),
+            Err(_) => Host::Name(host.trim_end_matches('.').to_ascii_lowercase()),
+        }
+    }
+}
+
+impl Address {
+    /// Parses `HOST`, `HOST:PORT`, `[IPv6]`, `[IPv6]:PORT` or a bare IPv6
+    /// address (which has no port: every colon is its own).
+    fn parse(text: &str) -> Result<Address, String> {
+        if let Ok(ip) = text.parse::<std::net::Ipv6Addr>() {
+            return Ok(Address {
+                host: Host::Ip(std::net::IpAddr::V6(ip).to_canonical()),
+                port: None,
+            });
+        }
+        let (host, port) = dsfeed_model::split_host_port(text.trim_end_matches('.'))?;
+        Ok(Address {
+            host: Host::parse(host),
+            port,
+        })
+    }
+
+    /// Whether `dest` is at this address: the same IP address (however it
+    /// is written) or the same name (case-insensitively), and the same port
+    /// when one is asked for. A destination whose URI names no port matches
+    /// any, as `ds_is_from_list` does. A name is not resolved: it matches
+    /// the destinations written with that name.
+    fn matches(&self, dest: &Destination) -> bool {
+        Host::parse(dest.host()) == self.host
+            && match (self.port, dest.port()) {
+                (Some(asked), Some(port)) => asked == port,
+                _ => true,
+            }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(target: &str) -> Destination {
+        Destination::parse_target(target).unwrap()
+    }
+
+    #[test]
+    fn addresses_match_with_and_without_ports() {
+        let cases = [
+            ("10.0.0.1", "10.0.0.1:5080", true),
+            ("10.0.0.1:5080", "10.0.0.1:5080", true),
+            ("10.0.0.1:5060", "10.0.0.1:5080", false),
+            ("10.0.0.2", "10.0.0.1", false),
+            ("::ffff:10.0.0.1", "10.0.0.1", true),
+            ("2001:db8::1", "[2001:db8:0:0::1]:5060", true),
+            ("[2001:db8::1]:5060", "[2001:db8::1]:5060", true),
+            ("[2001:db8::1]:5061", "[2001:db8::1]:5060", false),
+            ("PBX.example.", "pbx.example:5060", true),
+            ("pbx.example:5060", "pbx.example", true),
+            ("pbx.example:5061", "sips:pbx.example", true),
+            ("pbx.example", "10.0.0.1", false),
+        ];
+        for (asked, target, member) in cases {
+            let address = Address::parse(asked).unwrap();
+            assert_eq!(
+                address.matches(&dest(target)),
+                member,
+                "{asked} in {target}"
+            );
+        }
+        for bad in ["", "10.0.0.1:", "10.0.0.1:99999", "[nope]", "a b", "[::1"] {
+            assert!(Address::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }

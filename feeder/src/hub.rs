@@ -5,8 +5,32 @@
 //! source that is still syncing (a Kubernetes list in flight) never shows up
 //! as an empty set. After that each source's last view stays in the merge
 //! until it sends a new one.
+//!
+//! [`Hub`] is the common base every feeder is built on, the `dsfeed` binary
+//! included: sources in, sinks out, one way.
+//!
+//! ```no_run
+//! use dsfeed::hub::Hub;
+//! use dsfeed::metrics::Metrics;
+//! use dsfeed::sinks::file::{FileSink, ListWriter};
+//! use dsfeed::sources::static_sets::{StaticSet, StaticSource};
+//!
+//! # async fn feeder() -> Result<(), dsfeed::Error> {
+//! let metrics = Metrics::new();
+//! let set: StaticSet = "1=10.0.0.1,10.0.0.2:5080".parse()?;
+//! let list = ListWriter::new("/data/kamailio/dispatcher.list".into());
+//! Hub::new(&metrics)
+//!     .with_source(StaticSource::new(&[set]))
+//!     .with_sink(FileSink::new(list, None, &metrics))
+//!     .run(async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await
+//! # }
+//! ```
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,14 +39,143 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Waiting};
 use crate::metrics::Metrics;
+use crate::sinks::{Sink, Snapshots};
 use crate::sources::{Publisher, Source, View};
 use dsfeed_model::{SetId, SetMap, Snapshot};
 
-/// What sinks watch: `None` until every source has synced once.
+/// What sinks watch: `None` until every source has synced once. A
+/// [`tokio::sync::watch`] channel: the newest snapshot wins, nobody queues.
 pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
 
 /// Views waiting for the hub; a fuller queue makes sources wait.
 const QUEUE: usize = 16;
+
+/// How long sinks may take to finish once the hub shuts down (the feed
+/// closes every stream within its own, shorter, grace).
+const SINK_GRACE: Duration = Duration::from_secs(10);
+
+/// Sources in, sinks out: the feeder as a value. Build it with its sources
+/// and sinks, then [`Hub::run`] it (a daemon) or take its
+/// [`Hub::first_snapshot`] (`--once`).
+pub struct Hub {
+    metrics: Metrics,
+    sources: Vec<Box<dyn Source>>,
+    sinks: Vec<Box<dyn Sink>>,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+}
+
+impl Hub {
+    /// A hub with no source and no sink, counting in `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        Hub {
+            metrics: metrics.clone(),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            tx: watch::Sender::new(None),
+        }
+    }
+
+    /// Adds a source.
+    pub fn with_source(mut self, source: impl Source) -> Self {
+        self.sources.push(Box::new(source));
+        self
+    }
+
+    /// Adds sources already boxed (the built-in constructors that make one
+    /// per flag return them so).
+    pub fn with_sources(mut self, sources: impl IntoIterator<Item = Box<dyn Source>>) -> Self {
+        self.sources.extend(sources);
+        self
+    }
+
+    /// Adds a sink.
+    pub fn with_sink(mut self, sink: impl Sink) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// The merged snapshots, for a part that is not a sink but reads them
+    /// (the feed's shared state, a test).
+    pub fn snapshots(&self) -> SnapshotRx {
+        self.tx.subscribe()
+    }
+
+    /// Runs every sink and every source until `shutdown` resolves, a
+    /// source fails, or a sink fails. Then the snapshots end, every sink
+    /// finishes (within a grace), and the first failure, if any, is
+    /// returned.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let Hub {
+            metrics,
+            sources,
+            sinks,
+            tx,
+        } = self;
+        let mut running = JoinSet::new();
+        for sink in sinks {
+            let name = sink.name().to_owned();
+            let snapshots = Snapshots::new(tx.subscribe(), metrics.sink(&name));
+            running.spawn(async move { (name, sink.run(snapshots).await) });
+        }
+        // Boxed, so that dropping it below ends the merge (and the sources)
+        // and drops the sender.
+        let mut merged = Box::pin(run(sources, tx, &metrics));
+        tokio::pin!(shutdown);
+        let mut result = loop {
+            tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                failed = &mut merged => break failed,
+                // A sink that is done is no reason to stop; one that failed is.
+                Some(ended) = running.join_next() => {
+                    if let Err(err) = sink_ended(ended) {
+                        break Err(err);
+                    }
+                }
+            }
+        };
+        // Dropping the merge drops the sender: every sink sees the end.
+        drop(merged);
+        let finished = tokio::time::timeout(SINK_GRACE, async {
+            let mut first = None;
+            while let Some(ended) = running.join_next().await {
+                if let Err(err) = sink_ended(ended) {
+                    first.get_or_insert(err);
+                }
+            }
+            first
+        })
+        .await;
+        match finished {
+            Ok(Some(err)) if result.is_ok() => result = Err(err),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!("some sinks did not finish within {SINK_GRACE:?}; leaving anyway")
+            }
+        }
+        result
+    }
+
+    /// Runs the sources until every one has synced once and returns the
+    /// merged snapshot, for `--once`; sinks are not run. See
+    /// [`first_snapshot`].
+    pub async fn first_snapshot(self, deadline: Duration) -> Result<Arc<Snapshot>, Error> {
+        first_snapshot(self.sources, &self.metrics, deadline).await
+    }
+}
+
+/// What one sink's end means: an error is the feeder's.
+fn sink_ended(
+    ended: Result<(String, Result<(), Error>), tokio::task::JoinError>,
+) -> Result<(), Error> {
+    match ended {
+        Ok((_, Ok(()))) => Ok(()),
+        Ok((name, Err(err))) => Err(Error::SinkFailed {
+            name,
+            cause: Box::new(err),
+        }),
+        Err(join) => Err(Error::from_join(join, "sink")),
+    }
+}
 
 /// Runs `sources` until one fails, publishing each new merged snapshot on
 /// `out`. Once every source has finished (static sets only), it keeps `out`

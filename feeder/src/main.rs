@@ -8,12 +8,15 @@ use dsfeed::config::{Check, Command, Config, Mode};
 use dsfeed::feed::Shared;
 use dsfeed::feed::server::Server;
 use dsfeed::http::{Http, StatusGate};
+use dsfeed::hub::Hub;
 use dsfeed::metrics::Metrics;
+use dsfeed::sinks::feed::FeedSink;
 use dsfeed::sinks::file::{self, Applier, FileSink, ListWriter, WhenModule};
 use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
-use dsfeed::sources::{Source, consul, sets_file::SetsFileSource, static_sets::StaticSource};
+use dsfeed::sources::{
+    Source, consul, dns_srv, sets_file::SetsFileSource, static_sets::StaticSource,
+};
 use dsfeed_binrpc as binrpc;
-use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let config = Config::load();
@@ -105,13 +108,16 @@ fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
         )));
     }
     sources.extend(consul::sources(&config.consul).context("Consul")?);
+    sources.extend(dns_srv::sources(&config.dns).context("DNS SRV")?);
     Ok(sources)
 }
 
 /// Builds the first snapshot from every source, delivers it and returns.
 async fn once(config: &Config) -> anyhow::Result<()> {
-    let snapshot =
-        dsfeed::hub::first_snapshot(sources(config)?, &Metrics::new(), config.once_timeout).await?;
+    let snapshot = Hub::new(&Metrics::new())
+        .with_sources(sources(config)?)
+        .first_snapshot(config.once_timeout)
+        .await?;
     if config.writes_stdout() {
         print!("{}", snapshot.to_dispatcher_list());
     } else {
@@ -149,26 +155,13 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         None => None,
     };
     let metrics = Metrics::new();
-    let (tx, rx) = watch::channel(None);
-    let shared = Shared::new(rx.clone(), metrics.clone());
-    let stop = tokio_util::sync::CancellationToken::new();
+    let mut hub = Hub::new(&metrics).with_sources(sources(config)?);
+    let shared = Shared::new(hub.snapshots(), metrics.clone());
     if let Some(http) = http {
-        let stopped = stop.clone().cancelled_owned();
-        let shared = shared.clone();
         let gate = StatusGate::new(config.serve.status_access(), server.token());
-        tokio::spawn(async move {
-            if let Err(err) = http.run(shared, gate, stopped).await {
-                tracing::error!(error = %dsfeed_model::error_chain(&err), "the HTTP endpoints stopped");
-            }
-        });
+        hub = hub.with_sink(http.sink(shared.clone(), gate));
     }
-    let feed = server.run(shared, stop.clone().cancelled_owned());
-    tokio::pin!(feed);
-    let sources = sources(config)?;
-    let hub = tokio::spawn({
-        let metrics = metrics.clone();
-        async move { dsfeed::hub::run(sources, tx, &metrics).await }
-    });
+    hub = hub.with_sink(FeedSink::new(server, shared));
     if config.writes_file() {
         let reload = config.reload_addr().map(binrpc::Client::new);
         if reload.is_none() {
@@ -180,32 +173,34 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
             Mode::File => WhenModule::Refuse,
             Mode::Auto | Mode::Grpc => WhenModule::StepAside,
         };
-        let sink = FileSink::new(ListWriter::new(config.output.clone()), reload, &metrics)
-            .when_module(when_module)
-            .min_reload_interval(config.min_reload_interval);
-        tokio::spawn(sink.run(rx));
+        hub = hub.with_sink(
+            FileSink::new(ListWriter::new(config.output.clone()), reload, &metrics)
+                .when_module(when_module)
+                .min_reload_interval(config.min_reload_interval),
+        );
     }
     let registration = consul::Registration::new(&config.consul, config.reload_addr())
         .context("Consul registration")?;
     if let Some(registration) = &registration {
         tokio::spawn(registration.clone().run());
     }
-    let (result, feed_ended) = tokio::select! {
-        failed = hub => (failed.context("the hub panicked").and_then(|r| r.map_err(Into::into)), false),
-        served = &mut feed => (served.map_err(Into::into), true),
-        signal = shutdown() => (signal.context("cannot listen for signals"), false),
-    };
-    if !feed_ended {
-        // Let every feed stream end with its status before exiting.
-        stop.cancel();
-        if let Err(err) = feed.await {
-            tracing::error!(error = %err, "the feed did not shut down cleanly");
-        }
-    }
+    // The signal handler's own failure is the error, once the hub stopped.
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
+    let result = hub
+        .run(async move {
+            if let Err(err) = shutdown().await {
+                let _ = failed_tx.send(err);
+            }
+        })
+        .await
+        .map_err(anyhow::Error::from);
     if let Some(registration) = registration {
         registration.deregister().await;
     }
-    result
+    match failed_rx.await {
+        Ok(err) => Err(anyhow::Error::from(err).context("cannot listen for signals")),
+        Err(_) => result,
+    }
 }
 
 /// Resolves on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).

@@ -1,6 +1,6 @@
 //! Prometheus metrics, all named `dsfeed_*`, in one registry that `main.rs`
 //! creates and hands to every component. Components report through handles
-//! ([`SourceMetrics`], [`FileSinkMetrics`]) that carry their own label, so
+//! ([`SourceMetrics`], [`SinkMetrics`], [`FileSinkMetrics`]) that carry their own label, so
 //! one source or sink is one label value wherever it counts from. This
 //! module observes: it imports nothing of the components it counts for.
 //!
@@ -282,6 +282,14 @@ impl Metrics {
         }
     }
 
+    /// The handle a sink named `name` counts its errors through.
+    pub fn sink(&self, name: &str) -> SinkMetrics {
+        SinkMetrics {
+            metrics: self.clone(),
+            name: name.to_owned(),
+        }
+    }
+
     /// The handle the file sink reloading Kamailio at `rpc` counts through
     /// (`rpc` empty with `--no-reload`).
     pub fn file_sink(&self, rpc: &str) -> FileSinkMetrics {
@@ -479,6 +487,29 @@ impl SourceMetrics {
     }
 }
 
+/// What a sink counts: its errors, by kind.
+#[derive(Debug, Clone)]
+pub struct SinkMetrics {
+    metrics: Metrics,
+    name: String,
+}
+
+impl SinkMetrics {
+    /// The sink's name, its label value.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A failure of the sink, by kind: `dsfeed_sink_errors_total{sink, kind}`.
+    pub fn error(&self, kind: &str) {
+        let labels = SinkErrorLabels {
+            sink: self.name.clone(),
+            kind: kind.to_owned(),
+        };
+        self.metrics.0.sink_errors.get_or_create(&labels).inc();
+    }
+}
+
 /// What the file sink counts, labelled with the Kamailio it reloads.
 #[derive(Debug, Clone)]
 pub struct FileSinkMetrics {
@@ -489,11 +520,7 @@ pub struct FileSinkMetrics {
 impl FileSinkMetrics {
     /// A failure of the sink itself (writing the list), by kind.
     pub fn error(&self, kind: &str) {
-        let labels = SinkErrorLabels {
-            sink: "file".into(),
-            kind: kind.to_owned(),
-        };
-        self.metrics.0.sink_errors.get_or_create(&labels).inc();
+        self.metrics.sink("file").error(kind);
     }
 
     /// One `dispatcher.reload` attempt: `loaded`, `throttled` (inside

@@ -82,6 +82,21 @@ impl Destination {
         &self.uri
     }
 
+    /// The URI's host: a name or an IPv4 address as written, an IPv6
+    /// address without its brackets.
+    pub fn host(&self) -> &str {
+        let host = uri_host_port(&self.uri).0;
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+    }
+
+    /// The URI's port; `None` when it names none (Kamailio then uses the
+    /// scheme's default, and `ds_is_from_list` matches any port).
+    pub fn port(&self) -> Option<u16> {
+        uri_host_port(&self.uri).1
+    }
+
     /// The dispatcher flags ([`KNOWN_FLAGS`]).
     pub fn flags(&self) -> u32 {
         self.flags
@@ -234,6 +249,15 @@ fn validate_hostname(host: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The host (IPv6 in brackets) and port of a URI that passed
+/// [`validate_uri`].
+fn uri_host_port(uri: &str) -> (&str, Option<u16>) {
+    let rest = &uri[uri.find(':').map_or(0, |i| i + 1)..];
+    let hostport = &rest[..rest.find([';', '?']).unwrap_or(rest.len())];
+    let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
+    split_host_port(hostport).unwrap_or((hostport, None))
+}
+
 /// Checks `sip[s]:[user@]host[:port][;params][?headers]` with no character
 /// that would end the URI early in Kamailio's loader.
 fn validate_uri(uri: &str) -> Result<(), InvalidDestination> {
@@ -296,6 +320,23 @@ mod tests {
                 uri,
                 "{target}"
             );
+        }
+    }
+
+    #[test]
+    fn hosts_and_ports_are_read_back_from_the_uri() {
+        for (target, host, port) in [
+            ("10.0.0.1", "10.0.0.1", Some(5060)),
+            ("[2001:db8::1]:5080", "2001:db8::1", Some(5080)),
+            (
+                "sip:user@pbx.example:5061;transport=tls",
+                "pbx.example",
+                Some(5061),
+            ),
+            ("sips:pbx.example?x=1", "pbx.example", None),
+        ] {
+            let dest = Destination::parse_target(target).unwrap();
+            assert_eq!((dest.host(), dest.port()), (host, port), "{target}");
         }
     }
 

@@ -4,13 +4,19 @@
 //! timeouts) and a resolver thread is not allowed. This part is the pure
 //! one — `/etc/resolv.conf` and `/etc/hosts` as glibc reads them, the A and
 //! AAAA queries to send, the answers — and the module sends the queries
-//! over its own async UDP sockets under one deadline.
+//! over its own async UDP sockets under one deadline. The feeder's DNS SRV
+//! source asks SRV questions with the same parts ([`parse_srv_answer`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Record types asked for.
 pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_SRV: u16 = 33;
+
+/// The largest name the DNS carries, in presentation form (RFC 1035 §2.3.4
+/// allows 255 octets on the wire, which is 253 characters written out).
+const MAX_NAME: usize = 253;
 
 /// What `/etc/resolv.conf` says, with glibc's defaults and limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +199,152 @@ pub fn parse_answer(id: u16, msg: &[u8]) -> Result<Answer, &'static str> {
     Ok(Answer::Addresses(addresses))
 }
 
+/// One SRV record (RFC 2782): where a service is, and how to prefer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Srv {
+    /// Lower is preferred: every target of the lowest priority is tried
+    /// before any of the next.
+    pub priority: u16,
+    /// Within one priority, the share of the traffic, relative to the
+    /// others' weights; 0 means "only when nothing else is there".
+    pub weight: u16,
+    pub port: u16,
+    /// The target host, without the root's trailing dot; `.` alone (here
+    /// an empty string) means "decidedly not available here".
+    pub target: String,
+    /// Seconds the record may be kept.
+    pub ttl: u32,
+}
+
+/// What one answer to an SRV question said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SrvAnswer {
+    /// The SRV records of the answer section, whatever CNAMEs led there;
+    /// empty when the name exists with no SRV record (NODATA).
+    Records(Vec<Srv>),
+    /// The name does not exist (NXDOMAIN).
+    NoSuchName,
+    /// The server failed or refused (SERVFAIL, REFUSED...).
+    Failed(u8),
+    /// The answer did not fit the datagram (TC): ask again over TCP.
+    Truncated,
+}
+
+/// Parses the answer to the SRV query `id`; `Err` for anything else
+/// (another id, a query, a malformed message), which is ignored like a
+/// stray datagram. A record whose data is malformed makes the whole answer
+/// malformed: half a record set must not read as the truth.
+pub fn parse_srv_answer(id: u16, msg: &[u8]) -> Result<SrvAnswer, &'static str> {
+    let header = msg.get(..12).ok_or("shorter than a header")?;
+    if u16::from_be_bytes([header[0], header[1]]) != id {
+        return Err("another id");
+    }
+    if header[2] & 0x80 == 0 {
+        return Err("not an answer");
+    }
+    if header[2] & 0x02 != 0 {
+        return Ok(SrvAnswer::Truncated);
+    }
+    match header[3] & 0x0f {
+        0 => {}
+        3 => return Ok(SrvAnswer::NoSuchName),
+        code => return Ok(SrvAnswer::Failed(code)),
+    }
+    let questions = u16::from_be_bytes([header[4], header[5]]);
+    let answers = u16::from_be_bytes([header[6], header[7]]);
+    let mut pos = 12;
+    for _ in 0..questions {
+        pos = skip_name(msg, pos)?;
+        pos = pos
+            .checked_add(4)
+            .filter(|p| *p <= msg.len())
+            .ok_or("cut question")?;
+    }
+    let mut records = Vec::new();
+    for _ in 0..answers {
+        pos = skip_name(msg, pos)?;
+        let fixed = msg.get(pos..pos + 10).ok_or("cut record")?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let class = u16::from_be_bytes([fixed[2], fixed[3]]);
+        let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+        let len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        pos += 10;
+        let start = pos;
+        let data = msg.get(pos..pos + len).ok_or("cut record data")?;
+        pos += len;
+        if (rtype, class) != (TYPE_SRV, 1) {
+            continue;
+        }
+        let fixed = data.get(..6).ok_or("cut SRV record")?;
+        // The target is read from the whole message: RFC 2782 forbids
+        // compressing it, but some servers do.
+        let (target, end) = read_name(msg, start + 6)?;
+        if end != start + len {
+            return Err("SRV record data longer or shorter than its target");
+        }
+        // RFC 2181 §8: a TTL with the top bit set is read as 0.
+        let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl };
+        records.push(Srv {
+            priority: u16::from_be_bytes([fixed[0], fixed[1]]),
+            weight: u16::from_be_bytes([fixed[2], fixed[3]]),
+            port: u16::from_be_bytes([fixed[4], fixed[5]]),
+            target,
+            ttl,
+        });
+    }
+    Ok(SrvAnswer::Records(records))
+}
+
+/// The (possibly compressed) name at `pos` in presentation form, without
+/// the root's dot, and the position after it in place.
+fn read_name(msg: &[u8], mut pos: usize) -> Result<(String, usize), &'static str> {
+    let mut name = String::new();
+    let mut end = None;
+    // Each pointer must go backwards, so a message cannot loop; the hop
+    // limit is a second guard.
+    let mut hops = 0;
+    loop {
+        let len = *msg.get(pos).ok_or("cut name")?;
+        match len {
+            0 => {
+                return Ok((name, end.unwrap_or(pos + 1)));
+            }
+            l if l & 0xc0 == 0xc0 => {
+                let low = *msg.get(pos + 1).ok_or("cut pointer")?;
+                let target = usize::from(l & 0x3f) << 8 | usize::from(low);
+                if target >= pos || hops > 127 {
+                    return Err("name pointer loops");
+                }
+                hops += 1;
+                end.get_or_insert(pos + 2);
+                pos = target;
+            }
+            l if l & 0xc0 == 0 => {
+                let label = msg
+                    .get(pos + 1..pos + 1 + usize::from(l))
+                    .ok_or("cut label")?;
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                for &byte in label {
+                    // Bytes a host name cannot hold are kept visible but
+                    // harmless; the caller decides whether the name is usable.
+                    if byte.is_ascii_graphic() && byte != b'.' {
+                        name.push(char::from(byte));
+                    } else {
+                        name.push_str(&format!("\\{byte:03}"));
+                    }
+                }
+                if name.len() > MAX_NAME * 4 {
+                    return Err("name too long");
+                }
+                pos += 1 + usize::from(l);
+            }
+            _ => return Err("bad label"),
+        }
+    }
+}
+
 /// The position after the (possibly compressed) name at `pos`.
 fn skip_name(msg: &[u8], mut pos: usize) -> Result<usize, &'static str> {
     // A name has at most 128 labels; more is a loop or garbage.
@@ -282,5 +434,95 @@ mod tests {
         }
         assert!(query(1, "a..b", TYPE_A).is_none());
         assert!(query(1, &"a".repeat(64), TYPE_A).is_none());
+    }
+
+    /// An answer to `query(id, name, TYPE_SRV)` with `records` appended as
+    /// (priority, weight, port, target bytes, ttl).
+    fn srv_answer(id: u16, name: &str, records: &[(u16, u16, u16, &[u8], u32)]) -> Vec<u8> {
+        let mut msg = query(id, name, TYPE_SRV).unwrap();
+        msg[2] = 0x81;
+        msg[3] = 0x80;
+        msg[7] = u8::try_from(records.len()).unwrap();
+        for (priority, weight, port, target, ttl) in records {
+            msg.extend_from_slice(&[0xc0, 12]);
+            msg.extend_from_slice(&TYPE_SRV.to_be_bytes());
+            msg.extend_from_slice(&[0, 1]);
+            msg.extend_from_slice(&ttl.to_be_bytes());
+            let len = u16::try_from(6 + target.len()).unwrap();
+            msg.extend_from_slice(&len.to_be_bytes());
+            for field in [priority, weight, port] {
+                msg.extend_from_slice(&field.to_be_bytes());
+            }
+            msg.extend_from_slice(target);
+        }
+        msg
+    }
+
+    #[test]
+    fn srv_answers_give_every_record_with_its_ttl() {
+        let msg = srv_answer(
+            7,
+            "_sip._udp.pbx.example",
+            &[
+                (10, 60, 5060, b"\x02a1\x03pbx\x07example\x00", 30),
+                // Compressed against the question, which RFC 2782 forbids
+                // and some servers do anyway.
+                (20, 0, 5080, b"\x02b2\xc0\x16", u32::MAX),
+                (0, 0, 0, b"\x00", 5),
+            ],
+        );
+        let Ok(SrvAnswer::Records(records)) = parse_srv_answer(7, &msg) else {
+            panic!("{:?}", parse_srv_answer(7, &msg));
+        };
+        let got: Vec<_> = records
+            .iter()
+            .map(|r| (r.priority, r.weight, r.port, r.target.as_str(), r.ttl))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (10, 60, 5060, "a1.pbx.example", 30),
+                (20, 0, 5080, "b2.pbx.example", 0),
+                (0, 0, 0, "", 5)
+            ]
+        );
+        for cut in 0..msg.len() {
+            let _ = parse_srv_answer(7, &msg[..cut]);
+        }
+    }
+
+    #[test]
+    fn srv_answers_that_are_not_records() {
+        let q = query(9, "_sip._tcp.gone.example", TYPE_SRV).unwrap();
+        let mut answer = q.clone();
+        answer[2] = 0x81;
+        for (rcode, expected) in [
+            (0x83, SrvAnswer::NoSuchName),
+            (0x82, SrvAnswer::Failed(2)),
+            (0x85, SrvAnswer::Failed(5)),
+            (0x80, SrvAnswer::Records(vec![])),
+        ] {
+            answer[3] = rcode;
+            assert_eq!(parse_srv_answer(9, &answer), Ok(expected));
+        }
+        answer[2] = 0x83;
+        assert_eq!(parse_srv_answer(9, &answer), Ok(SrvAnswer::Truncated));
+        assert!(parse_srv_answer(9, &q).is_err(), "a query is no answer");
+        assert!(parse_srv_answer(8, &answer).is_err());
+    }
+
+    #[test]
+    fn malformed_srv_records_spoil_the_answer() {
+        // A pointer to itself, and one forwards.
+        for target in [&b"\xc0\x3d"[..], b"\xc0\xff", b"\x05ab"] {
+            let msg = srv_answer(1, "_sip._udp.x", &[(1, 1, 5060, target, 1)]);
+            assert!(parse_srv_answer(1, &msg).is_err(), "{target:?}");
+        }
+        // Data longer than its target.
+        let mut msg = srv_answer(1, "_sip._udp.x", &[(1, 1, 5060, b"\x01a\x00", 1)]);
+        let at = msg.len() - 3 - 6 - 2;
+        msg[at + 1] += 1;
+        msg.push(0);
+        assert!(parse_srv_answer(1, &msg).is_err());
     }
 }

@@ -1,12 +1,13 @@
 //! The one harness for every test and bench that runs real processes: the
 //! real Kamailio (with or without dsfeed.so), the `dsfeed` binary, sipp, a
 //! feed client and a scripted feed server, TLS material, an HTTP client,
-//! and the fake Consul agent (the fake Kubernetes API server is the
+//! the fake Consul agent, a DNS server (the fake Kubernetes API server is the
 //! `fake-kube` crate). Each process gets its own ports and files and is
 //! stopped when the test ends. Tests wait for conditions with
 //! [`eventually`], never for a fixed time.
 
 pub mod ctl_proxy;
+pub mod dns_server;
 pub mod fake_consul;
 pub mod feed_client;
 pub mod feeder;

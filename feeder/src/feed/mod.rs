@@ -1,7 +1,7 @@
 //! The feed: the canonical snapshot streamed over gRPC (`dsfeed.v1`) to many
 //! Kamailios, xDS style (see `proto/dsfeed/v1/feed.proto` for the rules).
 //!
-//! [`server`] serves the stream, [`pb`] is the one place where protobuf
+//! [`server`] serves the stream, [`dsfeed_model::pb`] is the one place where protobuf
 //! meets the domain model, [`clients`] records who is connected for
 //! `/status` and `/metrics`, and [`watch`] is the small client behind
 //! `dsfeed watch`.

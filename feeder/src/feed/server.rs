@@ -1,6 +1,6 @@
 //! The feed server: one stream per client, xDS state of the world.
 //!
-//! Each stream holds at most two unanswered responses ([`WINDOW`]). A new
+//! Each stream holds at most two unanswered responses (`WINDOW`). A new
 //! one is sent when the truth changes and the window has room, always built
 //! from the newest snapshot, so a slow client skips what it missed instead
 //! of receiving a backlog, and a stream costs two responses of memory at
@@ -159,7 +159,7 @@ impl FeedService {
         }
     }
 
-    /// The tonic service, with requests capped at [`MAX_REQUEST`] and
+    /// The tonic service, with requests capped at `MAX_REQUEST` and
     /// responses at what a client decodes.
     pub fn into_server(self) -> feed_server::FeedServer<Self> {
         feed_server::FeedServer::new(self)

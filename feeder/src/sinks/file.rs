@@ -23,8 +23,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::hub::SnapshotRx;
 use crate::metrics::{FileSinkMetrics, Metrics};
+use crate::sinks::{Sink, SinkFuture, Snapshots};
 use dsfeed_binrpc::{self as binrpc, dispatcher};
 use dsfeed_model::Backoff;
 use dsfeed_model::Snapshot;
@@ -144,7 +144,7 @@ impl FileSink {
 
     /// Runs until the hub goes away. While a reload waits (pacing, a retry,
     /// Kamailio not answering), a newer snapshot replaces the pending one.
-    pub async fn run(mut self, mut snapshots: SnapshotRx) {
+    pub async fn deliver(mut self, mut snapshots: Snapshots) {
         self.writer.remove_stale();
         // Reload at start even when the file on disk is already current: a
         // previous run may have written it without Kamailio loading it.
@@ -153,9 +153,8 @@ impl FileSink {
         let mut write_failures = self.backoff.iter();
         let mut reload_failures = self.backoff.iter();
         loop {
-            let current = snapshots.borrow_and_update().clone();
-            let Some(snapshot) = current else {
-                if snapshots.changed().await.is_err() {
+            let Some(snapshot) = snapshots.latest() else {
+                if !snapshots.changed().await {
                     return;
                 }
                 continue;
@@ -225,7 +224,7 @@ impl FileSink {
                     }
                 }
             }
-            if snapshots.changed().await.is_err() {
+            if !snapshots.changed().await {
                 return;
             }
         }
@@ -305,12 +304,25 @@ impl FileSink {
     }
 }
 
+impl Sink for FileSink {
+    fn name(&self) -> &str {
+        "file"
+    }
+
+    fn run(self: Box<Self>, snapshots: Snapshots) -> SinkFuture {
+        Box::pin(async move {
+            self.deliver(snapshots).await;
+            Ok(())
+        })
+    }
+}
+
 /// Waits for `pause`, or less if a new snapshot arrives; false when the hub
 /// is gone.
-async fn wait(pause: impl std::future::Future<Output = ()>, snapshots: &mut SnapshotRx) -> bool {
+async fn wait(pause: impl std::future::Future<Output = ()>, snapshots: &mut Snapshots) -> bool {
     tokio::select! {
         () = pause => true,
-        changed = snapshots.changed() => changed.is_ok(),
+        changed = snapshots.changed() => changed,
     }
 }
 

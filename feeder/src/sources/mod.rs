@@ -4,6 +4,24 @@
 //! (state of the world) each time it changes. It never publishes on error:
 //! its last good view stays in the merge, so a failing source never empties
 //! a set. The [`crate::hub`] merges every view into one snapshot.
+//!
+//! The built-in sources ([`static_sets`], [`sets_file`], [`kubernetes`],
+//! [`consul`], [`dns_srv`]) implement [`Source`] with nothing but this
+//! module's public items, so a source of your own can do all they do:
+//!
+//! - publish a whole view with [`Publisher::publish`] (the sets it manages,
+//!   each with every destination; a set it managed and leaves out is gone
+//!   from its view);
+//! - when its upstream answers "nothing" in a way it cannot trust yet, keep
+//!   Kamailio's copy with [`Publisher::publish_holding`] and [`hold`];
+//! - report a recovered error with [`Publisher::report`] (logged, counted
+//!   in `dsfeed_source_errors_total{source, kind}`, and named by `--once`
+//!   when it gives up), and return an [`Error`] only when it cannot go on:
+//!   that stops the feeder.
+//!
+//! Build each [`Destination`](dsfeed_model::Destination) with its checked
+//! constructors and drop only the one that fails, with a warning naming
+//! it: one bad value never costs the rest of the set.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -16,6 +34,8 @@ use crate::metrics::SourceMetrics;
 use dsfeed_model::{SetId, SetMap};
 
 pub mod consul;
+pub mod dns_srv;
+pub mod hold;
 pub mod kubernetes;
 pub mod sets_file;
 pub mod static_sets;
@@ -24,12 +44,22 @@ pub mod static_sets;
 /// on (or, for a one-shot source, when it has published).
 pub type SourceFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
 
-/// One source of destinations.
+/// One source of destinations: something that knows which destinations
+/// belong in which sets, and says so each time that changes.
+///
+/// The hub calls [`Source::run`] once, on a task of its own, and merges
+/// what it publishes with every other source's view. Nothing reaches a
+/// sink until every source has published once, so a source that is still
+/// syncing never shows up as an empty set.
 pub trait Source: Send + 'static {
-    /// A short name for logs and metrics, such as `sets-file` or `kubernetes`.
+    /// A short name for logs and metrics (the `source` label), such as
+    /// `sets-file` or `kubernetes`; one per instance when a flag can be
+    /// repeated (`consul asterisk`).
     fn name(&self) -> &str;
 
-    /// Runs the source, sending each new view to `out`.
+    /// Runs the source, sending each new view to `out`. Returns only when
+    /// the source cannot go on (an `Err`, which stops the feeder) or has
+    /// nothing more to say (`Ok`, a one-shot source: its last view stays).
     fn run(self: Box<Self>, out: Publisher) -> SourceFuture;
 }
 
@@ -59,9 +89,19 @@ impl Publisher {
     /// Reports an error the source recovers from (its last view stays):
     /// logged and counted in `dsfeed_source_errors_total`.
     pub fn failed(&self, err: &Error, consequence: &str) {
-        tracing::warn!(source = %self.metrics.name(), error = %err, "{consequence}");
-        self.metrics
-            .failure(err.label(), dsfeed_model::error_chain(err));
+        self.report(err.label(), err, consequence);
+    }
+
+    /// Reports an error of any type the source recovers from, as `kind` (a
+    /// short, stable label such as `dns_timeout`): logged as a warning with
+    /// its causes and `consequence` (what happens now, such as "the set
+    /// keeps its last answer"), counted in
+    /// `dsfeed_source_errors_total{source, kind}`, and kept as the source's
+    /// last error for `--once` to name if the source never syncs.
+    pub fn report(&self, kind: &str, err: &dyn std::error::Error, consequence: &str) {
+        let chain = dsfeed_model::error_chain(err);
+        tracing::warn!(source = %self.metrics.name(), kind, error = %chain, "{consequence}");
+        self.metrics.failure(kind, chain);
     }
 
     /// Counts an error of kind `kind` the source has logged itself.

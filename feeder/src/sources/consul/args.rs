@@ -22,6 +22,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(600);
 pub const DEFAULT_EMPTY_GRACE: &str = "30s";
 
 /// Where the feeder finds Consul and which services it turns into sets.
+// The field docs are `--help` text, in the command line's own grammar
+// ([OPTIONAL] parts), not rustdoc links.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Consul")]
 pub struct ConsulArgs {

@@ -29,7 +29,7 @@
 //!   never sees it empty by mistake.
 //! - A set whose instances all vanish keeps them for `--consul-empty-grace`
 //!   (30s by default); a non-empty answer within it ends the wait, and an
-//!   empty one after it empties the set (see [`hold`]). A first answer that
+//!   empty one after it empties the set (see [`crate::sources::hold`]). A first answer that
 //!   is empty is held the same way: the set is published as *held*, so the
 //!   other sets go ahead and Kamailio keeps what it has for this one.
 //! - An answer from which Consul's ACLs filtered instances
@@ -57,7 +57,6 @@ mod args;
 mod attrs;
 mod client;
 mod error;
-mod hold;
 pub mod instances;
 mod register;
 mod spec;
@@ -70,9 +69,9 @@ pub use error::ConsulError;
 pub use register::Registration;
 pub use spec::{Health, RegisterSpec, ServiceSpec};
 
+use crate::sources::hold::{Decision, Holder};
 use dsfeed_model::Backoff;
 use error::chain;
-use hold::{Decision, Holder};
 
 /// The shortest time between the starts of two queries for one service.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -256,7 +255,7 @@ impl ConsulSource {
         loop {
             tokio::select! {
                 output = &mut work => return output,
-                () = until(holder.deadline()) => {
+                () = holder.expired() => {
                     holder.expire();
                     tracing::info!(
                         service = %self.spec,
@@ -271,14 +270,6 @@ impl ConsulSource {
 
     fn sets(&self, dests: Vec<Destination>) -> SetMap {
         SetMap::from([(self.spec.set, dests)])
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

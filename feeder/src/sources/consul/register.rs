@@ -118,7 +118,7 @@ impl Registration {
     }
 
     /// Removes the service from the agent, for shutdown; a failure is
-    /// logged, since the check's TTL and [`DEREGISTER_AFTER`] remove it
+    /// logged, since the check's TTL and `DEREGISTER_AFTER` remove it
     /// anyway.
     pub async fn deregister(&self) {
         let path = format!("/v1/agent/service/deregister/{}", encode(&self.id));

@@ -12,7 +12,7 @@
 //! It publishes the whole view of its sets once every watch has listed, then
 //! again only when a set's content really changes. Watch errors, dropped
 //! connections, an API server that is down, 410 Gone and relists publish
-//! nothing unless the data they bring differ (see [`mirror`]): a set empties
+//! nothing unless the data they bring differ (see its `mirror` module): a set empties
 //! only when its Service really has no endpoints, and with
 //! `--min-endpoints N` a set that had N destinations keeps them while it
 //! has fewer.

@@ -1,12 +1,16 @@
-//! The empty-answer guard: what a watch publishes after each answer.
+//! The empty-answer guard, for any source whose upstream can answer
+//! "nothing" by mistake: what to publish after each answer.
 //!
 //! A Consul agent that restarts answers for a moment as if no instance were
-//! registered, and consul-template renders that as an empty list. Here a set
-//! that suddenly turns empty keeps its last instances for a grace period;
-//! any non-empty answer ends the wait, and an answer still empty when it
-//! runs out is a real deregistration and empties the set. A first answer
-//! that is empty (the feeder restarted while the agent did) is held the
-//! same way: the set is published as held, so Kamailio keeps what it has.
+//! registered, and consul-template renders that as an empty list; a DNS
+//! zone being reloaded can answer NXDOMAIN. Here a set that suddenly turns
+//! empty keeps its last destinations for a grace period; any non-empty
+//! answer ends the wait, and an answer still empty when it runs out is a
+//! real removal and empties the set. A first answer that is empty (the
+//! feeder restarted while the upstream did) is held the same way: the
+//! source publishes the set as held
+//! ([`Publisher::publish_holding`](crate::sources::Publisher::publish_holding)),
+//! so Kamailio keeps what it has.
 
 use std::time::Duration;
 
@@ -14,7 +18,7 @@ use tokio::time::Instant;
 
 use dsfeed_model::Destination;
 
-/// What the watch should do with an answer.
+/// What the source should do with an answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Send these destinations to the hub.
@@ -26,6 +30,8 @@ pub enum Decision {
     Unchanged,
 }
 
+/// One set's guard: feed it every answer with [`Holder::observe`], and
+/// empty the set when [`Holder::expired`] resolves.
 #[derive(Debug)]
 pub struct Holder {
     grace: Duration,
@@ -36,6 +42,7 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// A guard that holds an empty answer for `grace` (zero: never).
     pub fn new(grace: Duration) -> Self {
         Holder {
             grace,
@@ -73,7 +80,17 @@ impl Holder {
         self.empty_since.map(|since| since + self.grace)
     }
 
-    /// Ends the wait: the set was really emptied.
+    /// Resolves when the current wait runs out; never while none is on.
+    /// Meant for a `select!` beside the source's own work, so the grace
+    /// ends on time even while a query is in flight.
+    pub async fn expired(&self) {
+        match self.deadline() {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Ends the wait: the set was really emptied. Publish it empty.
     pub fn expire(&mut self) {
         self.empty_since = None;
         self.published = Some(Vec::new());
