@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 # Debian packages the build, the tests and the demo need.
-APT_PACKAGES := kamailio kamailio-extra-modules sip-tester protobuf-compiler \
+APT_PACKAGES := kamailio kamailio-extra-modules kamailio-utils-modules sip-tester protobuf-compiler \
 	libclang-dev clang dpkg-dev build-essential pkg-config curl ca-certificates \
 	debootstrap patch systemd python3-venv
 

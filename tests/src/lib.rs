@@ -16,6 +16,7 @@ mod kamailio;
 pub mod loads;
 pub mod module;
 pub mod pki;
+pub mod probe;
 pub mod scripted;
 pub mod sets;
 pub mod sipp;

@@ -4,10 +4,8 @@
 //! that is only right while `ds_is_from_list` keeps recognising it, so
 //! in-dialog requests from a call it still carries are trusted.
 
+use dsfeed_tests::{Kamailio, probe};
 use std::net::UdpSocket;
-use std::time::Duration;
-
-use dsfeed_tests::Kamailio;
 
 /// Answers every request with what `ds_is_from_list` said about its
 /// source: in set 1 at all (mode 2: any transport), and among set 1's
@@ -26,38 +24,18 @@ request_route {
 }
 "#;
 
-/// Sends one OPTIONS to `kamailio` from `socket` and returns the reply's
-/// reason phrase.
+/// What `ds_is_from_list` said about the source of one OPTIONS sent from
+/// `socket`: the 200's reason phrase.
 fn ask(socket: &UdpSocket, kamailio: std::net::SocketAddr) -> String {
-    let local = socket.local_addr().unwrap();
-    let request = format!(
-        "OPTIONS sip:1@{kamailio} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch=z9hG4bK-{port}\r\n\
-         From: <sip:probe@{local}>;tag={port}\r\n\
-         To: <sip:1@{kamailio}>\r\n\
-         Call-ID: from-list-{port}@127.0.0.1\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         Max-Forwards: 70\r\n\
-         Content-Length: 0\r\n\r\n",
-        port = local.port()
-    );
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    socket.send_to(request.as_bytes(), kamailio).unwrap();
-    let mut buf = [0u8; 4096];
-    let (n, _) = socket.recv_from(&mut buf).expect("a reply from Kamailio");
-    let reply = String::from_utf8_lossy(&buf[..n]);
-    let status = reply.lines().next().unwrap_or_default();
-    status
-        .strip_prefix("SIP/2.0 200 ")
-        .unwrap_or_else(|| panic!("not a 200: {reply}"))
-        .to_owned()
+    match probe::options(socket, kamailio) {
+        (200, reason) => reason,
+        other => panic!("not a 200: {other:?}"),
+    }
 }
 
 #[tokio::test]
 async fn disabled_and_inactive_destinations_are_still_from_the_list_unless_active_is_asked() {
-    let bind = || UdpSocket::bind("127.0.0.1:0").unwrap();
+    let bind = probe::socket;
     let (active, disabled, inactive, stranger) = (bind(), bind(), bind(), bind());
     let port = |s: &UdpSocket| s.local_addr().unwrap().port();
     let list = format!(
