@@ -15,6 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What every temporary file of a target `NAME` is called:
 /// `.NAME.dsfeed-XXXXXXXXXXXXXXXX.tmp`, sixteen random hex digits.
@@ -24,6 +25,33 @@ const TMP_END: &str = ".tmp";
 /// Replaces `path` with `content`, readable with `mode` (the dispatcher
 /// reads the list as Kamailio's user, so callers pass 0o644).
 pub fn write_atomically(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, content, mode, None)
+}
+
+/// Like [`write_atomically`], and the new file's modification time is
+/// later, in whole seconds, than that of the file it replaces: Kamailio's
+/// `db_text` re-reads a table only when its whole-second mtime changed,
+/// so a table rewritten within the second of its last read would be
+/// missed. The new mtime is now, or one second past the old one when that
+/// is not earlier than now.
+pub fn write_atomically_later(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+    let now = SystemTime::now();
+    let mtime = match fs::metadata(path).and_then(|m| m.modified()) {
+        Ok(old) => {
+            let old_secs = old.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let now_secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            if now_secs > old_secs {
+                now
+            } else {
+                UNIX_EPOCH + Duration::from_secs(old_secs + 1)
+            }
+        }
+        Err(_) => now,
+    };
+    replace(path, content, mode, Some(mtime))
+}
+
+fn replace(path: &Path, content: &[u8], mode: u32, mtime: Option<SystemTime>) -> io::Result<()> {
     let (dir, name) = split(path)?;
     let tmp = dir.join(tmp_name(&name, rand::random()));
     let result = (|| {
@@ -36,6 +64,9 @@ pub fn write_atomically(path: &Path, content: &[u8], mode: u32) -> io::Result<()
         file.write_all(content)?;
         // The umask may have taken bits the caller asked for.
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        if let Some(mtime) = mtime {
+            file.set_modified(mtime)?;
+        }
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(&dir)?.sync_all()
@@ -126,6 +157,31 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
         assert_eq!(path.metadata().unwrap().permissions().mode() & 0o777, 0o644);
         assert_eq!(names(dir.path()), ["dispatcher.list"]);
+    }
+
+    #[test]
+    fn a_rewrite_is_seconds_later_than_what_it_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtpengine");
+        let secs = |p: &Path| {
+            p.metadata()
+                .unwrap()
+                .modified()
+                .unwrap()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        write_atomically_later(&path, b"a\n", 0o644).unwrap();
+        let first = secs(&path);
+        write_atomically_later(&path, b"b\n", 0o644).unwrap();
+        write_atomically_later(&path, b"c\n", 0o644).unwrap();
+        assert!(
+            secs(&path) >= first + 2,
+            "every rewrite moves a whole second"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "c\n");
+        assert_eq!(names(dir.path()), ["rtpengine"]);
     }
 
     #[test]

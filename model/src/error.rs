@@ -27,6 +27,22 @@ pub enum InvalidDestination {
     LineTooLong { uri: String, len: usize },
 }
 
+/// An rtpengine relay the rtpengine module would not load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rtpengine relay '{relay}' is invalid: {reason}")]
+pub struct InvalidRelay {
+    pub relay: String,
+    pub reason: String,
+}
+
+/// A SIP domain name or did the domain module could not match.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("domain '{value}' is invalid: {reason}")]
+pub struct InvalidDomain {
+    pub value: String,
+    pub reason: String,
+}
+
 /// A feed response that breaks the contract or the list format: a client
 /// NACKs it and keeps its previous sets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,6 +7,9 @@
 //!   checked the way Kamailio's loader reads it back;
 //! - [`Snapshot`]: every set in canonical order, with a version that is a
 //!   hash of the content (equal truth, equal version, on every feeder);
+//! - [`Lists`]: what a snapshot carries beside dispatcher sets, rtpengine
+//!   [`Relay`]s by set id and SIP [`domain`]s by did; [`dbtext`]: the
+//!   `db_text` tables the rtpengine and domain modules load them from;
 //! - [`list`]: the `dispatcher.list` line format, for text and for the raw
 //!   bytes of a list read from Kamailio's memory;
 //! - [`pb`]: the `dsfeed.v1` wire form of a snapshot and the requests a
@@ -23,12 +26,16 @@
 
 pub mod atomic;
 mod backoff;
+pub mod dbtext;
 mod destination;
 pub mod dns;
+pub mod domain;
 mod endpoint;
 mod error;
 pub mod list;
+mod lists;
 pub mod pb;
+mod relay;
 pub mod secret;
 mod snapshot;
 
@@ -39,6 +46,9 @@ pub use destination::{
 };
 pub use endpoint::Endpoint;
 pub use error::{
-    InvalidBackoff, InvalidDestination, InvalidEndpoint, InvalidSnapshot, error_chain,
+    InvalidBackoff, InvalidDestination, InvalidDomain, InvalidEndpoint, InvalidRelay,
+    InvalidSnapshot, error_chain,
 };
+pub use lists::{ListKind, Lists};
+pub use relay::{DEFAULT_RTPENGINE_PORT, DEFAULT_WEIGHT, Relay, RelayMap};
 pub use snapshot::{SetMap, Snapshot};

@@ -11,12 +11,13 @@ use sha2::{Digest, Sha256};
 
 use crate::destination::{Destination, SetId};
 use crate::list;
+use crate::lists::{ListKind, Lists};
 
 /// Sets as one source (or the merge of all) sees them.
 pub type SetMap = BTreeMap<SetId, Vec<Destination>>;
 
-/// Every set's destinations in canonical order, the sets held back, and the
-/// version.
+/// Every set's destinations in canonical order, the sets held back, the
+/// other lists (rtpengine relays, SIP domains) and the version of it all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     sets: SetMap,
@@ -24,6 +25,7 @@ pub struct Snapshot {
     /// after a restart was suspiciously empty): they carry no content, and
     /// every sink keeps what it already has for them.
     held: BTreeSet<SetId>,
+    lists: Lists,
     version: String,
 }
 
@@ -38,15 +40,25 @@ impl Snapshot {
 
     /// Like [`Snapshot::new`], with the sets in `held` marked as held: their
     /// content, if any, is dropped, and sinks keep what they have for them.
-    pub fn with_held(mut sets: SetMap, held: BTreeSet<SetId>) -> Self {
+    pub fn with_held(sets: SetMap, held: BTreeSet<SetId>) -> Self {
+        Snapshot::with_lists(sets, held, Lists::default())
+    }
+
+    /// Like [`Snapshot::with_held`], with rtpengine relays and SIP domains
+    /// beside the sets, canonical too. The version covers them; with no
+    /// lists it is the version of the sets alone, as before dsfeed knew of
+    /// lists.
+    pub fn with_lists(mut sets: SetMap, held: BTreeSet<SetId>, mut lists: Lists) -> Self {
         sets.retain(|id, _| !held.contains(id));
         for dests in sets.values_mut() {
             canonicalize(dests);
         }
-        let version = version_of(&sets, &held);
+        lists.canonicalize();
+        let version = version_of(&sets, &held, &lists);
         Snapshot {
             sets,
             held,
+            lists,
             version,
         }
     }
@@ -63,7 +75,18 @@ impl Snapshot {
         Snapshot {
             sets,
             held: BTreeSet::new(),
+            lists: Lists::default(),
             version,
+        }
+    }
+
+    /// [`Snapshot::received`] with the lists a client asked for beside the
+    /// sets.
+    pub fn received_with_lists(sets: SetMap, mut lists: Lists, version: impl Into<String>) -> Self {
+        lists.canonicalize();
+        Snapshot {
+            lists,
+            ..Snapshot::received(sets, version)
         }
     }
 
@@ -83,9 +106,32 @@ impl Snapshot {
         &self.held
     }
 
+    /// The rtpengine relays and SIP domains.
+    pub fn lists(&self) -> &Lists {
+        &self.lists
+    }
+
+    /// The sets with only the lists of `kinds`, as a snapshot of their own:
+    /// a client that asks for no list gets the sets alone, with the version
+    /// they have on their own, so a change of a list it did not ask for
+    /// never reaches it.
+    pub fn with_only(&self, kinds: &BTreeSet<ListKind>) -> Snapshot {
+        let lists = self.lists.only(kinds);
+        if lists == self.lists {
+            return self.clone();
+        }
+        let version = version_of(&self.sets, &self.held, &lists);
+        Snapshot {
+            sets: self.sets.clone(),
+            held: self.held.clone(),
+            lists,
+            version,
+        }
+    }
+
     /// The sets among `ids` that exist, as a snapshot of their own: a client
     /// that asks for some sets gets a version that changes only when those
-    /// sets do, and is the same on every feeder.
+    /// sets do, and is the same on every feeder. The lists stay as they are.
     pub fn filtered(&self, ids: &BTreeSet<SetId>) -> Snapshot {
         // A subset of a canonical snapshot is canonical and valid already.
         let sets: SetMap = self
@@ -95,10 +141,11 @@ impl Snapshot {
             .map(|(id, dests)| (*id, dests.clone()))
             .collect();
         let held = self.held.intersection(ids).copied().collect();
-        let version = version_of(&sets, &held);
+        let version = version_of(&sets, &held, &self.lists);
         Snapshot {
             sets,
             held,
+            lists: self.lists.clone(),
             version,
         }
     }
@@ -152,6 +199,14 @@ impl fmt::Display for Snapshot {
         if !self.held.is_empty() {
             write!(f, ", held sets {:?}", self.held)?;
         }
+        if !self.lists.is_empty() {
+            write!(
+                f,
+                ", {} rtpengine relays, {} domains",
+                self.lists.relay_count(),
+                self.lists.domain_count()
+            )?;
+        }
         f.write_str(")")
     }
 }
@@ -163,7 +218,7 @@ fn canonicalize(dests: &mut Vec<Destination>) {
     dests.retain(|d| seen.insert(d.uri().to_owned()));
 }
 
-fn version_of(sets: &SetMap, held: &BTreeSet<SetId>) -> String {
+fn version_of(sets: &SetMap, held: &BTreeSet<SetId>, lists: &Lists) -> String {
     let mut body = String::new();
     for (id, dests) in sets {
         for dest in dests {
@@ -180,6 +235,9 @@ fn version_of(sets: &SetMap, held: &BTreeSet<SetId>) -> String {
     for id in held {
         let _ = writeln!(body, "# held {id}");
     }
+    // Nothing when there are no lists: the version of a dispatcher-only
+    // snapshot is what it was before lists existed.
+    lists.version_lines(&mut body);
     let digest = Sha256::digest(body.as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -280,6 +338,32 @@ mod tests {
             &BTreeSet::from([2])
         );
         assert!(held.to_string().contains("held sets {2, 3}"), "{held}");
+    }
+
+    #[test]
+    fn lists_change_the_version_only_for_who_asks_for_them() {
+        use crate::relay::Relay;
+        let sets = SetMap::from([(1, vec![dest("sip:a:5060", 0)])]);
+        let plain = Snapshot::new(sets.clone());
+        let mut lists = Lists::default();
+        lists
+            .rtpengine
+            .insert(1, vec![Relay::parse_target("10.0.0.1").unwrap()]);
+        let full = Snapshot::with_lists(sets.clone(), BTreeSet::new(), lists.clone());
+        assert_ne!(full.version(), plain.version());
+        assert_eq!(full.with_only(&BTreeSet::new()), plain);
+        assert_eq!(full.with_only(&BTreeSet::from([ListKind::Rtpengine])), full);
+        let domains_only = full.with_only(&BTreeSet::from([ListKind::Domain]));
+        assert_eq!(domains_only.version(), plain.version());
+        lists.held_domains.insert("t".into());
+        let holding = Snapshot::with_lists(sets, BTreeSet::new(), lists);
+        assert_ne!(holding.version(), full.version());
+        assert!(
+            holding
+                .to_string()
+                .contains("1 rtpengine relays, 0 domains"),
+            "{holding}"
+        );
     }
 
     #[test]

@@ -1,0 +1,136 @@
+//! The lists a snapshot carries beside dispatcher sets: rtpengine relays by
+//! set id and SIP domains by did, with the parts a source cannot vouch for
+//! yet held back, as dispatcher sets are.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Write as _;
+
+use crate::destination::SetId;
+use crate::domain::DomainMap;
+use crate::relay::RelayMap;
+
+/// Which list a client asks for, a sink writes or a source feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ListKind {
+    /// rtpengine relays (the rtpengine module's `rtpengine` table).
+    Rtpengine,
+    /// SIP domains (the domain module's `domain` table).
+    Domain,
+}
+
+impl ListKind {
+    /// The name a flag, a log line and a metric label use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListKind::Rtpengine => "rtpengine",
+            ListKind::Domain => "domain",
+        }
+    }
+}
+
+/// rtpengine relays and SIP domains, with what is held. A held rtpengine
+/// set or did carries no content here, and every sink keeps what it has
+/// for it (the rows of the table file as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lists {
+    pub rtpengine: RelayMap,
+    pub domains: DomainMap,
+    pub held_rtpengine: BTreeSet<SetId>,
+    pub held_domains: BTreeSet<String>,
+}
+
+impl Lists {
+    /// Whether there is nothing at all: no relay set, no did, nothing held.
+    /// A snapshot with empty lists has the version it had before dsfeed
+    /// knew of lists.
+    pub fn is_empty(&self) -> bool {
+        self.rtpengine.is_empty()
+            && self.domains.is_empty()
+            && self.held_rtpengine.is_empty()
+            && self.held_domains.is_empty()
+    }
+
+    /// Adds `other`'s relays, domains and held parts to these (the union of
+    /// several sources' views).
+    pub fn merge(&mut self, other: &Lists) {
+        for (id, relays) in &other.rtpengine {
+            self.rtpengine
+                .entry(*id)
+                .or_default()
+                .extend(relays.iter().cloned());
+        }
+        for (did, names) in &other.domains {
+            self.domains
+                .entry(did.clone())
+                .or_default()
+                .extend(names.iter().cloned());
+        }
+        self.held_rtpengine
+            .extend(other.held_rtpengine.iter().copied());
+        self.held_domains.extend(other.held_domains.iter().cloned());
+    }
+
+    /// Only the lists of `kinds`; the others empty.
+    pub fn only(&self, kinds: &BTreeSet<ListKind>) -> Lists {
+        let mut lists = Lists::default();
+        if kinds.contains(&ListKind::Rtpengine) {
+            lists.rtpengine = self.rtpengine.clone();
+            lists.held_rtpengine = self.held_rtpengine.clone();
+        }
+        if kinds.contains(&ListKind::Domain) {
+            lists.domains = self.domains.clone();
+            lists.held_domains = self.held_domains.clone();
+        }
+        lists
+    }
+
+    pub fn relay_count(&self) -> usize {
+        self.rtpengine.values().map(Vec::len).sum()
+    }
+
+    pub fn domain_count(&self) -> usize {
+        self.domains.values().map(BTreeSet::len).sum()
+    }
+
+    /// Canonical form: held parts carry no content; relays sorted by URL,
+    /// a URL listed twice in one set kept once (the entry that sorts first
+    /// wins); a domain name under one did only (the first did wins), since
+    /// the module matches a Request-URI's host to one did.
+    pub(crate) fn canonicalize(&mut self) {
+        let held = &self.held_rtpengine;
+        self.rtpengine.retain(|id, _| !held.contains(id));
+        for relays in self.rtpengine.values_mut() {
+            relays.sort();
+            let mut seen = HashSet::new();
+            relays.retain(|r| seen.insert(r.url().to_owned()));
+        }
+        let held = &self.held_domains;
+        self.domains.retain(|did, _| !held.contains(did));
+        let mut seen = HashSet::new();
+        for names in self.domains.values_mut() {
+            names.retain(|name| seen.insert(name.clone()));
+        }
+    }
+
+    /// The lines these lists add to a snapshot's version body.
+    pub(crate) fn version_lines(&self, body: &mut String) {
+        for (id, relays) in &self.rtpengine {
+            let _ = writeln!(body, "# rtpengine set {id}");
+            for relay in relays {
+                let _ = writeln!(body, "rtpengine {id} {relay}");
+            }
+        }
+        for id in &self.held_rtpengine {
+            let _ = writeln!(body, "# held rtpengine {id}");
+        }
+        for (did, names) in &self.domains {
+            let _ = writeln!(body, "# domain did {did:?}");
+            for name in names {
+                let _ = writeln!(body, "domain {name} {did:?}");
+            }
+        }
+        for did in &self.held_domains {
+            let _ = writeln!(body, "# held domain did {did:?}");
+        }
+    }
+}
