@@ -4,6 +4,7 @@
 mod client;
 mod codec;
 pub mod dispatcher;
+pub mod lists;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -36,6 +36,12 @@ pub async fn problems(config: &Config, what: Check) -> Vec<String> {
     if config.writes_file() && !config.writes_stdout() {
         directory_exists(&mut problems, "-o", &config.output);
     }
+    if let Some(path) = &config.rtpengine_table {
+        directory_exists(&mut problems, "--rtpengine-table", path);
+    }
+    if let Some(path) = &config.domain_table {
+        directory_exists(&mut problems, "--domain-table", path);
+    }
     for listen in &config.serve.listen {
         if let dsfeed_model::Endpoint::Unix(path) = listen {
             directory_exists(&mut problems, "--listen", path);
@@ -72,8 +78,31 @@ pub fn summary(config: &Config) -> String {
     for set in &config.statics {
         sources.push(format!("static set {}", set.id));
     }
+    for set in &config.static_rtpengine {
+        sources.push(format!("static rtpengine set {}", set.id));
+    }
+    for group in &config.static_domains {
+        sources.push(format!("static domains {:?}", group.names));
+    }
     if let Some(path) = &config.sets_file {
         sources.push(format!("sets file {}", path.display()));
+    }
+    for set in &config.rtpengine_services {
+        let set = &set.0;
+        let namespace = set.namespace.as_deref().unwrap_or(&config.namespace);
+        sources.push(format!(
+            "Kubernetes Service {namespace}/{} as rtpengine set {}",
+            set.service, set.id
+        ));
+    }
+    for spec in &config.consul.rtpengine {
+        sources.push(format!(
+            "Consul service {} as rtpengine set {}",
+            spec.service, spec.service.set
+        ));
+    }
+    for spec in &config.consul.domains {
+        sources.push(format!("Consul service {} as SIP domains", spec.service));
     }
     for set in &config.services {
         let namespace = set.namespace.as_deref().unwrap_or(&config.namespace);
@@ -116,6 +145,21 @@ pub fn summary(config: &Config) -> String {
         }
     };
     lines.push(format!("delivery: {delivery}"));
+    for (what, path, rpc) in [
+        ("rtpengine", &config.rtpengine_table, "rtpengine.reload"),
+        ("domain", &config.domain_table, "domain.reload"),
+    ] {
+        if let Some(path) = path {
+            let reload = match config.reload_addr() {
+                Some(addr) => format!("{rpc} over {addr}"),
+                None => "not reloaded".to_owned(),
+            };
+            lines.push(format!(
+                "{what} table: db_text {}, {reload}",
+                path.display()
+            ));
+        }
+    }
     if !config.serve.listen.is_empty() {
         let listen: Vec<String> = config
             .serve

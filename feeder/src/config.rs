@@ -17,8 +17,8 @@ use crate::feed::{ServeArgs, watch::WatchArgs};
 use crate::sinks::file::MIN_RELOAD_INTERVAL_FLOOR;
 use crate::sources::consul::ConsulArgs;
 use crate::sources::dns_srv::DnsArgs;
-use crate::sources::kubernetes::{DEFAULT_NAMESPACE, ServiceSet};
-use crate::sources::static_sets::StaticSet;
+use crate::sources::kubernetes::{DEFAULT_NAMESPACE, RtpengineSet, ServiceSet};
+use crate::sources::static_sets::{StaticDomains, StaticRelays, StaticSet};
 use dsfeed_binrpc as binrpc;
 
 /// Where `--mode grpc` serves the feed when no --listen is given; the
@@ -75,6 +75,37 @@ pub struct Config {
     #[arg(env = "DSFEED_STATIC", value_delimiter = ' ')]
     pub statics: Vec<StaticSet>,
 
+    /// A static rtpengine set: ID=HOST[:PORT][,HOST[:PORT]...], each relay
+    /// HOST[:PORT] (control port, default 22222), [IPv6][:PORT], or a
+    /// control URL udp:HOST:PORT / udp6:[ADDR]:PORT. Written with
+    /// --rtpengine-table. Repeatable.
+    #[arg(long = "static-rtpengine", value_name = "ID=HOSTS")]
+    #[arg(env = "DSFEED_STATIC_RTPENGINE", value_delimiter = ' ')]
+    pub static_rtpengine: Vec<StaticRelays>,
+
+    /// Static SIP domains: [DID=]NAME[,NAME...], under DID or none (the
+    /// domain module then uses the name). Written with --domain-table.
+    /// Repeatable.
+    #[arg(long = "static-domain", value_name = "[DID=]NAMES")]
+    #[arg(env = "DSFEED_STATIC_DOMAIN", value_delimiter = ' ')]
+    pub static_domains: Vec<StaticDomains>,
+
+    /// Where to write the rtpengine module's table as a db_text file (the
+    /// directory is its db_url text:///DIR, the file name its table_name,
+    /// default rtpengine), atomically and only on change; then
+    /// rtpengine.reload is sent over --rpc, paced and retried. The
+    /// directory's version table gets the row the module checks. Works
+    /// whether or not Kamailio runs dsfeed.so.
+    #[arg(long, value_name = "PATH", env = "DSFEED_RTPENGINE_TABLE")]
+    pub rtpengine_table: Option<PathBuf>,
+
+    /// Where to write the domain module's domain table as a db_text file
+    /// (file name domain unless the module's domain_table says otherwise),
+    /// as --rtpengine-table, reloaded with domain.reload; an empty
+    /// domain_attrs table and the version rows are created when missing.
+    #[arg(long, value_name = "PATH", env = "DSFEED_DOMAIN_TABLE")]
+    pub domain_table: Option<PathBuf>,
+
     /// A YAML file of sets, watched for changes. An invalid edit is logged
     /// and ignored: the last good sets stay published.
     #[arg(long, value_name = "PATH", env = "DSFEED_SETS_FILE")]
@@ -113,6 +144,14 @@ pub struct Config {
     #[arg(long = "set", value_name = "[NS:]SERVICE=ID[:PORT]")]
     #[arg(env = "DSFEED_SET", value_delimiter = ' ')]
     pub services: Vec<ServiceSet>,
+
+    /// A Kubernetes Service as an rtpengine set: [NAMESPACE:]SERVICE=ID[:PORT],
+    /// PORT the control port (number or name; default 22222). Ready
+    /// endpoints become relays, terminating ones disabled relays. Written
+    /// with --rtpengine-table. Repeatable.
+    #[arg(long = "rtpengine-set", value_name = "[NS:]SERVICE=ID[:PORT]")]
+    #[arg(env = "DSFEED_RTPENGINE_SET", value_delimiter = ' ')]
+    pub rtpengine_services: Vec<RtpengineSet>,
 
     /// The namespace of a --set that names none.
     #[arg(long, value_name = "NS", env = "POD_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
@@ -284,15 +323,31 @@ impl Config {
         }
         self.serve.validate()?;
         if self.statics.is_empty()
+            && self.static_rtpengine.is_empty()
+            && self.static_domains.is_empty()
             && self.sets_file.is_none()
             && self.services.is_empty()
-            && self.consul.services.is_empty()
+            && self.rtpengine_services.is_empty()
+            && !self.consul.follows_any()
             && self.dns.services.is_empty()
         {
             return Err(
-                "no source given: use --static, --sets-file, --set, --consul-service or --dns-srv"
+                "no source given: use --static, --sets-file, --set, --consul-service or --dns-srv (or, for rtpengine relays and SIP domains, --static-rtpengine, --static-domain, --rtpengine-set, --consul-rtpengine, --consul-domain)"
                     .into(),
             );
+        }
+        for (flag, path) in [
+            ("--rtpengine-table", &self.rtpengine_table),
+            ("--domain-table", &self.domain_table),
+        ] {
+            if let Some(path) = path
+                && (path.file_name().is_none() || path.as_os_str() == "-")
+            {
+                return Err(format!(
+                    "{flag} {}: give the table's file path (DIR/TABLE)",
+                    path.display()
+                ));
+            }
         }
         self.consul.validate()?;
         if self.mode == Mode::Grpc && self.output_given && !self.once {
@@ -308,6 +363,16 @@ impl Config {
     /// mode but grpc, where dsfeed.so is the dispatcher's only writer.
     pub fn writes_file(&self) -> bool {
         self.mode != Mode::Grpc
+    }
+
+    /// Whether any source feeds dispatcher sets: a configuration with
+    /// only rtpengine relays and SIP domains leaves dispatcher.list alone.
+    pub fn feeds_dispatcher(&self) -> bool {
+        !(self.statics.is_empty()
+            && self.sets_file.is_none()
+            && self.services.is_empty()
+            && self.consul.services.is_empty()
+            && self.dns.services.is_empty())
     }
 
     /// Whether dispatcher.list goes to standard output.
@@ -464,6 +529,38 @@ pub(crate) mod tests {
             let err = load(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn list_flags_reach_the_config() {
+        let config = load(&[
+            "--static-rtpengine",
+            "1=10.0.0.1,10.0.0.2:2223",
+            "--static-domain",
+            "t1=a.example.com",
+            "--rtpengine-set",
+            "media:rtpengine=1",
+            "--rtpengine-table",
+            "/var/lib/kamailio/db/rtpengine",
+            "--domain-table",
+            "/var/lib/kamailio/db/domain",
+        ])
+        .unwrap();
+        assert_eq!(config.static_rtpengine[0].relays.len(), 2);
+        assert_eq!(config.static_domains[0].did, "t1");
+        assert_eq!(config.rtpengine_services.len(), 1);
+        assert!(config.rtpengine_table.is_some() && config.domain_table.is_some());
+        for args in [
+            &["--static-rtpengine", "1=tcp:a:1"][..],
+            &["--static-domain", "a;b"],
+            &["--rtpengine-set", "rtpengine"],
+            &["--static", "1=a", "--rtpengine-table", "/"],
+        ] {
+            let err = load(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+        let err = load(&["--static-rtpengine", "1=10.0.0.1,udp:x"]).unwrap_err();
+        assert!(err.to_string().contains("udp:x"), "{err}");
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::error::{Error, Waiting};
 use crate::metrics::Metrics;
 use crate::sinks::{Sink, Snapshots};
 use crate::sources::{Publisher, Source, View};
-use dsfeed_model::{SetId, SetMap, Snapshot};
+use dsfeed_model::{Lists, SetId, SetMap, Snapshot};
 
 /// What sinks watch: `None` until every source has synced once. A
 /// [`tokio::sync::watch`] channel: the newest snapshot wins, nobody queues.
@@ -302,10 +302,10 @@ fn store(views: &mut [Option<View>], view: View) {
 }
 
 fn publish(views: &[Option<View>], out: &watch::Sender<Option<Arc<Snapshot>>>) {
-    let Some((merged, held)) = merge(views) else {
+    let Some((merged, held, lists)) = merge(views) else {
         return;
     };
-    let snapshot = Snapshot::with_held(merged, held);
+    let snapshot = Snapshot::with_lists(merged, held, lists);
     out.send_if_modified(|current| {
         if current
             .as_ref()
@@ -319,20 +319,23 @@ fn publish(views: &[Option<View>], out: &watch::Sender<Option<Arc<Snapshot>>>) {
     });
 }
 
-/// The union of every source's sets and of their held sets, or `None`
-/// while a source has not synced yet. A set held by one source is held as a
-/// whole: publishing only the other sources' part of it would shrink it.
-fn merge(views: &[Option<View>]) -> Option<(SetMap, BTreeSet<SetId>)> {
+/// The union of every source's sets and lists and of their held parts, or
+/// `None` while a source has not synced yet. A set (or rtpengine set, or
+/// did) held by one source is held as a whole: publishing only the other
+/// sources' part of it would shrink it.
+fn merge(views: &[Option<View>]) -> Option<(SetMap, BTreeSet<SetId>, Lists)> {
     let mut merged = SetMap::new();
     let mut held = BTreeSet::new();
+    let mut lists = Lists::default();
     for view in views {
         let view = view.as_ref()?;
         for (id, dests) in &view.sets {
             merged.entry(*id).or_default().extend(dests.iter().cloned());
         }
         held.extend(view.held.iter().copied());
+        lists.merge(&view.lists);
     }
-    Some((merged, held))
+    Some((merged, held, lists))
 }
 
 #[cfg(test)]
@@ -349,6 +352,7 @@ mod tests {
             slot: 0,
             sets: SetMap::from([(id, dests)]),
             held: BTreeSet::new(),
+            lists: Lists::default(),
         })
     }
 
@@ -359,7 +363,7 @@ mod tests {
 
     #[test]
     fn unions_sets_across_sources() {
-        let (merged, held) =
+        let (merged, held, _) =
             merge(&[view(1, &["a", "b"]), view(1, &["b", "c"]), view(2, &["d"])]).unwrap();
         let snapshot = Snapshot::with_held(merged, held);
         assert_eq!(snapshot.sets()[&1].len(), 3);
@@ -371,7 +375,7 @@ mod tests {
         let mut holding = view(2, &[]).unwrap();
         holding.sets.clear();
         holding.held.insert(1);
-        let (merged, held) = merge(&[view(1, &["a"]), Some(holding), view(2, &["d"])]).unwrap();
+        let (merged, held, _) = merge(&[view(1, &["a"]), Some(holding), view(2, &["d"])]).unwrap();
         let snapshot = Snapshot::with_held(merged, held);
         assert_eq!(snapshot.sets().keys().copied().collect::<Vec<_>>(), [2]);
         assert_eq!(snapshot.held(), &BTreeSet::from([1]));

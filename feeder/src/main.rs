@@ -12,11 +12,13 @@ use dsfeed::hub::Hub;
 use dsfeed::metrics::Metrics;
 use dsfeed::sinks::feed::FeedSink;
 use dsfeed::sinks::file::{self, Applier, FileSink, ListWriter, WhenModule};
+use dsfeed::sinks::table::{TableSink, TableWriter};
 use dsfeed::sources::kubernetes::{Connection, KubernetesSource};
 use dsfeed::sources::{
     Source, consul, dns_srv, sets_file::SetsFileSource, static_sets::StaticSource,
 };
 use dsfeed_binrpc as binrpc;
+use dsfeed_model::ListKind;
 
 fn main() -> ExitCode {
     let config = Config::load();
@@ -89,27 +91,55 @@ async fn check(config: &Config, what: Check) -> ExitCode {
 
 fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    if !config.statics.is_empty() {
-        sources.push(Box::new(StaticSource::new(&config.statics)));
+    if !(config.statics.is_empty()
+        && config.static_rtpengine.is_empty()
+        && config.static_domains.is_empty())
+    {
+        sources.push(Box::new(
+            StaticSource::new(&config.statics)
+                .with_lists(&config.static_rtpengine, &config.static_domains),
+        ));
     }
     if let Some(path) = &config.sets_file {
         sources.push(Box::new(SetsFileSource::new(path.clone())));
     }
+    let connection = config
+        .kubecfg
+        .clone()
+        .map_or(Connection::Infer, Connection::Kubeconfig);
     if !config.services.is_empty() {
-        let connection = config
-            .kubecfg
-            .clone()
-            .map_or(Connection::Infer, Connection::Kubeconfig);
         sources.push(Box::new(KubernetesSource::new(
             &config.services,
             &config.namespace,
-            connection,
+            connection.clone(),
             config.min_endpoints,
         )));
+    }
+    if !config.rtpengine_services.is_empty() {
+        let sets: Vec<_> = config
+            .rtpengine_services
+            .iter()
+            .map(|s| s.0.clone())
+            .collect();
+        sources.push(Box::new(
+            KubernetesSource::new(&sets, &config.namespace, connection, config.min_endpoints)
+                .rtpengine(),
+        ));
     }
     sources.extend(consul::sources(&config.consul).context("Consul")?);
     sources.extend(dns_srv::sources(&config.dns).context("DNS SRV")?);
     Ok(sources)
+}
+
+/// The `--rtpengine-table` and `--domain-table` writers.
+fn table_writers(config: &Config) -> Vec<TableWriter> {
+    [
+        (ListKind::Rtpengine, &config.rtpengine_table),
+        (ListKind::Domain, &config.domain_table),
+    ]
+    .into_iter()
+    .filter_map(|(kind, path)| Some(TableWriter::new(kind, path.clone()?)))
+    .collect()
 }
 
 /// Builds the first snapshot from every source, delivers it and returns.
@@ -124,6 +154,23 @@ async fn once(config: &Config) -> anyhow::Result<()> {
         let writer = ListWriter::new(config.output.clone());
         writer.remove_stale();
         writer.write(&snapshot)?;
+    }
+    for writer in table_writers(config) {
+        writer.remove_stale();
+        writer.write(&snapshot)?;
+        if let Some(addr) = config.reload_addr() {
+            let client = binrpc::Client::new(addr.clone());
+            let module = writer.module();
+            binrpc::lists::reload(&client, module)
+                .await
+                .with_context(|| {
+                    format!(
+                        "Kamailio at {addr} did not reload {} ({})",
+                        writer.path().display(),
+                        module.reload_method()
+                    )
+                })?;
+        }
     }
     if let Some(addr) = config.reload_addr() {
         let client = binrpc::Client::new(addr.clone());
@@ -162,7 +209,7 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         hub = hub.with_sink(http.sink(shared.clone(), gate));
     }
     hub = hub.with_sink(FeedSink::new(server, shared));
-    if config.writes_file() {
+    if config.writes_file() && config.feeds_dispatcher() {
         let reload = config.reload_addr().map(binrpc::Client::new);
         if reload.is_none() {
             tracing::info!(
@@ -176,6 +223,14 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         hub = hub.with_sink(
             FileSink::new(ListWriter::new(config.output.clone()), reload, &metrics)
                 .when_module(when_module)
+                .min_reload_interval(config.min_reload_interval),
+        );
+    }
+    // The one-writer rule is the dispatcher's: these modules' reloads go
+    // to a Kamailio that runs dsfeed.so too.
+    for writer in table_writers(config) {
+        hub = hub.with_sink(
+            TableSink::new(writer, config.reload_addr().map(binrpc::Client::new))
                 .min_reload_interval(config.min_reload_interval),
         );
     }

@@ -23,6 +23,7 @@ use dsfeed_model::Snapshot;
 
 pub mod feed;
 pub mod file;
+pub mod table;
 
 /// The future a sink runs as.
 pub type SinkFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;

@@ -11,7 +11,8 @@
 //!
 //! - publish a whole view with [`Publisher::publish`] (the sets it manages,
 //!   each with every destination; a set it managed and leaves out is gone
-//!   from its view);
+//!   from its view), or with [`Publisher::publish_view`] when it also feeds
+//!   rtpengine relays or SIP domains ([`dsfeed_model::Lists`]);
 //! - when its upstream answers "nothing" in a way it cannot trust yet, keep
 //!   Kamailio's copy with [`Publisher::publish_holding`] and [`hold`];
 //! - report a recovered error with [`Publisher::report`] (logged, counted
@@ -31,12 +32,13 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::metrics::SourceMetrics;
-use dsfeed_model::{SetId, SetMap};
+use dsfeed_model::{Lists, SetId, SetMap};
 
 pub mod consul;
 pub mod dns_srv;
 pub mod hold;
 pub mod kubernetes;
+pub mod lists;
 pub mod sets_file;
 pub mod static_sets;
 
@@ -71,6 +73,8 @@ pub(crate) struct View {
     /// Sets this source manages but cannot vouch for yet (see
     /// [`Publisher::publish_holding`]).
     pub held: BTreeSet<SetId>,
+    /// rtpengine relays and SIP domains, and what of them is held.
+    pub lists: Lists,
 }
 
 /// How a source hands its views to the hub, and reports its errors.
@@ -126,6 +130,13 @@ impl Publisher {
     /// is published without waiting for them, and every sink keeps what it
     /// already has for a held set.
     pub async fn publish_holding(&self, sets: SetMap, held: BTreeSet<SetId>) {
+        self.publish_view(sets, held, Lists::default()).await;
+    }
+
+    /// Replaces this source's view with dispatcher `sets` (and `held`
+    /// ones) and `lists`: rtpengine relays and SIP domains, with their own
+    /// held parts, which sinks treat as held sets.
+    pub async fn publish_view(&self, sets: SetMap, held: BTreeSet<SetId>, lists: Lists) {
         // The hub only goes away when the feeder is shutting down.
         let _ = self
             .tx
@@ -133,6 +144,7 @@ impl Publisher {
                 slot: self.slot,
                 sets,
                 held,
+                lists,
             })
             .await;
     }

@@ -8,7 +8,19 @@
 //!       flags: 8
 //!       priority: 10
 //!       attrs: "weight=50;duid=b"  # or a mapping: {weight: 50, duid: b}
+//! rtpengine:                       # rtpengine sets, for --rtpengine-table
+//!   1:
+//!     - 10.0.0.5                   # HOST[:PORT] (22222), or udp:HOST:PORT
+//!     - url: udp:10.0.0.6:22222
+//!       weight: 2
+//!       disabled: true
+//! domains:                         # SIP domains, for --domain-table
+//!   - sip.example.com
+//!   - name: tenant1.example.com
+//!     did: tenant-1
 //! ```
+//!
+//! Each of `sets`, `rtpengine` and `domains` may be left out, not all three.
 //!
 //! The file must be valid at start. After that an invalid edit is logged and
 //! ignored, so the last good sets stay published.
@@ -26,7 +38,8 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::sources::{Publisher, Source, SourceFuture};
-use dsfeed_model::{Destination, SetId, SetMap, validate_set_id};
+use dsfeed_model::domain::{did, domain_name};
+use dsfeed_model::{Destination, Lists, Relay, SetId, SetMap, validate_set_id};
 
 /// How long to wait after a write in place before reading, when no close of
 /// the written file says it is done, so that an editor's truncate-then-write
@@ -114,8 +127,8 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
         path: dir.clone(),
         source,
     })?;
-    let mut published_empty = first.is_empty();
-    out.publish(first).await;
+    let mut published_empty = first.0.is_empty();
+    out.publish_view(first.0, Default::default(), first.1).await;
 
     let mut changed_again = false;
     loop {
@@ -156,7 +169,7 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
             continue;
         }
         match parse(&path, &text) {
-            Ok(sets) => {
+            Ok((sets, lists)) => {
                 if sets.is_empty() && !published_empty {
                     tracing::error!(
                         path = %path.display(),
@@ -166,7 +179,7 @@ async fn watch(path: PathBuf, out: Publisher) -> Result<(), Error> {
                     tracing::info!(path = %path.display(), sets = sets.len(), "sets file changed");
                 }
                 published_empty = sets.is_empty();
-                out.publish(sets).await;
+                out.publish_view(sets, Default::default(), lists).await;
             }
             Err(err) => {
                 // A file written in place is empty or cut short for a
@@ -198,26 +211,53 @@ async fn read(path: &Path) -> Result<String, Error> {
         })
 }
 
-fn parse(path: &Path, text: &str) -> Result<SetMap, Error> {
+fn parse(path: &Path, text: &str) -> Result<(SetMap, Lists), Error> {
     parse_sets(text).map_err(|reason| Error::SetsFile {
         path: path.to_owned(),
         reason,
     })
 }
 
-/// Parses the YAML sets document; the error names the set and entry at
-/// fault, or the line and column where the YAML itself is wrong.
-pub fn parse_sets(text: &str) -> Result<SetMap, String> {
+/// Parses the YAML sets document into dispatcher sets and the other lists;
+/// the error names the set and entry at fault, or the line and column where
+/// the YAML itself is wrong.
+pub fn parse_sets(text: &str) -> Result<(SetMap, Lists), String> {
     // One line, "line L column C: what", for the log; no source snippet.
     let options = serde_saphyr::options! { with_snippet: false };
     let doc: Document =
         serde_saphyr::from_str_with_options(text, options).map_err(|e| e.to_string())?;
     // A truncated file or a stray edit must not read as "no sets".
-    let sets = doc
-        .sets
-        .ok_or("'sets' is missing or empty; write 'sets: {}' to manage no sets")?;
+    if doc.sets.is_none() && doc.rtpengine.is_none() && doc.domains.is_none() {
+        return Err("'sets' is missing or empty; write 'sets: {}' to manage no sets".into());
+    }
+    let mut lists = Lists::default();
+    for (SetKey(id), entries) in doc.rtpengine.map(|r| r.0).unwrap_or_default() {
+        let entries = entries.ok_or_else(|| {
+            format!("rtpengine set {id} has nothing after it; write '{id}: []' for an empty set")
+        })?;
+        let relays = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                e.relay()
+                    .map_err(|r| format!("rtpengine set {id}, entry {}: {r}", i + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if lists.rtpengine.insert(id, relays).is_some() {
+            return Err(format!("rtpengine set {id} is listed twice"));
+        }
+    }
+    for (i, entry) in doc.domains.unwrap_or_default().into_iter().enumerate() {
+        let (name, did_text) = match entry {
+            DomainEntry::Name(name) => (name, String::new()),
+            DomainEntry::Full { name, did } => (name, did),
+        };
+        let name = domain_name(&name).map_err(|e| format!("domains, entry {}: {e}", i + 1))?;
+        let did = did(&did_text).map_err(|e| format!("domains, entry {}: {e}", i + 1))?;
+        lists.domains.entry(did).or_default().insert(name);
+    }
     let mut out = SetMap::new();
-    for (SetKey(id), entries) in sets.0 {
+    for (SetKey(id), entries) in doc.sets.map(|s| s.0).unwrap_or_default() {
         let entries = entries.ok_or_else(|| {
             format!("set {id} has nothing after it; write '{id}: []' for an empty set")
         })?;
@@ -233,30 +273,75 @@ pub fn parse_sets(text: &str) -> Result<SetMap, String> {
             return Err(format!("set {id} is listed twice"));
         }
     }
-    Ok(out)
+    Ok((out, lists))
 }
 
-/// The whole file: only `sets`, which must be there.
+/// The whole file: `sets`, `rtpengine` and `domains`, at least one there.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {
-    sets: Option<Sets>,
+    sets: Option<Sets<Entry>>,
+    rtpengine: Option<Sets<RelayEntry>>,
+    domains: Option<Vec<DomainEntry>>,
+}
+
+/// One relay: `HOST[:PORT]` or a control URL, or a mapping with `url` and
+/// optionally `weight` and `disabled`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RelayEntry {
+    Target(String),
+    Full(FullRelay),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FullRelay {
+    url: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    disabled: bool,
+}
+
+fn default_weight() -> u32 {
+    dsfeed_model::DEFAULT_WEIGHT
+}
+
+impl RelayEntry {
+    fn relay(self) -> Result<Relay, String> {
+        match self {
+            RelayEntry::Target(target) => Relay::parse_target(&target),
+            RelayEntry::Full(full) => Relay::parse_target(&full.url)
+                .and_then(|r| r.with_weight(full.weight))
+                .map(|r| r.with_disabled(full.disabled)),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// One domain: its name, or a mapping with `name` and `did`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DomainEntry {
+    Name(String),
+    Full { name: String, did: String },
 }
 
 /// The sets in file order, so that `1` and `"1"` are caught as one set
 /// listed twice rather than one silently replacing the other.
 #[derive(Debug)]
-struct Sets(Vec<(SetKey, Option<Vec<Entry>>)>);
+struct Sets<E>(Vec<(SetKey, Option<Vec<E>>)>);
 
-impl<'de> Deserialize<'de> for Sets {
+impl<'de, E: Deserialize<'de>> Deserialize<'de> for Sets<E> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> de::Visitor<'de> for Visitor {
-            type Value = Sets;
+        struct Visitor<E>(std::marker::PhantomData<E>);
+        impl<'de, E: Deserialize<'de>> de::Visitor<'de> for Visitor<E> {
+            type Value = Sets<E>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mapping of set id to destinations")
+                f.write_str("a mapping of set id to entries")
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Sets, A::Error> {
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Sets<E>, A::Error> {
                 let mut sets = Vec::new();
                 while let Some(entry) = map.next_entry()? {
                     sets.push(entry);
@@ -264,7 +349,7 @@ impl<'de> Deserialize<'de> for Sets {
                 Ok(Sets(sets))
             }
         }
-        deserializer.deserialize_map(Visitor)
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
     }
 }
 
@@ -453,7 +538,7 @@ mod tests {
 
     #[test]
     fn parses_both_entry_forms() {
-        let sets = parse_sets(
+        let (sets, _) = parse_sets(
             "sets:\n  1:\n    - sip:10.0.0.1:5060\n    - 10.0.0.3\n    - uri: sip:10.0.0.2:5060\n      flags: 8\n      priority: 10\n      attrs: \"weight=50;duid=b\"\n  \"2\":\n    - uri: '[2001:db8::1]:5080'\n      attrs: {weight: 5, duid: x}\n  3: []\n",
         )
         .unwrap();
@@ -465,6 +550,38 @@ mod tests {
         assert_eq!(sets[&2][0].uri(), "sip:[2001:db8::1]:5080");
         assert_eq!(sets[&2][0].attrs(), "weight=5;duid=x");
         assert!(sets[&3].is_empty());
+    }
+
+    #[test]
+    fn rtpengine_sets_and_domains() {
+        let (sets, lists) = parse_sets(
+            "rtpengine:\n  1:\n    - 10.0.0.5\n    - url: udp:10.0.0.6:2223\n      weight: 2\n      disabled: true\n  2: []\ndomains:\n  - SIP.example.com\n  - name: t.example.com\n    did: tenant-1\n",
+        )
+        .unwrap();
+        assert!(sets.is_empty());
+        let relays: Vec<String> = lists.rtpengine[&1].iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            relays,
+            [
+                "udp:10.0.0.5:22222 weight=1",
+                "udp:10.0.0.6:2223 weight=2 disabled"
+            ]
+        );
+        assert!(lists.rtpengine[&2].is_empty());
+        assert!(lists.domains[""].contains("sip.example.com"));
+        assert!(lists.domains["tenant-1"].contains("t.example.com"));
+        for (text, needle) in [
+            (
+                "rtpengine:\n  1:\n    - tcp:a:1",
+                "rtpengine set 1, entry 1: rtpengine relay 'tcp:a:1'",
+            ),
+            ("rtpengine:\n  1:\n", "rtpengine set 1 has nothing after it"),
+            ("domains:\n  - a b", "domains, entry 1: domain 'a b'"),
+            ("domains:\n  - name: a\n    did: 'x:y'", "domain 'x:y'"),
+        ] {
+            let err = parse_sets(text).unwrap_err();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! `--static ID=HOST[:PORT][,HOST[:PORT]...]`: sets fixed on the command line.
+//! `--static ID=HOST[:PORT][,HOST[:PORT]...]`: sets fixed on the command line;
+//! `--static-rtpengine ID=HOST[:PORT][,...]` and `--static-domain
+//! [DID=]NAME[,NAME...]`: rtpengine relays and SIP domains likewise.
 
+use std::collections::BTreeSet;
 use std::str::FromStr;
 
 use crate::sources::{Publisher, Source, SourceFuture};
-use dsfeed_model::InvalidDestination;
-use dsfeed_model::{Destination, SetId, SetMap, validate_set_id};
+use dsfeed_model::domain::{did, domain_name};
+use dsfeed_model::{Destination, Lists, Relay, SetId, SetMap, validate_set_id};
+use dsfeed_model::{InvalidDestination, InvalidDomain, InvalidRelay};
 
 /// One `--static` flag: a set id and its destinations.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +45,70 @@ impl FromStr for StaticSet {
     }
 }
 
-/// Publishes the `--static` sets once; they never change.
+/// One `--static-rtpengine` flag: an rtpengine set id and its relays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticRelays {
+    pub id: SetId,
+    pub relays: Vec<Relay>,
+}
+
+impl FromStr for StaticRelays {
+    type Err = InvalidRelay;
+
+    /// Parses `ID=TARGET[,TARGET...]`, each target `HOST[:PORT]` (the
+    /// port defaults to 22222), `[IPv6][:PORT]` or a control URL
+    /// (`udp:HOST:PORT`, `udp6:[ADDR]:PORT`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: String| InvalidRelay {
+            relay: s.to_owned(),
+            reason,
+        };
+        let (id, targets) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected ID=HOST[:PORT][,HOST[:PORT]...]".into()))?;
+        let id = id
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| bad(format!("set id '{id}' is not a number")))
+            .and_then(|id| validate_set_id(id).map_err(|e| bad(e.to_string())))?;
+        let relays = targets
+            .split(',')
+            .map(|t| Relay::parse_target(t.trim()))
+            .collect::<Result<_, _>>()?;
+        Ok(StaticRelays { id, relays })
+    }
+}
+
+/// One `--static-domain` flag: SIP domains, with a did or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticDomains {
+    pub did: String,
+    pub names: BTreeSet<String>,
+}
+
+impl FromStr for StaticDomains {
+    type Err = InvalidDomain;
+
+    /// Parses `[DID=]NAME[,NAME...]` (a domain name has no `=`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (did_part, names) = s.split_once('=').unwrap_or(("", s));
+        let names = names
+            .split(',')
+            .map(|n| domain_name(n.trim()))
+            .collect::<Result<_, _>>()?;
+        Ok(StaticDomains {
+            did: did(did_part.trim())?,
+            names,
+        })
+    }
+}
+
+/// Publishes the `--static` sets (and static relays and domains) once;
+/// they never change.
 #[derive(Debug)]
 pub struct StaticSource {
     sets: SetMap,
+    lists: Lists,
 }
 
 impl StaticSource {
@@ -55,7 +119,29 @@ impl StaticSource {
                 .or_default()
                 .extend(set.destinations.iter().cloned());
         }
-        StaticSource { sets: map }
+        StaticSource {
+            sets: map,
+            lists: Lists::default(),
+        }
+    }
+
+    /// Adds the `--static-rtpengine` relays and `--static-domain` domains.
+    pub fn with_lists(mut self, relays: &[StaticRelays], domains: &[StaticDomains]) -> Self {
+        for set in relays {
+            self.lists
+                .rtpengine
+                .entry(set.id)
+                .or_default()
+                .extend(set.relays.iter().cloned());
+        }
+        for group in domains {
+            self.lists
+                .domains
+                .entry(group.did.clone())
+                .or_default()
+                .extend(group.names.iter().cloned());
+        }
+        self
     }
 }
 
@@ -66,7 +152,8 @@ impl Source for StaticSource {
 
     fn run(self: Box<Self>, out: Publisher) -> SourceFuture {
         Box::pin(async move {
-            out.publish(self.sets).await;
+            out.publish_view(self.sets, BTreeSet::new(), self.lists)
+                .await;
             Ok(())
         })
     }
@@ -92,6 +179,35 @@ mod tests {
                 "sip:pbx:5061;transport=tcp"
             ]
         );
+    }
+
+    #[test]
+    fn static_relays_and_domains() {
+        let relays: StaticRelays = "2=10.0.0.1,rtp.example:2223,udp6:[::1]:9".parse().unwrap();
+        let urls: Vec<_> = relays.relays.iter().map(Relay::url).collect();
+        assert_eq!(
+            urls,
+            ["udp:10.0.0.1:22222", "udp:rtp.example:2223", "udp6:[::1]:9"]
+        );
+        let domains: StaticDomains = "tenant-1=A.example.com,b.example.com".parse().unwrap();
+        assert_eq!(domains.did, "tenant-1");
+        assert_eq!(
+            domains.names.iter().collect::<Vec<_>>(),
+            ["a.example.com", "b.example.com"]
+        );
+        assert_eq!("sip.example.com".parse::<StaticDomains>().unwrap().did, "");
+        for (bad, needle) in [
+            ("2", "'2'"),
+            ("x=10.0.0.1", "set id 'x'"),
+            ("2=tcp:a:1", "'tcp:a:1'"),
+            ("2=a,", "empty host"),
+        ] {
+            let err = bad.parse::<StaticRelays>().unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        for bad in ["a b", "t=x:1", "t:1=x", "a,,b"] {
+            assert!(bad.parse::<StaticDomains>().is_err(), "{bad}");
+        }
     }
 
     #[test]

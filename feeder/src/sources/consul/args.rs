@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::addr::ConsulAddr;
 use super::attrs::AttrMapping;
-use super::spec::{RegisterSpec, ServiceSpec};
+use super::spec::{DomainSpec, RegisterSpec, RtpengineSpec, ServiceSpec};
 use crate::flag;
 
 /// Consul's own default wait for a blocking query.
@@ -41,6 +41,23 @@ pub struct ConsulArgs {
     )]
     #[arg(value_name = "NAME=ID[:PORT][,OPTION...]", value_delimiter = ' ')]
     pub services: Vec<ServiceSpec>,
+
+    /// A Consul service as an rtpengine set: NAME=ID[:PORT][,OPTION...].
+    /// Healthy instances become relays udp:ADDRESS:PORT, PORT being the
+    /// control port (default 22222); options tag=, dc=, health= as for
+    /// --consul-service. Written with --rtpengine-table. Repeatable.
+    #[arg(long = "consul-rtpengine", env = "DSFEED_CONSUL_RTPENGINE")]
+    #[arg(value_name = "NAME=ID[:PORT][,OPTION...]", value_delimiter = ' ')]
+    pub rtpengine: Vec<RtpengineSpec>,
+
+    /// A Consul service as SIP domains: NAME[=DID][,OPTION...]. The address
+    /// of each healthy instance becomes a domain of the domain module, under
+    /// DID (default: none, the module uses the name); options tag=, dc=,
+    /// health= as for --consul-service. Written with --domain-table.
+    /// Repeatable.
+    #[arg(long = "consul-domain", env = "DSFEED_CONSUL_DOMAIN")]
+    #[arg(value_name = "NAME[=DID][,OPTION...]", value_delimiter = ' ')]
+    pub domains: Vec<DomainSpec>,
 
     /// Consul's HTTP API: [http://|https://]HOST[:PORT]. Without a scheme
     /// the port defaults to 8500 and https is used only with
@@ -156,6 +173,11 @@ impl ConsulArgs {
         Ok(())
     }
 
+    /// Whether any flag names a service to follow.
+    pub fn follows_any(&self) -> bool {
+        !(self.services.is_empty() && self.rtpengine.is_empty() && self.domains.is_empty())
+    }
+
     /// Whether queries go over TLS.
     pub fn uses_https(&self) -> bool {
         self.addr.https.unwrap_or(self.https)
@@ -199,6 +221,16 @@ mod tests {
         assert_eq!(consul.attrs.len(), 2);
         assert_eq!(consul.wait, Duration::from_secs(30));
         assert_eq!(consul.empty_grace, Duration::ZERO);
+        let lists = load(&[
+            "--consul-rtpengine",
+            "rtpengine=1,tag=media",
+            "--consul-domain",
+            "sbc=edge,dc=dc2",
+        ])
+        .unwrap();
+        assert_eq!(lists.consul.rtpengine[0].service.port, Some(22222));
+        assert_eq!(lists.consul.domains[0].did, "edge");
+        assert!(lists.consul.follows_any());
     }
 
     #[test]
@@ -219,6 +251,10 @@ mod tests {
             &["--consul-service", "a=1", "--consul-wait", "0"],
             &["--consul-service", "a=1", "--consul-empty-grace", "soon"],
             &["--consul-service", "a=1", "--consul-client-cert", "c.pem"],
+            &["--consul-rtpengine", "rtp"],
+            &["--consul-rtpengine", "rtp=1,flags=4"],
+            &["--consul-domain", "sbc=a:b"],
+            &["--consul-domain", "sbc,priority=3"],
         ] {
             let err = load(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

@@ -49,6 +49,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::sources::lists::Feeds;
 use crate::sources::{Publisher, Source, SourceFuture};
 use dsfeed_model::{Destination, SetMap};
 
@@ -67,7 +68,7 @@ pub use attrs::{AttrMapping, Field};
 pub use client::{ConsulClient, Reply};
 pub use error::ConsulError;
 pub use register::Registration;
-pub use spec::{Health, RegisterSpec, ServiceSpec};
+pub use spec::{DomainSpec, Health, RegisterSpec, RtpengineSpec, ServiceSpec};
 
 use crate::sources::hold::{Decision, Holder};
 use dsfeed_model::Backoff;
@@ -80,21 +81,39 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const BACKOFF: Backoff =
     Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
-/// One source per `--consul-service`, sharing one client. Fails when a
-/// file the flags name (token, CA, client certificate) is unusable.
+/// One source per `--consul-service`, `--consul-rtpengine` and
+/// `--consul-domain`, sharing one client. Fails when a file the flags name
+/// (token, CA, client certificate) is unusable.
 pub fn sources(args: &ConsulArgs) -> Result<Vec<Box<dyn Source>>, ConsulError> {
-    if args.services.is_empty() {
+    if !args.follows_any() {
         return Ok(Vec::new());
     }
     let client = ConsulClient::new(args)?;
     let attrs: Arc<[AttrMapping]> = args.attrs.clone().into();
-    Ok(args
+    let followed = args
         .services
         .iter()
-        .map(|spec| {
+        .map(|spec| (spec, Feeds::Dispatcher))
+        .chain(
+            args.rtpengine
+                .iter()
+                .map(|r| (&r.service, Feeds::Rtpengine)),
+        )
+        .chain(
+            args.domains
+                .iter()
+                .map(|d| (&d.service, Feeds::Domain(d.did.clone()))),
+        );
+    Ok(followed
+        .map(|(spec, feeds)| {
+            let name = match feeds {
+                Feeds::Dispatcher => format!("consul {spec}"),
+                _ => format!("consul {} {spec}", feeds.noun()),
+            };
             Box::new(ConsulSource {
-                name: format!("consul {spec}"),
+                name,
                 spec: spec.clone(),
+                feeds,
                 client: client.clone(),
                 attrs: attrs.clone(),
                 wait: args.wait,
@@ -104,10 +123,12 @@ pub fn sources(args: &ConsulArgs) -> Result<Vec<Box<dyn Source>>, ConsulError> {
         .collect())
 }
 
-/// Follows one Consul service and publishes it as one set.
+/// Follows one Consul service and publishes it as one set (dispatcher or
+/// rtpengine) or as the domains of one did.
 pub struct ConsulSource {
     name: String,
     spec: ServiceSpec,
+    feeds: Feeds,
     client: ConsulClient,
     attrs: Arc<[AttrMapping]>,
     wait: Duration,
@@ -197,8 +218,7 @@ impl ConsulSource {
                 out.metrics().failure(err.label(), &err);
                 if !holder.has_published() && !held_announced {
                     held_announced = true;
-                    out.publish_holding(SetMap::new(), BTreeSet::from([self.spec.set]))
-                        .await;
+                    self.publish_held(&out).await;
                 }
                 self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
                     .await;
@@ -220,7 +240,7 @@ impl ConsulSource {
                         instances = dests.len(),
                         "Consul instances changed"
                     );
-                    out.publish(self.sets(dests)).await;
+                    self.publish(&out, dests).await;
                 }
                 Decision::Hold {
                     started: true,
@@ -234,8 +254,7 @@ impl ConsulSource {
                     );
                     if !holder.has_published() && !held_announced {
                         held_announced = true;
-                        out.publish_holding(SetMap::new(), BTreeSet::from([self.spec.set]))
-                            .await;
+                        self.publish_held(&out).await;
                     }
                 }
                 Decision::Hold { .. } | Decision::Unchanged => {}
@@ -262,14 +281,25 @@ impl ConsulSource {
                         set = self.spec.set,
                         "Consul still reports no healthy instance after the grace; emptying the set"
                     );
-                    out.publish(self.sets(Vec::new())).await;
+                    self.publish(out, Vec::new()).await;
                 }
             }
         }
     }
 
-    fn sets(&self, dests: Vec<Destination>) -> SetMap {
-        SetMap::from([(self.spec.set, dests)])
+    /// Publishes `dests` as the list this service feeds.
+    async fn publish(&self, out: &Publisher, dests: Vec<Destination>) {
+        let sets = SetMap::from([(self.spec.set, dests)]);
+        let (sets, lists) = self.feeds.view(sets, |problem| {
+            tracing::warn!(service = %self.spec, "instance dropped: {problem}");
+        });
+        out.publish_view(sets, BTreeSet::new(), lists).await;
+    }
+
+    /// Publishes this service's set (or did) as held.
+    async fn publish_held(&self, out: &Publisher) {
+        let (held, lists) = self.feeds.held(BTreeSet::from([self.spec.set]));
+        out.publish_view(SetMap::new(), held, lists).await;
     }
 }
 

@@ -121,6 +121,69 @@ impl fmt::Display for ServiceSpec {
     }
 }
 
+/// One `--consul-rtpengine`: which instances of which service make an
+/// rtpengine set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpengineSpec {
+    /// The service, its set id and control port (22222 unless given).
+    pub service: ServiceSpec,
+}
+
+impl FromStr for RtpengineSpec {
+    type Err = String;
+
+    /// Parses `NAME=ID[:PORT][,tag=TAG...][,dc=DC][,health=passing|warning]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut service: ServiceSpec = s.parse()?;
+        only_discovery_options(s, &service)?;
+        service
+            .port
+            .get_or_insert(dsfeed_model::DEFAULT_RTPENGINE_PORT);
+        Ok(RtpengineSpec { service })
+    }
+}
+
+/// One `--consul-domain`: which instances of which service are SIP domains,
+/// under which did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    pub service: ServiceSpec,
+    /// Empty: none (the domain module uses the name).
+    pub did: String,
+}
+
+impl FromStr for DomainSpec {
+    type Err = String;
+
+    /// Parses `NAME[=DID][,tag=TAG...][,dc=DC][,health=passing|warning]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (head, options) = s.split_once(',').map_or((s, None), |(h, o)| (h, Some(o)));
+        let (name, did) = head.split_once('=').unwrap_or((head, ""));
+        let did = dsfeed_model::domain::did(did).map_err(|e| format!("'{s}': {e}"))?;
+        // The set id does not matter for domains: the service's rules do.
+        let as_service = match options {
+            Some(options) => format!("{name}=0,{options}"),
+            None => format!("{name}=0"),
+        };
+        let service: ServiceSpec = as_service
+            .parse()
+            .map_err(|e: String| e.replace(&as_service, s))?;
+        only_discovery_options(s, &service)?;
+        Ok(DomainSpec { service, did })
+    }
+}
+
+/// Refuses the dispatcher-only options (flags, priority, attrs) in a flag
+/// that feeds another list.
+fn only_discovery_options(s: &str, service: &ServiceSpec) -> Result<(), String> {
+    if service.flags != 0 || service.priority != 0 || !service.attrs.is_empty() {
+        return Err(format!(
+            "'{s}': flags, priority and attrs are dispatcher options; this flag takes tag, dc and health"
+        ));
+    }
+    Ok(())
+}
+
 /// `--consul-register`: how this Kamailio appears in Consul.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterSpec {

@@ -35,9 +35,10 @@ use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
 pub use endpoints::{ATTRS_ANNOTATION, FLAGS_ANNOTATION, PRIORITY_ANNOTATION, WEIGHTS_ANNOTATION};
-pub use spec::{Port, ServiceSet};
+pub use spec::{Port, RtpengineSet, ServiceSet};
 
 use crate::error::Error;
+use crate::sources::lists::Feeds;
 use crate::sources::{Publisher, Source, SourceFuture};
 use dsfeed_model::Backoff;
 use dsfeed_model::{SetId, SetMap};
@@ -64,6 +65,8 @@ const BACKOFF: Backoff =
 /// Follows the Services named by `--set` flags.
 #[derive(Debug)]
 pub struct KubernetesSource {
+    name: String,
+    feeds: Feeds,
     sets: Vec<ServiceSet>,
     connection: Connection,
     min_endpoints: usize,
@@ -91,11 +94,21 @@ impl KubernetesSource {
             })
             .collect();
         KubernetesSource {
+            name: "kubernetes".into(),
+            feeds: Feeds::Dispatcher,
             sets,
             connection,
             min_endpoints,
             backoff: BACKOFF,
         }
+    }
+
+    /// Feeds rtpengine sets instead of dispatcher sets (`--rtpengine-set`):
+    /// the same Services, endpoints and conditions, as relays.
+    pub fn rtpengine(mut self) -> Self {
+        self.feeds = Feeds::Rtpengine;
+        self.name = "kubernetes rtpengine".into();
+        self
     }
 
     /// Replaces the retry backoff (500 ms doubling to 30 s, half jittered,
@@ -108,7 +121,7 @@ impl KubernetesSource {
 
 impl Source for KubernetesSource {
     fn name(&self) -> &str {
-        "kubernetes"
+        &self.name
     }
 
     fn run(self: Box<Self>, out: Publisher) -> SourceFuture {
@@ -216,9 +229,13 @@ impl KubernetesSource {
                 tracing::info!(
                     sets = sets.len(),
                     destinations = sets.values().map(Vec::len).sum::<usize>(),
-                    "kubernetes sets changed"
+                    "kubernetes {} changed",
+                    self.feeds.noun()
                 );
-                out.publish(sets.clone()).await;
+                let (view, lists) = self.feeds.view(sets.clone(), |problem| {
+                    tracing::warn!("endpoint dropped: {problem}");
+                });
+                out.publish_view(view, Default::default(), lists).await;
                 published = Some(sets);
             }
         }

@@ -109,6 +109,30 @@ impl FromStr for ServiceSet {
     }
 }
 
+/// One `--rtpengine-set`: a Service whose endpoints are an rtpengine set,
+/// in `--set`'s syntax; PORT is the control port (default 22222).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpengineSet(pub ServiceSet);
+
+impl FromStr for RtpengineSet {
+    type Err = InvalidServiceSet;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut set: ServiceSet = s.parse()?;
+        if set.flags.is_some() || set.priority.is_some() || set.attrs.is_some() {
+            return Err(InvalidServiceSet {
+                spec: s.to_owned(),
+                reason: "flags, priority and attrs are dispatcher options; an rtpengine set takes [NS:]SERVICE=ID[:PORT]".into(),
+            });
+        }
+        let target = s.split_once('=').map_or("", |(_, rest)| rest);
+        if !target.split(',').next().unwrap_or_default().contains(':') {
+            set.port = Port::Number(dsfeed_model::DEFAULT_RTPENGINE_PORT);
+        }
+        Ok(RtpengineSet(set))
+    }
+}
+
 /// A number from 1 to 65535, or an IANA service name as Kubernetes port
 /// names are: at most 15 lowercase letters, digits and inner dashes, with
 /// at least one letter.
@@ -183,6 +207,17 @@ mod tests {
         assert_eq!(set.flags, Some(8));
         assert_eq!(set.priority, Some(10));
         assert_eq!(set.attrs.as_deref(), Some("weight=50;duid=a"));
+    }
+
+    #[test]
+    fn rtpengine_sets_default_to_the_control_port() {
+        let set: RtpengineSet = "media:rtpengine=1".parse().unwrap();
+        assert_eq!(set.0.port, Port::Number(22222));
+        assert_eq!(set.0.namespace.as_deref(), Some("media"));
+        let named: RtpengineSet = "rtpengine=2:ng".parse().unwrap();
+        assert_eq!(named.0.port, Port::Name("ng".into()));
+        let err = "rtpengine=1,flags=4".parse::<RtpengineSet>().unwrap_err();
+        assert!(err.to_string().contains("rtpengine=1,flags=4"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,326 @@
+//! The table sinks, for the rtpengine and domain modules: write their table
+//! as a `db_text` file (`--rtpengine-table`, `--domain-table`) atomically
+//! and only when it changes, then ask Kamailio over binrpc to reload it
+//! (`rtpengine.reload`, `domain.reload`) until it has loaded the newest.
+//!
+//! - **Any Kamailio.** The one-writer rule is about the dispatcher's list:
+//!   dsfeed.so never touches these modules, so the reloads go to a Kamailio
+//!   that runs it too.
+//! - **Paced.** Two reloads are at least `min_reload_interval` apart; a lone
+//!   change reloads at once, a burst ends on the newest table. rtpengine
+//!   also refuses reloads closer than its own 10 s ("Too short reload
+//!   interval - try later"): the sink retries until it accepts.
+//! - **Seen by db_text.** `db_text` re-reads a table only when its
+//!   whole-second mtime moved (with `db_mode` 1; with the default 0 it
+//!   never does), so each rewrite is dated at least a second after the
+//!   file it replaces.
+//! - **Loadable at start.** The modules check the directory's `version`
+//!   table and the domain module reads `domain_attrs` too: missing rows
+//!   and an empty `domain_attrs` are created, and nothing else is touched.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::sinks::{Sink, SinkFuture, Snapshots};
+use dsfeed_binrpc::lists::{self as rpc, Module};
+use dsfeed_binrpc::{self as binrpc};
+use dsfeed_model::dbtext;
+use dsfeed_model::{Backoff, ListKind, Snapshot};
+
+use super::file::DEFAULT_MIN_RELOAD_INTERVAL;
+
+/// Retry pacing for failed reloads and writes.
+const RETRY: Backoff = Backoff::constant(Duration::from_millis(500), Duration::from_secs(10), 0.3);
+
+/// How often to ask again while rtpengine refuses inside its interval.
+const TRY_LATER_POLL: Duration = Duration::from_secs(1);
+
+/// Writes one module's table and has Kamailio reload it.
+#[derive(Debug)]
+pub struct TableSink {
+    writer: TableWriter,
+    reload: Option<binrpc::Client>,
+    min_interval: Duration,
+    name: String,
+}
+
+impl TableSink {
+    pub fn new(writer: TableWriter, reload: Option<binrpc::Client>) -> Self {
+        TableSink {
+            name: format!("{}-table", writer.kind.name()),
+            writer,
+            reload,
+            min_interval: DEFAULT_MIN_RELOAD_INTERVAL,
+        }
+    }
+
+    /// The shortest time between two reloads (default 1 s).
+    pub fn min_reload_interval(mut self, interval: Duration) -> Self {
+        self.min_interval = interval;
+        self
+    }
+
+    /// Runs until the hub goes away. While a reload waits (pacing, a
+    /// refusal, Kamailio not answering), a newer snapshot replaces the
+    /// pending one.
+    async fn deliver(self, mut snapshots: Snapshots) {
+        self.writer.remove_stale();
+        // Reload at start even when the file is already current: a previous
+        // run may have written it without Kamailio loading it.
+        let mut reload_due = true;
+        let mut retry_at: Option<Instant> = None;
+        let mut last_reload: Option<Instant> = None;
+        let mut failures = RETRY.iter();
+        let method = self.writer.module().reload_method();
+        loop {
+            let Some(snapshot) = snapshots.latest() else {
+                if !snapshots.changed().await {
+                    return;
+                }
+                continue;
+            };
+            if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
+                if !wait(tokio::time::sleep_until(at), &mut snapshots).await {
+                    return;
+                }
+                continue;
+            }
+            retry_at = None;
+            match self.writer.write(&snapshot) {
+                Ok(wrote) => {
+                    if wrote {
+                        tracing::info!(path = %self.writer.path.display(), %snapshot, "wrote the {} table", self.writer.kind.name());
+                    }
+                    reload_due |= wrote;
+                }
+                Err(err) => {
+                    let delay = failures.next().unwrap_or_default();
+                    snapshots.report(
+                        err.label(),
+                        &err,
+                        &format!("the previous table stays; retrying in {delay:?}"),
+                    );
+                    retry_at = Some(Instant::now() + delay);
+                    continue;
+                }
+            }
+            if let (true, Some(client)) = (reload_due, &self.reload) {
+                if let Some(at) = last_reload
+                    .map(|last| last + self.min_interval)
+                    .filter(|at| *at > Instant::now())
+                {
+                    if !wait(tokio::time::sleep_until(at), &mut snapshots).await {
+                        return;
+                    }
+                    continue;
+                }
+                let result = rpc::reload(client, self.writer.module()).await;
+                last_reload = Some(Instant::now());
+                match result {
+                    Ok(()) => {
+                        reload_due = false;
+                        failures = RETRY.iter();
+                        tracing::info!(rpc = %client.addr(), version = snapshot.version(), "Kamailio reloaded the {} table", self.writer.kind.name());
+                    }
+                    Err(err) if rpc::is_try_later(&err) => {
+                        tracing::info!(rpc = %client.addr(), "{method} refused for now ({err}); retrying until Kamailio accepts");
+                        retry_at = Some(Instant::now() + TRY_LATER_POLL);
+                        continue;
+                    }
+                    Err(err) => {
+                        let delay = failures.next().unwrap_or_default();
+                        snapshots.report(
+                            err.label(),
+                            &err,
+                            &format!("{method} failed; retrying in {delay:?}"),
+                        );
+                        retry_at = Some(Instant::now() + delay);
+                        continue;
+                    }
+                }
+            }
+            if !snapshots.changed().await {
+                return;
+            }
+        }
+    }
+}
+
+impl Sink for TableSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(self: Box<Self>, snapshots: Snapshots) -> SinkFuture {
+        Box::pin(async move {
+            self.deliver(snapshots).await;
+            Ok(())
+        })
+    }
+}
+
+/// Waits for `pause`, or less if a new snapshot arrives; false when the hub
+/// is gone.
+async fn wait(pause: impl std::future::Future<Output = ()>, snapshots: &mut Snapshots) -> bool {
+    tokio::select! {
+        () = pause => true,
+        changed = snapshots.changed() => changed,
+    }
+}
+
+/// Writes one module's `db_text` table file, and what the module needs
+/// beside it to start.
+#[derive(Debug)]
+pub struct TableWriter {
+    kind: ListKind,
+    path: PathBuf,
+}
+
+impl TableWriter {
+    /// The writer of `kind`'s table at `path` (`DIR/TABLE`: DIR is the
+    /// module's `db_url` `text:///DIR`, TABLE its table name).
+    pub fn new(kind: ListKind, path: PathBuf) -> Self {
+        TableWriter { kind, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The module that loads this table.
+    pub fn module(&self) -> Module {
+        match self.kind {
+            ListKind::Rtpengine => Module::Rtpengine,
+            ListKind::Domain => Module::Domain,
+        }
+    }
+
+    /// Writes the table unless the file already holds exactly that
+    /// content, after making sure the directory has what the module checks
+    /// at start; returns whether the table was written. Held rtpengine
+    /// sets and dids keep their rows from the file as it is.
+    pub fn write(&self, snapshot: &Snapshot) -> Result<bool, Error> {
+        self.prepare_directory()?;
+        let old = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let content = dbtext::table(self.kind, snapshot.lists(), &old);
+        if old == content {
+            return Ok(false);
+        }
+        write(&self.path, &content)?;
+        Ok(true)
+    }
+
+    /// Adds the version rows the module checks and, for the domain module,
+    /// an empty `domain_attrs` table when there is none.
+    fn prepare_directory(&self) -> Result<(), Error> {
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let table = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut tables = vec![(table, version_of(self.kind))];
+        if self.kind == ListKind::Domain {
+            let attrs = dir.join("domain_attrs");
+            if !attrs.exists() {
+                write(&attrs, dbtext::DOMAIN_ATTRS_HEADER)?;
+            }
+            tables.push(("domain_attrs".into(), dbtext::DOMAIN_ATTRS_VERSION));
+        }
+        let version = dir.join("version");
+        let old = std::fs::read_to_string(&version).ok();
+        let rows: Vec<(&str, u32)> = tables.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+        if let Some(content) = dbtext::version_table(old.as_deref(), &rows) {
+            write(&version, &content)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary files a killed writer of this table left.
+    pub fn remove_stale(&self) {
+        if let Ok(removed) = dsfeed_model::atomic::remove_stale(&self.path) {
+            for path in removed {
+                tracing::info!(path = %path.display(), "removed a temporary file a killed writer left behind");
+            }
+        }
+    }
+}
+
+fn version_of(kind: ListKind) -> u32 {
+    match kind {
+        ListKind::Rtpengine => dbtext::RTPENGINE_VERSION,
+        ListKind::Domain => dbtext::DOMAIN_VERSION,
+    }
+}
+
+/// Replaces `path` whole, world-readable (Kamailio reads it as its own
+/// user), dated after the file it replaces.
+fn write(path: &Path, content: &str) -> Result<(), Error> {
+    dsfeed_model::atomic::write_atomically_later(path, content.as_bytes(), 0o644).map_err(
+        |source| Error::Write {
+            path: path.to_owned(),
+            source,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsfeed_model::{Lists, Relay, SetMap};
+    use std::collections::BTreeSet;
+
+    fn snapshot(relay: &str, domain: &str) -> Snapshot {
+        let mut lists = Lists::default();
+        lists
+            .rtpengine
+            .insert(1, vec![Relay::parse_target(relay).unwrap()]);
+        lists
+            .domains
+            .insert(String::new(), BTreeSet::from([domain.to_owned()]));
+        Snapshot::with_lists(SetMap::new(), BTreeSet::new(), lists)
+    }
+
+    #[test]
+    fn tables_are_written_on_change_with_what_the_modules_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let rtpengine = TableWriter::new(ListKind::Rtpengine, dir.path().join("rtpengine"));
+        let domain = TableWriter::new(ListKind::Domain, dir.path().join("domain"));
+        assert!(rtpengine.write(&snapshot("10.0.0.1", "a.example")).unwrap());
+        assert!(domain.write(&snapshot("10.0.0.1", "a.example")).unwrap());
+        assert!(!rtpengine.write(&snapshot("10.0.0.1", "b.example")).unwrap());
+        assert!(domain.write(&snapshot("10.0.0.1", "b.example")).unwrap());
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(
+            read("version"),
+            format!(
+                "{}1:rtpengine:1\n2:domain:2\n3:domain_attrs:1\n",
+                dbtext::VERSION_HEADER
+            )
+        );
+        assert_eq!(read("domain_attrs"), dbtext::DOMAIN_ATTRS_HEADER);
+        assert!(read("domain").ends_with("1:b.example::0\n"));
+        assert!(read("rtpengine").ends_with("1:1:udp\\:10.0.0.1\\:22222:1:0:0\n"));
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["domain", "domain_attrs", "rtpengine", "version"]);
+    }
+
+    #[test]
+    fn a_failed_write_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = TableWriter::new(ListKind::Rtpengine, dir.path().join("no/such/rtpengine"))
+            .write(&snapshot("10.0.0.1", "a.example"))
+            .unwrap_err();
+        assert!(err.to_string().contains("no/such"), "{err}");
+    }
+}
