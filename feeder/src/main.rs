@@ -148,13 +148,6 @@ async fn once(config: &Config) -> anyhow::Result<()> {
         .with_sources(sources(config)?)
         .first_snapshot(config.once_timeout)
         .await?;
-    if config.writes_stdout() {
-        print!("{}", snapshot.to_dispatcher_list());
-    } else {
-        let writer = ListWriter::new(config.output.clone());
-        writer.remove_stale();
-        writer.write(&snapshot)?;
-    }
     for writer in table_writers(config) {
         writer.remove_stale();
         writer.write(&snapshot)?;
@@ -171,6 +164,16 @@ async fn once(config: &Config) -> anyhow::Result<()> {
                     )
                 })?;
         }
+    }
+    if !config.feeds_dispatcher() {
+        return Ok(());
+    }
+    if config.writes_stdout() {
+        print!("{}", snapshot.to_dispatcher_list());
+    } else {
+        let writer = ListWriter::new(config.output.clone());
+        writer.remove_stale();
+        writer.write(&snapshot)?;
     }
     if let Some(addr) = config.reload_addr() {
         let client = binrpc::Client::new(addr.clone());
