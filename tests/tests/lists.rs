@@ -1,0 +1,380 @@
+//! rtpengine relays and SIP domains end to end: the `dsfeed` binary writes
+//! the rtpengine and domain modules' `db_text` tables and reloads them in a
+//! real Kamailio (5.6.3, or 6.0.1 in a Debian 13 root), driven by a sets
+//! file, a (fake) Kubernetes and a (fake) Consul. What Kamailio loaded is
+//! read with its own RPCs, `rtpengine.show all` and `domain.dump`; no
+//! rtpengine daemon is needed for that.
+//!
+//! Each Kamailio starts on tables `dsfeed --once` wrote, as an init
+//! container would, then a daemon keeps them current. rtpengine refuses
+//! reloads within 10 s of its start and of each other, so each test makes
+//! one or two changes.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dsfeed_binrpc::lists::{domain_dump, rtpengine_show};
+use dsfeed_tests::fake_consul::{FakeConsul, Instance, Status};
+use dsfeed_tests::feeder::{self, Args, Feeder};
+use dsfeed_tests::{Kamailio, replace_file, sets, until_loaded, wait_until};
+use fake_kube::{FakeKube, endpoint, endpoint_slice};
+use tempfile::TempDir;
+
+/// rtpengine's own 10 s between reloads, and a loaded 2-core machine.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A relay as the rtpengine module has it: set, URL, weight and whether the
+/// table disables it (the module reports that as "1(permanent)"; a relay
+/// that missed a ping is disabled for a while, which is not compared).
+type Shown = (i32, String, i32, bool);
+
+fn relay(set: i32, url: &str, weight: i32, disabled: bool) -> Shown {
+    (set, url.to_owned(), weight, disabled)
+}
+
+/// The `db_text` directory the tables live in, visible inside a Debian
+/// root too (the host's temp dir is).
+struct Db {
+    dir: TempDir,
+}
+
+impl Db {
+    fn new() -> Db {
+        Db {
+            dir: tempfile::Builder::new()
+                .prefix("dsfeed-db-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `--rtpengine-table` and `--domain-table` in this directory.
+    fn args(&self) -> Args {
+        Args::default()
+            .arg("--rtpengine-table", self.path().join("rtpengine").display())
+            .arg("--domain-table", self.path().join("domain").display())
+    }
+
+    /// Writes the tables once from `source`, as an init container does
+    /// before Kamailio starts.
+    fn init(&self, source: &Args) {
+        let args = self
+            .args()
+            .args(&strs(source))
+            .arg("-o", self.path().join("dispatcher.list").display())
+            .args(&["--once"]);
+        let out = feeder::run(&strs(&args));
+        assert!(
+            out.status.success(),
+            "dsfeed --once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A Kamailio loading its rtpengine relays and domains from here, with
+    /// db_text re-reading a table whose file changed (`db_mode` 1).
+    async fn kamailio(&self) -> Kamailio {
+        let url = format!("text://{}", self.path().display());
+        Kamailio::builder("")
+            .loadmodule("db_text.so")
+            .loadmodule("rtpengine.so")
+            .loadmodule("domain.so")
+            .modparam("db_text", "db_mode", 1)
+            .modparam("rtpengine", "db_url", url.as_str())
+            .modparam("domain", "db_url", url.as_str())
+            .start()
+            .await
+            .unwrap()
+    }
+}
+
+/// Waits until Kamailio's rtpengine module has exactly `want`.
+async fn until_relays(kamailio: &Kamailio, feeder: Option<&Feeder>, want: &[Shown]) {
+    let want: BTreeSet<Shown> = want.iter().cloned().collect();
+    let client = kamailio.client();
+    wait_until("Kamailio's rtpengine relays", SETTLE, || async {
+        let seen: BTreeSet<Shown> = rtpengine_show(&client)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|r| (r.set, r.url, r.weight, r.disabled.contains("permanent")))
+            .collect();
+        if seen == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "{seen:?}, want {want:?}; feeder log:\n{}",
+                feeder.map(Feeder::log).unwrap_or_default()
+            ))
+        }
+    })
+    .await;
+}
+
+/// Waits until Kamailio's domain module has exactly `want` (domain, did).
+async fn until_domains(kamailio: &Kamailio, feeder: Option<&Feeder>, want: &[(&str, &str)]) {
+    let want: BTreeSet<(String, String)> = want
+        .iter()
+        .map(|(d, did)| ((*d).to_owned(), (*did).to_owned()))
+        .collect();
+    let client = kamailio.client();
+    wait_until("Kamailio's domains", SETTLE, || async {
+        let seen: BTreeSet<(String, String)> = domain_dump(&client)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        if seen == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "{seen:?}, want {want:?}; feeder log:\n{}",
+                feeder.map(Feeder::log).unwrap_or_default()
+            ))
+        }
+    })
+    .await;
+}
+
+/// The feeder keeping `db`'s tables and `kamailio`'s dispatcher.list
+/// current, reloading over its ctl.
+fn start_feeder(db: &Db, source: &Args, kamailio: &Kamailio) -> Feeder {
+    let args = db.args().reloading(kamailio).args(&strs(source));
+    Feeder::start(args, &kamailio.dir().join("dsfeed.log"))
+}
+
+fn strs(args: &Args) -> Vec<&str> {
+    args.as_ref().iter().map(String::as_str).collect()
+}
+
+fn sets_file(dispatcher: &str, rtpengine: &str, domains: &str) -> String {
+    format!("sets:\n{dispatcher}rtpengine:\n{rtpengine}domains:\n{domains}")
+}
+
+#[tokio::test]
+async fn a_sets_file_drives_all_three_lists() {
+    let db = Db::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file: PathBuf = dir.path().join("sets.yaml");
+    replace_file(
+        &file,
+        &sets_file(
+            "  1: [sip:127.0.0.1:5070]\n",
+            "  1:\n    - 127.0.0.1\n    - url: udp:127.0.0.2:22223\n      weight: 3\n  2:\n    - url: udp:127.0.0.3:22222\n      disabled: true\n",
+            "  - SIP.example.com\n  - name: t1.example.com\n    did: tenant-1\n",
+        ),
+    );
+    let source = Args::default().sets_file(&file);
+    db.init(&source);
+    let kamailio = db.kamailio().await;
+    // What Kamailio read at start, from the tables --once wrote.
+    until_relays(
+        &kamailio,
+        None,
+        &[
+            relay(1, "udp:127.0.0.1:22222", 1, false),
+            relay(1, "udp:127.0.0.2:22223", 3, false),
+            relay(2, "udp:127.0.0.3:22222", 1, true),
+        ],
+    )
+    .await;
+    until_domains(
+        &kamailio,
+        None,
+        &[
+            ("sip.example.com", "sip.example.com"),
+            ("t1.example.com", "tenant-1"),
+        ],
+    )
+    .await;
+
+    let feeder = start_feeder(&db, &source, &kamailio);
+    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
+
+    // One edit changes all three lists: a relay replaced, set 2 gone, a
+    // domain replaced, a dispatcher destination added.
+    replace_file(
+        &file,
+        &sets_file(
+            "  1: [sip:127.0.0.1:5070, sip:127.0.0.2:5070]\n",
+            "  1:\n    - 127.0.0.4\n    - url: udp:127.0.0.2:22223\n      weight: 3\n",
+            "  - new.example.com\n  - name: t1.example.com\n    did: tenant-1\n",
+        ),
+    );
+    until_relays(
+        &kamailio,
+        Some(&feeder),
+        &[
+            relay(1, "udp:127.0.0.4:22222", 1, false),
+            relay(1, "udp:127.0.0.2:22223", 3, false),
+        ],
+    )
+    .await;
+    until_domains(
+        &kamailio,
+        Some(&feeder),
+        &[
+            ("new.example.com", "new.example.com"),
+            ("t1.example.com", "tenant-1"),
+        ],
+    )
+    .await;
+    until_loaded(
+        &kamailio,
+        &sets(&[(1, &["sip:127.0.0.1:5070", "sip:127.0.0.2:5070"])]),
+        SETTLE,
+    )
+    .await;
+    feeder.assert_logged("Kamailio reloaded the rtpengine table");
+    feeder.assert_logged("Kamailio reloaded the domain table");
+    let version = std::fs::read_to_string(db.path().join("version")).unwrap();
+    assert_eq!(
+        version,
+        "id(int,auto) table_name(string) table_version(int) \n1:rtpengine:1\n2:domain:2\n3:domain_attrs:1\n"
+    );
+    assert!(kamailio.is_running());
+}
+
+/// A slice of Service `rtpengine` in `media` with one endpoint.
+fn media_slice(name: &str, ip: &str, ready: bool, terminating: bool) -> serde_json::Value {
+    endpoint_slice(
+        "media",
+        "rtpengine",
+        name,
+        "IPv4",
+        22222,
+        vec![endpoint(ip, ready, true, terminating)],
+    )
+}
+
+// Several threads: `dsfeed --once` blocks one, and the fake API server must
+// keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_endpoints_become_rtpengine_relays() {
+    let kube = FakeKube::start().await;
+    kube.apply(media_slice("rtpengine-a", "127.0.0.1", true, false));
+    kube.apply(media_slice("rtpengine-b", "127.0.0.2", true, false));
+    let db = Db::new();
+    let kubeconfig = db.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig);
+    let source = Args::new(&["--rtpengine-set", "media:rtpengine=1"])
+        .arg("--kubecfg", kubeconfig.display())
+        .args(&[
+            "--static",
+            "1=127.0.0.1:5070",
+            "--static-domain",
+            "sbc.example.com",
+        ]);
+    db.init(&source);
+    let kamailio = db.kamailio().await;
+    until_relays(
+        &kamailio,
+        None,
+        &[
+            relay(1, "udp:127.0.0.1:22222", 1, false),
+            relay(1, "udp:127.0.0.2:22222", 1, false),
+        ],
+    )
+    .await;
+    let feeder = start_feeder(&db, &source, &kamailio);
+
+    // B's pod terminates: its relay is disabled (drained); C's pod starts.
+    kube.apply(media_slice("rtpengine-b", "127.0.0.2", false, true));
+    kube.apply(media_slice("rtpengine-c", "127.0.0.3", true, false));
+    until_relays(
+        &kamailio,
+        Some(&feeder),
+        &[
+            relay(1, "udp:127.0.0.1:22222", 1, false),
+            relay(1, "udp:127.0.0.2:22222", 1, true),
+            relay(1, "udp:127.0.0.3:22222", 1, false),
+        ],
+    )
+    .await;
+    until_domains(
+        &kamailio,
+        Some(&feeder),
+        &[("sbc.example.com", "sbc.example.com")],
+    )
+    .await;
+    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
+    assert!(kamailio.is_running());
+}
+
+// Several threads, for the fake Consul, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_drives_relays_and_domains_and_a_restart_blanks_neither() {
+    let consul = FakeConsul::start().await;
+    consul.register(Instance::new("rtpengine", "rtp-a", "127.0.0.1", 22222));
+    consul.register(Instance::new("sbc", "sbc-a", "127.0.0.11", 5060));
+    consul.register(Instance::new("asterisk", "pbx-a", "127.0.0.1", 5070));
+    let db = Db::new();
+    let source = consul.feeder_args(&["asterisk=1"]).args(&[
+        "--consul-rtpengine",
+        "rtpengine=1",
+        "--consul-domain",
+        "sbc",
+        "--consul-empty-grace",
+        "10m",
+        "--consul-wait",
+        "2s",
+    ]);
+    db.init(&source);
+    let kamailio = db.kamailio().await;
+    until_relays(
+        &kamailio,
+        None,
+        &[relay(1, "udp:127.0.0.1:22222", 1, false)],
+    )
+    .await;
+    until_domains(&kamailio, None, &[("127.0.0.11", "127.0.0.11")]).await;
+    let feeder = start_feeder(&db, &source, &kamailio);
+    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
+
+    // A second relay and a second SBC register; the first relay fails its
+    // health check.
+    consul.register(Instance::new("rtpengine", "rtp-b", "127.0.0.2", 22222));
+    consul.register(Instance::new("sbc", "sbc-b", "127.0.0.12", 5060));
+    consul.set_status("rtpengine", "rtp-a", Status::Critical);
+    until_relays(
+        &kamailio,
+        Some(&feeder),
+        &[relay(1, "udp:127.0.0.2:22222", 1, false)],
+    )
+    .await;
+    until_domains(
+        &kamailio,
+        Some(&feeder),
+        &[("127.0.0.11", "127.0.0.11"), ("127.0.0.12", "127.0.0.12")],
+    )
+    .await;
+
+    // The agent restarts and answers empty: relays and domains stay.
+    consul.restart_and_await_reread(SETTLE).await;
+    feeder
+        .wait_logged("keeping the last ones until the grace runs out")
+        .await;
+    let relays = std::fs::read_to_string(db.path().join("rtpengine")).unwrap();
+    assert!(relays.contains("udp\\:127.0.0.2\\:22222"), "{relays}");
+    let domains = std::fs::read_to_string(db.path().join("domain")).unwrap();
+    assert!(domains.contains(":127.0.0.12::0"), "{domains}");
+    until_relays(
+        &kamailio,
+        Some(&feeder),
+        &[relay(1, "udp:127.0.0.2:22222", 1, false)],
+    )
+    .await;
+    until_domains(
+        &kamailio,
+        Some(&feeder),
+        &[("127.0.0.11", "127.0.0.11"), ("127.0.0.12", "127.0.0.12")],
+    )
+    .await;
+    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
+    assert!(kamailio.is_running());
+}
