@@ -43,8 +43,19 @@ pub struct ShownRelay {
     pub url: String,
     pub set: i32,
     pub weight: i32,
-    /// `0`, `1`, or `1(permanent)` for a relay the table disables.
+    /// `0` or `1`; 5.6 says `1(permanent)` for a relay the table disables.
     pub disabled: String,
+    /// Ticks until the module tries a disabled relay again; 6.0 says `-1`
+    /// for a relay the table disables, 5.6 `N/A` for some.
+    pub recheck_ticks: String,
+}
+
+impl ShownRelay {
+    /// Whether the table disables the relay, rather than a missed ping
+    /// (which disables it for a while): the two versions say so differently.
+    pub fn disabled_by_table(&self) -> bool {
+        self.disabled.contains("permanent") || (self.disabled == "1" && self.recheck_ticks == "-1")
+    }
 }
 
 /// Every relay the rtpengine module has loaded (`rtpengine.show all`); none
@@ -72,6 +83,7 @@ pub async fn rtpengine_show(client: &Client) -> Result<Vec<ShownRelay>, Error> {
             set: int("set"),
             weight: int("weight"),
             disabled: text("disabled"),
+            recheck_ticks: text("recheck_ticks"),
         });
     }
     Ok(relays)

@@ -25,8 +25,8 @@ use tempfile::TempDir;
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// A relay as the rtpengine module has it: set, URL, weight and whether the
-/// table disables it (the module reports that as "1(permanent)"; a relay
-/// that missed a ping is disabled for a while, which is not compared).
+/// table disables it (a relay that missed a ping is disabled for a while,
+/// which is not compared).
 type Shown = (i32, String, i32, bool);
 
 fn relay(set: i32, url: &str, weight: i32, disabled: bool) -> Shown {
@@ -102,7 +102,10 @@ async fn until_relays(kamailio: &Kamailio, feeder: Option<&Feeder>, want: &[Show
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
-            .map(|r| (r.set, r.url, r.weight, r.disabled.contains("permanent")))
+            .map(|r| {
+                let disabled = r.disabled_by_table();
+                (r.set, r.url, r.weight, disabled)
+            })
             .collect();
         if seen == want {
             Ok(())
