@@ -61,6 +61,8 @@ pub enum InvalidSnapshot {
     UnwantedSet(u32),
     #[error("set {set}: {uri:?} appears twice")]
     DuplicateUri { set: u32, uri: String },
+    #[error("{0}")]
+    List(String),
     #[error("set {set}: destination {uri:?}: {source}")]
     Destination {
         set: u32,

@@ -28,6 +28,18 @@ impl ListKind {
     }
 }
 
+impl std::str::FromStr for ListKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rtpengine" => Ok(ListKind::Rtpengine),
+            "domain" | "domains" => Ok(ListKind::Domain),
+            other => Err(format!("'{other}' is not a list: use rtpengine or domain")),
+        }
+    }
+}
+
 /// rtpengine relays and SIP domains, with what is held. A held rtpengine
 /// set or did carries no content here, and every sink keeps what it has
 /// for it (the rows of the table file as it is).
@@ -110,6 +122,28 @@ impl Lists {
         for names in self.domains.values_mut() {
             names.retain(|name| seen.insert(name.clone()));
         }
+    }
+
+    /// The lists as comment lines (`# rtpengine SETID URL weight=N
+    /// [disabled]`, `# domain NAME [did=DID]`), which a `dispatcher.list`
+    /// they follow reads past: what `dsfeed watch` prints.
+    pub fn to_comment_lines(&self) -> String {
+        let mut out = String::new();
+        for (id, relays) in &self.rtpengine {
+            for relay in relays {
+                let _ = writeln!(out, "# rtpengine {id} {relay}");
+            }
+        }
+        for (did, names) in &self.domains {
+            for name in names {
+                if did.is_empty() {
+                    let _ = writeln!(out, "# domain {name}");
+                } else {
+                    let _ = writeln!(out, "# domain {name} did={did}");
+                }
+            }
+        }
+        out
     }
 
     /// The lines these lists add to a snapshot's version body.

@@ -16,12 +16,15 @@ pub use budget::{
 };
 
 pub use dsfeed_proto::v1::{
-    Destination as WireDestination, ErrorDetail, FeedRequest, FeedResponse, Node, Set, feed_client,
-    feed_server,
+    Destination as WireDestination, Domain as WireDomain, ErrorDetail, FeedRequest, FeedResponse,
+    List as WireList, Node, Relay as WireRelay, RtpengineSet, Set, feed_client, feed_server,
 };
 
 use crate::destination::{Destination, MAX_INT, SetId};
+use crate::domain::{did, domain_name};
 use crate::error::InvalidSnapshot;
+use crate::lists::{ListKind, Lists};
+use crate::relay::Relay;
 use crate::snapshot::{SetMap, Snapshot};
 
 /// The longest version a client accepts: the feeder's are 16 hex digits,
@@ -52,13 +55,64 @@ impl From<&Destination> for WireDestination {
     }
 }
 
-/// The response that carries `snapshot` with `nonce`.
+/// The response that carries `snapshot` with `nonce`: its sets, and the
+/// lists it has (a feeder sends a client the lists it asked for, see
+/// [`Snapshot::with_only`]).
 pub fn response(snapshot: &Snapshot, nonce: String) -> FeedResponse {
+    let lists = snapshot.lists();
     FeedResponse {
         version_info: snapshot.version().to_owned(),
         nonce,
         sets: sets(snapshot),
+        rtpengine_sets: lists
+            .rtpengine
+            .iter()
+            .map(|(id, relays)| RtpengineSet {
+                id: *id,
+                relays: relays
+                    .iter()
+                    .map(|r| WireRelay {
+                        url: r.url().to_owned(),
+                        weight: r.weight(),
+                        disabled: r.disabled(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        domains: lists
+            .domains
+            .iter()
+            .flat_map(|(did, names)| {
+                names.iter().map(|name| WireDomain {
+                    name: name.clone(),
+                    did: did.clone(),
+                })
+            })
+            .collect(),
     }
+}
+
+/// The lists a first request asks for; values this side does not know are
+/// left out.
+pub fn lists(wire: &[i32]) -> BTreeSet<ListKind> {
+    wire.iter()
+        .filter_map(|v| match WireList::try_from(*v) {
+            Ok(WireList::Rtpengine) => Some(ListKind::Rtpengine),
+            Ok(WireList::Domain) => Some(ListKind::Domain),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The wire values asking for `kinds`.
+pub fn wire_lists(kinds: &BTreeSet<ListKind>) -> Vec<i32> {
+    kinds
+        .iter()
+        .map(|kind| match kind {
+            ListKind::Rtpengine => WireList::Rtpengine as i32,
+            ListKind::Domain => WireList::Domain as i32,
+        })
+        .collect()
 }
 
 /// A response as a client takes it: every destination through the same
@@ -107,7 +161,36 @@ pub fn snapshot(response: &FeedResponse, wanted: &[SetId]) -> Result<Snapshot, I
             return Err(InvalidSnapshot::DuplicateSet(id));
         }
     }
-    Ok(Snapshot::received(sets, version.clone()))
+    Ok(Snapshot::received_with_lists(
+        sets,
+        received_lists(response)?,
+        version.clone(),
+    ))
+}
+
+/// The lists of a response, through the checks a source's get.
+fn received_lists(response: &FeedResponse) -> Result<Lists, InvalidSnapshot> {
+    let mut lists = Lists::default();
+    for set in &response.rtpengine_sets {
+        let mut relays = Vec::with_capacity(set.relays.len());
+        for wire in &set.relays {
+            let relay = Relay::new(wire.url.clone(), wire.weight, wire.disabled)
+                .map_err(|e| InvalidSnapshot::List(format!("rtpengine set {}: {e}", set.id)))?;
+            relays.push(relay);
+        }
+        if lists.rtpengine.insert(set.id, relays).is_some() {
+            return Err(InvalidSnapshot::List(format!(
+                "rtpengine set {} appears twice",
+                set.id
+            )));
+        }
+    }
+    for wire in &response.domains {
+        let name = domain_name(&wire.name).map_err(|e| InvalidSnapshot::List(e.to_string()))?;
+        let did = did(&wire.did).map_err(|e| InvalidSnapshot::List(e.to_string()))?;
+        lists.domains.entry(did).or_default().insert(name);
+    }
+    Ok(lists)
 }
 
 /// The longest node id: a host name's 253 characters.
@@ -178,6 +261,7 @@ pub fn hello(node_id: &str, user_agent: &str, sets: &[SetId], applied: &str) -> 
         version_info: applied.to_owned(),
         response_nonce: String::new(),
         error_detail: None,
+        lists: Vec::new(),
     }
 }
 
@@ -215,6 +299,7 @@ pub fn answer(nonce: &str, version: &str, answer: Answer) -> FeedRequest {
         version_info: version.to_owned(),
         response_nonce: nonce.to_owned(),
         error_detail,
+        lists: Vec::new(),
     }
 }
 
@@ -250,6 +335,7 @@ mod tests {
             version_info: "v1".into(),
             nonce: "n1".into(),
             sets,
+            ..Default::default()
         }
     }
 
@@ -276,6 +362,46 @@ mod tests {
         assert_eq!(wire.sets.iter().map(|s| s.id).collect::<Vec<_>>(), [1, 7]);
         assert_eq!(wire.sets[0].destinations[0].attrs, "weight=50");
         assert_eq!(snapshot(&wire, &[]).unwrap(), original);
+    }
+
+    #[test]
+    fn lists_survive_the_wire_and_bad_ones_are_refused() {
+        let mut content = Lists::default();
+        content
+            .rtpengine
+            .insert(2, vec![Relay::new("udp:10.0.0.1:22222", 3, true).unwrap()]);
+        content
+            .domains
+            .insert("t1".into(), BTreeSet::from(["a.example.com".to_owned()]));
+        let original = Snapshot::with_lists(SetMap::new(), BTreeSet::new(), content);
+        let wire = response(&original, "n".into());
+        assert_eq!(wire.rtpengine_sets[0].relays[0].weight, 3);
+        assert_eq!(wire.domains[0].did, "t1");
+        let back = snapshot(&wire, &[]).unwrap();
+        assert_eq!(back.lists(), original.lists());
+        let mut bad = wire.clone();
+        bad.rtpengine_sets[0].relays[0].url = "tcp:x:1".into();
+        let err = snapshot(&bad, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("rtpengine set 2") && err.contains("tcp:x:1"),
+            "{err}"
+        );
+        let mut bad = wire;
+        bad.domains[0].name = "a b".into();
+        assert!(
+            snapshot(&bad, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("'a b'")
+        );
+        assert_eq!(
+            lists(&[1, 2, 9, 0]),
+            BTreeSet::from([ListKind::Rtpengine, ListKind::Domain])
+        );
+        assert_eq!(
+            lists(&wire_lists(&BTreeSet::from([ListKind::Domain]))),
+            BTreeSet::from([ListKind::Domain])
+        );
     }
 
     #[test]

@@ -381,3 +381,68 @@ async fn consul_drives_relays_and_domains_and_a_restart_blanks_neither() {
     until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
     assert!(kamailio.is_running());
 }
+
+/// `dsfeed watch --once` against a feeder serving `source` on a socket in
+/// `dir`, asking for `lists`; its output.
+async fn watched(dir: &Path, name: &str, source: &[&str], lists: &[&str]) -> String {
+    let socket = dir.join(format!("{name}.sock"));
+    let http = dsfeed_tests::free_addr();
+    let _feeder = Feeder::serving(Args::new(source).listen_unix(&socket).http(http)).await;
+    let addr = format!("unix:{}", socket.display());
+    let mut args = vec![addr.as_str(), "--once"];
+    args.extend_from_slice(lists);
+    let out = feeder::watch(&args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_carries_lists_only_to_clients_that_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets_only = ["--static", "1=10.0.0.1"];
+    let with_lists = [
+        "--static",
+        "1=10.0.0.1",
+        "--static-rtpengine",
+        "2=10.0.0.5,udp:10.0.0.6:2223",
+        "--static-domain",
+        "t1=SIP.example.com",
+    ];
+    let plain = watched(dir.path(), "plain", &sets_only, &[]).await;
+    // A client that does not ask for lists sees exactly what it saw before
+    // lists existed, version included: a list change never wakes it.
+    let unasked = watched(dir.path(), "unasked", &with_lists, &[]).await;
+    assert_eq!(unasked, plain);
+    let asked = watched(
+        dir.path(),
+        "asked",
+        &with_lists,
+        &["--lists", "rtpengine,domain"],
+    )
+    .await;
+    assert_ne!(
+        asked.lines().next(),
+        plain.lines().next(),
+        "its own version"
+    );
+    let body: Vec<&str> = asked.lines().skip(1).collect();
+    assert_eq!(
+        body,
+        [
+            "1 sip:10.0.0.1:5060 0 0",
+            "# rtpengine 2 udp:10.0.0.5:22222 weight=1",
+            "# rtpengine 2 udp:10.0.0.6:2223 weight=1",
+            "# domain sip.example.com did=t1",
+        ]
+    );
+    let domains_only = watched(dir.path(), "domains", &with_lists, &["--lists", "domain"]).await;
+    assert!(!domains_only.contains("rtpengine"), "{domains_only}");
+    assert!(
+        domains_only.contains("# domain sip.example.com did=t1"),
+        "{domains_only}"
+    );
+}

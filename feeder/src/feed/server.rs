@@ -29,6 +29,13 @@ use crate::error::Error;
 use crate::feed::clients::{ClientHandle, ClientStatus};
 use crate::feed::token::TokenFile;
 use crate::feed::{ServeArgs, SetFilter, Shared};
+
+/// The lists besides dispatcher sets a client asked for.
+type Lists = std::collections::BTreeSet<dsfeed_model::ListKind>;
+
+/// What a view depends on besides the snapshot: the client's set filter
+/// and the lists it asked for.
+type ViewKey = (SetFilter, Lists);
 use crate::hub::SnapshotRx;
 use dsfeed_model::Endpoint;
 use dsfeed_model::Snapshot;
@@ -64,6 +71,8 @@ pub const SHUTTING_DOWN: &str = "the feeder is shutting down";
 struct View {
     version: String,
     sets: Vec<pb::Set>,
+    rtpengine_sets: Vec<pb::RtpengineSet>,
+    domains: Vec<pb::WireDomain>,
     /// Why this view is not sent: it is over what a client accepts
     /// ([`pb::Size::over_budget`]), so sending it would only make every
     /// client refuse it.
@@ -71,12 +80,20 @@ struct View {
 }
 
 impl View {
-    fn of(snapshot: &Snapshot, filter: &SetFilter, metrics: &crate::metrics::Metrics) -> Self {
+    fn of(
+        snapshot: &Snapshot,
+        filter: &SetFilter,
+        lists: &Lists,
+        metrics: &crate::metrics::Metrics,
+    ) -> Self {
+        // Only the lists the client asked for, and their version: a client
+        // that asked for none sees the sets alone, as before lists existed.
+        let only = snapshot.with_only(lists);
         let filtered;
         let snapshot = match filter {
-            None => snapshot,
+            None => &only,
             Some(ids) => {
-                filtered = snapshot.filtered(ids);
+                filtered = only.filtered(ids);
                 &filtered
             }
         };
@@ -91,6 +108,8 @@ impl View {
         View {
             version: snapshot.version().to_owned(),
             sets: response.sets,
+            rtpengine_sets: response.rtpengine_sets,
+            domains: response.domains,
             withheld,
         }
     }
@@ -100,7 +119,7 @@ impl View {
 /// changes, so it holds one snapshot's worth per distinct filter.
 #[derive(Debug, Default)]
 struct Views {
-    inner: Mutex<(String, HashMap<SetFilter, Arc<View>>)>,
+    inner: Mutex<(String, HashMap<ViewKey, Arc<View>>)>,
 }
 
 impl Views {
@@ -108,6 +127,7 @@ impl Views {
         &self,
         snapshot: &Snapshot,
         filter: &SetFilter,
+        lists: &Lists,
         metrics: &crate::metrics::Metrics,
     ) -> Arc<View> {
         let mut inner = self.inner.lock().expect("not poisoned");
@@ -118,8 +138,8 @@ impl Views {
         }
         Arc::clone(
             views
-                .entry(filter.clone())
-                .or_insert_with(|| Arc::new(View::of(snapshot, filter, metrics))),
+                .entry((filter.clone(), lists.clone()))
+                .or_insert_with(|| Arc::new(View::of(snapshot, filter, lists, metrics))),
         )
     }
 }
@@ -292,6 +312,7 @@ impl Session {
             )));
         }
         let filter = pb::filter(&first.set_ids);
+        let lists = pb::lists(&first.lists);
         let client = self.service.shared.clients.register(ClientStatus::new(
             &node.id,
             &node.user_agent,
@@ -301,7 +322,7 @@ impl Session {
         ));
         tracing::info!(node = %node.id, sets = ?filter, version = %first.version_info, "client connected");
         let end = self
-            .serve(&client, &node.id, &filter, first.version_info)
+            .serve(&client, &node.id, &filter, &lists, first.version_info)
             .await;
         tracing::info!(node = %node.id, "client disconnected");
         drop(client);
@@ -324,6 +345,7 @@ impl Session {
         client: &ClientHandle,
         node: &str,
         filter: &SetFilter,
+        lists: &Lists,
         mut applied: String,
     ) -> Option<Status> {
         let shared = Arc::clone(&self.service.shared);
@@ -342,7 +364,10 @@ impl Session {
             if outstanding.len() < WINDOW {
                 let current = snapshots.borrow_and_update().clone();
                 if let Some(snapshot) = current {
-                    let view = self.service.views.get(&snapshot, filter, &shared.metrics);
+                    let view = self
+                        .service
+                        .views
+                        .get(&snapshot, filter, lists, &shared.metrics);
                     client.update(|c| c.withheld = view.withheld.clone());
                     let newest_sent = outstanding.back().map(|o| &o.version);
                     if view.withheld.is_none()
@@ -357,6 +382,8 @@ impl Session {
                             version_info: view.version.clone(),
                             nonce: nonce.clone(),
                             sets: view.sets.clone(),
+                            rtpengine_sets: view.rtpengine_sets.clone(),
+                            domains: view.domains.clone(),
                         };
                         if self.tx.send(Ok(response)).await.is_err() {
                             return None;
@@ -698,12 +725,16 @@ mod tests {
         let first = snapshot("10.0.0.1");
         let one = Some([1].into());
         let metrics = crate::metrics::Metrics::new();
-        let a = views.get(&first, &one, &metrics);
-        assert!(Arc::ptr_eq(&a, &views.get(&first, &one, &metrics)));
-        assert_eq!(views.get(&first, &None, &metrics).version, first.version());
+        let none = Lists::new();
+        let a = views.get(&first, &one, &none, &metrics);
+        assert!(Arc::ptr_eq(&a, &views.get(&first, &one, &none, &metrics)));
+        assert_eq!(
+            views.get(&first, &None, &none, &metrics).version,
+            first.version()
+        );
         assert_eq!(a.sets.len(), 1);
         assert!(a.withheld.is_none());
-        let b = views.get(&snapshot("10.0.0.2"), &one, &metrics);
+        let b = views.get(&snapshot("10.0.0.2"), &one, &none, &metrics);
         assert_ne!(a.version, b.version);
         assert_eq!(views.inner.lock().unwrap().1.len(), 1);
     }
@@ -719,7 +750,7 @@ mod tests {
             .collect();
         let big = Snapshot::new(SetMap::from([(1, dests)]));
         let metrics = crate::metrics::Metrics::new();
-        let view = Views::default().get(&big, &None, &metrics);
+        let view = Views::default().get(&big, &None, &Lists::new(), &metrics);
         let why = view.withheld.as_deref().unwrap();
         assert!(
             why.contains("50001 destinations") && why.contains(big.version()),

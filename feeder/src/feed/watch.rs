@@ -14,7 +14,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{self, Certificate, ClientTlsConfig, Identity};
 
 use dsfeed_model::pb::{self, Answer, Incoming};
-use dsfeed_model::{Backoff, Endpoint, SetId, error_chain};
+use dsfeed_model::{Backoff, Endpoint, ListKind, SetId, error_chain};
 
 use crate::error::Error;
 use crate::sinks::file::ListWriter;
@@ -39,6 +39,13 @@ pub struct WatchArgs {
     /// Only these set ids, comma-separated; default: every set.
     #[arg(long, value_name = "IDS", value_delimiter = ',')]
     pub sets: Vec<SetId>,
+
+    /// Also the lists besides dispatcher sets, comma-separated: rtpengine
+    /// (relays), domain (SIP domains). Printed after the sets as comment
+    /// lines, `# rtpengine SETID URL weight=N [disabled]` and `# domain
+    /// NAME [did=DID]`; not written with -o.
+    #[arg(long, value_name = "LISTS", value_delimiter = ',')]
+    pub lists: Vec<ListKind>,
 
     /// The node id to report (ASCII letters, digits and .-_:@); default:
     /// this host's name.
@@ -161,9 +168,9 @@ async fn stream(
     let (tx, rx) = mpsc::channel(4);
     let node = args.node.clone().unwrap_or_else(host_name);
     let user_agent = format!("dsfeed-watch/{}", env!("CARGO_PKG_VERSION"));
-    tx.send(pb::hello(&node, &user_agent, &args.sets, applied))
-        .await
-        .expect("the receiver is alive");
+    let mut hello = pb::hello(&node, &user_agent, &args.sets, applied);
+    hello.lists = pb::wire_lists(&args.lists.iter().copied().collect());
+    tx.send(hello).await.expect("the receiver is alive");
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     if let Some(token) = token {
         let value =
@@ -206,12 +213,17 @@ async fn stream(
                     Some(path) => {
                         ListWriter::new(path.clone()).write(&snapshot)?;
                     }
-                    None => write!(out, "{}", snapshot.to_dispatcher_list())
-                        .and_then(|()| out.flush())
-                        .map_err(|source| Error::Write {
-                            path: "standard output".into(),
-                            source,
-                        })?,
+                    None => write!(
+                        out,
+                        "{}{}",
+                        snapshot.to_dispatcher_list(),
+                        snapshot.lists().to_comment_lines()
+                    )
+                    .and_then(|()| out.flush())
+                    .map_err(|source| Error::Write {
+                        path: "standard output".into(),
+                        source,
+                    })?,
                 }
                 response.version_info.clone_into(applied);
                 pb::answer(&response.nonce, applied, Answer::Ack)

@@ -44,9 +44,10 @@ pub struct Size {
 impl Size {
     /// What `snapshot` sent as `response` would weigh.
     pub fn of(snapshot: &Snapshot, response: &FeedResponse) -> Size {
+        let lists = snapshot.lists();
         Size {
-            sets: snapshot.sets().len(),
-            destinations: snapshot.destination_count(),
+            sets: snapshot.sets().len() + lists.rtpengine.len(),
+            destinations: snapshot.destination_count() + lists.relay_count() + lists.domain_count(),
             bytes: prost::Message::encoded_len(response),
         }
     }
@@ -120,7 +121,18 @@ pub fn scan(bytes: &[u8]) -> Result<Scanned, String> {
                     }
                 }
             }
-            (1..=3, _) => return Err(format!("field {number} has the wrong wire type")),
+            // rtpengine sets and their relays, and domains, count as sets
+            // and destinations do.
+            (6, Value::Bytes(set)) => {
+                sets += 1;
+                for member in Fields(set) {
+                    if let (2, Value::Bytes(_)) = member? {
+                        destinations += 1;
+                    }
+                }
+            }
+            (7, Value::Bytes(_)) => destinations += 1,
+            (1..=3 | 6 | 7, _) => return Err(format!("field {number} has the wrong wire type")),
             _ => {}
         }
     }
@@ -276,7 +288,21 @@ mod tests {
                     destinations: vec![WireDestination::default(); per_set],
                 })
                 .collect(),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn relays_and_domains_count_as_destinations() {
+        use crate::pb::{RtpengineSet, WireDomain, WireRelay};
+        let mut with_lists = response(1, 1);
+        with_lists.rtpengine_sets = vec![RtpengineSet {
+            id: 1,
+            relays: vec![WireRelay::default(); 3],
+        }];
+        with_lists.domains = vec![WireDomain::default(); 2];
+        let scanned = scan(&with_lists.encode_to_vec()).unwrap();
+        assert_eq!((scanned.size.sets, scanned.size.destinations), (2, 6));
     }
 
     #[test]
