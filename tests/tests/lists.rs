@@ -17,7 +17,7 @@ use std::time::Duration;
 use dsfeed_binrpc::lists::{domain_dump, rtpengine_show};
 use dsfeed_tests::fake_consul::{FakeConsul, Instance, Status};
 use dsfeed_tests::feeder::{self, Args, Feeder};
-use dsfeed_tests::{Kamailio, replace_file, sets, until_loaded, wait_until};
+use dsfeed_tests::{Kamailio, replace_file, sets, target, until_loaded, wait_until};
 use fake_kube::{FakeKube, endpoint, endpoint_slice};
 use tempfile::TempDir;
 
@@ -76,20 +76,56 @@ impl Db {
         );
     }
 
-    /// A Kamailio loading its rtpengine relays and domains from here, with
-    /// db_text re-reading a table whose file changed (`db_mode` 1).
+    /// A Kamailio loading its rtpengine relays and domains from here with
+    /// the lines of the README's example configurations.
     async fn kamailio(&self) -> Kamailio {
-        let url = format!("text://{}", self.path().display());
-        Kamailio::builder("")
-            .loadmodule("db_text.so")
-            .loadmodule("rtpengine.so")
-            .loadmodule("domain.so")
-            .modparam("db_text", "db_mode", 1)
-            .modparam("rtpengine", "db_url", url.as_str())
-            .modparam("domain", "db_url", url.as_str())
+        let fragment =
+            lists_fragment("router.cfg").replace(EXAMPLE_DIR, &self.path().display().to_string());
+        fragment
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .fold(Kamailio::builder(""), |builder, line| builder.global(line))
             .start()
             .await
             .unwrap()
+    }
+}
+
+/// Where the example configurations keep dsfeed's tables.
+const EXAMPLE_DIR: &str = "/var/lib/kamailio/dsfeed";
+
+/// The example configurations, in docs/examples.
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples")
+}
+
+/// The part of example `name` that loads the lists from db_text.
+fn lists_fragment(name: &str) -> String {
+    let text = std::fs::read_to_string(examples().join(name)).unwrap();
+    let begin = text
+        .find("# -- dsfeed lists (begin) --")
+        .expect("begin marker");
+    let end = text.find("# -- dsfeed lists (end) --").expect("end marker");
+    text[begin..end].to_owned()
+}
+
+#[test]
+fn the_example_configurations_check_and_share_their_lists_part() {
+    assert_eq!(lists_fragment("router.cfg"), lists_fragment("sbc.cfg"));
+    let examples = examples().canonicalize().unwrap();
+    for name in ["router.cfg", "sbc.cfg"] {
+        let out = target()
+            .command(&[&examples])
+            .arg("-c")
+            .arg("-f")
+            .arg(examples.join(name))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("config file ok"),
+            "{name}: {text}"
+        );
     }
 }
 
