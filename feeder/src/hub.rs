@@ -371,6 +371,46 @@ mod tests {
     }
 
     #[test]
+    fn lists_merge_and_a_held_did_or_relay_set_is_held_whole() {
+        use dsfeed_model::Relay;
+        let relays = |id: u32, hosts: &[&str], held: &[&str]| {
+            let mut lists = Lists::default();
+            lists.rtpengine.insert(
+                id,
+                hosts
+                    .iter()
+                    .map(|h| Relay::parse_target(h).unwrap())
+                    .collect(),
+            );
+            for did in held {
+                lists.held_domains.insert((*did).to_owned());
+            }
+            let mut view = view(1, &["a"]).unwrap();
+            view.lists = lists;
+            Some(view)
+        };
+        let mut domains = relays(2, &["10.0.0.9"], &[]).unwrap();
+        domains
+            .lists
+            .domains
+            .insert("t1".into(), BTreeSet::from(["a.example".to_owned()]));
+        let (sets, held, lists) = merge(&[
+            relays(0, &["10.0.0.1"], &[]),
+            relays(0, &["10.0.0.2"], &["t1"]),
+            Some(domains),
+        ])
+        .unwrap();
+        let snapshot = Snapshot::with_lists(sets, held, lists);
+        assert_eq!(snapshot.lists().rtpengine[&0].len(), 2);
+        assert_eq!(snapshot.lists().rtpengine[&2].len(), 1);
+        assert!(snapshot.lists().domains.is_empty(), "t1 is held whole");
+        assert_eq!(
+            snapshot.lists().held_domains,
+            BTreeSet::from(["t1".to_owned()])
+        );
+    }
+
+    #[test]
     fn a_set_held_by_one_source_is_held_whole() {
         let mut holding = view(2, &[]).unwrap();
         holding.sets.clear();

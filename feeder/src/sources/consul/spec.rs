@@ -134,7 +134,7 @@ impl FromStr for RtpengineSpec {
 
     /// Parses `NAME=ID[:PORT][,tag=TAG...][,dc=DC][,health=passing|warning]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut service: ServiceSpec = s.parse()?;
+        let mut service: ServiceSpec = s.parse().map_err(|e: String| discovery_usage(&e))?;
         only_discovery_options(s, &service)?;
         service
             .port
@@ -165,12 +165,18 @@ impl FromStr for DomainSpec {
             Some(options) => format!("{name}=0,{options}"),
             None => format!("{name}=0"),
         };
-        let service: ServiceSpec = as_service
-            .parse()
-            .map_err(|e: String| e.replace(&as_service, s))?;
+        let service: ServiceSpec = as_service.parse().map_err(|e: String| {
+            discovery_usage(&e.replace(&as_service, s)).replace("NAME=ID[:PORT]", "NAME[=DID]")
+        })?;
         only_discovery_options(s, &service)?;
         Ok(DomainSpec { service, did })
     }
+}
+
+/// A `--consul-service` error as the usage of a flag that takes no
+/// dispatcher options.
+fn discovery_usage(error: &str) -> String {
+    error.replace("[,flags=N][,priority=N][,attrs=K=V;K=V]", "")
 }
 
 /// Refuses the dispatcher-only options (flags, priority, attrs) in a flag
