@@ -95,6 +95,17 @@ pub fn summary(config: &Config) -> String {
             set.service, set.id
         ));
     }
+    for set in &config.domain_services {
+        let namespace = set
+            .service
+            .namespace
+            .as_deref()
+            .unwrap_or(&config.namespace);
+        sources.push(format!(
+            "Kubernetes Service {namespace}/{} as SIP domains",
+            set.service.service
+        ));
+    }
     for spec in &config.consul.rtpengine {
         sources.push(format!(
             "Consul service {} as rtpengine set {}",

@@ -17,7 +17,7 @@ use crate::feed::{ServeArgs, watch::WatchArgs};
 use crate::sinks::file::MIN_RELOAD_INTERVAL_FLOOR;
 use crate::sources::consul::ConsulArgs;
 use crate::sources::dns_srv::DnsArgs;
-use crate::sources::kubernetes::{DEFAULT_NAMESPACE, RtpengineSet, ServiceSet};
+use crate::sources::kubernetes::{DEFAULT_NAMESPACE, DomainSet, RtpengineSet, ServiceSet};
 use crate::sources::static_sets::{StaticDomains, StaticRelays, StaticSet};
 use dsfeed_binrpc as binrpc;
 
@@ -152,6 +152,13 @@ pub struct Config {
     #[arg(long = "rtpengine-set", value_name = "[NS:]SERVICE=ID[:PORT]")]
     #[arg(env = "DSFEED_RTPENGINE_SET", value_delimiter = ' ')]
     pub rtpengine_services: Vec<RtpengineSet>,
+
+    /// A Kubernetes Service as SIP domains: [NAMESPACE:]SERVICE[=DID]. The
+    /// address of each ready or draining endpoint is a domain, under DID
+    /// (default none). Written with --domain-table. Repeatable.
+    #[arg(long = "domain-set", value_name = "[NS:]SERVICE[=DID]")]
+    #[arg(env = "DSFEED_DOMAIN_SET", value_delimiter = ' ')]
+    pub domain_services: Vec<DomainSet>,
 
     /// The namespace of a --set that names none.
     #[arg(long, value_name = "NS", env = "POD_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
@@ -328,11 +335,12 @@ impl Config {
             && self.sets_file.is_none()
             && self.services.is_empty()
             && self.rtpengine_services.is_empty()
+            && self.domain_services.is_empty()
             && !self.consul.follows_any()
             && self.dns.services.is_empty()
         {
             return Err(
-                "no source given: use --static, --sets-file, --set, --consul-service or --dns-srv (or, for rtpengine relays and SIP domains, --static-rtpengine, --static-domain, --rtpengine-set, --consul-rtpengine, --consul-domain)"
+                "no source given: use --static, --sets-file, --set, --consul-service or --dns-srv (or, for rtpengine relays and SIP domains, --static-rtpengine, --static-domain, --rtpengine-set, --domain-set, --consul-rtpengine, --consul-domain)"
                     .into(),
             );
         }
@@ -540,6 +548,8 @@ pub(crate) mod tests {
             "t1=a.example.com",
             "--rtpengine-set",
             "media:rtpengine=1",
+            "--domain-set",
+            "edge:sbc",
             "--rtpengine-table",
             "/var/lib/kamailio/db/rtpengine",
             "--domain-table",
@@ -549,6 +559,7 @@ pub(crate) mod tests {
         assert_eq!(config.static_rtpengine[0].relays.len(), 2);
         assert_eq!(config.static_domains[0].did, "t1");
         assert_eq!(config.rtpengine_services.len(), 1);
+        assert_eq!(config.domain_services[0].service.service, "sbc");
         assert!(config.rtpengine_table.is_some() && config.domain_table.is_some());
         for args in [
             &["--static-rtpengine", "1=tcp:a:1"][..],

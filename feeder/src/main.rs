@@ -122,8 +122,24 @@ fn sources(config: &Config) -> anyhow::Result<Vec<Box<dyn Source>>> {
             .map(|s| s.0.clone())
             .collect();
         sources.push(Box::new(
-            KubernetesSource::new(&sets, &config.namespace, connection, config.min_endpoints)
-                .rtpengine(),
+            KubernetesSource::new(
+                &sets,
+                &config.namespace,
+                connection.clone(),
+                config.min_endpoints,
+            )
+            .rtpengine(),
+        ));
+    }
+    for set in &config.domain_services {
+        sources.push(Box::new(
+            KubernetesSource::new(
+                std::slice::from_ref(&set.service),
+                &config.namespace,
+                connection.clone(),
+                config.min_endpoints,
+            )
+            .domains(set.did.clone()),
         ));
     }
     sources.extend(consul::sources(&config.consul).context("Consul")?);

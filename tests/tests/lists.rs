@@ -279,36 +279,69 @@ async fn a_sets_file_drives_all_three_lists() {
     assert!(kamailio.is_running());
 }
 
-/// A slice of Service `rtpengine` in `media` with one endpoint.
-fn media_slice(name: &str, ip: &str, ready: bool, terminating: bool) -> serde_json::Value {
+/// A slice `name` of Service `service` in `namespace` with one endpoint
+/// at `ip`, port `port`.
+fn slice(
+    namespace: &str,
+    service: &str,
+    name: &str,
+    ip: &str,
+    port: u16,
+    ready: bool,
+    terminating: bool,
+) -> serde_json::Value {
     endpoint_slice(
-        "media",
-        "rtpengine",
+        namespace,
+        service,
         name,
         "IPv4",
-        22222,
+        port,
         vec![endpoint(ip, ready, true, terminating)],
     )
+}
+
+/// A slice of Service `rtpengine` in `media`, control port 22222.
+fn media_slice(name: &str, ip: &str, ready: bool, terminating: bool) -> serde_json::Value {
+    slice("media", "rtpengine", name, ip, 22222, ready, terminating)
 }
 
 // Several threads: `dsfeed --once` blocks one, and the fake API server must
 // keep answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubernetes_endpoints_become_rtpengine_relays() {
+async fn kubernetes_drives_all_three_lists() {
     let kube = FakeKube::start().await;
     kube.apply(media_slice("rtpengine-a", "127.0.0.1", true, false));
     kube.apply(media_slice("rtpengine-b", "127.0.0.2", true, false));
+    kube.apply(slice(
+        "voice",
+        "asterisk",
+        "asterisk-a",
+        "127.0.0.1",
+        5070,
+        true,
+        false,
+    ));
+    kube.apply(slice(
+        "edge",
+        "sbc",
+        "sbc-a",
+        "127.0.0.11",
+        5060,
+        true,
+        false,
+    ));
     let db = Db::new();
     let kubeconfig = db.path().join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig);
-    let source = Args::new(&["--rtpengine-set", "media:rtpengine=1"])
-        .arg("--kubecfg", kubeconfig.display())
-        .args(&[
-            "--static",
-            "1=127.0.0.1:5070",
-            "--static-domain",
-            "sbc.example.com",
-        ]);
+    let source = Args::new(&[
+        "--rtpengine-set",
+        "media:rtpengine=1",
+        "--set",
+        "voice:asterisk=1:sip",
+        "--domain-set",
+        "edge:sbc=edge",
+    ])
+    .arg("--kubecfg", kubeconfig.display());
     db.init(&source);
     let kamailio = db.kamailio().await;
     until_relays(
@@ -320,11 +353,32 @@ async fn kubernetes_endpoints_become_rtpengine_relays() {
         ],
     )
     .await;
+    until_domains(&kamailio, None, &[("127.0.0.11", "edge")]).await;
     let feeder = start_feeder(&db, &source, &kamailio);
+    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
 
-    // B's pod terminates: its relay is disabled (drained); C's pod starts.
+    // B's pod terminates: its relay is disabled (drained); C's pod starts;
+    // a second SBC and a second Asterisk start.
     kube.apply(media_slice("rtpengine-b", "127.0.0.2", false, true));
     kube.apply(media_slice("rtpengine-c", "127.0.0.3", true, false));
+    kube.apply(slice(
+        "edge",
+        "sbc",
+        "sbc-b",
+        "127.0.0.12",
+        5060,
+        true,
+        false,
+    ));
+    kube.apply(slice(
+        "voice",
+        "asterisk",
+        "asterisk-b",
+        "127.0.0.2",
+        5070,
+        true,
+        false,
+    ));
     until_relays(
         &kamailio,
         Some(&feeder),
@@ -338,10 +392,15 @@ async fn kubernetes_endpoints_become_rtpengine_relays() {
     until_domains(
         &kamailio,
         Some(&feeder),
-        &[("sbc.example.com", "sbc.example.com")],
+        &[("127.0.0.11", "edge"), ("127.0.0.12", "edge")],
     )
     .await;
-    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
+    until_loaded(
+        &kamailio,
+        &sets(&[(1, &["sip:127.0.0.1:5070", "sip:127.0.0.2:5070"])]),
+        SETTLE,
+    )
+    .await;
     assert!(kamailio.is_running());
 }
 

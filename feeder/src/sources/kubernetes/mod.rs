@@ -35,7 +35,7 @@ use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
 pub use endpoints::{ATTRS_ANNOTATION, FLAGS_ANNOTATION, PRIORITY_ANNOTATION, WEIGHTS_ANNOTATION};
-pub use spec::{Port, RtpengineSet, ServiceSet};
+pub use spec::{DomainSet, Port, RtpengineSet, ServiceSet};
 
 use crate::error::Error;
 use crate::sources::lists::Feeds;
@@ -108,6 +108,14 @@ impl KubernetesSource {
     pub fn rtpengine(mut self) -> Self {
         self.feeds = Feeds::Rtpengine;
         self.name = "kubernetes rtpengine".into();
+        self
+    }
+
+    /// Feeds SIP domains under `did` instead of dispatcher sets
+    /// (`--domain-set`): each endpoint's address is a domain.
+    pub fn domains(mut self, did: String) -> Self {
+        self.name = format!("kubernetes domains {did}").trim_end().to_owned();
+        self.feeds = Feeds::Domain(did);
         self
     }
 

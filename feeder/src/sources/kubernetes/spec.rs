@@ -133,6 +133,34 @@ impl FromStr for RtpengineSet {
     }
 }
 
+/// One `--domain-set`: a Service whose endpoints' addresses are SIP
+/// domains, under a did or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSet {
+    pub service: ServiceSet,
+    /// Empty: none (the domain module uses the name).
+    pub did: String,
+}
+
+impl FromStr for DomainSet {
+    type Err = InvalidServiceSet;
+
+    /// Parses `[NAMESPACE:]SERVICE[=DID]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, did) = s.split_once('=').unwrap_or((s, ""));
+        let bad = |reason: String| InvalidServiceSet {
+            spec: s.to_owned(),
+            reason,
+        };
+        let did = dsfeed_model::domain::did(did).map_err(|e| bad(e.to_string()))?;
+        // The set id and port do not matter for domains.
+        let service: ServiceSet = format!("{name}=0")
+            .parse()
+            .map_err(|e: InvalidServiceSet| bad(e.reason))?;
+        Ok(DomainSet { service, did })
+    }
+}
+
 /// A number from 1 to 65535, or an IANA service name as Kubernetes port
 /// names are: at most 15 lowercase letters, digits and inner dashes, with
 /// at least one letter.
@@ -218,6 +246,21 @@ mod tests {
         assert_eq!(named.0.port, Port::Name("ng".into()));
         let err = "rtpengine=1,flags=4".parse::<RtpengineSet>().unwrap_err();
         assert!(err.to_string().contains("rtpengine=1,flags=4"), "{err}");
+    }
+
+    #[test]
+    fn domain_sets_take_a_did() {
+        let set: DomainSet = "edge:sbc=tenant-1".parse().unwrap();
+        assert_eq!(set.service.namespace.as_deref(), Some("edge"));
+        assert_eq!(
+            (set.service.service.as_str(), set.did.as_str()),
+            ("sbc", "tenant-1")
+        );
+        assert_eq!("sbc".parse::<DomainSet>().unwrap().did, "");
+        for bad in ["Sbc", "sbc=a:b", "sbc=1,flags=4"] {
+            let err = bad.parse::<DomainSet>().unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
     }
 
     #[test]
