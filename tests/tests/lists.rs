@@ -17,7 +17,10 @@ use std::time::Duration;
 use dsfeed_binrpc::lists::{domain_dump, rtpengine_show};
 use dsfeed_tests::fake_consul::{FakeConsul, Instance, Status};
 use dsfeed_tests::feeder::{self, Args, Feeder};
-use dsfeed_tests::{Kamailio, replace_file, sets, target, until_loaded, wait_until};
+use dsfeed_tests::module::fed_by;
+use dsfeed_tests::{
+    Kamailio, KamailioBuilder, replace_file, sets, target, until_loaded, wait_until,
+};
 use fake_kube::{FakeKube, endpoint, endpoint_slice};
 use tempfile::TempDir;
 
@@ -79,15 +82,17 @@ impl Db {
     /// A Kamailio loading its rtpengine relays and domains from here with
     /// the lines of the README's example configurations.
     async fn kamailio(&self) -> Kamailio {
+        self.loading(Kamailio::builder("")).start().await.unwrap()
+    }
+
+    /// `builder` with those lines.
+    fn loading(&self, builder: KamailioBuilder) -> KamailioBuilder {
         let fragment =
             lists_fragment("router.cfg").replace(EXAMPLE_DIR, &self.path().display().to_string());
         fragment
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            .fold(Kamailio::builder(""), |builder, line| builder.global(line))
-            .start()
-            .await
-            .unwrap()
+            .fold(builder, |builder, line| builder.global(line))
     }
 }
 
@@ -277,6 +282,65 @@ async fn a_sets_file_drives_all_three_lists() {
         "id(int,auto) table_name(string) table_version(int) \n1:rtpengine:1\n2:domain:2\n3:domain_attrs:1\n"
     );
     assert!(kamailio.is_running());
+}
+
+#[tokio::test]
+async fn a_kamailio_running_dsfeed_so_reloads_its_tables_and_only_the_module_swaps_sets() {
+    let db = Db::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sets.yaml");
+    let socket = dir.path().join("feed.sock");
+    replace_file(
+        &file,
+        &sets_file(
+            "  1: [sip:127.0.0.1:5070]\n",
+            "  1: [127.0.0.1]\n",
+            "  - a.example.com\n",
+        ),
+    );
+    let source = Args::default().sets_file(&file).listen_unix(&socket);
+    db.init(&Args::default().sets_file(&file));
+    let kamailio = db
+        .loading(fed_by("", format!("unix:{}", socket.display())))
+        .modparam("dsfeed", "min_swap_interval_ms", 500)
+        .start()
+        .await
+        .unwrap();
+    // --mode auto, the sidecar default.
+    let feeder = start_feeder(&db, &source, &kamailio);
+    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
+    replace_file(
+        &file,
+        &sets_file(
+            "  1: [sip:127.0.0.2:5070]\n",
+            "  1: [127.0.0.2]\n",
+            "  - b.example.com\n",
+        ),
+    );
+    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.2:5070"])]), SETTLE).await;
+    until_relays(
+        &kamailio,
+        Some(&feeder),
+        &[relay(1, "udp:127.0.0.2:22222", 1, false)],
+    )
+    .await;
+    until_domains(
+        &kamailio,
+        Some(&feeder),
+        &[("b.example.com", "b.example.com")],
+    )
+    .await;
+    feeder.wait_logged("runs dsfeed.so").await;
+    let log = feeder.log();
+    assert!(!log.contains("wrote dispatcher.list"), "{log}");
+    assert!(
+        log.contains("Kamailio reloaded the rtpengine table"),
+        "{log}"
+    );
+    assert!(
+        !kamailio.log().contains("dispatcher_rpc_reload"),
+        "no dispatcher reload reached Kamailio"
+    );
 }
 
 /// A slice `name` of Service `service` in `namespace` with one endpoint
