@@ -6,8 +6,10 @@
 //! - **Any Kamailio.** The one-writer rule is about the dispatcher's list:
 //!   dsfeed.so never touches these modules, so the reloads go to a Kamailio
 //!   that runs it too.
-//! - **Paced.** Two reloads are at least `min_reload_interval` apart; a lone
-//!   change reloads at once, a burst ends on the newest table. rtpengine
+//! - **Paced.** Two reloads are at least `min_reload_interval` apart (the
+//!   domain module, like the dispatcher, frees the table its previous
+//!   reload retired while workers may still read it); a lone change reloads
+//!   at once, a burst ends on the newest table. rtpengine
 //!   also refuses reloads closer than its own 10 s ("Too short reload
 //!   interval - try later"): the sink retries until it accepts.
 //! - **Seen by db_text.** `db_text` re-reads a table only when its
