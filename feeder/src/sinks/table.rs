@@ -317,6 +317,75 @@ mod tests {
         assert_eq!(names, ["domain", "domain_attrs", "rtpengine", "version"]);
     }
 
+    /// A ctl on `socket` that answers reload `n` (from 0) with `reply(n)`:
+    /// a fault's text, or `None` for success. Counts the requests.
+    fn fake_ctl(
+        socket: &Path,
+        reply: impl Fn(usize) -> Option<&'static str> + Send + 'static,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        use dsfeed_binrpc::{Message, MessageType, Value};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        let count = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&count);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = vec![0; 4096];
+                let len = stream.read(&mut request).await.unwrap();
+                let request = Message::decode(&request[..len]).unwrap();
+                assert_eq!(request.body[0], Value::Str("rtpengine.reload".into()));
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                let (kind, body) = match reply(n) {
+                    Some(fault) => (
+                        MessageType::Fault,
+                        vec![Value::Int(500), Value::Str(fault.into())],
+                    ),
+                    None => (MessageType::Reply, vec![Value::Str("Ok.".into())]),
+                };
+                let reply = Message {
+                    kind,
+                    cookie: request.cookie,
+                    body,
+                };
+                stream.write_all(&reply.encode().unwrap()).await.unwrap();
+            }
+        });
+        count
+    }
+
+    #[tokio::test]
+    async fn rtpengines_own_refusal_is_retried_until_it_accepts() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("ctl.sock");
+        // Refused twice inside the module's interval, then accepted.
+        let reloads = fake_ctl(&socket, |n| (n < 2).then_some(rpc::TOO_SHORT_INTERVAL));
+        let (tx, rx) = tokio::sync::watch::channel(Some(std::sync::Arc::new(snapshot(
+            "10.0.0.1",
+            "a.example",
+        ))));
+        let metrics = crate::metrics::Metrics::new();
+        let sink = TableSink::new(
+            TableWriter::new(ListKind::Rtpengine, dir.path().join("rtpengine")),
+            Some(binrpc::Client::unix(&socket)),
+        );
+        let running =
+            tokio::spawn(sink.deliver(Snapshots::new(rx, metrics.sink("rtpengine-table"))));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reloads.load(Ordering::SeqCst) < 3 {
+            assert!(Instant::now() < deadline, "no third reload");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Accepted: no further reload until the table changes.
+        drop(tx);
+        running.await.unwrap();
+        assert_eq!(reloads.load(Ordering::SeqCst), 3);
+        let table = std::fs::read_to_string(dir.path().join("rtpengine")).unwrap();
+        assert!(table.contains("udp\\:10.0.0.1\\:22222"), "{table}");
+    }
+
     #[test]
     fn a_failed_write_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
