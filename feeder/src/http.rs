@@ -413,7 +413,7 @@ async fn all_sets(
         Err(answer) => return answer.into_response(),
     };
     Json(SetsPage {
-        version: snapshot.version().to_owned(),
+        version: snapshot.sets_version().to_owned(),
         sets: snapshot
             .sets()
             .iter()
@@ -437,7 +437,7 @@ async fn one_set(
         let snapshot = current(&shared)?;
         let dests = set_of(&snapshot, id)?;
         Ok(Json(OneSet {
-            version: snapshot.version().to_owned(),
+            version: snapshot.sets_version().to_owned(),
             id,
             destinations: dests.iter().map(Member::from).collect(),
         })
@@ -478,7 +478,7 @@ async fn check(
                 member: !matching.is_empty(),
                 set: id,
                 address: address.clone(),
-                version: snapshot.version().to_owned(),
+                version: snapshot.sets_version().to_owned(),
                 destinations: matching,
             }),
         )

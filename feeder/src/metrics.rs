@@ -352,7 +352,8 @@ impl Metrics {
         m.kamailio_version.clear();
         m.kamailio_in_sync.clear();
         m.kamailio_loaded_at.clear();
-        let current = snapshot.map(|(s, _)| s.version());
+        // A reloaded Kamailio has the sets' version in its dispatcher.list.
+        let current = snapshot.map(|(s, _)| s.sets_version());
         for (rpc, loaded) in m.reloaded.lock().expect("not poisoned").iter() {
             let sample = KamailioSample {
                 kamailio: rpc,

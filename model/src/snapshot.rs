@@ -27,6 +27,8 @@ pub struct Snapshot {
     held: BTreeSet<SetId>,
     lists: Lists,
     version: String,
+    /// The version of the sets alone (equal to `version` without lists).
+    sets_version: String,
 }
 
 impl Snapshot {
@@ -54,12 +56,13 @@ impl Snapshot {
             canonicalize(dests);
         }
         lists.canonicalize();
-        let version = version_of(&sets, &held, &lists);
+        let (version, sets_version) = versions_of(&sets, &held, &lists);
         Snapshot {
             sets,
             held,
             lists,
             version,
+            sets_version,
         }
     }
 
@@ -76,6 +79,7 @@ impl Snapshot {
             sets,
             held: BTreeSet::new(),
             lists: Lists::default(),
+            sets_version: version.clone(),
             version,
         }
     }
@@ -90,10 +94,19 @@ impl Snapshot {
         }
     }
 
-    /// The hex SHA-256 prefix of the rendered sets: equal content, equal
-    /// version, on every feeder. On a client, the feeder's version.
+    /// The hex SHA-256 prefix of the rendered sets and lists: equal
+    /// content, equal version, on every feeder. On a client, the feeder's
+    /// version.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The version of the sets alone: what `dispatcher.list`'s header, the
+    /// membership API and a feed client that asks for no list carry, so a
+    /// change of a list alone rewrites and reloads nothing of the
+    /// dispatcher's. Equal to [`Snapshot::version`] when there are no lists.
+    pub fn sets_version(&self) -> &str {
+        &self.sets_version
     }
 
     /// The sets with known content; held sets are not among them.
@@ -120,12 +133,17 @@ impl Snapshot {
         if lists == self.lists {
             return self.clone();
         }
-        let version = version_of(&self.sets, &self.held, &lists);
+        let version = if lists.is_empty() {
+            self.sets_version.clone()
+        } else {
+            version_of(&self.sets, &self.held, &lists)
+        };
         Snapshot {
             sets: self.sets.clone(),
             held: self.held.clone(),
             lists,
             version,
+            sets_version: self.sets_version.clone(),
         }
     }
 
@@ -141,12 +159,13 @@ impl Snapshot {
             .map(|(id, dests)| (*id, dests.clone()))
             .collect();
         let held = self.held.intersection(ids).copied().collect();
-        let version = version_of(&sets, &held, &self.lists);
+        let (version, sets_version) = versions_of(&sets, &held, &self.lists);
         Snapshot {
             sets,
             held,
             lists: self.lists.clone(),
             version,
+            sets_version,
         }
     }
 
@@ -165,7 +184,7 @@ impl Snapshot {
     /// from `previous` (the list file as it is), so a held set keeps what
     /// Kamailio would load from the file today.
     pub fn to_dispatcher_list_keeping(&self, previous: &str) -> String {
-        let mut out = list::header(&self.version);
+        let mut out = list::header(&self.sets_version);
         let mut kept: BTreeMap<SetId, Vec<&str>> = BTreeMap::new();
         for line in previous.lines() {
             if let Some(id) = list::set_id_of(line).filter(|id| self.held.contains(id)) {
@@ -216,6 +235,15 @@ fn canonicalize(dests: &mut Vec<Destination>) {
     dests.sort_by(Destination::canonical_cmp);
     let mut seen = HashSet::new();
     dests.retain(|d| seen.insert(d.uri().to_owned()));
+}
+
+/// The version of everything, and that of the sets alone.
+fn versions_of(sets: &SetMap, held: &BTreeSet<SetId>, lists: &Lists) -> (String, String) {
+    let sets_version = version_of(sets, held, &Lists::default());
+    if lists.is_empty() {
+        return (sets_version.clone(), sets_version);
+    }
+    (version_of(sets, held, lists), sets_version)
 }
 
 fn version_of(sets: &SetMap, held: &BTreeSet<SetId>, lists: &Lists) -> String {
@@ -352,6 +380,8 @@ mod tests {
         let full = Snapshot::with_lists(sets.clone(), BTreeSet::new(), lists.clone());
         assert_ne!(full.version(), plain.version());
         assert_eq!(full.with_only(&BTreeSet::new()), plain);
+        assert_eq!(full.sets_version(), plain.version());
+        assert_eq!(full.to_dispatcher_list(), plain.to_dispatcher_list());
         assert_eq!(full.with_only(&BTreeSet::from([ListKind::Rtpengine])), full);
         let domains_only = full.with_only(&BTreeSet::from([ListKind::Domain]));
         assert_eq!(domains_only.version(), plain.version());

@@ -276,6 +276,36 @@ async fn a_sets_file_drives_all_three_lists() {
     .await;
     feeder.assert_logged("Kamailio reloaded the rtpengine table");
     feeder.assert_logged("Kamailio reloaded the domain table");
+
+    // A domain alone changes: dispatcher.list is neither rewritten nor
+    // reloaded (its version is that of the sets alone).
+    let list = std::fs::read_to_string(kamailio.list_path()).unwrap();
+    let reloads = || {
+        feeder
+            .log()
+            .matches("Kamailio reloaded dispatcher.list")
+            .count()
+    };
+    let before = reloads();
+    replace_file(
+        &file,
+        &sets_file(
+            "  1: [sip:127.0.0.1:5070, sip:127.0.0.2:5070]\n",
+            "  1:\n    - 127.0.0.4\n    - url: udp:127.0.0.2:22223\n      weight: 3\n",
+            "  - other.example.com\n  - name: t1.example.com\n    did: tenant-1\n",
+        ),
+    );
+    until_domains(
+        &kamailio,
+        Some(&feeder),
+        &[
+            ("other.example.com", "other.example.com"),
+            ("t1.example.com", "tenant-1"),
+        ],
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(kamailio.list_path()).unwrap(), list);
+    assert_eq!(reloads(), before, "{}", feeder.log());
     let version = std::fs::read_to_string(db.path().join("version")).unwrap();
     assert_eq!(
         version,

@@ -280,15 +280,15 @@ impl FileSink {
         match result {
             Ok(()) => {
                 self.metrics.reload("loaded");
-                self.metrics.loaded(snapshot.version());
-                tracing::info!(rpc = %client.addr(), version = snapshot.version(), "Kamailio reloaded dispatcher.list");
+                self.metrics.loaded(snapshot.sets_version());
+                tracing::info!(rpc = %client.addr(), version = snapshot.sets_version(), "Kamailio reloaded dispatcher.list");
                 warn_about_skipped(client, snapshot).await;
                 Attempt::Loaded
             }
             Err(err) if dispatcher::is_ongoing_reload(&err) => {
                 self.metrics.reload("throttled");
                 tracing::info!(
-                    rpc = %client.addr(), version = snapshot.version(),
+                    rpc = %client.addr(), version = snapshot.sets_version(),
                     "Kamailio refused the reload inside its reload_delta; retrying until it accepts"
                 );
                 // The throttle lifts at a moment we cannot know (its
@@ -297,7 +297,7 @@ impl FileSink {
             }
             Err(err) => {
                 self.metrics.reload("failed");
-                tracing::warn!(rpc = %client.addr(), version = snapshot.version(), "dispatcher.reload failed: {err}");
+                tracing::warn!(rpc = %client.addr(), version = snapshot.sets_version(), "dispatcher.reload failed: {err}");
                 Attempt::RetryAfter(Duration::MAX)
             }
         }
