@@ -249,8 +249,12 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
     // to a Kamailio that runs dsfeed.so too.
     for writer in table_writers(config) {
         hub = hub.with_sink(
-            TableSink::new(writer, config.reload_addr().map(binrpc::Client::new))
-                .min_reload_interval(config.min_reload_interval),
+            TableSink::new(
+                writer,
+                config.reload_addr().map(binrpc::Client::new),
+                &metrics,
+            )
+            .min_reload_interval(config.min_reload_interval),
         );
     }
     let registration = consul::Registration::new(&config.consul, config.reload_addr())

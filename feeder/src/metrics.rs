@@ -69,6 +69,13 @@ struct ReloadLabels {
     outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableReloadLabels {
+    rpc: String,
+    table: String,
+    outcome: String,
+}
+
 /// One Kamailio as the per-Kamailio gauges name it: `via="reload"` with its
 /// ctl address (file mode), `via="feed"` with its node id (dsfeed.so).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,6 +148,7 @@ struct Inner {
     sink_errors: Family<SinkErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     reloads_withheld: Family<WithheldLabels, Counter>,
+    table_reloads: Family<TableReloadLabels, Counter>,
     /// Serializes scrapes: each one rebuilds the live gauges before encoding.
     scrape: Mutex<()>,
 }
@@ -169,6 +177,7 @@ impl Default for Inner {
             sink_errors: Family::default(),
             reloads: Family::default(),
             reloads_withheld: Family::default(),
+            table_reloads: Family::default(),
             scrape: Mutex::new(()),
         };
         let r = &mut inner.registry;
@@ -265,6 +274,11 @@ impl Default for Inner {
             "Reloads held back per Kamailio: dsfeed_module (--mode file while Kamailio runs dsfeed.so), no_answer (Kamailio's ctl silent)",
             inner.reloads_withheld.clone(),
         );
+        r.register(
+            "table_reloads",
+            "rtpengine.reload and domain.reload attempts per Kamailio and table by outcome: loaded, throttled (rtpengine's own interval), failed",
+            inner.table_reloads.clone(),
+        );
         inner
     }
 }
@@ -288,6 +302,17 @@ impl Metrics {
             metrics: self.clone(),
             name: name.to_owned(),
         }
+    }
+
+    /// Counts a reload of `table` (`rtpengine`, `domain`) at `rpc` by
+    /// `outcome`: `loaded`, `throttled` or `failed`.
+    pub fn table_reload(&self, rpc: &str, table: &str, outcome: &str) {
+        let labels = TableReloadLabels {
+            rpc: rpc.to_owned(),
+            table: table.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.0.table_reloads.get_or_create(&labels).inc();
     }
 
     /// The handle the file sink reloading Kamailio at `rpc` counts through

@@ -111,6 +111,7 @@ fn the_readme_operate_section_documents_every_metric() {
     sink.loaded(snapshot.version());
     sink.withheld("no_answer");
     sink.error("write");
+    metrics.table_reload("udp:127.0.0.1:9998", "rtpengine", "throttled");
     let client = ClientSample {
         node: "kam-1".into(),
         acked: Some(snapshot.version().to_owned()),

@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::sinks::{Sink, SinkFuture, Snapshots};
 use dsfeed_binrpc::lists::{self as rpc, Module};
 use dsfeed_binrpc::{self as binrpc};
@@ -47,16 +48,25 @@ pub struct TableSink {
     reload: Option<binrpc::Client>,
     min_interval: Duration,
     name: String,
+    metrics: Metrics,
 }
 
 impl TableSink {
-    pub fn new(writer: TableWriter, reload: Option<binrpc::Client>) -> Self {
+    pub fn new(writer: TableWriter, reload: Option<binrpc::Client>, metrics: &Metrics) -> Self {
         TableSink {
             name: format!("{}-table", writer.kind.name()),
             writer,
             reload,
             min_interval: DEFAULT_MIN_RELOAD_INTERVAL,
+            metrics: metrics.clone(),
         }
+    }
+
+    /// Counts one reload attempt in `dsfeed_table_reloads_total`.
+    fn count(&self, client: &binrpc::Client, outcome: &str) {
+        let rpc = client.addr().to_string();
+        self.metrics
+            .table_reload(&rpc, self.writer.kind.name(), outcome);
     }
 
     /// The shortest time between two reloads (default 1 s).
@@ -123,16 +133,19 @@ impl TableSink {
                 last_reload = Some(Instant::now());
                 match result {
                     Ok(()) => {
+                        self.count(client, "loaded");
                         reload_due = false;
                         failures = RETRY.iter();
                         tracing::info!(rpc = %client.addr(), version = snapshot.version(), "Kamailio reloaded the {} table", self.writer.kind.name());
                     }
                     Err(err) if rpc::is_try_later(&err) => {
+                        self.count(client, "throttled");
                         tracing::info!(rpc = %client.addr(), "{method} refused for now ({err}); retrying until Kamailio accepts");
                         retry_at = Some(Instant::now() + TRY_LATER_POLL);
                         continue;
                     }
                     Err(err) => {
+                        self.count(client, "failed");
                         let delay = failures.next().unwrap_or_default();
                         snapshots.report(
                             err.label(),
@@ -370,6 +383,7 @@ mod tests {
         let sink = TableSink::new(
             TableWriter::new(ListKind::Rtpengine, dir.path().join("rtpengine")),
             Some(binrpc::Client::unix(&socket)),
+            &metrics,
         );
         let running =
             tokio::spawn(sink.deliver(Snapshots::new(rx, metrics.sink("rtpengine-table"))));
@@ -382,6 +396,14 @@ mod tests {
         drop(tx);
         running.await.unwrap();
         assert_eq!(reloads.load(Ordering::SeqCst), 3);
+        let text = metrics.render(None, &[]);
+        for (outcome, n) in [("throttled", 2), ("loaded", 1)] {
+            let line = format!(
+                "dsfeed_table_reloads_total{{rpc=\"unix:{}\",table=\"rtpengine\",outcome=\"{outcome}\"}} {n}",
+                socket.display()
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
         let table = std::fs::read_to_string(dir.path().join("rtpengine")).unwrap();
         assert!(table.contains("udp\\:10.0.0.1\\:22222"), "{table}");
     }
