@@ -194,6 +194,23 @@ struct SnapshotStatus {
     published_at: f64,
     age_seconds: f64,
     sets: BTreeMap<SetId, Vec<DestinationStatus>>,
+    /// rtpengine relays by set id.
+    rtpengine: BTreeMap<SetId, Vec<RelayStatus>>,
+    /// SIP domains, each with its did (empty: none).
+    domains: Vec<DomainStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct RelayStatus {
+    url: String,
+    weight: u32,
+    disabled: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct DomainStatus {
+    name: String,
+    did: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -267,6 +284,35 @@ fn status_page(shared: &Shared) -> Json<StatusPage> {
                     })
                     .collect();
                 (*id, dests)
+            })
+            .collect(),
+        rtpengine: p
+            .snapshot
+            .lists()
+            .rtpengine
+            .iter()
+            .map(|(id, relays)| {
+                let relays = relays
+                    .iter()
+                    .map(|r| RelayStatus {
+                        url: r.url().to_owned(),
+                        weight: r.weight(),
+                        disabled: r.disabled(),
+                    })
+                    .collect();
+                (*id, relays)
+            })
+            .collect(),
+        domains: p
+            .snapshot
+            .lists()
+            .domains
+            .iter()
+            .flat_map(|(did, names)| {
+                names.iter().map(|name| DomainStatus {
+                    name: name.clone(),
+                    did: did.clone(),
+                })
             })
             .collect(),
     });

@@ -252,7 +252,7 @@ async fn every_answer_follows_the_document_and_the_document_is_all_answered() {
     let sets = dir.path().join("sets.yaml");
     std::fs::write(
         &sets,
-        "sets:\n  1:\n    - 10.0.0.1\n    - sips:edge.example.com\n    - uri: \"[2001:db8::1]:5080\"\n      attrs: weight=5\n  2: []\n",
+        "sets:\n  1:\n    - 10.0.0.1\n    - sips:edge.example.com\n    - uri: \"[2001:db8::1]:5080\"\n      attrs: weight=5\n  2: []\nrtpengine:\n  0:\n    - 10.0.0.5\n    - url: udp:10.0.0.6:2223\n      disabled: true\ndomains:\n  - sip.example.com\n  - name: t.example.com\n    did: t1\n",
     )
     .unwrap();
     let mut exercised = BTreeSet::new();
