@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::sinks::{Sink, SinkFuture, Snapshots};
+use dsfeed_binrpc as binrpc;
 use dsfeed_binrpc::lists::{self as rpc, Module};
-use dsfeed_binrpc::{self as binrpc};
 use dsfeed_model::dbtext;
 use dsfeed_model::{Backoff, ListKind, Snapshot};
 
