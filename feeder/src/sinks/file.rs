@@ -160,7 +160,7 @@ impl FileSink {
                 continue;
             };
             if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
-                if !wait(tokio::time::sleep_until(at), &mut snapshots).await {
+                if !snapshots.pause(tokio::time::sleep_until(at)).await {
                     return;
                 }
                 continue;
@@ -175,7 +175,7 @@ impl FileSink {
                 // Deliver again if Kamailio comes back without the module.
                 reload_due = true;
                 self.metrics.stepped_aside();
-                if !wait(tokio::time::sleep(MODULE_RECHECK), &mut snapshots).await {
+                if !snapshots.pause(tokio::time::sleep(MODULE_RECHECK)).await {
                     return;
                 }
                 continue;
@@ -206,7 +206,7 @@ impl FileSink {
                     .map(tokio::time::sleep_until),
             };
             if let Some(pause) = pause {
-                if !wait(pause, &mut snapshots).await {
+                if !snapshots.pause(pause).await {
                     return;
                 }
                 continue;
@@ -314,15 +314,6 @@ impl Sink for FileSink {
             self.deliver(snapshots).await;
             Ok(())
         })
-    }
-}
-
-/// Waits for `pause`, or less if a new snapshot arrives; false when the hub
-/// is gone.
-async fn wait(pause: impl std::future::Future<Output = ()>, snapshots: &mut Snapshots) -> bool {
-    tokio::select! {
-        () = pause => true,
-        changed = snapshots.changed() => changed,
     }
 }
 

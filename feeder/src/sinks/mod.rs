@@ -73,6 +73,16 @@ impl Snapshots {
         self.rx.changed().await.is_ok()
     }
 
+    /// Waits out `pause` (a pacing delay, a retry's backoff), or less if a
+    /// newer snapshot arrives meanwhile, so a sink that is waiting to act
+    /// acts on the newest; `false` once the hub has shut down.
+    pub async fn pause(&mut self, pause: impl Future<Output = ()>) -> bool {
+        tokio::select! {
+            () = pause => true,
+            changed = self.changed() => changed,
+        }
+    }
+
     /// The next snapshot not seen yet, waiting for it; the current one on
     /// the first call. `None` once the hub has shut down: the sink should
     /// finish and return.

@@ -95,7 +95,7 @@ impl TableSink {
                 continue;
             };
             if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
-                if !wait(tokio::time::sleep_until(at), &mut snapshots).await {
+                if !snapshots.pause(tokio::time::sleep_until(at)).await {
                     return;
                 }
                 continue;
@@ -124,7 +124,7 @@ impl TableSink {
                     .map(|last| last + self.min_interval)
                     .filter(|at| *at > Instant::now())
                 {
-                    if !wait(tokio::time::sleep_until(at), &mut snapshots).await {
+                    if !snapshots.pause(tokio::time::sleep_until(at)).await {
                         return;
                     }
                     continue;
@@ -174,15 +174,6 @@ impl Sink for TableSink {
             self.deliver(snapshots).await;
             Ok(())
         })
-    }
-}
-
-/// Waits for `pause`, or less if a new snapshot arrives; false when the hub
-/// is gone.
-async fn wait(pause: impl std::future::Future<Output = ()>, snapshots: &mut Snapshots) -> bool {
-    tokio::select! {
-        () = pause => true,
-        changed = snapshots.changed() => changed,
     }
 }
 
