@@ -229,16 +229,20 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
             self.publish();
             let Err(error) = self.stream().await;
             let delay = self.reconnect.ended(&error, Instant::now(), rand::random());
+            let feeder = match self.memory.status.feeder.as_str() {
+                "" => "(none)".to_owned(),
+                feeder => feeder.to_owned(),
+            };
+            let next = if self.config.feeders.len() > 1 {
+                "trying the next feeder"
+            } else {
+                "reconnecting"
+            };
             log::warn!(
-                "feeder {}: {}; reconnecting in {delay:?}",
-                self.config.feeder,
+                "feeder {feeder}: {}; {next} in {delay:?}",
                 error_chain(&error)
             );
-            self.record_error(format!(
-                "feeder {}: {}",
-                self.config.feeder,
-                error_chain(&error)
-            ));
+            self.record_error(format!("feeder {feeder}: {}", error_chain(&error)));
             self.idle(Instant::now() + delay).await;
         }
     }
@@ -301,7 +305,12 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
     /// One stream, until it fails.
     async fn stream(&mut self) -> Result<std::convert::Infallible, SessionError> {
         let bearer = transport::bearer(self.config.token.as_ref())?;
-        let channel = transport::connect(&self.config).await?;
+        let candidates = transport::candidates(&self.config).await?;
+        let names: Vec<String> = candidates.iter().map(ToString::to_string).collect();
+        let chosen = self.reconnect.choose(&names);
+        self.memory.status.feeder = names[chosen].clone();
+        self.publish();
+        let channel = transport::connect(&self.config, &candidates[chosen]).await?;
         let (answers, outbound) = mpsc::unbounded_channel();
         let hello = pb::hello(
             &self.config.node_id,
@@ -324,7 +333,7 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
         self.publish();
         log::info!(
             "connected to feeder {} as node {:?} (applied version {:?})",
-            self.config.feeder,
+            self.memory.status.feeder,
             self.config.node_id,
             self.memory.status.applied_version
         );
