@@ -15,7 +15,9 @@ FEEDER_APT_PACKAGES := protobuf-compiler build-essential pkg-config curl ca-cert
 # `make test` runs the suites that start a real Kamailio twice: against the
 # host's (Debian 12's 5.6.3), then against the one in a Debian root of this
 # suite (Debian 13's 6.0.1), which kamailio-module/make-kamailio-root.sh
-# makes once and caches under /var/cache/dsfeed (DSFEED_CACHE).
+# makes once and caches under /var/cache/dsfeed (DSFEED_CACHE). The fleet
+# test (tests/tests/fleet.rs: hosts of its own in network namespaces, so it
+# runs as root) is in the first pass only, on the host's Kamailio.
 TEST_ROOT_SUITE := trixie
 KAMAILIO_TESTS := module_load module_apply module_feed module_e2e module_churn \
 	file_mode binrpc dispatcher consul_kamailio kubernetes modes single_writer faults \
