@@ -58,21 +58,112 @@ pub fn response(snapshot: &Snapshot, nonce: String) -> FeedResponse {
         version_info: snapshot.version().to_owned(),
         nonce,
         sets: sets(snapshot),
+        base_version: String::new(),
+        removed_set_ids: Vec::new(),
+    }
+}
+
+/// The delta that takes a client holding `base` to `snapshot` (both of the
+/// same set filter): the sets whose content differs, whole, and the ids of
+/// the sets `base` has and `snapshot` does not. The nonce is left empty.
+pub fn delta(base: &Snapshot, snapshot: &Snapshot) -> FeedResponse {
+    let changed = snapshot
+        .sets()
+        .iter()
+        .filter(|(id, dests)| base.sets().get(id) != Some(*dests))
+        .map(|(id, dests)| Set {
+            id: *id,
+            destinations: dests.iter().map(WireDestination::from).collect(),
+        })
+        .collect();
+    FeedResponse {
+        version_info: snapshot.version().to_owned(),
+        nonce: String::new(),
+        sets: changed,
+        base_version: base.version().to_owned(),
+        removed_set_ids: base
+            .sets()
+            .keys()
+            .filter(|id| !snapshot.sets().contains_key(id))
+            .copied()
+            .collect(),
     }
 }
 
 /// A response as a client takes it: every destination through the same
 /// checks a source's get, and the contract's own rules (a version, each set
 /// once, only the sets asked for, each URI once per set). `wanted` is the
-/// set filter sent on connect (empty: every set).
+/// set filter sent on connect (empty: every set). A delta is refused: see
+/// [`complete`] for a client that asks for deltas.
 pub fn snapshot(response: &FeedResponse, wanted: &[SetId]) -> Result<Snapshot, InvalidSnapshot> {
+    complete(response, wanted, &[])
+}
+
+/// [`snapshot`] for a client that asks for deltas and holds the snapshots
+/// in `held` (the one it applied, the newest it received): a delta is
+/// checked like a full snapshot, then completed against the held snapshot
+/// of its base version, and the result must fit the same budget as a full
+/// one. A delta on a version not held is refused with
+/// [`InvalidSnapshot::UnknownBase`].
+pub fn complete(
+    response: &FeedResponse,
+    wanted: &[SetId],
+    held: &[&Snapshot],
+) -> Result<Snapshot, InvalidSnapshot> {
     let version = &response.version_info;
     if version.is_empty() {
         return Err(InvalidSnapshot::NoVersion);
     }
+    check_version(version)?;
+    let sets = wire_sets(response, wanted)?;
+    if response.base_version.is_empty() {
+        if !response.removed_set_ids.is_empty() {
+            return Err(InvalidSnapshot::RemovedSet(
+                response.removed_set_ids[0],
+                "a full snapshot cannot remove",
+            ));
+        }
+        return Ok(Snapshot::received(sets, version.clone()));
+    }
+    check_version(&response.base_version)?;
+    let base = held
+        .iter()
+        .find(|h| h.version() == response.base_version)
+        .ok_or_else(|| InvalidSnapshot::UnknownBase(response.base_version.clone()))?;
+    let mut complete = base.sets().clone();
+    for id in &response.removed_set_ids {
+        if sets.contains_key(id) {
+            return Err(InvalidSnapshot::RemovedSet(*id, "the delta also carries"));
+        }
+        if complete.remove(id).is_none() {
+            return Err(InvalidSnapshot::RemovedSet(*id, "the base does not have"));
+        }
+    }
+    complete.extend(sets);
+    let destinations: usize = complete.values().map(Vec::len).sum();
+    if destinations > MAX_DESTINATIONS {
+        return Err(InvalidSnapshot::OverBudget(format!(
+            "{destinations} destinations, more than {MAX_DESTINATIONS}"
+        )));
+    }
+    if complete.len() > MAX_SETS {
+        return Err(InvalidSnapshot::OverBudget(format!(
+            "{} sets, more than {MAX_SETS}",
+            complete.len()
+        )));
+    }
+    Ok(Snapshot::received(complete, version.clone()))
+}
+
+fn check_version(version: &str) -> Result<(), InvalidSnapshot> {
     if version.len() > MAX_VERSION || !version.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(InvalidSnapshot::Version(version.escape_debug().to_string()));
     }
+    Ok(())
+}
+
+/// The sets a response carries, each checked.
+fn wire_sets(response: &FeedResponse, wanted: &[SetId]) -> Result<SetMap, InvalidSnapshot> {
     let mut sets = SetMap::new();
     for set in &response.sets {
         let id = set.id;
@@ -107,7 +198,7 @@ pub fn snapshot(response: &FeedResponse, wanted: &[SetId]) -> Result<Snapshot, I
             return Err(InvalidSnapshot::DuplicateSet(id));
         }
     }
-    Ok(Snapshot::received(sets, version.clone()))
+    Ok(sets)
 }
 
 /// The longest node id: a host name's 253 characters.
@@ -178,6 +269,20 @@ pub fn hello(node_id: &str, user_agent: &str, sets: &[SetId], applied: &str) -> 
         version_info: applied.to_owned(),
         response_nonce: String::new(),
         error_detail: None,
+        accept_deltas: false,
+    }
+}
+
+/// [`hello`] from a client that completes deltas with [`complete`].
+pub fn hello_with_deltas(
+    node_id: &str,
+    user_agent: &str,
+    sets: &[SetId],
+    applied: &str,
+) -> FeedRequest {
+    FeedRequest {
+        accept_deltas: true,
+        ..hello(node_id, user_agent, sets, applied)
     }
 }
 
@@ -215,6 +320,7 @@ pub fn answer(nonce: &str, version: &str, answer: Answer) -> FeedRequest {
         version_info: version.to_owned(),
         response_nonce: nonce.to_owned(),
         error_detail,
+        accept_deltas: false,
     }
 }
 
@@ -250,6 +356,7 @@ mod tests {
             version_info: "v1".into(),
             nonce: "n1".into(),
             sets,
+            ..FeedResponse::default()
         }
     }
 
@@ -321,6 +428,56 @@ mod tests {
             assert!(text.contains(expect) && text.contains("set 7"), "{text}");
             assert!(text.contains(&uri), "{text}");
         }
+    }
+
+    #[test]
+    fn a_delta_completes_to_the_full_snapshot() {
+        let d = |uri: &str| Destination::parse_target(uri).unwrap();
+        let base = Snapshot::new(SetMap::from([
+            (1, vec![d("10.0.0.1"), d("10.0.0.2")]),
+            (2, vec![d("10.0.0.3")]),
+            (3, vec![]),
+            (4, vec![d("10.0.0.4")]),
+        ]));
+        let next = Snapshot::new(SetMap::from([
+            (1, vec![d("10.0.0.1"), d("10.0.0.9")]),
+            (3, vec![]),
+            (4, vec![d("10.0.0.4")]),
+            (5, vec![d("10.0.0.5")]),
+        ]));
+        let change = delta(&base, &next);
+        assert_eq!(change.base_version, base.version());
+        assert_eq!(change.sets.iter().map(|s| s.id).collect::<Vec<_>>(), [1, 5]);
+        assert_eq!(change.removed_set_ids, [2]);
+        let completed = complete(&change, &[], &[&next, &base]).unwrap();
+        assert_eq!(completed, next);
+        assert_eq!(completed.version(), next.version());
+
+        // A client without the base says so, and nothing else is wrong.
+        let err = complete(&change, &[], &[&next]).unwrap_err();
+        assert!(err.wants_full(), "{err}");
+        assert!(err.to_string().contains(base.version()), "{err}");
+        let err = snapshot(&change, &[]).unwrap_err();
+        assert!(err.wants_full(), "{err}");
+
+        // Removals that contradict the base or the delta are refused.
+        let mut bad = change.clone();
+        bad.removed_set_ids = vec![9];
+        let err = complete(&bad, &[], &[&base]).unwrap_err();
+        assert!(
+            !err.wants_full() && err.to_string().contains("set 9"),
+            "{err}"
+        );
+        bad.removed_set_ids = vec![1];
+        assert!(complete(&bad, &[], &[&base]).is_err());
+        let mut full = response(&next, "n".into());
+        full.removed_set_ids = vec![2];
+        assert!(snapshot(&full, &[]).is_err());
+
+        // No change at all: an empty change.
+        let same = delta(&next, &next);
+        assert!(same.sets.is_empty() && same.removed_set_ids.is_empty());
+        assert_eq!(complete(&same, &[], &[&next]).unwrap(), next);
     }
 
     #[test]

@@ -323,5 +323,6 @@ pub fn response(version: &str, nonce: &str, sets: &[(u32, &[Dest<'_>])]) -> pb::
                     .collect(),
             })
             .collect(),
+        ..Default::default()
     }
 }

@@ -84,6 +84,7 @@ fn huge_response(version: &str) -> pb::FeedResponse {
                 })
                 .collect(),
         }],
+        ..Default::default()
     }
 }
 
@@ -98,6 +99,7 @@ fn small_response(version: &str, uri: &str) -> pb::FeedResponse {
                 ..Default::default()
             }],
         }],
+        ..Default::default()
     }
 }
 

@@ -276,6 +276,7 @@ mod tests {
                     destinations: vec![WireDestination::default(); per_set],
                 })
                 .collect(),
+            ..FeedResponse::default()
         }
     }
 
