@@ -475,6 +475,9 @@ impl Session {
                             .then(|| self.service.views.delta(&snapshot, filter, base))
                             .flatten();
                         full_next = false;
+                        if let Some(delta) = &delta {
+                            tracing::debug!(%node, version = %delta.version, base = %delta.base, sets = delta.sets.len(), removed = delta.removed.len(), "sending a delta");
+                        }
                         let response = delta.as_ref().unwrap_or(&view).response(nonce.clone());
                         if self.tx.send(Ok(response)).await.is_err() {
                             return None;
