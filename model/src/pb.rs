@@ -12,7 +12,7 @@ mod budget;
 
 pub use budget::{
     BudgetDecoder, Incoming, MAX_DESTINATIONS, MAX_RESPONSE_BYTES, MAX_SETS, ResponseCodec,
-    Scanned, Size, scan,
+    Scanned, Size, encoded_len, scan,
 };
 
 pub use dsfeed_proto::v1::{
