@@ -81,9 +81,9 @@ lint: kamailio-src lint-docker ## rustfmt, clippy and rustdoc, warnings as error
 demo: build ## Real Kamailio + dsfeed + a sets file: edit a set, watch SIP follow
 	docker/demo/demo.sh target/debug/dsfeed
 
-bench: kamailio-src ## Fan-out to 1,000 feed clients; module vs file mode in a real Kamailio
+bench: kamailio-src ## Fan-out to 1,000 feed clients; bytes per change, full vs delta; module vs file mode in a real Kamailio
 	cargo build --release --workspace --locked
-	cargo bench --workspace --locked --bench fanout --bench module
+	cargo bench --workspace --locked --bench fanout --bench deltas --bench module
 
 # Every parser of outside input, each fuzzed for FUZZ_SECONDS. New inputs go
 # to fuzz/target/corpus; fuzz/corpus holds the small committed seeds.
