@@ -17,6 +17,7 @@ use dsfeed_tests::pki::Pki;
 use dsfeed_tests::sets::SetsFile;
 use dsfeed_tests::sipp::{Backend, Load};
 use dsfeed_tests::{Kamailio, eventually, loaded, write_secret};
+use nix::sys::signal::Signal;
 
 const PORT: u16 = 7000;
 /// The name the third Kamailio resolves to both replicas.
@@ -258,8 +259,11 @@ async fn replicas_fail_over_links_catch_up_and_restarts_empty_nothing() {
     let version = statuses[0].text("applied_version").to_owned();
     let swaps = vec![2; all.len()];
     let loads = fleet.load(&all, 8);
+    for feeder in &feeders {
+        feeder.signal(Signal::SIGTERM);
+    }
     for feeder in &mut feeders {
-        feeder.terminate(Duration::from_secs(10));
+        feeder.wait_exit().await;
     }
     hold(&all, &changed, &swaps, Duration::from_secs(2)).await;
     feeders = [fleet.replica(0).await, fleet.replica(1).await];

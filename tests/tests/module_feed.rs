@@ -151,7 +151,10 @@ async fn a_feeder_service_over_tcp() {
     // A name counts as one feeder per address, and the status says which.
     let status = status(&kamailio).await;
     assert_eq!(status.text("feeders"), address);
-    assert_eq!(status.text("feeder"), format!("{address} (127.0.0.1:{port})"));
+    assert_eq!(
+        status.text("feeder"),
+        format!("{address} (127.0.0.1:{port})")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
