@@ -707,6 +707,9 @@ async fn watch_prints_each_snapshot_and_acks_it() {
             s["clients"][0]["acked_version"] == second.version()
         })
         .await;
+    // It took that one as a delta and printed it whole.
+    assert_eq!(feeder.status().await["clients"][0]["deltas"], true);
+    feeder.assert_logged("sending a delta");
 
     // The feeder restarts: the watcher reconnects with what it has and
     // prints nothing, until the sets change again.
