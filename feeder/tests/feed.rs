@@ -838,6 +838,19 @@ async fn a_client_that_takes_deltas_gets_only_what_changed_since_its_version() {
     assert_eq!(delta.removed_set_ids, [2]);
     let completed = dsfeed_model::pb::complete(&delta, &[], &[&v1]).unwrap();
     assert_eq!(completed, v2);
+    let metrics = feeder.metrics().await;
+    let counted = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(counted("dsfeed_responses_total{kind=\"delta\"}"), 1);
+    assert_eq!(counted("dsfeed_responses_total{kind=\"full\"}"), 1);
+    let delta_bytes = counted("dsfeed_response_bytes_total{kind=\"delta\"}");
+    assert!(delta_bytes < counted("dsfeed_response_bytes_total{kind=\"full\"}"));
+    assert_eq!(delta_bytes, dsfeed_model::pb::encoded_len(&delta) as u64);
 
     // Lacking the base, the client NACKs: the same version comes in full,
     // and the NACK is not counted as a refusal.

@@ -479,6 +479,10 @@ impl Session {
                             tracing::debug!(%node, version = %delta.version, base = %delta.base, sets = delta.sets.len(), removed = delta.removed.len(), "sending a delta");
                         }
                         let response = delta.as_ref().unwrap_or(&view).response(nonce.clone());
+                        let kind = if delta.is_some() { "delta" } else { "full" };
+                        shared
+                            .metrics
+                            .count_response(kind, pb::encoded_len(&response));
                         if self.tx.send(Ok(response)).await.is_err() {
                             return None;
                         }
