@@ -9,7 +9,7 @@
 //! shared.
 //!
 //! A client that accepts deltas gets only the sets that changed since a
-//! version it holds, when that version is among the last [`HISTORY`]
+//! version it holds, when that version is among the last `HISTORY` (8)
 //! snapshots this feeder served; otherwise, or when it answers that it
 //! lacks the base, the full snapshot. Deltas too are built once per filter
 //! and base and shared.
