@@ -249,6 +249,15 @@ async fn replicas_fail_over_links_catch_up_and_restarts_empty_nothing() {
         (loaded(&kams[0]).await == changed).then_some(())
     })
     .await;
+    // It caught up with a delta on the version it held.
+    let node = format!("node={}", kam_hosts[0].ns);
+    assert!(
+        feeders.iter().any(|f| f
+            .log()
+            .lines()
+            .any(|l| l.contains("sending a delta") && l.contains(&node))),
+        "no delta was sent to {node}"
+    );
 
     // Both replicas restart at once: no Kamailio empties a set, none swaps,
     // no call fails, and all of them reconnect.
