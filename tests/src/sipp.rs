@@ -74,20 +74,35 @@ impl Drop for Backend {
 /// `kamailio` (HOST:PORT) and returns the backend (`HOST:PORT`) that
 /// answered each one; calls that got no 200 are left out.
 pub fn call(kamailio: &str, set: u32, calls: u32, work_dir: &Path) -> Vec<String> {
-    let log = work_dir.join(format!("uac-{set}-{}.log", std::process::id()));
+    call_from(None, "127.0.0.1", kamailio, set, calls, work_dir)
+}
+
+/// [`call`] from `host` of a private network.
+pub fn call_on(host: &Host, kamailio: &str, set: u32, calls: u32, work_dir: &Path) -> Vec<String> {
+    call_from(
+        Some(host),
+        &host.addr.to_string(),
+        kamailio,
+        set,
+        calls,
+        work_dir,
+    )
+}
+
+fn call_from(
+    host: Option<&Host>,
+    ip: &str,
+    kamailio: &str,
+    set: u32,
+    calls: u32,
+    work_dir: &Path,
+) -> Vec<String> {
+    let log = work_dir.join(format!("uac-{set}-{}-{ip}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let _ = Command::new("sipp")
+    let _ = sipp(host)
         .arg("-sf")
         .arg(scenario("uac.xml"))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "-s",
-            &set.to_string(),
-            kamailio,
-        ])
+        .args(["-i", ip, "-p", "0", "-s", &set.to_string(), kamailio])
         .args([
             "-m",
             &calls.to_string(),

@@ -15,7 +15,7 @@ use dsfeed_tests::module::{Status, WAIT, fed_by, status};
 use dsfeed_tests::netns::{Host, Network};
 use dsfeed_tests::pki::Pki;
 use dsfeed_tests::sets::SetsFile;
-use dsfeed_tests::sipp::{Backend, Load};
+use dsfeed_tests::sipp::{Backend, Load, call_on};
 use dsfeed_tests::{Kamailio, eventually, loaded, write_secret};
 use nix::sys::signal::Signal;
 
@@ -40,8 +40,7 @@ struct Fleet {
     sets: SetsFile,
     replicas: [Host; 2],
     caller: Host,
-    /// Running for as long as the fleet.
-    _backends: Vec<Backend>,
+    backends: Vec<Backend>,
 }
 
 impl Fleet {
@@ -55,6 +54,11 @@ impl Fleet {
             .arg("--tls-key", self.pki.server_key.display())
             .arg("--token-file", self.dir.path().join("token").display());
         Feeder::serving_on(host, args).await
+    }
+
+    /// How backend `i` names itself in its answers.
+    fn backend_name(&self, i: usize) -> String {
+        self.backends[i].name()
     }
 
     fn feeder_of(&self, i: usize) -> String {
@@ -167,7 +171,7 @@ async fn replicas_fail_over_links_catch_up_and_restarts_empty_nothing() {
         dir,
         replicas,
         caller,
-        _backends: backends,
+        backends,
     };
     let mut feeders = [fleet.replica(0).await, fleet.replica(1).await];
     let list = format!("{},{}", fleet.feeder_of(0), fleet.feeder_of(1));
@@ -286,11 +290,15 @@ async fn replicas_fail_over_links_catch_up_and_restarts_empty_nothing() {
     hold(&all, &changed, &swaps, Duration::from_secs(1)).await;
     no_failed_call(loads).await;
 
-    // All end on the same version.
+    // All end on the same version, and SIP follows it: set 1 is the first
+    // backend alone now, through every Kamailio.
     for k in &all {
         let s = status(k).await;
         assert_eq!(s.text("applied_version"), version, "{s:?}");
         assert_eq!(loaded(k).await, changed);
+        let target = k.sip_addr().to_string();
+        let reached = call_on(&fleet.caller, &target, 1, 4, fleet.dir.path());
+        assert_eq!(reached, vec![fleet.backend_name(0); 4], "through {target}");
     }
     drop(kams);
     drop(feeders);
