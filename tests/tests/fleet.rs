@@ -162,12 +162,15 @@ async fn replicas_fail_over_links_catch_up_and_restarts_empty_nothing() {
 
     let dir = tempfile::tempdir().unwrap();
     write_secret(&dir.path().join("token"), "fleet-token\n");
+    let sets_dir = dir.path().join("sets");
+    std::fs::create_dir(&sets_dir).unwrap();
     let backends: Vec<Backend> = backend_hosts.iter().map(Backend::start_on).collect();
     let (b1, b2) = (backends[0].uri(), backends[1].uri());
     let first: &[(u32, &[&str])] = &[(1, &[b1.as_str(), b2.as_str()]), (2, &[b2.as_str()])];
     let fleet = Fleet {
         pki: Pki::new(&["10.99.0.11", "10.99.0.12", SERVICE]),
-        sets: SetsFile::new(dir.path(), first),
+        // A directory of its own: the loads' files would wake the source.
+        sets: SetsFile::new(&sets_dir, first),
         dir,
         replicas,
         caller,
