@@ -481,6 +481,24 @@ mod tests {
     }
 
     #[test]
+    fn a_completed_delta_is_held_to_the_budget() {
+        let dests = (0..MAX_DESTINATIONS)
+            .map(|i| {
+                let host = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+                Destination::parse_target(&host).unwrap()
+            })
+            .collect();
+        let base = Snapshot::received(SetMap::from([(1, dests)]), "full");
+        let mut one_more = response_of(vec![set(2, vec![dest("sip:10.9.9.9")])]);
+        one_more.base_version = "full".into();
+        let err = complete(&one_more, &[], &[&base]).unwrap_err();
+        assert!(
+            matches!(err, InvalidSnapshot::OverBudget(_)) && err.to_string().contains("50001"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn set_level_errors() {
         let err = snapshot(&response_of(vec![set(1, vec![]), set(1, vec![])]), &[]).unwrap_err();
         assert!(matches!(err, InvalidSnapshot::DuplicateSet(1)));
