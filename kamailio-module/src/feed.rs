@@ -231,8 +231,17 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
             self.publish();
             let Err(error) = self.stream().await;
             let delay = self.reconnect.ended(&error, Instant::now(), rand::random());
+            // The feeder tried, or the list when no address could be tried.
             let feeder = match self.memory.status.feeder.as_str() {
-                "" => "(none)".to_owned(),
+                "" => {
+                    let all: Vec<String> = self
+                        .config
+                        .feeders
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    all.join(",")
+                }
                 feeder => feeder.to_owned(),
             };
             let next = if self.config.feeders.len() > 1 {
@@ -307,7 +316,9 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
     /// One stream, until it fails.
     async fn stream(&mut self) -> Result<std::convert::Infallible, SessionError> {
         let bearer = transport::bearer(self.config.token.as_ref())?;
-        let candidates = transport::candidates(&self.config).await?;
+        let candidates = transport::candidates(&self.config)
+            .await
+            .inspect_err(|_| self.memory.status.feeder.clear())?;
         let names: Vec<String> = candidates.iter().map(ToString::to_string).collect();
         let chosen = self.reconnect.choose(&names);
         self.memory.status.feeder = names[chosen].clone();
