@@ -15,7 +15,9 @@ FEEDER_APT_PACKAGES := protobuf-compiler build-essential pkg-config curl ca-cert
 # `make test` runs the suites that start a real Kamailio twice: against the
 # host's (Debian 12's 5.6.3), then against the one in a Debian root of this
 # suite (Debian 13's 6.0.1), which kamailio-module/make-kamailio-root.sh
-# makes once and caches under /var/cache/dsfeed (DSFEED_CACHE).
+# makes once and caches under /var/cache/dsfeed (DSFEED_CACHE). The fleet
+# test (tests/tests/fleet.rs: hosts of its own in network namespaces, so it
+# runs as root) is in the first pass only, on the host's Kamailio.
 TEST_ROOT_SUITE := trixie
 KAMAILIO_TESTS := module_load module_apply module_feed module_e2e module_churn \
 	file_mode binrpc dispatcher consul_kamailio kubernetes modes single_writer faults \
@@ -79,9 +81,9 @@ lint: kamailio-src lint-docker ## rustfmt, clippy and rustdoc, warnings as error
 demo: build ## Real Kamailio + dsfeed + a sets file: edit a set, watch SIP follow
 	docker/demo/demo.sh target/debug/dsfeed
 
-bench: kamailio-src ## Fan-out to 1,000 feed clients; module vs file mode in a real Kamailio
+bench: kamailio-src ## Fan-out to 1,000 feed clients; bytes per change, full vs delta; module vs file mode in a real Kamailio
 	cargo build --release --workspace --locked
-	cargo bench --workspace --locked --bench fanout --bench module
+	cargo bench --workspace --locked --bench fanout --bench deltas --bench module
 
 # Every parser of outside input, each fuzzed for FUZZ_SECONDS. New inputs go
 # to fuzz/target/corpus; fuzz/corpus holds the small committed seeds.

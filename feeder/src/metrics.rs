@@ -47,6 +47,11 @@ struct NodeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -144,6 +149,8 @@ struct Inner {
     nacks: Family<NodeLabels, Counter>,
     retries: Family<NodeLabels, Counter>,
     responses_withheld: Family<ReasonLabels, Counter>,
+    responses: Family<KindLabels, Counter>,
+    response_bytes: Family<KindLabels, Counter>,
     source_errors: Family<SourceErrorLabels, Counter>,
     sink_errors: Family<SinkErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
@@ -173,6 +180,8 @@ impl Default for Inner {
             nacks: Family::default(),
             retries: Family::default(),
             responses_withheld: Family::default(),
+            responses: Family::default(),
+            response_bytes: Family::default(),
             source_errors: Family::default(),
             sink_errors: Family::default(),
             reloads: Family::default(),
@@ -253,6 +262,16 @@ impl Default for Inner {
             "responses_withheld",
             "Feed responses not sent, by reason: over_budget (more destinations, sets or bytes than a client accepts)",
             inner.responses_withheld.clone(),
+        );
+        r.register(
+            "responses",
+            "Feed responses sent, by kind: full (every set of the client's) or delta (the sets changed since a version the client holds)",
+            inner.responses.clone(),
+        );
+        r.register(
+            "response_bytes",
+            "Encoded bytes of the feed responses sent, by kind (full or delta)",
+            inner.response_bytes.clone(),
         );
         r.register(
             "source_errors",
@@ -361,6 +380,18 @@ impl Metrics {
             reason: reason.to_owned(),
         };
         self.0.responses_withheld.get_or_create(&labels).inc();
+    }
+
+    /// A feed response of `kind` (`full` or `delta`) and `bytes` sent.
+    pub fn count_response(&self, kind: &str, bytes: usize) {
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        self.0.responses.get_or_create(&labels).inc();
+        self.0
+            .response_bytes
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
     }
 
     /// The text exposition of every metric, with the live gauges taken from

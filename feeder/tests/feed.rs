@@ -707,6 +707,9 @@ async fn watch_prints_each_snapshot_and_acks_it() {
             s["clients"][0]["acked_version"] == second.version()
         })
         .await;
+    // It took that one as a delta and printed it whole.
+    assert_eq!(feeder.status().await["clients"][0]["deltas"], true);
+    feeder.assert_logged("sending a delta");
 
     // The feeder restarts: the watcher reconnects with what it has and
     // prints nothing, until the sets change again.
@@ -790,4 +793,104 @@ async fn ready_only_once_every_source_has_synced() {
         early.next_result().await.expect_err("ended").code(),
         tonic::Code::Unavailable
     );
+}
+
+/// The first request of a client that completes deltas.
+fn hello_deltas(node: &str, sets: &[u32], version: &str) -> dsfeed_model::pb::FeedRequest {
+    dsfeed_model::pb::hello_with_deltas(node, "feed-test", sets, version)
+}
+
+#[tokio::test]
+async fn a_client_that_takes_deltas_gets_only_what_changed_since_its_version() {
+    let dir = TempDir::new().unwrap();
+    let (feeder, file, socket, _tcp) = feeder(dir.path(), THREE_SETS).await;
+    let endpoint = || feed_client::unix_endpoint(&socket);
+    let v1 = snapshot(THREE_SETS, None);
+
+    // Holding nothing: the full snapshot.
+    let mut client = Stream::connect(endpoint(), hello_deltas("kam-delta", &[], "")).await;
+    let first = client.next_acked().await;
+    assert_eq!(
+        (first.version_info.as_str(), first.base_version.as_str()),
+        (v1.version(), "")
+    );
+    assert_eq!(first.sets.len(), 3);
+    feeder
+        .wait_status("a client that takes deltas", |s| {
+            s["clients"][0]["deltas"] == true
+        })
+        .await;
+
+    // One set changes, one goes: the changed set whole, the removed id.
+    let changed: Sets<'_> = &[(1, &["10.0.0.1", "10.0.0.3"]), (3, &[])];
+    file.write(changed);
+    let v2 = snapshot(changed, None);
+    let delta = client.next().await;
+    assert_eq!(delta.version_info, v2.version());
+    assert_eq!(delta.base_version, v1.version());
+    assert_eq!(
+        uris(&delta),
+        [(
+            1,
+            vec!["sip:10.0.0.1:5060".into(), "sip:10.0.0.3:5060".into()]
+        )]
+    );
+    assert_eq!(delta.removed_set_ids, [2]);
+    let completed = dsfeed_model::pb::complete(&delta, &[], &[&v1]).unwrap();
+    assert_eq!(completed, v2);
+    let metrics = feeder.metrics().await;
+    let counted = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(counted("dsfeed_responses_total{kind=\"delta\"}"), 1);
+    assert_eq!(counted("dsfeed_responses_total{kind=\"full\"}"), 1);
+    let delta_bytes = counted("dsfeed_response_bytes_total{kind=\"delta\"}");
+    assert!(delta_bytes < counted("dsfeed_response_bytes_total{kind=\"full\"}"));
+    assert_eq!(delta_bytes, dsfeed_model::pb::encoded_len(&delta) as u64);
+
+    // Lacking the base, the client NACKs: the same version comes in full,
+    // and the NACK is not counted as a refusal.
+    client.nack(&delta, v1.version(), "no such base").await;
+    let full = client.next_acked().await;
+    assert_eq!(
+        (full.version_info.as_str(), full.base_version.as_str()),
+        (v2.version(), "")
+    );
+    assert_eq!(full.sets.len(), 2);
+    feeder
+        .wait_status("the full snapshot ACKed", |s| {
+            s["clients"][0]["acked_version"] == v2.version() && s["clients"][0]["nacks"] == 0
+        })
+        .await;
+    drop(client);
+
+    // Reconnecting with a version of the history: a delta on it; with an
+    // unknown one, or without asking for deltas: the full snapshot.
+    let mut back = Stream::connect(endpoint(), hello_deltas("kam-delta", &[], v1.version())).await;
+    let delta = back.next().await;
+    assert_eq!(
+        (
+            delta.base_version.as_str(),
+            delta.removed_set_ids.as_slice()
+        ),
+        (v1.version(), &[2][..])
+    );
+    let mut stranger =
+        Stream::connect(endpoint(), hello_deltas("kam-x", &[], "0123456789abcdef")).await;
+    assert_eq!(stranger.next().await.base_version, "");
+    let mut plain = Stream::connect(endpoint(), hello("kam-plain", &[], v1.version())).await;
+    let plain = plain.next().await;
+    assert_eq!((plain.base_version.as_str(), plain.sets.len()), ("", 2));
+
+    // A filtered client's delta carries only its own sets.
+    let mut one = Stream::connect(endpoint(), hello_deltas("kam-one", &[1], "")).await;
+    one.next_acked().await;
+    file.write(&[(1, &["10.0.0.4"]), (3, &["10.0.2.1"])]);
+    let delta = one.next().await;
+    assert_eq!(uris(&delta), [(1, vec!["sip:10.0.0.4:5060".into()])]);
+    assert!(delta.removed_set_ids.is_empty());
 }

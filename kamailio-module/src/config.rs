@@ -112,9 +112,9 @@ impl Params {
     /// Checks every parameter and builds the configuration; `hostname` is
     /// asked only when `node_id` is not set.
     pub fn build(&self, hostname: impl FnOnce() -> String) -> Result<Config, ConfigError> {
-        let feeder = match self.feeder.as_deref().map(str::trim) {
+        let feeders = match self.feeder.as_deref().map(str::trim) {
             None | Some("") => return Err(ConfigError::Missing("feeder")),
-            Some(feeder) => parse_feeder(feeder)?,
+            Some(feeders) => parse_feeders(feeders)?,
         };
         let node_id = match self.node_id.as_deref().map(str::trim) {
             Some(id) if !id.is_empty() => id.to_owned(),
@@ -123,7 +123,7 @@ impl Params {
         dsfeed_model::pb::check_node_id(&node_id).map_err(ConfigError::NodeId)?;
         let sets = parse_sets(self.sets.as_deref().unwrap_or(""))?;
 
-        let tls = self.tls_files(&feeder)?;
+        let tls = self.tls_files(&feeders)?;
         let token = match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => return Err(ConfigError::Conflict("token", "token_file")),
             (Some(token), None) => Some(Token::Literal(check_token(token)?)),
@@ -136,15 +136,14 @@ impl Params {
             Some(other) => return Err(ConfigError::Bool("insecure", other)),
         };
         if let Some(token) = &token
-            && !feeder.tls()
-            && !feeder.is_local()
+            && let Some(open) = feeders.iter().find(|f| !f.tls() && !f.is_local())
             && !insecure
         {
             let name = match token {
                 Token::Literal(_) => "token",
                 Token::File(_) => "token_file",
             };
-            return Err(ConfigError::ClearTextToken(name, feeder.to_string()));
+            return Err(ConfigError::ClearTextToken(name, open.to_string()));
         }
 
         let min_swap_interval = match self.min_swap_interval_ms {
@@ -173,7 +172,7 @@ impl Params {
         let backoff = Backoff::new(min, max, f64::from(jitter) / 100.0)?;
 
         Ok(Config {
-            feeder,
+            feeders,
             node_id,
             sets,
             tls,
@@ -184,16 +183,18 @@ impl Params {
         })
     }
 
-    fn tls_files(&self, feeder: &Endpoint) -> Result<Option<TlsFiles>, ConfigError> {
+    /// The TLS files, which every feeder of the list shares: TLS settings
+    /// need every feeder to be `https://`.
+    fn tls_files(&self, feeders: &[Endpoint]) -> Result<Option<TlsFiles>, ConfigError> {
         let given = [
             ("tls_ca", &self.tls_ca),
             ("tls_cert", &self.tls_cert),
             ("tls_key", &self.tls_key),
             ("tls_domain", &self.tls_domain),
         ];
-        if !feeder.tls() {
+        if let Some(clear) = feeders.iter().find(|f| !f.tls()) {
             if let Some((name, _)) = given.iter().find(|(_, v)| v.is_some()) {
-                return Err(ConfigError::TlsWithoutHttps(name));
+                return Err(ConfigError::TlsWithoutHttps(name, clear.to_string()));
             }
             return Ok(None);
         }
@@ -221,7 +222,9 @@ impl Params {
 /// built in the main process before Kamailio forks).
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub feeder: Endpoint,
+    /// The feeders to use, in order: the module streams from one at a time
+    /// and fails over to the next when it loses it. Never empty.
+    pub feeders: Vec<Endpoint>,
     pub node_id: String,
     /// The set ids to ask the feeder for; empty asks for every set.
     pub sets: Vec<SetId>,
@@ -232,7 +235,31 @@ pub struct Config {
     pub backoff: Backoff,
 }
 
-/// Parses the `feeder` parameter: the feed's [`Endpoint`] grammar, with an
+/// Parses the `feeder` parameter: one address or several separated by
+/// commas (replicas of one feeder service, tried in that order), each
+/// listed once.
+fn parse_feeders(list: &str) -> Result<Vec<Endpoint>, ConfigError> {
+    let mut feeders: Vec<Endpoint> = Vec::new();
+    for part in list.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(ConfigError::Feeder(dsfeed_model::InvalidEndpoint {
+                endpoint: list.to_owned(),
+                reason: "an empty address in the comma-separated list".into(),
+            }));
+        }
+        let feeder = parse_feeder(part)?;
+        if feeders.contains(&feeder) {
+            return Err(ConfigError::Feeder(dsfeed_model::InvalidEndpoint {
+                endpoint: part.to_owned(),
+                reason: "listed twice".into(),
+            }));
+        }
+        feeders.push(feeder);
+    }
+    Ok(feeders)
+}
+
+/// Parses one feeder address: the feed's [`Endpoint`] grammar, with an
 /// absolute socket path (Kamailio's working directory is not the operator's).
 fn parse_feeder(addr: &str) -> Result<Endpoint, ConfigError> {
     let endpoint: Endpoint = addr.parse().map_err(ConfigError::Feeder)?;
@@ -339,8 +366,8 @@ mod tests {
     fn minimal_config_uses_safe_defaults() {
         let config = build(&[("feeder", ParamValue::Str("unix:/run/dsfeed/feed.sock"))]).unwrap();
         assert_eq!(
-            config.feeder,
-            Endpoint::Unix("/run/dsfeed/feed.sock".into())
+            config.feeders,
+            [Endpoint::Unix("/run/dsfeed/feed.sock".into())]
         );
         assert_eq!(config.node_id, "host-a");
         assert!(config.sets.is_empty());
@@ -371,6 +398,47 @@ mod tests {
             let err = parse_feeder(bad).unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn several_feeders_in_order() {
+        let feeders = parse_feeders("https://a:7000, https://b:7000,unix:/run/f.sock").unwrap();
+        let shown: Vec<String> = feeders.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["https://a:7000", "https://b:7000", "unix:/run/f.sock"]
+        );
+        for (bad, named) in [
+            ("https://a:7000,,https://b:7000", "empty address"),
+            ("https://a:7000,https://a:7000", "listed twice"),
+            ("https://a:7000,feeder:1", "feeder:1"),
+            ("https://a:7000,", "empty address"),
+        ] {
+            let err = parse_feeders(bad).unwrap_err().to_string();
+            assert!(err.contains(named), "{bad}: {err}");
+        }
+        // TLS settings need every feeder to be https://, naming the other.
+        let err = build(&[
+            ("feeder", ParamValue::Str("https://a:1,http://b:1")),
+            ("tls_domain", ParamValue::Str("feeder")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tls_domain") && err.contains("http://b:1"),
+            "{err}"
+        );
+        // A token in clear text to any other host needs insecure.
+        let err = build(&[
+            (
+                "feeder",
+                ParamValue::Str("http://127.0.0.1:1,http://10.0.0.2:1"),
+            ),
+            ("token", ParamValue::Str("s3cret")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("10.0.0.2"), "{err}");
     }
 
     #[test]

@@ -15,8 +15,8 @@ pub enum ConfigError {
     Feeder(#[source] dsfeed_model::InvalidEndpoint),
     #[error("modparam dsfeed sets: {0:?} is not a set id (0..2147483647)")]
     Sets(String),
-    #[error("modparam dsfeed {0} needs an https:// feeder")]
-    TlsWithoutHttps(&'static str),
+    #[error("modparam dsfeed {0} needs https:// feeders, and {1} is not one")]
+    TlsWithoutHttps(&'static str, String),
     #[error("modparam dsfeed {0} and {1} cannot both be set")]
     Conflict(&'static str, &'static str),
     #[error("modparam dsfeed {name} {path:?} cannot be read")]
@@ -130,6 +130,8 @@ pub enum SessionError {
     Tls(#[source] tonic::transport::Error),
     #[error("bad token")]
     Token(#[source] ConfigError),
+    #[error("no feeder has an address ({0})")]
+    NoAddress(String),
     #[error("cannot connect")]
     Connect(#[source] tonic::transport::Error),
     #[error("the feeder refused the stream: {}", status_text(.0))]
@@ -160,7 +162,7 @@ impl SessionError {
             SessionError::Refused(status) | SessionError::Stream(status) => {
                 dsfeed_model::pb::is_final(status.code())
             }
-            SessionError::Connect(_) | SessionError::Closed => false,
+            SessionError::NoAddress(_) | SessionError::Connect(_) | SessionError::Closed => false,
         }
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! Reconnection is its own small state machine (`reconnect`); every stream
 //! starts with a hello carrying the version already applied, so the
-//! feeder's first response is always a full state (or nothing, when nothing
-//! changed). Every response is answered: ACK once swapped in; NACK when
+//! feeder's first response is a full state, or a delta on that version
+//! (or nothing, when nothing changed). A delta is completed here against
+//! the snapshot applied or the one pending, and a whole list is swapped in
+//! as for a full snapshot. Every response is answered: ACK once swapped in; NACK when
 //! invalid (the previous sets stay) or superseded by a newer one before its
 //! turn; "retrying" when valid but not applicable now (the dispatcher
 //! refused the load, no memory, no file descriptor), in which case it stays
@@ -229,16 +231,29 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
             self.publish();
             let Err(error) = self.stream().await;
             let delay = self.reconnect.ended(&error, Instant::now(), rand::random());
+            // The feeder tried, or the list when no address could be tried.
+            let feeder = match self.memory.status.feeder.as_str() {
+                "" => {
+                    let all: Vec<String> = self
+                        .config
+                        .feeders
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    all.join(",")
+                }
+                feeder => feeder.to_owned(),
+            };
+            let next = if self.config.feeders.len() > 1 {
+                "trying the next feeder"
+            } else {
+                "reconnecting"
+            };
             log::warn!(
-                "feeder {}: {}; reconnecting in {delay:?}",
-                self.config.feeder,
+                "feeder {feeder}: {}; {next} in {delay:?}",
                 error_chain(&error)
             );
-            self.record_error(format!(
-                "feeder {}: {}",
-                self.config.feeder,
-                error_chain(&error)
-            ));
+            self.record_error(format!("feeder {feeder}: {}", error_chain(&error)));
             self.idle(Instant::now() + delay).await;
         }
     }
@@ -301,9 +316,18 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
     /// One stream, until it fails.
     async fn stream(&mut self) -> Result<std::convert::Infallible, SessionError> {
         let bearer = transport::bearer(self.config.token.as_ref())?;
-        let channel = transport::connect(&self.config).await?;
+        let candidates = transport::candidates(&self.config)
+            .await
+            .inspect_err(|_| self.memory.status.feeder.clear())?;
+        let names: Vec<String> = candidates.iter().map(ToString::to_string).collect();
+        let chosen = self.reconnect.choose(&names);
+        self.memory.status.feeder = names[chosen].clone();
+        self.publish();
+        let channel = transport::connect(&self.config, &candidates[chosen]).await?;
         let (answers, outbound) = mpsc::unbounded_channel();
-        let hello = pb::hello(
+        // The module completes deltas against the snapshot it applied or
+        // the one waiting for its turn.
+        let hello = pb::hello_with_deltas(
             &self.config.node_id,
             &self.user_agent,
             &self.config.sets,
@@ -324,7 +348,7 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
         self.publish();
         log::info!(
             "connected to feeder {} as node {:?} (applied version {:?})",
-            self.config.feeder,
+            self.memory.status.feeder,
             self.config.node_id,
             self.memory.status.applied_version
         );
@@ -395,8 +419,29 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
             // A closed stream surfaces on the next read.
             let _ = answers.send(pb::answer(nonce, version, kind));
         };
-        let snapshot = match pb::snapshot(&response, &self.config.sets) {
+        let held: Vec<&Snapshot> = [
+            self.pending.as_ref().map(|p| &p.snapshot),
+            self.memory.applied.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let snapshot = match pb::complete(&response, &self.config.sets, &held) {
             Ok(snapshot) => snapshot,
+            Err(err) if err.wants_full() => {
+                // Not the feeder's fault nor the content's: the feeder
+                // sends this version in full on this NACK.
+                log::info!(
+                    "version {:?}: {err}; asking for it in full",
+                    response.version_info
+                );
+                answer(
+                    &response.nonce,
+                    &applied_version,
+                    Answer::Nack(err.to_string()),
+                );
+                return;
+            }
             Err(err) => {
                 let message = format!("invalid snapshot {:?}: {err}", response.version_info);
                 log::error!("{message}; keeping version {applied_version:?}");

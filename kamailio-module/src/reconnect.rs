@@ -3,6 +3,11 @@
 //! from the validated backoff, whether the last stream was healthy (it
 //! delivered a response, or stayed up as long as the longest delay), and
 //! whether its error is one a quick retry cannot fix.
+//!
+//! Failover lives here too: with several feeders (replicas of one service),
+//! every attempt after a lost or failed one goes to the next feeder of the
+//! list, so a dead replica costs one attempt; the backoff grows by one step
+//! per round through the list, not per attempt.
 
 use std::time::Duration;
 
@@ -20,6 +25,10 @@ pub struct Reconnect {
     state: LinkState,
     connected_at: Option<Instant>,
     delivered: bool,
+    /// The feeder of the last attempt, and how many there were to choose
+    /// from then.
+    feeder: Option<String>,
+    choices: u32,
 }
 
 impl Reconnect {
@@ -30,7 +39,23 @@ impl Reconnect {
             state: LinkState::Starting,
             connected_at: None,
             delivered: false,
+            feeder: None,
+            choices: 1,
         }
+    }
+
+    /// Picks the feeder to try among `feeders` (as named now, in the
+    /// configured order): the first at start, then the one after the last
+    /// attempt's, since that one failed or was lost. Returns its index.
+    pub fn choose(&mut self, feeders: &[String]) -> usize {
+        let next = self
+            .feeder
+            .as_ref()
+            .and_then(|last| feeders.iter().position(|f| f == last))
+            .map_or(0, |last| (last + 1) % feeders.len().max(1));
+        self.feeder = feeders.get(next).cloned();
+        self.choices = u32::try_from(feeders.len()).unwrap_or(u32::MAX).max(1);
+        next
     }
 
     pub fn state(&self) -> LinkState {
@@ -68,7 +93,7 @@ impl Reconnect {
         let delay = if error.is_persistent() {
             self.backoff.delay(u32::MAX, unit)
         } else {
-            self.backoff.delay(self.failures, unit)
+            self.backoff.delay(self.failures / self.choices, unit)
         };
         self.failures = self.failures.saturating_add(1);
         self.state = LinkState::Backoff;
@@ -129,6 +154,32 @@ mod tests {
         r.connecting();
         r.connected(now);
         assert_eq!(r.ended(&unreachable(), now, 0.0), 200 * MS);
+    }
+
+    #[test]
+    fn each_attempt_goes_to_the_next_feeder_and_rounds_back_off() {
+        let mut r = reconnect();
+        let now = Instant::now();
+        let feeders = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let mut tried = Vec::new();
+        let mut delays = Vec::new();
+        for _ in 0..6 {
+            r.connecting();
+            tried.push(feeders[r.choose(&feeders)].clone());
+            delays.push(r.ended(&unreachable(), now, 0.0));
+        }
+        assert_eq!(tried, ["a", "b", "c", "a", "b", "c"]);
+        assert_eq!(delays, [100, 100, 100, 200, 200, 200].map(|ms| ms * MS));
+        // A healthy stream to "a" is lost: the next attempt is "b", at once.
+        r.connecting();
+        assert_eq!(r.choose(&feeders), 0);
+        r.connected(now);
+        r.delivered();
+        assert_eq!(r.ended(&unreachable(), now, 0.0), 100 * MS);
+        assert_eq!(r.choose(&feeders), 1);
+        // The list changed (a name resolved differently): start over.
+        assert_eq!(r.choose(&["x".to_owned(), "y".to_owned()]), 0);
+        assert_eq!(r.choose(&["y".to_owned()]), 0);
     }
 
     #[test]

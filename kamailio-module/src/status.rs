@@ -45,6 +45,9 @@ impl LinkState {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
     pub state: LinkState,
+    /// The feeder of the current (or last) connect attempt, as
+    /// [`crate::transport::Candidate`] names it; empty before the first.
+    pub feeder: String,
     /// Empty until the first snapshot is applied.
     pub applied_version: String,
     pub applied_at: Option<SystemTime>,
@@ -71,12 +74,15 @@ pub trait StatusSink {
 pub const MAX_SETS: usize = 256;
 const VERSION_LEN: usize = 128;
 const ERROR_LEN: usize = 512;
+const FEEDER_LEN: usize = 256;
 
 /// `Status` in a form that can be copied byte for byte between processes.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct StatusRecord {
     state: u8,
+    feeder_len: u16,
+    feeder: [u8; FEEDER_LEN],
     version_len: u16,
     version: [u8; VERSION_LEN],
     error_len: u16,
@@ -99,6 +105,8 @@ impl Default for StatusRecord {
     fn default() -> Self {
         StatusRecord {
             state: 0,
+            feeder_len: 0,
+            feeder: [0; FEEDER_LEN],
             version_len: 0,
             version: [0; VERSION_LEN],
             error_len: 0,
@@ -133,6 +141,7 @@ impl StatusRecord {
             set_total: u32::try_from(status.sets.len()).unwrap_or(u32::MAX),
             ..StatusRecord::default()
         };
+        record.feeder_len = copy_truncated(&mut record.feeder, &status.feeder);
         record.version_len = copy_truncated(&mut record.version, &status.applied_version);
         record.error_len = copy_truncated(&mut record.error, &status.last_error);
         record.retrying_len = copy_truncated(&mut record.retrying, &status.retrying_version);
@@ -151,6 +160,7 @@ impl StatusRecord {
         let shown = (self.set_count as usize).min(MAX_SETS);
         let status = Status {
             state: LinkState::from_code(self.state),
+            feeder: text(&self.feeder, self.feeder_len),
             applied_version: text(&self.version, self.version_len),
             applied_at: from_ms(self.applied_at_ms),
             sets: self.sets[..shown]
@@ -198,6 +208,7 @@ mod tests {
         let at = UNIX_EPOCH + Duration::from_millis(1_790_000_000_123);
         let status = Status {
             state: LinkState::Connected,
+            feeder: "https://feeders.test:7000 (10.0.0.2:7000)".into(),
             applied_version: "3f2a".into(),
             applied_at: Some(at),
             sets: vec![(1, 3), (9, 0)],

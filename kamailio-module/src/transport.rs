@@ -33,9 +33,89 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects to the configured feeder.
-pub async fn connect(config: &Config) -> Result<Channel, SessionError> {
-    let endpoint = match &config.feeder {
+/// One address the module may stream from: a configured feeder, or one of
+/// the addresses a feeder's name resolves to (a headless Service's pods),
+/// each of which counts as a feeder of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The configured feeder: its scheme, and the name TLS verifies.
+    pub feeder: FeedEndpoint,
+    /// The address to connect to; `None` for a unix socket.
+    pub addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for Candidate {
+    /// The feeder as configured, with the address it resolved to when it
+    /// is a name: what `dsfeed.status` and the log call it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.feeder, self.addr) {
+            (FeedEndpoint::Net { host, .. }, Some(addr))
+                if host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .is_err() =>
+            {
+                write!(f, "{} ({addr})", self.feeder)
+            }
+            _ => write!(f, "{}", self.feeder),
+        }
+    }
+}
+
+/// Every address to try, in the configured order: each feeder once, a name
+/// once per address it resolves to (sorted, so the order is stable from one
+/// lookup to the next). A name that does not resolve is left out; none at
+/// all is an error naming each failure.
+pub async fn candidates(config: &Config) -> Result<Vec<Candidate>, SessionError> {
+    candidates_of(&System::read(), &config.feeders).await
+}
+
+async fn candidates_of(
+    system: &System,
+    feeders: &[FeedEndpoint],
+) -> Result<Vec<Candidate>, SessionError> {
+    let mut found = Vec::new();
+    let mut failures = Vec::new();
+    for feeder in feeders {
+        match feeder {
+            FeedEndpoint::Unix(_) => found.push(Candidate {
+                feeder: feeder.clone(),
+                addr: None,
+            }),
+            FeedEndpoint::Net { host, port, .. } => {
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, resolve(system, bare, *port))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer for {host} within {RESOLVE_TIMEOUT:?}"),
+                        ))
+                    });
+                match resolved {
+                    Ok(mut addrs) => {
+                        addrs.sort();
+                        addrs.dedup();
+                        found.extend(addrs.into_iter().map(|addr| Candidate {
+                            feeder: feeder.clone(),
+                            addr: Some(addr),
+                        }));
+                    }
+                    Err(err) => failures.push(format!("{feeder}: {err}")),
+                }
+            }
+        }
+    }
+    if found.is_empty() {
+        return Err(SessionError::NoAddress(failures.join("; ")));
+    }
+    Ok(found)
+}
+
+/// Connects to `candidate`, one address of a configured feeder.
+pub async fn connect(config: &Config, candidate: &Candidate) -> Result<Channel, SessionError> {
+    let endpoint = match &candidate.feeder {
         // The authority is only a header value for a unix socket.
         FeedEndpoint::Unix(_) => Endpoint::from_static("http://localhost"),
         net => {
@@ -56,15 +136,23 @@ pub async fn connect(config: &Config) -> Result<Channel, SessionError> {
         None => endpoint,
     };
 
-    let feeder = config.feeder.clone();
+    let target = candidate.clone();
     let connector = tower::service_fn(move |_: Uri| {
-        let feeder = feeder.clone();
+        let target = target.clone();
         async move {
-            match feeder {
-                FeedEndpoint::Unix(path) => {
+            match (target.feeder, target.addr) {
+                (FeedEndpoint::Unix(path), _) => {
                     Ok(Io::Unix(TokioIo::new(UnixStream::connect(path).await?)))
                 }
-                FeedEndpoint::Net { host, port, .. } => connect_tcp(&host, port).await.map(Io::Tcp),
+                (_, Some(addr)) => {
+                    let stream = TcpStream::connect(addr).await?;
+                    stream.set_nodelay(true)?;
+                    Ok(Io::Tcp(TokioIo::new(stream)))
+                }
+                (feeder, None) => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{feeder} has no address to connect to"),
+                )),
             }
         }
     });
@@ -72,34 +160,6 @@ pub async fn connect(config: &Config) -> Result<Channel, SessionError> {
         .connect_with_connector(connector)
         .await
         .map_err(SessionError::Connect)
-}
-
-/// Resolves `host` without blocking and tries each address in turn.
-async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TokioIo<TcpStream>> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let mut last = std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        format!("{host} has no address"),
-    );
-    let system = System::read();
-    let addrs = tokio::time::timeout(RESOLVE_TIMEOUT, resolve(&system, bare, port))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer for {host} within {RESOLVE_TIMEOUT:?}"),
-            )
-        })??;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                stream.set_nodelay(true)?;
-                return Ok(TokioIo::new(stream));
-            }
-            Err(err) => last = err,
-        }
-    }
-    Err(last)
 }
 
 /// What the resolver reads from the system, once per connect.
@@ -383,6 +443,53 @@ mod tests {
             );
             let err = resolve(&sys, "nowhere", 1).await.unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+        });
+    }
+
+    #[test]
+    fn a_name_with_several_addresses_counts_as_several_feeders() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let feeder: FeedEndpoint = "https://feeders.test:7000".parse().unwrap();
+        let shown = |addr: &str| {
+            Candidate {
+                feeder: feeder.clone(),
+                addr: Some(addr.parse().unwrap()),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            shown("10.0.0.2:7000"),
+            "https://feeders.test:7000 (10.0.0.2:7000)"
+        );
+        let literal: FeedEndpoint = "https://10.0.0.2:7000".parse().unwrap();
+        let by_ip = Candidate {
+            feeder: literal,
+            addr: Some("10.0.0.2:7000".parse().unwrap()),
+        };
+        assert_eq!(by_ip.to_string(), "https://10.0.0.2:7000");
+        runtime.block_on(async {
+            let sys = System {
+                hosts: "10.0.0.9 feeders.test\n10.0.0.2 feeders.test\n".into(),
+                conf: ResolvConf::parse("options timeout:1 attempts:1"),
+                dns_port: 53,
+            };
+            let unix: FeedEndpoint = "unix:/run/f.sock".parse().unwrap();
+            let got = candidates_of(&sys, &[feeder.clone(), unix]).await.unwrap();
+            let got: Vec<String> = got.iter().map(ToString::to_string).collect();
+            assert_eq!(
+                got,
+                [
+                    shown("10.0.0.2:7000"),
+                    shown("10.0.0.9:7000"),
+                    "unix:/run/f.sock".to_owned()
+                ]
+            );
+            let nowhere: FeedEndpoint = "https://nowhere.test:1".parse().unwrap();
+            let err = candidates_of(&sys, &[nowhere]).await.unwrap_err();
+            assert!(err.to_string().contains("nowhere.test"), "{err}");
         });
     }
 

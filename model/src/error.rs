@@ -70,6 +70,22 @@ pub enum InvalidSnapshot {
         #[source]
         source: InvalidDestination,
     },
+    /// A delta on a version this client does not hold: the feeder sends
+    /// that version in full when told so.
+    #[error("a delta on version {0:?}, which this client does not hold")]
+    UnknownBase(String),
+    #[error("the delta removes set {0}, which {1}")]
+    RemovedSet(u32, &'static str),
+    #[error("completed, the delta has {0}")]
+    OverBudget(String),
+}
+
+impl InvalidSnapshot {
+    /// Whether the full snapshot of the same version may still be fine: the
+    /// client lacks the delta's base, nothing is wrong with the content.
+    pub fn wants_full(&self) -> bool {
+        matches!(self, InvalidSnapshot::UnknownBase(_))
+    }
 }
 
 /// Backoff settings that cannot work.

@@ -12,7 +12,7 @@ mod budget;
 
 pub use budget::{
     BudgetDecoder, Incoming, MAX_DESTINATIONS, MAX_RESPONSE_BYTES, MAX_SETS, ResponseCodec,
-    Scanned, Size, scan,
+    Scanned, Size, encoded_len, scan,
 };
 
 pub use dsfeed_proto::v1::{
@@ -59,11 +59,18 @@ impl From<&Destination> for WireDestination {
 /// lists it has (a feeder sends a client the lists it asked for, see
 /// [`Snapshot::with_only`]).
 pub fn response(snapshot: &Snapshot, nonce: String) -> FeedResponse {
-    let lists = snapshot.lists();
     FeedResponse {
         version_info: snapshot.version().to_owned(),
         nonce,
         sets: sets(snapshot),
+        ..with_lists(snapshot.lists())
+    }
+}
+
+/// A response carrying only `lists`, as the wire does: rtpengine sets
+/// ordered by id, domains by did then name.
+fn with_lists(lists: &Lists) -> FeedResponse {
+    FeedResponse {
         rtpengine_sets: lists
             .rtpengine
             .iter()
@@ -89,6 +96,7 @@ pub fn response(snapshot: &Snapshot, nonce: String) -> FeedResponse {
                 })
             })
             .collect(),
+        ..FeedResponse::default()
     }
 }
 
@@ -115,18 +123,115 @@ pub fn wire_lists(kinds: &BTreeSet<ListKind>) -> Vec<i32> {
         .collect()
 }
 
+/// The delta that takes a client holding `base` to `snapshot` (both of the
+/// same set filter and lists): the sets whose content differs, whole, and
+/// the ids of the sets `base` has and `snapshot` does not. The lists, small
+/// beside the sets, travel whole in a delta too. The nonce is left empty.
+pub fn delta(base: &Snapshot, snapshot: &Snapshot) -> FeedResponse {
+    let changed = snapshot
+        .sets()
+        .iter()
+        .filter(|(id, dests)| base.sets().get(id) != Some(*dests))
+        .map(|(id, dests)| Set {
+            id: *id,
+            destinations: dests.iter().map(WireDestination::from).collect(),
+        })
+        .collect();
+    FeedResponse {
+        version_info: snapshot.version().to_owned(),
+        nonce: String::new(),
+        sets: changed,
+        base_version: base.version().to_owned(),
+        removed_set_ids: base
+            .sets()
+            .keys()
+            .filter(|id| !snapshot.sets().contains_key(id))
+            .copied()
+            .collect(),
+        ..with_lists(snapshot.lists())
+    }
+}
+
 /// A response as a client takes it: every destination through the same
 /// checks a source's get, and the contract's own rules (a version, each set
 /// once, only the sets asked for, each URI once per set). `wanted` is the
-/// set filter sent on connect (empty: every set).
+/// set filter sent on connect (empty: every set). A delta is refused: see
+/// [`complete`] for a client that asks for deltas.
 pub fn snapshot(response: &FeedResponse, wanted: &[SetId]) -> Result<Snapshot, InvalidSnapshot> {
+    complete(response, wanted, &[])
+}
+
+/// [`snapshot`] for a client that asks for deltas and holds the snapshots
+/// in `held` (the one it applied, the newest it received): a delta is
+/// checked like a full snapshot, then completed against the held snapshot
+/// of its base version, and the result must fit the same budget as a full
+/// one. A delta on a version not held is refused with
+/// [`InvalidSnapshot::UnknownBase`].
+pub fn complete(
+    response: &FeedResponse,
+    wanted: &[SetId],
+    held: &[&Snapshot],
+) -> Result<Snapshot, InvalidSnapshot> {
     let version = &response.version_info;
     if version.is_empty() {
         return Err(InvalidSnapshot::NoVersion);
     }
+    check_version(version)?;
+    let sets = wire_sets(response, wanted)?;
+    let lists = received_lists(response)?;
+    if response.base_version.is_empty() {
+        if !response.removed_set_ids.is_empty() {
+            return Err(InvalidSnapshot::RemovedSet(
+                response.removed_set_ids[0],
+                "a full snapshot cannot remove",
+            ));
+        }
+        return Ok(Snapshot::received_with_lists(sets, lists, version.clone()));
+    }
+    check_version(&response.base_version)?;
+    let base = held
+        .iter()
+        .find(|h| h.version() == response.base_version)
+        .ok_or_else(|| InvalidSnapshot::UnknownBase(response.base_version.clone()))?;
+    let mut complete = base.sets().clone();
+    for id in &response.removed_set_ids {
+        if sets.contains_key(id) {
+            return Err(InvalidSnapshot::RemovedSet(*id, "the delta also carries"));
+        }
+        if complete.remove(id).is_none() {
+            return Err(InvalidSnapshot::RemovedSet(*id, "the base does not have"));
+        }
+    }
+    complete.extend(sets);
+    let destinations: usize =
+        complete.values().map(Vec::len).sum::<usize>() + lists.relay_count() + lists.domain_count();
+    if destinations > MAX_DESTINATIONS {
+        return Err(InvalidSnapshot::OverBudget(format!(
+            "{destinations} destinations, more than {MAX_DESTINATIONS}"
+        )));
+    }
+    let sets = complete.len() + lists.rtpengine.len();
+    if sets > MAX_SETS {
+        return Err(InvalidSnapshot::OverBudget(format!(
+            "{sets} sets, more than {MAX_SETS}"
+        )));
+    }
+    Ok(Snapshot::received_with_lists(
+        complete,
+        lists,
+        version.clone(),
+    ))
+}
+
+fn check_version(version: &str) -> Result<(), InvalidSnapshot> {
     if version.len() > MAX_VERSION || !version.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(InvalidSnapshot::Version(version.escape_debug().to_string()));
     }
+    Ok(())
+}
+
+/// The sets a response carries, each checked.
+fn wire_sets(response: &FeedResponse, wanted: &[SetId]) -> Result<SetMap, InvalidSnapshot> {
     let mut sets = SetMap::new();
     for set in &response.sets {
         let id = set.id;
@@ -161,11 +266,7 @@ pub fn snapshot(response: &FeedResponse, wanted: &[SetId]) -> Result<Snapshot, I
             return Err(InvalidSnapshot::DuplicateSet(id));
         }
     }
-    Ok(Snapshot::received_with_lists(
-        sets,
-        received_lists(response)?,
-        version.clone(),
-    ))
+    Ok(sets)
 }
 
 /// The lists of a response, through the checks a source's get.
@@ -261,7 +362,21 @@ pub fn hello(node_id: &str, user_agent: &str, sets: &[SetId], applied: &str) -> 
         version_info: applied.to_owned(),
         response_nonce: String::new(),
         error_detail: None,
+        accept_deltas: false,
         lists: Vec::new(),
+    }
+}
+
+/// [`hello`] from a client that completes deltas with [`complete`].
+pub fn hello_with_deltas(
+    node_id: &str,
+    user_agent: &str,
+    sets: &[SetId],
+    applied: &str,
+) -> FeedRequest {
+    FeedRequest {
+        accept_deltas: true,
+        ..hello(node_id, user_agent, sets, applied)
     }
 }
 
@@ -299,6 +414,7 @@ pub fn answer(nonce: &str, version: &str, answer: Answer) -> FeedRequest {
         version_info: version.to_owned(),
         response_nonce: nonce.to_owned(),
         error_detail,
+        accept_deltas: false,
         lists: Vec::new(),
     }
 }
@@ -335,7 +451,7 @@ mod tests {
             version_info: "v1".into(),
             nonce: "n1".into(),
             sets,
-            ..Default::default()
+            ..FeedResponse::default()
         }
     }
 
@@ -362,46 +478,6 @@ mod tests {
         assert_eq!(wire.sets.iter().map(|s| s.id).collect::<Vec<_>>(), [1, 7]);
         assert_eq!(wire.sets[0].destinations[0].attrs, "weight=50");
         assert_eq!(snapshot(&wire, &[]).unwrap(), original);
-    }
-
-    #[test]
-    fn lists_survive_the_wire_and_bad_ones_are_refused() {
-        let mut content = Lists::default();
-        content
-            .rtpengine
-            .insert(2, vec![Relay::new("udp:10.0.0.1:22222", 3, true).unwrap()]);
-        content
-            .domains
-            .insert("t1".into(), BTreeSet::from(["a.example.com".to_owned()]));
-        let original = Snapshot::with_lists(SetMap::new(), BTreeSet::new(), content);
-        let wire = response(&original, "n".into());
-        assert_eq!(wire.rtpengine_sets[0].relays[0].weight, 3);
-        assert_eq!(wire.domains[0].did, "t1");
-        let back = snapshot(&wire, &[]).unwrap();
-        assert_eq!(back.lists(), original.lists());
-        let mut bad = wire.clone();
-        bad.rtpengine_sets[0].relays[0].url = "tcp:x:1".into();
-        let err = snapshot(&bad, &[]).unwrap_err().to_string();
-        assert!(
-            err.contains("rtpengine set 2") && err.contains("tcp:x:1"),
-            "{err}"
-        );
-        let mut bad = wire;
-        bad.domains[0].name = "a b".into();
-        assert!(
-            snapshot(&bad, &[])
-                .unwrap_err()
-                .to_string()
-                .contains("'a b'")
-        );
-        assert_eq!(
-            lists(&[1, 2, 9, 0]),
-            BTreeSet::from([ListKind::Rtpengine, ListKind::Domain])
-        );
-        assert_eq!(
-            lists(&wire_lists(&BTreeSet::from([ListKind::Domain]))),
-            BTreeSet::from([ListKind::Domain])
-        );
     }
 
     #[test]
@@ -447,6 +523,140 @@ mod tests {
             assert!(text.contains(expect) && text.contains("set 7"), "{text}");
             assert!(text.contains(&uri), "{text}");
         }
+    }
+
+    #[test]
+    fn lists_survive_the_wire_and_bad_ones_are_refused() {
+        let mut content = Lists::default();
+        content
+            .rtpengine
+            .insert(2, vec![Relay::new("udp:10.0.0.1:22222", 3, true).unwrap()]);
+        content
+            .domains
+            .insert("t1".into(), BTreeSet::from(["a.example.com".to_owned()]));
+        let original = Snapshot::with_lists(SetMap::new(), BTreeSet::new(), content);
+        let wire = response(&original, "n".into());
+        assert_eq!(wire.rtpengine_sets[0].relays[0].weight, 3);
+        assert_eq!(wire.domains[0].did, "t1");
+        let back = snapshot(&wire, &[]).unwrap();
+        assert_eq!(back.lists(), original.lists());
+        let mut bad = wire.clone();
+        bad.rtpengine_sets[0].relays[0].url = "tcp:x:1".into();
+        let err = snapshot(&bad, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("rtpengine set 2") && err.contains("tcp:x:1"),
+            "{err}"
+        );
+        let mut bad = wire;
+        bad.domains[0].name = "a b".into();
+        assert!(
+            snapshot(&bad, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("'a b'")
+        );
+        assert_eq!(
+            lists(&[1, 2, 9, 0]),
+            BTreeSet::from([ListKind::Rtpengine, ListKind::Domain])
+        );
+        assert_eq!(
+            lists(&wire_lists(&BTreeSet::from([ListKind::Domain]))),
+            BTreeSet::from([ListKind::Domain])
+        );
+    }
+
+    #[test]
+    fn a_delta_completes_to_the_full_snapshot() {
+        let d = |uri: &str| Destination::parse_target(uri).unwrap();
+        let base = Snapshot::new(SetMap::from([
+            (1, vec![d("10.0.0.1"), d("10.0.0.2")]),
+            (2, vec![d("10.0.0.3")]),
+            (3, vec![]),
+            (4, vec![d("10.0.0.4")]),
+        ]));
+        let next = Snapshot::new(SetMap::from([
+            (1, vec![d("10.0.0.1"), d("10.0.0.9")]),
+            (3, vec![]),
+            (4, vec![d("10.0.0.4")]),
+            (5, vec![d("10.0.0.5")]),
+        ]));
+        let change = delta(&base, &next);
+        assert_eq!(change.base_version, base.version());
+        assert_eq!(change.sets.iter().map(|s| s.id).collect::<Vec<_>>(), [1, 5]);
+        assert_eq!(change.removed_set_ids, [2]);
+        let completed = complete(&change, &[], &[&next, &base]).unwrap();
+        assert_eq!(completed, next);
+        assert_eq!(completed.version(), next.version());
+
+        // A client without the base says so, and nothing else is wrong.
+        let err = complete(&change, &[], &[&next]).unwrap_err();
+        assert!(err.wants_full(), "{err}");
+        assert!(err.to_string().contains(base.version()), "{err}");
+        let err = snapshot(&change, &[]).unwrap_err();
+        assert!(err.wants_full(), "{err}");
+
+        // Removals that contradict the base or the delta are refused.
+        let mut bad = change.clone();
+        bad.removed_set_ids = vec![9];
+        let err = complete(&bad, &[], &[&base]).unwrap_err();
+        assert!(
+            !err.wants_full() && err.to_string().contains("set 9"),
+            "{err}"
+        );
+        bad.removed_set_ids = vec![1];
+        assert!(complete(&bad, &[], &[&base]).is_err());
+        let mut full = response(&next, "n".into());
+        full.removed_set_ids = vec![2];
+        assert!(snapshot(&full, &[]).is_err());
+
+        // No change at all: an empty change.
+        let same = delta(&next, &next);
+        assert!(same.sets.is_empty() && same.removed_set_ids.is_empty());
+        assert_eq!(complete(&same, &[], &[&next]).unwrap(), next);
+    }
+
+    #[test]
+    fn a_delta_carries_the_lists_whole() {
+        let d = |uri: &str| Destination::parse_target(uri).unwrap();
+        let with = |relay: &str| {
+            let mut lists = Lists::default();
+            lists
+                .rtpengine
+                .insert(1, vec![Relay::new(relay, 1, false).unwrap()]);
+            Snapshot::with_lists(
+                SetMap::from([(1, vec![d("10.0.0.1")])]),
+                BTreeSet::new(),
+                lists,
+            )
+        };
+        let base = with("udp:10.0.0.1:22222");
+        let next = with("udp:10.0.0.2:22222");
+        let change = delta(&base, &next);
+        assert!(change.sets.is_empty(), "the sets did not change");
+        assert_eq!(change.rtpengine_sets[0].relays[0].url, "udp:10.0.0.2:22222");
+        // A client knows the feeder's version, not the sets' own one.
+        let completed = complete(&change, &[], &[&base]).unwrap();
+        assert_eq!(completed.version(), next.version());
+        assert_eq!(completed.sets(), next.sets());
+        assert_eq!(completed.lists(), next.lists());
+    }
+
+    #[test]
+    fn a_completed_delta_is_held_to_the_budget() {
+        let dests = (0..MAX_DESTINATIONS)
+            .map(|i| {
+                let host = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+                Destination::parse_target(&host).unwrap()
+            })
+            .collect();
+        let base = Snapshot::received(SetMap::from([(1, dests)]), "full");
+        let mut one_more = response_of(vec![set(2, vec![dest("sip:10.9.9.9")])]);
+        one_more.base_version = "full".into();
+        let err = complete(&one_more, &[], &[&base]).unwrap_err();
+        assert!(
+            matches!(err, InvalidSnapshot::OverBudget(_)) && err.to_string().contains("50001"),
+            "{err}"
+        );
     }
 
     #[test]

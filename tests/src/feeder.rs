@@ -10,6 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::netns::Host;
 use crate::{Kamailio, PATIENCE, eventually, http, wait_until};
 
 /// Path of the `dsfeed` binary built next to the running test or bench.
@@ -118,7 +119,18 @@ pub struct Feeder {
 impl Feeder {
     /// Starts `dsfeed ARGS`, logging at debug level to `log`.
     pub fn start<S: AsRef<OsStr>>(args: impl AsRef<[S]>, log: &Path) -> Feeder {
-        Feeder::spawn(args.as_ref(), log, None)
+        Feeder::spawn(args.as_ref(), log, None, None)
+    }
+
+    /// [`Feeder::serving`] on `host` of a private network, where its
+    /// `--http` cannot be reached from the test: it waits until the feed is
+    /// served instead.
+    pub async fn serving_on<S: AsRef<OsStr>>(host: &Host, args: impl AsRef<[S]>) -> Feeder {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let log = dir.path().join("dsfeed.log");
+        let feeder = Feeder::spawn(args.as_ref(), &log, Some(dir), Some(host));
+        feeder.wait_logged("serving the feed").await;
+        feeder
     }
 
     /// Starts a feeder that serves the feed only (`--mode grpc` unless the
@@ -139,10 +151,15 @@ impl Feeder {
     pub fn spawn_serving<S: AsRef<OsStr>>(args: impl AsRef<[S]>) -> Feeder {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let log = dir.path().join("dsfeed.log");
-        Feeder::spawn(args.as_ref(), &log, Some(dir))
+        Feeder::spawn(args.as_ref(), &log, Some(dir), None)
     }
 
-    fn spawn<S: AsRef<OsStr>>(args: &[S], log: &Path, dir: Option<tempfile::TempDir>) -> Feeder {
+    fn spawn<S: AsRef<OsStr>>(
+        args: &[S],
+        log: &Path,
+        dir: Option<tempfile::TempDir>,
+        host: Option<&Host>,
+    ) -> Feeder {
         let file = std::fs::File::create(log).expect("feeder log file");
         let http = args
             .iter()
@@ -150,7 +167,10 @@ impl Feeder {
             .skip_while(|a| a != "--http")
             .nth(1)
             .map(|addr| addr.parse().expect("--http IP:PORT"));
-        let mut command = Command::new(binary());
+        let mut command = match host {
+            Some(host) => host.command(binary()),
+            None => Command::new(binary()),
+        };
         command
             .args(args)
             .env("RUST_LOG", "debug")

@@ -18,6 +18,8 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
+use crate::netns::Host;
+
 /// The host's Kamailio binary, on PATH (Debian installs it in /usr/sbin).
 const HOST_KAMAILIO: &str = "kamailio";
 
@@ -120,6 +122,7 @@ pub struct KamailioBuilder {
     modparams: Vec<(String, String, ParamValue)>,
     envs: Vec<(String, String)>,
     routes: Option<String>,
+    host: Option<Host>,
 }
 
 /// Builder methods that each set one field to the value given.
@@ -165,6 +168,14 @@ impl KamailioBuilder {
         self
     }
 
+    /// Runs Kamailio on `host` of a private network: SIP on the host's
+    /// address, port 5060; ctl on the unix socket (which the test reaches
+    /// from outside) and, inside the host only, on 127.0.0.1.
+    pub fn on_host(mut self, host: &Host) -> Self {
+        self.host = Some(host.clone());
+        self
+    }
+
     /// Sets an environment variable for the Kamailio process.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.envs.push((name.into(), value.into()));
@@ -207,7 +218,10 @@ impl KamailioBuilder {
 
         let mut attempt = 1;
         loop {
-            let ports = Ports::pick(self.ipv6).map_err(HarnessError::Port)?;
+            let ports = match &self.host {
+                Some(host) => Ports::on_host(host),
+                None => Ports::pick(self.ipv6).map_err(HarnessError::Port)?,
+            };
             write(&cfg, self.config(dir.path(), &list, &ports).as_bytes())?;
             let process = self.spawn(dir.path(), &cfg, &log)?;
             let ctl = [
@@ -215,7 +229,13 @@ impl KamailioBuilder {
                 Addr::Tcp(ports.ctl_tcp.to_string()),
                 Addr::Udp(ports.ctl_udp.to_string()),
             ];
-            match wait_ready(&process, &ctl, &log).await {
+            // Only the unix socket is reachable from outside a host.
+            let reachable = if self.host.is_some() {
+                &ctl[..1]
+            } else {
+                &ctl[..]
+            };
+            match wait_ready(&process, reachable, &log).await {
                 Ok(()) => {
                     let [ctl_unix, ctl_tcp, ctl_udp] = ctl;
                     return Ok(Kamailio {
@@ -257,6 +277,9 @@ impl KamailioBuilder {
             .filter_map(Path::parent)
             .collect();
         let mut command = target().command(&binds);
+        if let Some(host) = &self.host {
+            command = host.wrap(&command);
+        }
         let shown = format!("{command:?}");
         let child = command
             .arg("-f")
@@ -516,6 +539,16 @@ struct Ports {
 }
 
 impl Ports {
+    /// Fixed ports on a host of its own, where nothing else listens.
+    fn on_host(host: &Host) -> Ports {
+        Ports {
+            sip: SocketAddr::new(host.addr.into(), 5060),
+            sip_v6: None,
+            ctl_tcp: SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 2049),
+            ctl_udp: SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 2049),
+        }
+    }
+
     fn pick(ipv6: bool) -> io::Result<Ports> {
         let sip = UdpSocket::bind("127.0.0.1:0")?;
         let sip_v6 = ipv6.then(|| UdpSocket::bind("[::1]:0")).transpose()?;
@@ -660,6 +693,7 @@ impl Kamailio {
             modparams: Vec::new(),
             envs: Vec::new(),
             routes: None,
+            host: None,
         }
     }
 
@@ -668,7 +702,7 @@ impl Kamailio {
         Kamailio::builder(list).start().await
     }
 
-    /// Where SIP is served (UDP on 127.0.0.1).
+    /// Where SIP is served (UDP on 127.0.0.1, or on its host's address).
     pub fn sip_addr(&self) -> SocketAddr {
         self.sip
     }

@@ -15,6 +15,7 @@ pub mod http;
 mod kamailio;
 pub mod loads;
 pub mod module;
+pub mod netns;
 pub mod pki;
 pub mod probe;
 pub mod scripted;

@@ -1,8 +1,11 @@
 //! Real SIP traffic with sipp: backends that name themselves, and a caller
 //! that reports which backend answered.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use crate::netns::Host;
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -10,26 +13,43 @@ fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// sipp, on `host` if given.
+fn sipp(host: Option<&Host>) -> Command {
+    match host {
+        Some(host) => host.command("sipp"),
+        None => Command::new("sipp"),
+    }
+}
+
 /// A sipp UAS on 127.0.0.1 answering OPTIONS with `X-Backend:
 /// 127.0.0.1:port`; stopped on drop.
 pub struct Backend {
     child: Child,
+    ip: IpAddr,
     pub port: u16,
 }
 
 impl Backend {
     /// Starts a backend on a free port.
     pub fn start() -> Backend {
-        let port = crate::free_udp_port();
-        let child = Command::new("sipp")
+        Backend::spawn(None, Ipv4Addr::LOCALHOST.into(), crate::free_udp_port())
+    }
+
+    /// Starts a backend on `host` of a private network, port 5060.
+    pub fn start_on(host: &Host) -> Backend {
+        Backend::spawn(Some(host), host.addr.into(), 5060)
+    }
+
+    fn spawn(host: Option<&Host>, ip: IpAddr, port: u16) -> Backend {
+        let child = sipp(host)
             .arg("-sf")
             .arg(scenario("uas.xml"))
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
+            .args(["-i", &ip.to_string(), "-p", &port.to_string(), "-nostdin"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("sipp is installed (apt-get install sip-tester)");
-        Backend { child, port }
+        Backend { child, ip, port }
     }
 
     /// The SIP URI of this backend, as it appears in dispatcher.list.
@@ -39,7 +59,7 @@ impl Backend {
 
     /// How the backend names itself in `X-Backend`, as [`call`] reports it.
     pub fn name(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 }
 
@@ -54,20 +74,35 @@ impl Drop for Backend {
 /// `kamailio` (HOST:PORT) and returns the backend (`HOST:PORT`) that
 /// answered each one; calls that got no 200 are left out.
 pub fn call(kamailio: &str, set: u32, calls: u32, work_dir: &Path) -> Vec<String> {
-    let log = work_dir.join(format!("uac-{set}-{}.log", std::process::id()));
+    call_from(None, "127.0.0.1", kamailio, set, calls, work_dir)
+}
+
+/// [`call`] from `host` of a private network.
+pub fn call_on(host: &Host, kamailio: &str, set: u32, calls: u32, work_dir: &Path) -> Vec<String> {
+    call_from(
+        Some(host),
+        &host.addr.to_string(),
+        kamailio,
+        set,
+        calls,
+        work_dir,
+    )
+}
+
+fn call_from(
+    host: Option<&Host>,
+    ip: &str,
+    kamailio: &str,
+    set: u32,
+    calls: u32,
+    work_dir: &Path,
+) -> Vec<String> {
+    let log = work_dir.join(format!("uac-{set}-{}-{ip}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let _ = Command::new("sipp")
+    let _ = sipp(host)
         .arg("-sf")
         .arg(scenario("uac.xml"))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "-s",
-            &set.to_string(),
-            kamailio,
-        ])
+        .args(["-i", ip, "-p", "0", "-s", &set.to_string(), kamailio])
         .args([
             "-m",
             &calls.to_string(),
@@ -113,14 +148,41 @@ impl Load {
     /// Starts `rate` requests a second, `total` in all, to set `set` through
     /// Kamailio at `kamailio` (HOST:PORT); files go to `work_dir`.
     pub fn start(kamailio: &str, set: u32, rate: u64, total: u64, work_dir: &Path) -> Load {
-        let port = crate::free_udp_port();
-        let stats = work_dir.join(format!("load-{port}.csv"));
-        let errors = work_dir.join(format!("load-{port}-errors.log"));
-        let child = Command::new("sipp")
+        let from = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), crate::free_udp_port());
+        Load::spawn(None, from, kamailio, set, rate, total, work_dir)
+    }
+
+    /// [`Load::start`] from `host` of a private network, from its `port`.
+    pub fn start_on(
+        host: &Host,
+        port: u16,
+        kamailio: &str,
+        set: u32,
+        rate: u64,
+        total: u64,
+        work_dir: &Path,
+    ) -> Load {
+        let from = SocketAddr::new(host.addr.into(), port);
+        Load::spawn(Some(host), from, kamailio, set, rate, total, work_dir)
+    }
+
+    fn spawn(
+        host: Option<&Host>,
+        from: SocketAddr,
+        kamailio: &str,
+        set: u32,
+        rate: u64,
+        total: u64,
+        work_dir: &Path,
+    ) -> Load {
+        let (ip, port) = (from.ip(), from.port());
+        let stats = work_dir.join(format!("load-{ip}-{port}.csv"));
+        let errors = work_dir.join(format!("load-{ip}-{port}-errors.log"));
+        let child = sipp(host)
             .current_dir(work_dir)
             .arg("-sf")
             .arg(scenario("uac.xml"))
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", "u1"])
+            .args(["-i", &ip.to_string(), "-p", &port.to_string(), "-t", "u1"])
             .args(["-s", &set.to_string(), kamailio])
             .args(["-r", &rate.to_string(), "-m", &total.to_string()])
             .args([

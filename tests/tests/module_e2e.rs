@@ -354,6 +354,17 @@ async fn a_sets_file_edit_reaches_kamailio_in_memory_without_a_reload() {
         "{}",
         kamailio.log()
     );
+    // The module takes deltas, and completed this one without asking for
+    // the full snapshot.
+    let client = &feeder.status().await["clients"][0];
+    assert_eq!(client["deltas"], true, "{client}");
+    assert_eq!(client["nacks"], 0, "{client}");
+    assert!(
+        !kamailio.log().contains("asking for it in full"),
+        "{}",
+        kamailio.log()
+    );
+    assert!(feeder.log().contains("sending a delta"), "{}", feeder.log());
     routes_without_a_reload(&kamailio, &feeder, &files, &new, &other).await;
 }
 

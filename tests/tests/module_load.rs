@@ -92,7 +92,7 @@ async fn bad_parameters_stop_kamailio_with_the_culprit_named() {
             kamailio("")
                 .modparam("dsfeed", "feeder", "http://feeder:1")
                 .modparam("dsfeed", "tls_ca", "/etc/hostname"),
-            "tls_ca needs an https:// feeder",
+            "tls_ca needs https:// feeders, and http://feeder:1 is not one",
         ),
     ];
     for (builder, expected) in cases {

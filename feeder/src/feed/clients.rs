@@ -48,6 +48,9 @@ pub struct ClientStatus {
     /// Why the newest snapshot is not sent to this client (it is larger
     /// than a client accepts); `null` when it is.
     pub withheld: Option<String>,
+    /// Whether the client takes deltas (only the sets that changed since a
+    /// version it holds) rather than every set each time.
+    pub deltas: bool,
 }
 
 /// A response a client answered "retrying": valid, not applied yet.
@@ -85,6 +88,7 @@ impl ClientStatus {
             retrying: None,
             retries: 0,
             withheld: None,
+            deltas: false,
         }
     }
 

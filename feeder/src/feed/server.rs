@@ -7,6 +7,12 @@
 //! most. A NACK of a response that a newer one overtook is the client
 //! skipping it, not refusing it. Responses for equal filters of one snapshot are built once and
 //! shared.
+//!
+//! A client that accepts deltas gets only the sets that changed since a
+//! version it holds, when that version is among the last `HISTORY` (8)
+//! snapshots this feeder served; otherwise, or when it answers that it
+//! lacks the base, the full snapshot. Deltas too are built once per filter
+//! and base and shared.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -66,13 +72,24 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// possibly to another replica.
 pub const SHUTTING_DOWN: &str = "the feeder is shutting down";
 
-/// The response content for one filter of one snapshot.
+/// How many past snapshots the feed keeps to answer with deltas: a client
+/// a few changes behind (a Kamailio pacing its swaps through a burst, one
+/// that reconnects after a short cut) gets a delta, one further behind the
+/// full snapshot.
+const HISTORY: usize = 8;
+
+/// The response content for one filter of one snapshot: the whole of it,
+/// or a delta from `base`.
 #[derive(Debug)]
 struct View {
     version: String,
     sets: Vec<pb::Set>,
     rtpengine_sets: Vec<pb::RtpengineSet>,
     domains: Vec<pb::WireDomain>,
+    /// Empty for a full view; else the version a delta applies on.
+    base: String,
+    /// In a delta: the sets `base` has and this version does not.
+    removed: Vec<dsfeed_model::SetId>,
     /// Why this view is not sent: it is over what a client accepts
     /// ([`pb::Size::over_budget`]), so sending it would only make every
     /// client refuse it.
@@ -80,23 +97,10 @@ struct View {
 }
 
 impl View {
-    fn of(
-        snapshot: &Snapshot,
-        filter: &SetFilter,
-        lists: &Lists,
-        metrics: &crate::metrics::Metrics,
-    ) -> Self {
-        // Only the lists the client asked for, and their version: a client
-        // that asked for none sees the sets alone, as before lists existed.
-        let only = snapshot.with_only(lists);
-        let filtered;
-        let snapshot = match filter {
-            None => &only,
-            Some(ids) => {
-                filtered = only.filtered(ids);
-                &filtered
-            }
-        };
+    fn of(snapshot: &Snapshot, want: &ViewKey, metrics: &crate::metrics::Metrics) -> Self {
+        let filter = &want.0;
+        let snapshot = under(snapshot, want);
+        let snapshot = &*snapshot;
         let response = pb::response(snapshot, String::new());
         let withheld = pb::Size::of(snapshot, &response).over_budget().map(|why| {
             let why = format!("version {} is not sent: it has {why}", snapshot.version());
@@ -110,37 +114,135 @@ impl View {
             sets: response.sets,
             rtpengine_sets: response.rtpengine_sets,
             domains: response.domains,
+            base: String::new(),
+            removed: Vec::new(),
             withheld,
+        }
+    }
+
+    /// The delta from `base` to `snapshot`, both already [`under`] one
+    /// client's filter and lists.
+    fn delta(base: &Snapshot, snapshot: &Snapshot) -> Self {
+        let response = pb::delta(base, snapshot);
+        View {
+            version: response.version_info,
+            sets: response.sets,
+            rtpengine_sets: response.rtpengine_sets,
+            domains: response.domains,
+            base: response.base_version,
+            removed: response.removed_set_ids,
+            withheld: None,
+        }
+    }
+
+    /// This view as a response with `nonce`.
+    fn response(&self, nonce: String) -> FeedResponse {
+        FeedResponse {
+            version_info: self.version.clone(),
+            nonce,
+            sets: self.sets.clone(),
+            rtpengine_sets: self.rtpengine_sets.clone(),
+            domains: self.domains.clone(),
+            base_version: self.base.clone(),
+            removed_set_ids: self.removed.clone(),
         }
     }
 }
 
-/// Views of the current snapshot by filter; cleared when the snapshot
-/// changes, so it holds one snapshot's worth per distinct filter.
+/// `snapshot` as a client with `want` sees it: only the lists it asked
+/// for, and their version (a client that asked for none sees the sets
+/// alone, as before lists existed), then only the sets it asked for.
+fn under<'a>(snapshot: &'a Snapshot, want: &ViewKey) -> std::borrow::Cow<'a, Snapshot> {
+    let (filter, lists) = want;
+    let only = snapshot.with_only(lists);
+    let only = if only.version() == snapshot.version() {
+        std::borrow::Cow::Borrowed(snapshot)
+    } else {
+        std::borrow::Cow::Owned(only)
+    };
+    match filter {
+        None => only,
+        Some(ids) => std::borrow::Cow::Owned(only.filtered(ids)),
+    }
+}
+
+/// Views of the current snapshot by what clients want (filter and lists),
+/// and deltas onto it by want and base; cleared when the snapshot changes,
+/// so it holds one snapshot's worth per distinct want and base. The snapshots before it are kept,
+/// [`HISTORY`] of them, as the bases deltas are made from.
 #[derive(Debug, Default)]
 struct Views {
-    inner: Mutex<(String, HashMap<ViewKey, Arc<View>>)>,
+    inner: Mutex<ViewsInner>,
+}
+
+#[derive(Debug, Default)]
+struct ViewsInner {
+    current: Option<Arc<Snapshot>>,
+    full: HashMap<ViewKey, Arc<View>>,
+    /// Only deltas whose base is in the history: their count is bounded by
+    /// the history times the wants in use, whatever versions clients
+    /// name.
+    deltas: HashMap<(ViewKey, String), Arc<View>>,
+    /// Past snapshots, oldest first.
+    history: VecDeque<Arc<Snapshot>>,
+}
+
+impl ViewsInner {
+    /// Makes `snapshot` the current one, if it is not yet.
+    fn follow(&mut self, snapshot: &Arc<Snapshot>) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.version() == snapshot.version())
+        {
+            return;
+        }
+        if let Some(old) = self.current.replace(Arc::clone(snapshot)) {
+            self.history.push_back(old);
+            if self.history.len() > HISTORY {
+                self.history.pop_front();
+            }
+        }
+        self.full.clear();
+        self.deltas.clear();
+    }
 }
 
 impl Views {
     fn get(
         &self,
-        snapshot: &Snapshot,
-        filter: &SetFilter,
-        lists: &Lists,
+        snapshot: &Arc<Snapshot>,
+        want: &ViewKey,
         metrics: &crate::metrics::Metrics,
     ) -> Arc<View> {
         let mut inner = self.inner.lock().expect("not poisoned");
-        let (version, views) = &mut *inner;
-        if version != snapshot.version() {
-            snapshot.version().clone_into(version);
-            views.clear();
-        }
+        inner.follow(snapshot);
         Arc::clone(
-            views
-                .entry((filter.clone(), lists.clone()))
-                .or_insert_with(|| Arc::new(View::of(snapshot, filter, lists, metrics))),
+            inner
+                .full
+                .entry(want.clone())
+                .or_insert_with(|| Arc::new(View::of(snapshot, want, metrics))),
         )
+    }
+
+    /// The delta onto `snapshot` under `want` from the version `base` (a
+    /// version under the same want), if that version is in the history.
+    fn delta(&self, snapshot: &Arc<Snapshot>, want: &ViewKey, base: &str) -> Option<Arc<View>> {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        inner.follow(snapshot);
+        let key = (want.clone(), base.to_owned());
+        if let Some(view) = inner.deltas.get(&key) {
+            return Some(Arc::clone(view));
+        }
+        let old = inner
+            .history
+            .iter()
+            .rev()
+            .map(|old| under(old, want))
+            .find(|old| old.version() == base)?;
+        let view = Arc::new(View::delta(&old, &under(snapshot, want)));
+        inner.deltas.insert(key, Arc::clone(&view));
+        Some(view)
     }
 }
 
@@ -267,6 +369,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 struct Outstanding {
     nonce: String,
     version: String,
+    /// It was a delta: a NACK may only mean the client lacks its base.
+    delta: bool,
 }
 
 /// One client's stream.
@@ -320,9 +424,16 @@ impl Session {
             filter.as_ref().map(|ids| ids.iter().copied().collect()),
             &first.version_info,
         ));
-        tracing::info!(node = %node.id, sets = ?filter, version = %first.version_info, "client connected");
+        client.update(|c| c.deltas = first.accept_deltas);
+        tracing::info!(node = %node.id, sets = ?filter, version = %first.version_info, deltas = first.accept_deltas, "client connected");
         let end = self
-            .serve(&client, &node.id, &filter, &lists, first.version_info)
+            .serve(
+                &client,
+                &node.id,
+                &(filter, lists),
+                first.version_info,
+                first.accept_deltas,
+            )
             .await;
         tracing::info!(node = %node.id, "client disconnected");
         drop(client);
@@ -344,9 +455,9 @@ impl Session {
         &mut self,
         client: &ClientHandle,
         node: &str,
-        filter: &SetFilter,
-        lists: &Lists,
+        want: &ViewKey,
         mut applied: String,
+        deltas: bool,
     ) -> Option<Status> {
         let shared = Arc::clone(&self.service.shared);
         let shutdown = self.service.shutdown.clone();
@@ -359,15 +470,14 @@ impl Session {
         // A version the client refused is not offered again until the truth
         // moves on.
         let mut rejected: Option<String> = None;
+        // The client lacked the base of a delta: the next response is full.
+        let mut full_next = false;
         let mut sent = 0u64;
         loop {
             if outstanding.len() < WINDOW {
                 let current = snapshots.borrow_and_update().clone();
                 if let Some(snapshot) = current {
-                    let view = self
-                        .service
-                        .views
-                        .get(&snapshot, filter, lists, &shared.metrics);
+                    let view = self.service.views.get(&snapshot, want, &shared.metrics);
                     client.update(|c| c.withheld = view.withheld.clone());
                     let newest_sent = outstanding.back().map(|o| &o.version);
                     if view.withheld.is_none()
@@ -378,13 +488,22 @@ impl Session {
                     {
                         sent += 1;
                         let nonce = format!("{}-{sent}", client.id());
-                        let response = FeedResponse {
-                            version_info: view.version.clone(),
-                            nonce: nonce.clone(),
-                            sets: view.sets.clone(),
-                            rtpengine_sets: view.rtpengine_sets.clone(),
-                            domains: view.domains.clone(),
-                        };
+                        // The newest version the client holds: the last one
+                        // sent, which it has even if not applied yet, or the
+                        // one it applied.
+                        let base = newest_sent.unwrap_or(&applied);
+                        let delta = (deltas && !full_next && !base.is_empty())
+                            .then(|| self.service.views.delta(&snapshot, want, base))
+                            .flatten();
+                        full_next = false;
+                        if let Some(delta) = &delta {
+                            tracing::debug!(%node, version = %delta.version, base = %delta.base, sets = delta.sets.len(), removed = delta.removed.len(), "sending a delta");
+                        }
+                        let response = delta.as_ref().unwrap_or(&view).response(nonce.clone());
+                        let kind = if delta.is_some() { "delta" } else { "full" };
+                        shared
+                            .metrics
+                            .count_response(kind, pb::encoded_len(&response));
                         if self.tx.send(Ok(response)).await.is_err() {
                             return None;
                         }
@@ -392,6 +511,7 @@ impl Session {
                         outstanding.push_back(Outstanding {
                             nonce,
                             version: view.version.clone(),
+                            delta: delta.is_some(),
                         });
                     }
                 }
@@ -422,6 +542,10 @@ impl Session {
                         match reply.error_detail {
                             Some(error) if overtaken && !error.retrying => {
                                 tracing::debug!(%node, version = %answered.version, error = %error.message, "client skipped a snapshot a newer one overtook");
+                            }
+                            Some(error) if answered.delta && !error.retrying => {
+                                tracing::debug!(%node, version = %answered.version, error = %error.message, "client refused a delta; sending the full snapshot");
+                                full_next = true;
                             }
                             Some(error) if error.retrying => {
                                 tracing::warn!(%node, version = %answered.version, error = %error.message, "client could not apply a snapshot yet; it keeps retrying");
@@ -716,27 +840,75 @@ mod tests {
     fn views_are_shared_per_filter_and_snapshot() {
         use dsfeed_model::{Destination, SetMap};
         let snapshot = |host: &str| {
-            Snapshot::new(SetMap::from([
+            Arc::new(Snapshot::new(SetMap::from([
                 (1, vec![Destination::parse_target(host).unwrap()]),
                 (2, vec![]),
-            ]))
+            ])))
         };
         let views = Views::default();
         let first = snapshot("10.0.0.1");
-        let one = Some([1].into());
+        let one: ViewKey = (Some([1].into()), Lists::new());
+        let all_sets: ViewKey = (None, Lists::new());
         let metrics = crate::metrics::Metrics::new();
-        let none = Lists::new();
-        let a = views.get(&first, &one, &none, &metrics);
-        assert!(Arc::ptr_eq(&a, &views.get(&first, &one, &none, &metrics)));
+        let a = views.get(&first, &one, &metrics);
+        assert!(Arc::ptr_eq(&a, &views.get(&first, &one, &metrics)));
         assert_eq!(
-            views.get(&first, &None, &none, &metrics).version,
+            views.get(&first, &all_sets, &metrics).version,
             first.version()
         );
         assert_eq!(a.sets.len(), 1);
         assert!(a.withheld.is_none());
-        let b = views.get(&snapshot("10.0.0.2"), &one, &none, &metrics);
+        let second = snapshot("10.0.0.2");
+        let b = views.get(&second, &one, &metrics);
         assert_ne!(a.version, b.version);
-        assert_eq!(views.inner.lock().unwrap().1.len(), 1);
+        assert_eq!(views.inner.lock().unwrap().full.len(), 1);
+
+        // Deltas onto the second snapshot, from a version of the history
+        // under the same filter, built once.
+        let delta = views.delta(&second, &one, &a.version).unwrap();
+        assert_eq!(
+            (delta.base.as_str(), delta.sets.len()),
+            (a.version.as_str(), 1)
+        );
+        assert!(Arc::ptr_eq(
+            &delta,
+            &views.delta(&second, &one, &a.version).unwrap()
+        ));
+        let all = views.delta(&second, &all_sets, first.version()).unwrap();
+        assert_eq!(all.sets.len(), 1, "set 2 did not change");
+        assert!(views.delta(&second, &one, "unknown").is_none());
+        assert!(
+            views.delta(&second, &all_sets, &a.version).is_none(),
+            "another filter's version"
+        );
+    }
+
+    #[test]
+    fn the_history_is_short() {
+        use dsfeed_model::{Destination, SetMap};
+        let views = Views::default();
+        let metrics = crate::metrics::Metrics::new();
+        let all_sets: ViewKey = (None, Lists::new());
+        let snapshots: Vec<Arc<Snapshot>> = (0..=HISTORY + 1)
+            .map(|i| {
+                let dest = Destination::parse_target(&format!("10.0.0.{i}")).unwrap();
+                Arc::new(Snapshot::new(SetMap::from([(1, vec![dest])])))
+            })
+            .collect();
+        for snapshot in &snapshots {
+            views.get(snapshot, &all_sets, &metrics);
+        }
+        let newest = snapshots.last().unwrap();
+        assert!(
+            views
+                .delta(newest, &all_sets, snapshots[0].version())
+                .is_none()
+        );
+        assert!(
+            views
+                .delta(newest, &all_sets, snapshots[1].version())
+                .is_some()
+        );
     }
 
     #[test]
@@ -748,9 +920,9 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        let big = Snapshot::new(SetMap::from([(1, dests)]));
+        let big = Arc::new(Snapshot::new(SetMap::from([(1, dests)])));
         let metrics = crate::metrics::Metrics::new();
-        let view = Views::default().get(&big, &None, &Lists::new(), &metrics);
+        let view = Views::default().get(&big, &(None, Lists::new()), &metrics);
         let why = view.withheld.as_deref().unwrap();
         assert!(
             why.contains("50001 destinations") && why.contains(big.version()),

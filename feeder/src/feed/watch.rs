@@ -2,6 +2,7 @@
 //! prints every snapshot as `dispatcher.list` lines and ACKs it, refuses
 //! (NACKs) what Kamailio could not load, and reconnects with the version it
 //! holds, so a feeder restart prints nothing new unless the sets changed.
+//! It takes deltas, and prints each completed into the whole snapshot.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{self, Certificate, ClientTlsConfig, Identity};
 
 use dsfeed_model::pb::{self, Answer, Incoming};
-use dsfeed_model::{Backoff, Endpoint, ListKind, SetId, error_chain};
+use dsfeed_model::{Backoff, Endpoint, ListKind, SetId, Snapshot, error_chain};
 
 use crate::error::Error;
 use crate::sinks::file::ListWriter;
@@ -118,9 +119,11 @@ pub async fn run(args: &WatchArgs, out: &mut (impl Write + Send)) -> Result<(), 
         None => None,
     };
     let mut delays = BACKOFF.iter();
-    let mut applied = String::new();
+    // The last snapshot taken: its version goes in each hello, and deltas
+    // are completed against it.
+    let mut applied: Option<Snapshot> = None;
     loop {
-        let printed = applied.clone();
+        let printed = version_of(applied.as_ref()).to_owned();
         let err = match stream(args, &endpoint, token.as_deref(), &mut applied, out).await {
             Ok(Ended::Done) => return Ok(()),
             Ok(Ended::Closed) => Error::Rejected {
@@ -133,7 +136,7 @@ pub async fn run(args: &WatchArgs, out: &mut (impl Write + Send)) -> Result<(), 
         if args.once || is_final(&err) {
             return Err(err);
         }
-        if applied != printed {
+        if version_of(applied.as_ref()) != printed {
             // The stream worked for a while: start again from the shortest delay.
             delays = BACKOFF.iter();
         }
@@ -141,6 +144,11 @@ pub async fn run(args: &WatchArgs, out: &mut (impl Write + Send)) -> Result<(), 
         tracing::warn!(error = %error_chain(&err), "reconnecting in {delay:.1?}");
         tokio::time::sleep(delay).await;
     }
+}
+
+/// The version of `snapshot`, empty for none.
+fn version_of(snapshot: Option<&Snapshot>) -> &str {
+    snapshot.map_or("", Snapshot::version)
 }
 
 /// Which errors end `watch`: a refusal that a retry cannot change (the
@@ -157,7 +165,7 @@ async fn stream(
     args: &WatchArgs,
     endpoint: &transport::Endpoint,
     token: Option<&str>,
-    applied: &mut String,
+    applied: &mut Option<Snapshot>,
     out: &mut (impl Write + Send),
 ) -> Result<Ended, Error> {
     let addr = args.addr.to_string();
@@ -168,7 +176,8 @@ async fn stream(
     let (tx, rx) = mpsc::channel(4);
     let node = args.node.clone().unwrap_or_else(host_name);
     let user_agent = format!("dsfeed-watch/{}", env!("CARGO_PKG_VERSION"));
-    let mut hello = pb::hello(&node, &user_agent, &args.sets, applied);
+    let mut hello =
+        pb::hello_with_deltas(&node, &user_agent, &args.sets, version_of(applied.as_ref()));
     hello.lists = pb::wire_lists(&args.lists.iter().copied().collect());
     tx.send(hello).await.expect("the receiver is alive");
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
@@ -197,8 +206,9 @@ async fn stream(
             } => {
                 let why = format!("version {version:?} has {reason}");
                 tracing::error!("refusing a snapshot: {why}");
+                let kept = version_of(applied.as_ref());
                 if tx
-                    .send(pb::answer(&nonce, applied, Answer::Nack(why)))
+                    .send(pb::answer(&nonce, kept, Answer::Nack(why)))
                     .await
                     .is_err()
                 {
@@ -207,7 +217,8 @@ async fn stream(
                 continue;
             }
         };
-        let reply = match pb::snapshot(&response, &args.sets) {
+        let held: Vec<&Snapshot> = applied.iter().collect();
+        let reply = match pb::complete(&response, &args.sets, &held) {
             Ok(snapshot) => {
                 match &args.output {
                     Some(path) => {
@@ -225,12 +236,19 @@ async fn stream(
                         source,
                     })?,
                 }
-                response.version_info.clone_into(applied);
-                pb::answer(&response.nonce, applied, Answer::Ack)
+                let answer = pb::answer(&response.nonce, snapshot.version(), Answer::Ack);
+                *applied = Some(snapshot);
+                answer
             }
             Err(err) => {
-                tracing::error!(version = %response.version_info, error = %err, "refusing a snapshot");
-                pb::answer(&response.nonce, applied, Answer::Nack(err.to_string()))
+                let kept = version_of(applied.as_ref());
+                if err.wants_full() {
+                    // The feeder sends the full snapshot on this NACK.
+                    tracing::debug!(version = %response.version_info, error = %err, "asking for the full snapshot");
+                } else {
+                    tracing::error!(version = %response.version_info, error = %err, "refusing a snapshot");
+                }
+                pb::answer(&response.nonce, kept, Answer::Nack(err.to_string()))
             }
         };
         let acked = reply.error_detail.is_none();

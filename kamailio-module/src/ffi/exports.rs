@@ -225,7 +225,7 @@ fn init() -> Result<(), InitError> {
     }
     log::info!(
         "feeder {} as node {:?}, sets {}, min_swap_interval {:?}{}",
-        config.feeder,
+        feeder_list(&config),
         config.node_id,
         if config.sets.is_empty() {
             "all".to_owned()
@@ -371,7 +371,14 @@ fn status_reply(reply: &Reply<'_>) {
     let time = |at: Option<std::time::SystemTime>| at.map(rfc3339).unwrap_or_default();
     top.str("state", status.state.as_str());
     top.int("connected", i64::from(status.state == LinkState::Connected));
-    top.str("feeder", &config.feeder.to_string());
+    // The feeder in use (or being tried), and the list it is taken from.
+    let feeders = feeder_list(config);
+    let current = match status.feeder.as_str() {
+        "" => config.feeders[0].to_string(),
+        current => current.to_owned(),
+    };
+    top.str("feeder", &current);
+    top.str("feeders", &feeders);
     top.str("node_id", &config.node_id);
     top.str("applied_version", &status.applied_version);
     top.str("applied_at", &time(status.applied_at));
@@ -394,6 +401,12 @@ fn status_reply(reply: &Reply<'_>) {
         saturating(config.min_swap_interval.as_millis() as u64),
     );
     top.int("list_file_sync", i64::from(module.list_file.is_some()));
+}
+
+/// The `feeder` parameter as understood: every address, comma-separated.
+fn feeder_list(config: &Config) -> String {
+    let all: Vec<String> = config.feeders.iter().map(ToString::to_string).collect();
+    all.join(",")
 }
 
 fn add_sets(sets: &Struct<'_>, status: &Status) {

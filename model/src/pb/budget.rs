@@ -33,6 +33,12 @@ pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
 /// The longest nonce an over-budget response may carry to be NACKed.
 const MAX_NONCE: usize = 1024;
 
+/// The bytes `response` takes on the wire (the protobuf message, without
+/// gRPC's 5-byte frame header).
+pub fn encoded_len(response: &FeedResponse) -> usize {
+    prost::Message::encoded_len(response)
+}
+
 /// A response's size, as counted on the wire or from a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size {
@@ -48,7 +54,7 @@ impl Size {
         Size {
             sets: snapshot.sets().len() + lists.rtpengine.len(),
             destinations: snapshot.destination_count() + lists.relay_count() + lists.domain_count(),
-            bytes: prost::Message::encoded_len(response),
+            bytes: encoded_len(response),
         }
     }
 
