@@ -894,3 +894,32 @@ async fn a_client_that_takes_deltas_gets_only_what_changed_since_its_version() {
     assert_eq!(uris(&delta), [(1, vec!["sip:10.0.0.4:5060".into()])]);
     assert!(delta.removed_set_ids.is_empty());
 }
+
+#[tokio::test]
+async fn a_delta_carries_the_lists_a_client_asked_for_whole() {
+    use dsfeed_model::ListKind;
+    use dsfeed_model::pb::{self, wire_lists};
+    let dir = TempDir::new().unwrap();
+    let with_relay =
+        |relay: &str| format!("sets:\n  1:\n    - 10.0.0.1\nrtpengine:\n  0:\n    - {relay}\n");
+    let file = SetsFile::new(dir.path(), &[]);
+    file.write_text(&with_relay("10.0.0.5"));
+    let socket = dir.path().join("feed.sock");
+    let _feeder = Feeder::serving(serving(&file.path, &socket)).await;
+    let mut hello = hello_deltas("kam-lists", &[], "");
+    hello.lists = wire_lists(&[ListKind::Rtpengine].into());
+    let mut client = Stream::connect(feed_client::unix_endpoint(&socket), hello).await;
+    let first = client.next_acked().await;
+    assert_eq!(first.rtpengine_sets[0].relays[0].url, "udp:10.0.0.5:22222");
+    let held = pb::complete(&first, &[], &[]).unwrap();
+
+    // Only a relay changes: a delta with no set, and the relays whole.
+    file.write_text(&with_relay("10.0.0.6"));
+    let delta = client.next().await;
+    assert_eq!(delta.base_version, first.version_info);
+    assert!(delta.sets.is_empty() && delta.removed_set_ids.is_empty());
+    assert_eq!(delta.rtpengine_sets[0].relays[0].url, "udp:10.0.0.6:22222");
+    let completed = pb::complete(&delta, &[], &[&held]).unwrap();
+    assert_eq!(completed.sets(), held.sets());
+    assert_eq!(completed.lists().relay_count(), 1);
+}
