@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := kamailio kamailio-extra-modules kamailio-utils-modules sip-tester protobuf-compiler \
 	libclang-dev clang dpkg-dev build-essential pkg-config curl ca-certificates \
-	debootstrap patch systemd python3-venv
+	debootstrap patch systemd python3-venv iproute2
 
 # What the feeder alone needs to build (its image's build stage).
 FEEDER_APT_PACKAGES := protobuf-compiler build-essential pkg-config curl ca-certificates
@@ -73,10 +73,14 @@ test: build ## Every test; the real-Kamailio ones on 5.6.3 (host) and 6.0.1 (roo
 	DSFEED_FOREIGN_MODULE="$(CURDIR)/target/debug/libdsfeed.so" \
 	$(CARGO_TEST) $(addprefix --test ,$(KAMAILIO_TESTS))
 
-lint: kamailio-src lint-docker ## rustfmt, clippy and rustdoc, warnings as errors; hadolint
+lint: kamailio-src lint-docker ## rustfmt, clippy and rustdoc, warnings as errors; the fuzz targets type-checked; hadolint
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --locked -p dsfeed -p dsfeed-model
+	@# The fuzz targets are a workspace of their own, on nightly only when
+	@# run: type-check them on stable here so a change of the code they
+	@# call cannot leave `make fuzz` broken unseen.
+	cargo check --manifest-path fuzz/Cargo.toml --bins --locked --target-dir target/fuzz-check
 
 demo: build ## Real Kamailio + dsfeed + a sets file: edit a set, watch SIP follow
 	docker/demo/demo.sh target/debug/dsfeed

@@ -1,7 +1,7 @@
 //! A ctl peer's reply: whole messages, and bodies on their own.
 #![no_main]
 
-use dsfeed::binrpc::{Message, decode_body};
+use dsfeed_binrpc::{Message, decode_body};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

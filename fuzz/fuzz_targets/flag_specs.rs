@@ -2,7 +2,7 @@
 //! --consul-attr, --consul-addr, --rpc and --listen / feeder addresses.
 #![no_main]
 
-use dsfeed::binrpc::Addr;
+use dsfeed_binrpc::Addr;
 use dsfeed::sources::consul::{AttrMapping, ConsulAddr, RegisterSpec, ServiceSpec};
 use dsfeed::sources::kubernetes::ServiceSet;
 use dsfeed::sources::static_sets::StaticSet;
