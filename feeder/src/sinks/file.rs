@@ -153,19 +153,9 @@ impl FileSink {
         let mut write_failures = self.backoff.iter();
         let mut reload_failures = self.backoff.iter();
         loop {
-            let Some(snapshot) = snapshots.latest() else {
-                if !snapshots.changed().await {
-                    return;
-                }
-                continue;
+            let Some(snapshot) = snapshots.due(&mut retry_at).await else {
+                return;
             };
-            if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
-                if !snapshots.pause(tokio::time::sleep_until(at)).await {
-                    return;
-                }
-                continue;
-            }
-            retry_at = None;
             let applier = match &self.reload {
                 Some(client) => applier(client).await,
                 None => Applier::Dispatcher,

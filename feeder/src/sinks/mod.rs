@@ -16,6 +16,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use crate::error::Error;
 use crate::hub::SnapshotRx;
 use crate::metrics::SinkMetrics;
@@ -80,6 +82,30 @@ impl Snapshots {
         tokio::select! {
             () = pause => true,
             changed = self.changed() => changed,
+        }
+    }
+
+    /// The newest snapshot once `retry_at` (when the sink's last failed
+    /// attempt may be tried again) has passed, clearing it: a sink that
+    /// retries acts on the newest snapshot, and a newer one arriving while
+    /// it waits does not cut the wait short. Waits for a first snapshot;
+    /// `None` once the hub has shut down.
+    pub async fn due(&mut self, retry_at: &mut Option<Instant>) -> Option<Arc<Snapshot>> {
+        loop {
+            let Some(snapshot) = self.latest() else {
+                if !self.changed().await {
+                    return None;
+                }
+                continue;
+            };
+            if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
+                if !self.pause(tokio::time::sleep_until(at)).await {
+                    return None;
+                }
+                continue;
+            }
+            *retry_at = None;
+            return Some(snapshot);
         }
     }
 

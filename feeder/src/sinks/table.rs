@@ -88,19 +88,9 @@ impl TableSink {
         let mut failures = RETRY.iter();
         let method = self.writer.module().reload_method();
         loop {
-            let Some(snapshot) = snapshots.latest() else {
-                if !snapshots.changed().await {
-                    return;
-                }
-                continue;
+            let Some(snapshot) = snapshots.due(&mut retry_at).await else {
+                return;
             };
-            if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
-                if !snapshots.pause(tokio::time::sleep_until(at)).await {
-                    return;
-                }
-                continue;
-            }
-            retry_at = None;
             match self.writer.write(&snapshot) {
                 Ok(wrote) => {
                     if wrote {
