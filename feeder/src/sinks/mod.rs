@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -141,5 +142,36 @@ impl Snapshots {
         let chain = dsfeed_model::error_chain(err);
         tracing::warn!(sink = %self.metrics.name(), kind, error = %chain, "{consequence}");
         self.metrics.error(kind);
+    }
+}
+
+/// Keeps a sink's reloads of Kamailio at least a minimum interval apart,
+/// counted from the end of one attempt to the start of the next, so a
+/// burst of snapshots costs Kamailio one reload per interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    min_interval: Duration,
+    last_reload: Option<Instant>,
+}
+
+impl Pacing {
+    /// Reloads at least `min_interval` apart; the first one at once.
+    pub fn new(min_interval: Duration) -> Self {
+        Pacing {
+            min_interval,
+            last_reload: None,
+        }
+    }
+
+    /// When the next reload may start, if that is still to come.
+    pub fn wait_until(&self) -> Option<Instant> {
+        self.last_reload
+            .map(|last| last + self.min_interval)
+            .filter(|at| *at > Instant::now())
+    }
+
+    /// Notes that a reload attempt has just ended.
+    pub fn reloaded(&mut self) {
+        self.last_reload = Some(Instant::now());
     }
 }
