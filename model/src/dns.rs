@@ -153,6 +153,33 @@ pub enum Answer {
 /// Parses the answer to query `id`; `Err` for anything else (another id, a
 /// query, a malformed message), which is ignored like a stray datagram.
 pub fn parse_answer(id: u16, msg: &[u8]) -> Result<Answer, &'static str> {
+    let header = answer_header(id, msg)?;
+    match header[3] & 0x0f {
+        0 => {}
+        3 => return Ok(Answer::NoSuchName),
+        code => return Ok(Answer::Failed(code)),
+    }
+    let mut addresses = Vec::new();
+    each_record(msg, header, |record| {
+        let data = record.data;
+        match (record.rtype, record.class, data.len()) {
+            (TYPE_A, 1, 4) => addresses.push(IpAddr::V4(Ipv4Addr::new(
+                data[0], data[1], data[2], data[3],
+            ))),
+            (TYPE_AAAA, 1, 16) => {
+                let octets: [u8; 16] = data.try_into().map_err(|_| "bad AAAA")?;
+                addresses.push(IpAddr::V6(Ipv6Addr::from(octets)));
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(Answer::Addresses(addresses))
+}
+
+/// The header of the answer to query `id`; `Err` for another id or a
+/// query, which both parsers ignore.
+fn answer_header(id: u16, msg: &[u8]) -> Result<&[u8], &'static str> {
     let header = msg.get(..12).ok_or("shorter than a header")?;
     if u16::from_be_bytes([header[0], header[1]]) != id {
         return Err("another id");
@@ -160,11 +187,28 @@ pub fn parse_answer(id: u16, msg: &[u8]) -> Result<Answer, &'static str> {
     if header[2] & 0x80 == 0 {
         return Err("not an answer");
     }
-    match header[3] & 0x0f {
-        0 => {}
-        3 => return Ok(Answer::NoSuchName),
-        code => return Ok(Answer::Failed(code)),
-    }
+    Ok(header)
+}
+
+/// One record of an answer section.
+struct Record<'a> {
+    rtype: u16,
+    class: u16,
+    ttl: u32,
+    data: &'a [u8],
+    /// Where `data` starts in the message, for names in it that are
+    /// compressed against the rest of the message.
+    start: usize,
+}
+
+/// Skips the questions of `msg` (whose header is `header`) and calls `each`
+/// on every record of its answer section, in order; the first error, a
+/// cut message or `each`'s own, ends the walk.
+fn each_record<'a>(
+    msg: &'a [u8],
+    header: &[u8],
+    mut each: impl FnMut(Record<'a>) -> Result<(), &'static str>,
+) -> Result<(), &'static str> {
     let questions = u16::from_be_bytes([header[4], header[5]]);
     let answers = u16::from_be_bytes([header[6], header[7]]);
     let mut pos = 12;
@@ -175,28 +219,26 @@ pub fn parse_answer(id: u16, msg: &[u8]) -> Result<Answer, &'static str> {
             .filter(|p| *p <= msg.len())
             .ok_or("cut question")?;
     }
-    let mut addresses = Vec::new();
     for _ in 0..answers {
         pos = skip_name(msg, pos)?;
         let fixed = msg.get(pos..pos + 10).ok_or("cut record")?;
         let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
         let class = u16::from_be_bytes([fixed[2], fixed[3]]);
+        let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
         let len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
         pos += 10;
+        let start = pos;
         let data = msg.get(pos..pos + len).ok_or("cut record data")?;
         pos += len;
-        match (rtype, class, len) {
-            (TYPE_A, 1, 4) => addresses.push(IpAddr::V4(Ipv4Addr::new(
-                data[0], data[1], data[2], data[3],
-            ))),
-            (TYPE_AAAA, 1, 16) => {
-                let octets: [u8; 16] = data.try_into().map_err(|_| "bad AAAA")?;
-                addresses.push(IpAddr::V6(Ipv6Addr::from(octets)));
-            }
-            _ => {}
-        }
+        each(Record {
+            rtype,
+            class,
+            ttl,
+            data,
+            start,
+        })?;
     }
-    Ok(Answer::Addresses(addresses))
+    Ok(())
 }
 
 /// One SRV record (RFC 2782): where a service is, and how to prefer it.
@@ -235,13 +277,7 @@ pub enum SrvAnswer {
 /// stray datagram. A record whose data is malformed makes the whole answer
 /// malformed: half a record set must not read as the truth.
 pub fn parse_srv_answer(id: u16, msg: &[u8]) -> Result<SrvAnswer, &'static str> {
-    let header = msg.get(..12).ok_or("shorter than a header")?;
-    if u16::from_be_bytes([header[0], header[1]]) != id {
-        return Err("another id");
-    }
-    if header[2] & 0x80 == 0 {
-        return Err("not an answer");
-    }
+    let header = answer_header(id, msg)?;
     if header[2] & 0x02 != 0 {
         return Ok(SrvAnswer::Truncated);
     }
@@ -250,40 +286,24 @@ pub fn parse_srv_answer(id: u16, msg: &[u8]) -> Result<SrvAnswer, &'static str> 
         3 => return Ok(SrvAnswer::NoSuchName),
         code => return Ok(SrvAnswer::Failed(code)),
     }
-    let questions = u16::from_be_bytes([header[4], header[5]]);
-    let answers = u16::from_be_bytes([header[6], header[7]]);
-    let mut pos = 12;
-    for _ in 0..questions {
-        pos = skip_name(msg, pos)?;
-        pos = pos
-            .checked_add(4)
-            .filter(|p| *p <= msg.len())
-            .ok_or("cut question")?;
-    }
     let mut records = Vec::new();
-    for _ in 0..answers {
-        pos = skip_name(msg, pos)?;
-        let fixed = msg.get(pos..pos + 10).ok_or("cut record")?;
-        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
-        let class = u16::from_be_bytes([fixed[2], fixed[3]]);
-        let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
-        let len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-        pos += 10;
-        let start = pos;
-        let data = msg.get(pos..pos + len).ok_or("cut record data")?;
-        pos += len;
-        if (rtype, class) != (TYPE_SRV, 1) {
-            continue;
+    each_record(msg, header, |record| {
+        if (record.rtype, record.class) != (TYPE_SRV, 1) {
+            return Ok(());
         }
-        let fixed = data.get(..6).ok_or("cut SRV record")?;
+        let fixed = record.data.get(..6).ok_or("cut SRV record")?;
         // The target is read from the whole message: RFC 2782 forbids
         // compressing it, but some servers do.
-        let (target, end) = read_name(msg, start + 6)?;
-        if end != start + len {
+        let (target, end) = read_name(msg, record.start + 6)?;
+        if end != record.start + record.data.len() {
             return Err("SRV record data longer or shorter than its target");
         }
         // RFC 2181 §8: a TTL with the top bit set is read as 0.
-        let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl };
+        let ttl = if record.ttl > i32::MAX as u32 {
+            0
+        } else {
+            record.ttl
+        };
         records.push(Srv {
             priority: u16::from_be_bytes([fixed[0], fixed[1]]),
             weight: u16::from_be_bytes([fixed[2], fixed[3]]),
@@ -291,7 +311,8 @@ pub fn parse_srv_answer(id: u16, msg: &[u8]) -> Result<SrvAnswer, &'static str> 
             target,
             ttl,
         });
-    }
+        Ok(())
+    })?;
     Ok(SrvAnswer::Records(records))
 }
 

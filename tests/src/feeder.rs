@@ -197,6 +197,12 @@ impl Feeder {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// How many times the feeder has logged `text` so far, to count its
+    /// reloads and the like.
+    pub fn times_logged(&self, text: &str) -> usize {
+        self.log().matches(text).count()
+    }
+
     /// Asserts that the feeder has logged `text`; the failure shows the log.
     #[track_caller]
     pub fn assert_logged(&self, text: &str) {

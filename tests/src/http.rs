@@ -10,27 +10,8 @@ use hyper_util::rt::TokioIo;
 
 /// One `GET path` to `addr`: the status code and the body as text.
 pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(connection);
-    let request = Request::get(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .map_err(std::io::Error::other)?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(std::io::Error::other)?;
-    let code = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(std::io::Error::other)?
-        .to_bytes();
-    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    let response = fetch(addr, path, None).await?;
+    Ok((response.status, response.body))
 }
 
 /// A feeder's `/status` page; `None` while it does not answer (starting,

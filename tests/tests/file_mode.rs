@@ -47,12 +47,7 @@ async fn a_lone_edit_is_one_reload_that_kamailio_accepts() {
     // pacing, which a lone edit past the interval never meets.
     let (kamailio, sets_file, feeder) = fed_from_sets_file(0, &["sip:10.0.0.1:5060"]).await;
     let loads = LoadLog::follow(kamailio.log_path());
-    let reloads = || {
-        feeder
-            .log()
-            .matches("Kamailio reloaded dispatcher.list")
-            .count()
-    };
+    let reloads = || feeder.times_logged("Kamailio reloaded dispatcher.list");
     let before = reloads();
     edit(&kamailio, &sets_file, &["sip:10.0.0.2:5060"]).await;
     assert_eq!(

@@ -11,6 +11,8 @@
 //! one or two changes.
 
 use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -134,12 +136,23 @@ fn the_example_configurations_check_and_share_their_lists_part() {
     }
 }
 
+/// Waits until Kamailio's rtpengine module has exactly `relays` and its
+/// domain module exactly `domains`, the lists a test changes together.
+async fn until_lists(
+    kamailio: &Kamailio,
+    feeder: Option<&Feeder>,
+    relays: &[Shown],
+    domains: &[(&str, &str)],
+) {
+    until_relays(kamailio, feeder, relays).await;
+    until_domains(kamailio, feeder, domains).await;
+}
+
 /// Waits until Kamailio's rtpengine module has exactly `want`.
 async fn until_relays(kamailio: &Kamailio, feeder: Option<&Feeder>, want: &[Shown]) {
-    let want: BTreeSet<Shown> = want.iter().cloned().collect();
     let client = kamailio.client();
-    wait_until("Kamailio's rtpengine relays", SETTLE, || async {
-        let seen: BTreeSet<Shown> = rtpengine_show(&client)
+    until_exactly("Kamailio's rtpengine relays", feeder, want, || async {
+        Ok(rtpengine_show(&client)
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
@@ -147,32 +160,39 @@ async fn until_relays(kamailio: &Kamailio, feeder: Option<&Feeder>, want: &[Show
                 let disabled = r.disabled_by_table();
                 (r.set, r.url, r.weight, disabled)
             })
-            .collect();
-        if seen == want {
-            Ok(())
-        } else {
-            Err(format!(
-                "{seen:?}, want {want:?}; feeder log:\n{}",
-                feeder.map(Feeder::log).unwrap_or_default()
-            ))
-        }
+            .collect())
     })
     .await;
 }
 
 /// Waits until Kamailio's domain module has exactly `want` (domain, did).
 async fn until_domains(kamailio: &Kamailio, feeder: Option<&Feeder>, want: &[(&str, &str)]) {
-    let want: BTreeSet<(String, String)> = want
+    let want: Vec<(String, String)> = want
         .iter()
         .map(|(d, did)| ((*d).to_owned(), (*did).to_owned()))
         .collect();
     let client = kamailio.client();
-    wait_until("Kamailio's domains", SETTLE, || async {
-        let seen: BTreeSet<(String, String)> = domain_dump(&client)
+    until_exactly("Kamailio's domains", feeder, &want, || async {
+        Ok(domain_dump(&client)
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
-            .collect();
+            .collect())
+    })
+    .await;
+}
+
+/// Waits until `read` (what Kamailio has of `what`) gives exactly `want`;
+/// the failure shows the feeder's log, which says why it did not.
+async fn until_exactly<T, F, Fut>(what: &str, feeder: Option<&Feeder>, want: &[T], read: F)
+where
+    T: Ord + Clone + Debug,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<BTreeSet<T>, String>>,
+{
+    let want: BTreeSet<T> = want.iter().cloned().collect();
+    wait_until(what, SETTLE, || async {
+        let seen = read().await?;
         if seen == want {
             Ok(())
         } else {
@@ -217,7 +237,7 @@ async fn a_sets_file_drives_all_three_lists() {
     db.init(&source);
     let kamailio = db.kamailio().await;
     // What Kamailio read at start, from the tables --once wrote.
-    until_relays(
+    until_lists(
         &kamailio,
         None,
         &[
@@ -225,11 +245,6 @@ async fn a_sets_file_drives_all_three_lists() {
             relay(1, "udp:127.0.0.2:22223", 3, false),
             relay(2, "udp:127.0.0.3:22222", 1, true),
         ],
-    )
-    .await;
-    until_domains(
-        &kamailio,
-        None,
         &[
             ("sip.example.com", "sip.example.com"),
             ("t1.example.com", "tenant-1"),
@@ -250,18 +265,13 @@ async fn a_sets_file_drives_all_three_lists() {
             "  - new.example.com\n  - name: t1.example.com\n    did: tenant-1\n",
         ),
     );
-    until_relays(
+    until_lists(
         &kamailio,
         Some(&feeder),
         &[
             relay(1, "udp:127.0.0.4:22222", 1, false),
             relay(1, "udp:127.0.0.2:22223", 3, false),
         ],
-    )
-    .await;
-    until_domains(
-        &kamailio,
-        Some(&feeder),
         &[
             ("new.example.com", "new.example.com"),
             ("t1.example.com", "tenant-1"),
@@ -280,12 +290,7 @@ async fn a_sets_file_drives_all_three_lists() {
     // A domain alone changes: dispatcher.list is neither rewritten nor
     // reloaded (its version is that of the sets alone).
     let list = std::fs::read_to_string(kamailio.list_path()).unwrap();
-    let reloads = || {
-        feeder
-            .log()
-            .matches("Kamailio reloaded dispatcher.list")
-            .count()
-    };
+    let reloads = || feeder.times_logged("Kamailio reloaded dispatcher.list");
     let before = reloads();
     replace_file(
         &file,
@@ -348,15 +353,10 @@ async fn a_kamailio_running_dsfeed_so_reloads_its_tables_and_only_the_module_swa
         ),
     );
     until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.2:5070"])]), SETTLE).await;
-    until_relays(
+    until_lists(
         &kamailio,
         Some(&feeder),
         &[relay(1, "udp:127.0.0.2:22222", 1, false)],
-    )
-    .await;
-    until_domains(
-        &kamailio,
-        Some(&feeder),
         &[("b.example.com", "b.example.com")],
     )
     .await;
@@ -438,16 +438,16 @@ async fn kubernetes_drives_all_three_lists() {
     .arg("--kubecfg", kubeconfig.display());
     db.init(&source);
     let kamailio = db.kamailio().await;
-    until_relays(
+    until_lists(
         &kamailio,
         None,
         &[
             relay(1, "udp:127.0.0.1:22222", 1, false),
             relay(1, "udp:127.0.0.2:22222", 1, false),
         ],
+        &[("127.0.0.11", "edge")],
     )
     .await;
-    until_domains(&kamailio, None, &[("127.0.0.11", "edge")]).await;
     let feeder = start_feeder(&db, &source, &kamailio);
     until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
 
@@ -473,7 +473,7 @@ async fn kubernetes_drives_all_three_lists() {
         true,
         false,
     ));
-    until_relays(
+    until_lists(
         &kamailio,
         Some(&feeder),
         &[
@@ -481,11 +481,6 @@ async fn kubernetes_drives_all_three_lists() {
             relay(1, "udp:127.0.0.2:22222", 1, true),
             relay(1, "udp:127.0.0.3:22222", 1, false),
         ],
-    )
-    .await;
-    until_domains(
-        &kamailio,
-        Some(&feeder),
         &[("127.0.0.11", "edge"), ("127.0.0.12", "edge")],
     )
     .await;
@@ -518,13 +513,13 @@ async fn consul_drives_relays_and_domains_and_a_restart_blanks_neither() {
     ]);
     db.init(&source);
     let kamailio = db.kamailio().await;
-    until_relays(
+    until_lists(
         &kamailio,
         None,
         &[relay(1, "udp:127.0.0.1:22222", 1, false)],
+        &[("127.0.0.11", "127.0.0.11")],
     )
     .await;
-    until_domains(&kamailio, None, &[("127.0.0.11", "127.0.0.11")]).await;
     let feeder = start_feeder(&db, &source, &kamailio);
     until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
 
@@ -533,15 +528,10 @@ async fn consul_drives_relays_and_domains_and_a_restart_blanks_neither() {
     consul.register(Instance::new("rtpengine", "rtp-b", "127.0.0.2", 22222));
     consul.register(Instance::new("sbc", "sbc-b", "127.0.0.12", 5060));
     consul.set_status("rtpengine", "rtp-a", Status::Critical);
-    until_relays(
+    until_lists(
         &kamailio,
         Some(&feeder),
         &[relay(1, "udp:127.0.0.2:22222", 1, false)],
-    )
-    .await;
-    until_domains(
-        &kamailio,
-        Some(&feeder),
         &[("127.0.0.11", "127.0.0.11"), ("127.0.0.12", "127.0.0.12")],
     )
     .await;
@@ -555,15 +545,10 @@ async fn consul_drives_relays_and_domains_and_a_restart_blanks_neither() {
     assert!(relays.contains("udp\\:127.0.0.2\\:22222"), "{relays}");
     let domains = std::fs::read_to_string(db.path().join("domain")).unwrap();
     assert!(domains.contains(":127.0.0.12::0"), "{domains}");
-    until_relays(
+    until_lists(
         &kamailio,
         Some(&feeder),
         &[relay(1, "udp:127.0.0.2:22222", 1, false)],
-    )
-    .await;
-    until_domains(
-        &kamailio,
-        Some(&feeder),
         &[("127.0.0.11", "127.0.0.11"), ("127.0.0.12", "127.0.0.12")],
     )
     .await;

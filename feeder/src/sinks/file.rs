@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::metrics::{FileSinkMetrics, Metrics};
-use crate::sinks::{Sink, SinkFuture, Snapshots};
+use crate::sinks::{Pacing, Sink, SinkFuture, Snapshots};
 use dsfeed_binrpc::{self as binrpc, dispatcher};
 use dsfeed_model::Backoff;
 use dsfeed_model::Snapshot;
@@ -100,12 +100,9 @@ pub struct FileSink {
     metrics: FileSinkMetrics,
     backoff: Backoff,
     when_module: WhenModule,
-    min_interval: Duration,
+    pacing: Pacing,
     /// The last answer to `dsfeed.status`, to log only changes.
     seen: Option<Applier>,
-    /// When the last reload attempt ended: the next may start only
-    /// `min_interval` later.
-    last_reload: Option<Instant>,
 }
 
 /// What one reload attempt came to.
@@ -124,9 +121,8 @@ impl FileSink {
             reload,
             backoff: RETRY,
             when_module: WhenModule::StepAside,
-            min_interval: DEFAULT_MIN_RELOAD_INTERVAL,
+            pacing: Pacing::new(DEFAULT_MIN_RELOAD_INTERVAL),
             seen: None,
-            last_reload: None,
         }
     }
 
@@ -138,7 +134,7 @@ impl FileSink {
 
     /// The shortest time between two reloads (default 1 s).
     pub fn min_reload_interval(mut self, interval: Duration) -> Self {
-        self.min_interval = interval;
+        self.pacing = Pacing::new(interval);
         self
     }
 
@@ -153,19 +149,9 @@ impl FileSink {
         let mut write_failures = self.backoff.iter();
         let mut reload_failures = self.backoff.iter();
         loop {
-            let Some(snapshot) = snapshots.latest() else {
-                if !snapshots.changed().await {
-                    return;
-                }
-                continue;
+            let Some(snapshot) = snapshots.due(&mut retry_at).await else {
+                return;
             };
-            if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
-                if !snapshots.pause(tokio::time::sleep_until(at)).await {
-                    return;
-                }
-                continue;
-            }
-            retry_at = None;
             let applier = match &self.reload {
                 Some(client) => applier(client).await,
                 None => Applier::Dispatcher,
@@ -201,8 +187,9 @@ impl FileSink {
                 (Some(_), Applier::Unknown) => Some(tokio::time::sleep(NO_ANSWER_POLL)),
                 // Paced: wait, then ask again right before reloading.
                 (Some(_), _) => self
-                    .next_reload_at()
-                    .filter(|at| reload_due && *at > Instant::now())
+                    .pacing
+                    .wait_until()
+                    .filter(|_| reload_due)
                     .map(tokio::time::sleep_until),
             };
             if let Some(pause) = pause {
@@ -228,11 +215,6 @@ impl FileSink {
                 return;
             }
         }
-    }
-
-    /// The earliest moment the next reload may start.
-    fn next_reload_at(&self) -> Option<Instant> {
-        self.last_reload.map(|last| last + self.min_interval)
     }
 
     /// Logs (and counts) what Kamailio said about its dispatcher's writer
@@ -276,7 +258,7 @@ impl FileSink {
     /// Sends one `dispatcher.reload` and reads its answer.
     async fn reload_once(&mut self, client: &binrpc::Client, snapshot: &Snapshot) -> Attempt {
         let result = dispatcher::reload(client).await;
-        self.last_reload = Some(Instant::now());
+        self.pacing.reloaded();
         match result {
             Ok(()) => {
                 self.metrics.reload("loaded");

@@ -15,6 +15,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::hub::SnapshotRx;
@@ -83,6 +86,30 @@ impl Snapshots {
         }
     }
 
+    /// The newest snapshot once `retry_at` (when the sink's last failed
+    /// attempt may be tried again) has passed, clearing it: a sink that
+    /// retries acts on the newest snapshot, and a newer one arriving while
+    /// it waits does not cut the wait short. Waits for a first snapshot;
+    /// `None` once the hub has shut down.
+    pub async fn due(&mut self, retry_at: &mut Option<Instant>) -> Option<Arc<Snapshot>> {
+        loop {
+            let Some(snapshot) = self.latest() else {
+                if !self.changed().await {
+                    return None;
+                }
+                continue;
+            };
+            if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
+                if !self.pause(tokio::time::sleep_until(at)).await {
+                    return None;
+                }
+                continue;
+            }
+            *retry_at = None;
+            return Some(snapshot);
+        }
+    }
+
     /// The next snapshot not seen yet, waiting for it; the current one on
     /// the first call. `None` once the hub has shut down: the sink should
     /// finish and return.
@@ -115,5 +142,36 @@ impl Snapshots {
         let chain = dsfeed_model::error_chain(err);
         tracing::warn!(sink = %self.metrics.name(), kind, error = %chain, "{consequence}");
         self.metrics.error(kind);
+    }
+}
+
+/// Keeps a sink's reloads of Kamailio at least a minimum interval apart,
+/// counted from the end of one attempt to the start of the next, so a
+/// burst of snapshots costs Kamailio one reload per interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    min_interval: Duration,
+    last_reload: Option<Instant>,
+}
+
+impl Pacing {
+    /// Reloads at least `min_interval` apart; the first one at once.
+    pub fn new(min_interval: Duration) -> Self {
+        Pacing {
+            min_interval,
+            last_reload: None,
+        }
+    }
+
+    /// When the next reload may start, if that is still to come.
+    pub fn wait_until(&self) -> Option<Instant> {
+        self.last_reload
+            .map(|last| last + self.min_interval)
+            .filter(|at| *at > Instant::now())
+    }
+
+    /// Notes that a reload attempt has just ended.
+    pub fn reloaded(&mut self) {
+        self.last_reload = Some(Instant::now());
     }
 }

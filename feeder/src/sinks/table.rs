@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::sinks::{Sink, SinkFuture, Snapshots};
+use crate::sinks::{Pacing, Sink, SinkFuture, Snapshots};
 use dsfeed_binrpc as binrpc;
 use dsfeed_binrpc::lists::{self as rpc, Module};
 use dsfeed_model::dbtext;
@@ -84,23 +84,13 @@ impl TableSink {
         // run may have written it without Kamailio loading it.
         let mut reload_due = true;
         let mut retry_at: Option<Instant> = None;
-        let mut last_reload: Option<Instant> = None;
+        let mut pacing = Pacing::new(self.min_interval);
         let mut failures = RETRY.iter();
         let method = self.writer.module().reload_method();
         loop {
-            let Some(snapshot) = snapshots.latest() else {
-                if !snapshots.changed().await {
-                    return;
-                }
-                continue;
+            let Some(snapshot) = snapshots.due(&mut retry_at).await else {
+                return;
             };
-            if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
-                if !snapshots.pause(tokio::time::sleep_until(at)).await {
-                    return;
-                }
-                continue;
-            }
-            retry_at = None;
             match self.writer.write(&snapshot) {
                 Ok(wrote) => {
                     if wrote {
@@ -120,17 +110,14 @@ impl TableSink {
                 }
             }
             if let (true, Some(client)) = (reload_due, &self.reload) {
-                if let Some(at) = last_reload
-                    .map(|last| last + self.min_interval)
-                    .filter(|at| *at > Instant::now())
-                {
+                if let Some(at) = pacing.wait_until() {
                     if !snapshots.pause(tokio::time::sleep_until(at)).await {
                         return;
                     }
                     continue;
                 }
                 let result = rpc::reload(client, self.writer.module()).await;
-                last_reload = Some(Instant::now());
+                pacing.reloaded();
                 match result {
                     Ok(()) => {
                         self.count(client, "loaded");

@@ -11,11 +11,16 @@
 //! source publishes the set as held
 //! ([`Publisher::publish_holding`](crate::sources::Publisher::publish_holding)),
 //! so Kamailio keeps what it has.
+//!
+//! A source that follows one set drives it all through a [`Guard`], and
+//! only says how it logs and publishes ([`Guarded`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::sources::Publisher;
 use dsfeed_model::Destination;
 
 /// What the source should do with an answer.
@@ -94,6 +99,120 @@ impl Holder {
     pub fn expire(&mut self) {
         self.empty_since = None;
         self.published = Some(Vec::new());
+    }
+}
+
+/// What a source following one set through a [`Guard`] says and
+/// publishes; the guard decides when, so every such source holds, logs and
+/// announces a held set alike.
+pub trait Guarded {
+    /// Logs one problem of an answer (a record or instance left out); called
+    /// only for an answer whose problems differ from the last one's.
+    fn problem(&self, problem: &str);
+
+    /// Logs that the set changed to `count` destinations, just before they
+    /// are published.
+    fn changed(&self, count: usize);
+
+    /// Logs that the set turned empty and is kept for `holding_for`.
+    fn holding(&self, holding_for: Duration);
+
+    /// Logs that the grace ran out with the set still empty, just before it
+    /// is published empty.
+    fn emptied(&self);
+
+    /// Publishes `dests` as the set.
+    fn publish(&self, out: &Publisher, dests: Vec<Destination>) -> impl Future<Output = ()> + Send;
+
+    /// Publishes the set as held.
+    fn publish_held(&self, out: &Publisher) -> impl Future<Output = ()> + Send;
+}
+
+/// One set's [`Holder`] with what goes around it in a source: the last
+/// answer's problems, so they are logged once, and whether the set was
+/// announced as held, so that is published once.
+#[derive(Debug)]
+pub struct Guard {
+    holder: Holder,
+    problems: Vec<String>,
+    held_announced: bool,
+}
+
+impl Guard {
+    /// A guard that holds an empty answer for `grace` (zero: never).
+    pub fn new(grace: Duration) -> Self {
+        Guard {
+            holder: Holder::new(grace),
+            problems: Vec::new(),
+            held_announced: false,
+        }
+    }
+
+    /// Whether the hub has content for this set yet (a held set is none).
+    pub fn has_published(&self) -> bool {
+        self.holder.has_published()
+    }
+
+    /// Takes one answer's destinations and problems: logs the problems when
+    /// they changed, then publishes the destinations, or starts holding the
+    /// set, or does nothing, as the [`Holder`] decides.
+    pub async fn answer<S: Guarded>(
+        &mut self,
+        source: &S,
+        out: &Publisher,
+        destinations: Vec<Destination>,
+        problems: Vec<String>,
+    ) {
+        if problems != self.problems {
+            for problem in &problems {
+                source.problem(problem);
+            }
+            self.problems = problems;
+        }
+        match self.holder.observe(destinations, Instant::now()) {
+            Decision::Publish(dests) => {
+                source.changed(dests.len());
+                source.publish(out, dests).await;
+            }
+            Decision::Hold {
+                started: true,
+                until,
+            } => {
+                source.holding(until.saturating_duration_since(Instant::now()));
+                self.announce_held(source, out).await;
+            }
+            Decision::Hold { .. } | Decision::Unchanged => {}
+        }
+    }
+
+    /// Publishes the set as held if nothing was published for it yet, once:
+    /// for an answer the source cannot vouch for.
+    pub async fn announce_held<S: Guarded>(&mut self, source: &S, out: &Publisher) {
+        if !self.holder.has_published() && !self.held_announced {
+            self.held_announced = true;
+            source.publish_held(out).await;
+        }
+    }
+
+    /// Runs `work` to its end; if the empty-answer grace runs out meanwhile,
+    /// empties the set.
+    pub async fn meanwhile<S: Guarded, F: Future>(
+        &mut self,
+        source: &S,
+        out: &Publisher,
+        work: F,
+    ) -> F::Output {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                output = &mut work => return output,
+                () = self.holder.expired() => {
+                    self.holder.expire();
+                    source.emptied();
+                    source.publish(out, Vec::new()).await;
+                }
+            }
+        }
     }
 }
 

@@ -25,6 +25,7 @@
 //! The file must be valid at start. After that an invalid edit is logged and
 //! ignored, so the last good sets stay published.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -230,23 +231,10 @@ pub fn parse_sets(text: &str) -> Result<(SetMap, Lists), String> {
     if doc.sets.is_none() && doc.rtpengine.is_none() && doc.domains.is_none() {
         return Err("'sets' is missing or empty; write 'sets: {}' to manage no sets".into());
     }
-    let mut lists = Lists::default();
-    for (SetKey(id), entries) in doc.rtpengine.map(|r| r.0).unwrap_or_default() {
-        let entries = entries.ok_or_else(|| {
-            format!("rtpengine set {id} has nothing after it; write '{id}: []' for an empty set")
-        })?;
-        let relays = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| {
-                e.relay()
-                    .map_err(|r| format!("rtpengine set {id}, entry {}: {r}", i + 1))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if lists.rtpengine.insert(id, relays).is_some() {
-            return Err(format!("rtpengine set {id} is listed twice"));
-        }
-    }
+    let mut lists = Lists {
+        rtpengine: Sets::read(doc.rtpengine, "rtpengine set", RelayEntry::relay)?,
+        ..Lists::default()
+    };
     for (i, entry) in doc.domains.unwrap_or_default().into_iter().enumerate() {
         let (name, did_text) = match entry {
             DomainEntry::Name(name) => (name, String::new()),
@@ -256,23 +244,7 @@ pub fn parse_sets(text: &str) -> Result<(SetMap, Lists), String> {
         let did = did(&did_text).map_err(|e| format!("domains, entry {}: {e}", i + 1))?;
         lists.domains.entry(did).or_default().insert(name);
     }
-    let mut out = SetMap::new();
-    for (SetKey(id), entries) in doc.sets.map(|s| s.0).unwrap_or_default() {
-        let entries = entries.ok_or_else(|| {
-            format!("set {id} has nothing after it; write '{id}: []' for an empty set")
-        })?;
-        let dests = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| {
-                e.destination()
-                    .map_err(|r| format!("set {id}, entry {}: {r}", i + 1))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if out.insert(id, dests).is_some() {
-            return Err(format!("set {id} is listed twice"));
-        }
-    }
+    let out = Sets::read(doc.sets, "set", Entry::destination)?;
     Ok((out, lists))
 }
 
@@ -350,6 +322,34 @@ impl<'de, E: Deserialize<'de>> Deserialize<'de> for Sets<E> {
             }
         }
         deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+impl<E> Sets<E> {
+    /// The entries of each set of a section (`None`: none), each turned
+    /// into a `T` by `convert`; `what` names a set in errors ("set",
+    /// "rtpengine set"). A set with nothing after it, a bad entry and a set
+    /// listed twice are each an error, the first one found returned.
+    fn read<T>(
+        sets: Option<Self>,
+        what: &str,
+        convert: impl Fn(E) -> Result<T, String>,
+    ) -> Result<BTreeMap<SetId, Vec<T>>, String> {
+        let mut out = BTreeMap::new();
+        for (SetKey(id), entries) in sets.map(|s| s.0).unwrap_or_default() {
+            let entries = entries.ok_or_else(|| {
+                format!("{what} {id} has nothing after it; write '{id}: []' for an empty set")
+            })?;
+            let converted = entries
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| convert(e).map_err(|r| format!("{what} {id}, entry {}: {r}", i + 1)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if out.insert(id, converted).is_some() {
+                return Err(format!("{what} {id} is listed twice"));
+            }
+        }
+        Ok(out)
     }
 }
 

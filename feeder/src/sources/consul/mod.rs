@@ -42,7 +42,6 @@
 //!   `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,7 +69,7 @@ pub use error::ConsulError;
 pub use register::Registration;
 pub use spec::{DomainSpec, Health, RegisterSpec, RtpengineSpec, ServiceSpec};
 
-use crate::sources::hold::{Decision, Holder};
+use crate::sources::hold::{Guard, Guarded};
 use dsfeed_model::Backoff;
 use error::chain;
 
@@ -149,26 +148,23 @@ impl ConsulSource {
     /// Queries forever; no Consul error is fatal, since the set's last
     /// instances are the best truth there is until Consul answers again.
     async fn watch(self: Box<Self>, out: Publisher) -> Result<(), Error> {
-        let mut holder = Holder::new(self.grace);
+        let mut guard = Guard::new(self.grace);
         let mut delays = BACKOFF.iter();
         let mut index = 0;
-        let mut problems = Vec::new();
         let mut warned_no_index = false;
-        // Whether the set was published as held (before any content).
-        let mut held_announced = false;
         let mut last_start: Option<Instant> = None;
         loop {
             if let Some(start) = last_start {
                 let pause = tokio::time::sleep_until(start + MIN_INTERVAL);
-                self.meanwhile(pause, &mut holder, &out).await;
+                guard.meanwhile(&*self, &out, pause).await;
             }
             last_start = Some(Instant::now());
             let query = self.client.health_service(&self.spec, index, self.wait);
-            let reply = match self.meanwhile(query, &mut holder, &out).await {
+            let reply = match guard.meanwhile(&*self, &out, query).await {
                 Ok(reply) => reply,
                 Err(err) => {
                     let delay = delays.next().expect("backoff delays never end");
-                    let outcome = if holder.has_published() {
+                    let outcome = if guard.has_published() {
                         "the set keeps its last instances"
                     } else {
                         "the set waits for Consul's first answer"
@@ -181,7 +177,8 @@ impl ConsulSource {
                         "Consul query failed; {outcome}"
                     );
                     out.metrics().failure(err.label(), chain(&err));
-                    self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
+                    guard
+                        .meanwhile(&*self, &out, tokio::time::sleep(delay))
                         .await;
                     continue;
                 }
@@ -216,75 +213,50 @@ impl ConsulSource {
                     "Consul answer not used; the set keeps its last instances"
                 );
                 out.metrics().failure(err.label(), &err);
-                if !holder.has_published() && !held_announced {
-                    held_announced = true;
-                    self.publish_held(&out).await;
-                }
-                self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
+                guard.announce_held(&*self, &out).await;
+                guard
+                    .meanwhile(&*self, &out, tokio::time::sleep(delay))
                     .await;
                 continue;
             }
 
             let converted = instances::convert(&self.spec, &self.attrs, &reply.entries);
-            if converted.problems != problems {
-                for problem in &converted.problems {
-                    tracing::warn!(service = %self.spec, "{problem}");
-                }
-                problems = converted.problems;
-            }
-            match holder.observe(converted.destinations, Instant::now()) {
-                Decision::Publish(dests) => {
-                    tracing::info!(
-                        service = %self.spec,
-                        set = self.spec.set,
-                        instances = dests.len(),
-                        "Consul instances changed"
-                    );
-                    self.publish(&out, dests).await;
-                }
-                Decision::Hold {
-                    started: true,
-                    until,
-                } => {
-                    tracing::warn!(
-                        service = %self.spec,
-                        set = self.spec.set,
-                        holding_for = ?until.saturating_duration_since(Instant::now()),
-                        "Consul reports no healthy instance; keeping the last ones until the grace runs out, in case the agent is restarting"
-                    );
-                    if !holder.has_published() && !held_announced {
-                        held_announced = true;
-                        self.publish_held(&out).await;
-                    }
-                }
-                Decision::Hold { .. } | Decision::Unchanged => {}
-            }
+            guard
+                .answer(&*self, &out, converted.destinations, converted.problems)
+                .await;
         }
     }
+}
 
-    /// Runs `work` to its end; if the empty-answer grace runs out meanwhile,
-    /// empties the set.
-    async fn meanwhile<F: Future>(
-        &self,
-        work: F,
-        holder: &mut Holder,
-        out: &Publisher,
-    ) -> F::Output {
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                output = &mut work => return output,
-                () = holder.expired() => {
-                    holder.expire();
-                    tracing::info!(
-                        service = %self.spec,
-                        set = self.spec.set,
-                        "Consul still reports no healthy instance after the grace; emptying the set"
-                    );
-                    self.publish(out, Vec::new()).await;
-                }
-            }
-        }
+impl Guarded for ConsulSource {
+    fn problem(&self, problem: &str) {
+        tracing::warn!(service = %self.spec, "{problem}");
+    }
+
+    fn changed(&self, count: usize) {
+        tracing::info!(
+            service = %self.spec,
+            set = self.spec.set,
+            instances = count,
+            "Consul instances changed"
+        );
+    }
+
+    fn holding(&self, holding_for: Duration) {
+        tracing::warn!(
+            service = %self.spec,
+            set = self.spec.set,
+            ?holding_for,
+            "Consul reports no healthy instance; keeping the last ones until the grace runs out, in case the agent is restarting"
+        );
+    }
+
+    fn emptied(&self) {
+        tracing::info!(
+            service = %self.spec,
+            set = self.spec.set,
+            "Consul still reports no healthy instance after the grace; emptying the set"
+        );
     }
 
     /// Publishes `dests` as the list this service feeds.

@@ -25,16 +25,14 @@
 //!   naming it.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::sources::hold::{Decision, Holder};
+use crate::sources::hold::{Guard, Guarded};
 use crate::sources::{Publisher, Source, SourceFuture};
 use dsfeed_model::{Backoff, Destination, SetMap};
 
@@ -186,17 +184,15 @@ impl DnsSrvSource {
     /// Looks the name up forever; no DNS error is fatal, since the last
     /// answer is the best truth there is until the name server answers.
     async fn follow(self: Box<Self>, out: Publisher) -> Result<(), Error> {
-        let mut holder = Holder::new(self.grace);
+        let mut guard = Guard::new(self.grace);
         let mut delays = BACKOFF.iter();
-        let mut problems = Vec::new();
-        let mut held_announced = false;
         loop {
             let lookup = self.resolver.srv(&self.spec.name, self.spec.absolute);
-            let found = match self.meanwhile(lookup, &mut holder, &out).await {
+            let found = match guard.meanwhile(&*self, &out, lookup).await {
                 Ok(found) => found,
                 Err(err) => {
                     let delay = delays.next().expect("backoff delays never end");
-                    let outcome = if holder.has_published() {
+                    let outcome = if guard.has_published() {
                         "the set keeps its last answer"
                     } else {
                         "the set waits for a first answer"
@@ -206,7 +202,8 @@ impl DnsSrvSource {
                         &err,
                         &format!("SRV lookup failed, retrying in {delay:?}; {outcome}"),
                     );
-                    self.meanwhile(tokio::time::sleep(delay), &mut holder, &out)
+                    guard
+                        .meanwhile(&*self, &out, tokio::time::sleep(delay))
                         .await;
                     continue;
                 }
@@ -221,72 +218,54 @@ impl DnsSrvSource {
                 }
                 Lookup::Empty => (spec::Converted::default(), EMPTY_REFRESH),
             };
-            if converted.problems != problems {
-                for problem in &converted.problems {
-                    tracing::warn!(name = %self.spec, "{problem}");
-                }
-                problems = converted.problems;
-            }
-            match holder.observe(converted.destinations, Instant::now()) {
-                Decision::Publish(dests) => {
-                    tracing::info!(
-                        name = %self.spec,
-                        set = self.spec.set,
-                        destinations = dests.len(),
-                        "SRV records changed"
-                    );
-                    out.publish(self.sets(dests)).await;
-                }
-                Decision::Hold {
-                    started: true,
-                    until,
-                } => {
-                    tracing::warn!(
-                        name = %self.spec,
-                        set = self.spec.set,
-                        holding_for = ?until.saturating_duration_since(Instant::now()),
-                        "no usable SRV record (NXDOMAIN or none); keeping the last destinations until the grace runs out"
-                    );
-                    if !holder.has_published() && !held_announced {
-                        held_announced = true;
-                        out.publish_holding(SetMap::new(), BTreeSet::from([self.spec.set]))
-                            .await;
-                    }
-                }
-                Decision::Hold { .. } | Decision::Unchanged => {}
-            }
-            self.meanwhile(tokio::time::sleep(refresh), &mut holder, &out)
+            guard
+                .answer(&*self, &out, converted.destinations, converted.problems)
+                .await;
+            guard
+                .meanwhile(&*self, &out, tokio::time::sleep(refresh))
                 .await;
         }
     }
+}
 
-    /// Runs `work` to its end; if the empty-answer grace runs out meanwhile,
-    /// empties the set.
-    async fn meanwhile<F: Future>(
-        &self,
-        work: F,
-        holder: &mut Holder,
-        out: &Publisher,
-    ) -> F::Output {
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                output = &mut work => return output,
-                () = holder.expired() => {
-                    holder.expire();
-                    tracing::info!(
-                        name = %self.spec,
-                        set = self.spec.set,
-                        "still no usable SRV record after the grace; emptying the set"
-                    );
-                    out.publish(self.sets(Vec::new())).await;
-                }
-            }
-        }
+impl Guarded for DnsSrvSource {
+    fn problem(&self, problem: &str) {
+        tracing::warn!(name = %self.spec, "{problem}");
     }
 
-    fn sets(&self, dests: Vec<Destination>) -> SetMap {
-        SetMap::from([(self.spec.set, dests)])
+    fn changed(&self, count: usize) {
+        tracing::info!(
+            name = %self.spec,
+            set = self.spec.set,
+            destinations = count,
+            "SRV records changed"
+        );
+    }
+
+    fn holding(&self, holding_for: Duration) {
+        tracing::warn!(
+            name = %self.spec,
+            set = self.spec.set,
+            ?holding_for,
+            "no usable SRV record (NXDOMAIN or none); keeping the last destinations until the grace runs out"
+        );
+    }
+
+    fn emptied(&self) {
+        tracing::info!(
+            name = %self.spec,
+            set = self.spec.set,
+            "still no usable SRV record after the grace; emptying the set"
+        );
+    }
+
+    async fn publish(&self, out: &Publisher, dests: Vec<Destination>) {
+        out.publish(SetMap::from([(self.spec.set, dests)])).await;
+    }
+
+    async fn publish_held(&self, out: &Publisher) {
+        out.publish_holding(SetMap::new(), BTreeSet::from([self.spec.set]))
+            .await;
     }
 }
 
