@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use dsfeed_tests::dns_server::{Behavior, DnsServer, srv};
+use dsfeed_tests::dns_server::{Behavior, DnsServer, SrvRecord, srv};
 use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::{PATIENCE, free_addr, wait_until};
 use serde_json::Value;
@@ -22,6 +22,16 @@ async fn feeder(dir: &TempDir, dns: &DnsServer, more: &[&str]) -> Feeder {
         .listen_unix(&dir.path().join("feed.sock"))
         .http(free_addr());
     Feeder::serving(args).await
+}
+
+/// A DNS server answering `records` for `NAME`, and a [`feeder`] with
+/// `more` flags following it; the directory holds the feed socket.
+async fn answering(records: Vec<SrvRecord>, more: &[&str]) -> (DnsServer, TempDir, Feeder) {
+    let dns = DnsServer::start().await;
+    dns.set(NAME, records);
+    let dir = TempDir::new().unwrap();
+    let feeder = feeder(&dir, &dns, more).await;
+    (dns, dir, feeder)
 }
 
 /// Set 1's destinations as `(uri, priority, attrs)`, in the snapshot's
@@ -76,18 +86,13 @@ fn owned(rows: &[(&str, u64, &str)]) -> Vec<(String, u64, String)> {
 
 #[tokio::test]
 async fn records_become_a_set_with_priorities_turned_over_and_weights_as_shares() {
-    let dns = DnsServer::start().await;
-    dns.set(
-        NAME,
-        vec![
-            srv(10, 60, 5060, "a.pbx.dsfeed.test", 1),
-            srv(10, 20, 5080, "b.pbx.dsfeed.test", 1),
-            srv(10, 20, 5060, "c.pbx.dsfeed.test", 1),
-            srv(20, 0, 5060, "backup.pbx.dsfeed.test", 1),
-        ],
-    );
-    let dir = TempDir::new().unwrap();
-    let feeder = feeder(&dir, &dns, &[]).await;
+    let records = vec![
+        srv(10, 60, 5060, "a.pbx.dsfeed.test", 1),
+        srv(10, 20, 5080, "b.pbx.dsfeed.test", 1),
+        srv(10, 20, 5060, "c.pbx.dsfeed.test", 1),
+        srv(20, 0, 5060, "backup.pbx.dsfeed.test", 1),
+    ];
+    let (dns, _dir, feeder) = answering(records, &[]).await;
     // DNS priority 10 is preferred to 20: the dispatcher's is higher.
     assert_eq!(
         set_one(&feeder).await,
@@ -122,14 +127,11 @@ async fn records_become_a_set_with_priorities_turned_over_and_weights_as_shares(
 
 #[tokio::test]
 async fn a_failed_lookup_keeps_the_last_answer() {
-    let dns = DnsServer::start().await;
     let records = vec![
         srv(0, 1, 5060, "a.pbx.dsfeed.test", 1),
         srv(0, 1, 5060, "b.pbx.dsfeed.test", 1),
     ];
-    dns.set(NAME, records);
-    let dir = TempDir::new().unwrap();
-    let feeder = feeder(&dir, &dns, &[]).await;
+    let (dns, _dir, feeder) = answering(records, &[]).await;
     let before = set_one(&feeder).await;
     assert_eq!(before.len(), 2, "{before:?}");
 
@@ -158,11 +160,9 @@ async fn a_failed_lookup_keeps_the_last_answer() {
 
 #[tokio::test]
 async fn a_name_gone_is_held_for_the_grace_then_emptied() {
-    let dns = DnsServer::start().await;
-    dns.set(NAME, vec![srv(0, 1, 5060, "a.pbx.dsfeed.test", 1)]);
-    let dir = TempDir::new().unwrap();
+    let records = vec![srv(0, 1, 5060, "a.pbx.dsfeed.test", 1)];
     let grace = Duration::from_secs(3);
-    let feeder = feeder(&dir, &dns, &["--dns-empty-grace", "3s"]).await;
+    let (dns, _dir, feeder) = answering(records, &["--dns-empty-grace", "3s"]).await;
     until_set_one(&feeder, &["sip:a.pbx.dsfeed.test:5060"]).await;
 
     dns.remove(NAME);
@@ -204,17 +204,12 @@ async fn a_first_empty_answer_holds_the_set_and_the_others_go_ahead() {
 
 #[tokio::test]
 async fn one_bad_record_drops_only_itself() {
-    let dns = DnsServer::start().await;
-    dns.set(
-        NAME,
-        vec![
-            srv(0, 1, 5060, "good.pbx.dsfeed.test", 1),
-            srv(0, 1, 0, "port-zero.pbx.dsfeed.test", 1),
-            srv(0, 1, 5060, "bad#name.pbx.dsfeed.test", 1),
-        ],
-    );
-    let dir = TempDir::new().unwrap();
-    let feeder = feeder(&dir, &dns, &[]).await;
+    let records = vec![
+        srv(0, 1, 5060, "good.pbx.dsfeed.test", 1),
+        srv(0, 1, 0, "port-zero.pbx.dsfeed.test", 1),
+        srv(0, 1, 5060, "bad#name.pbx.dsfeed.test", 1),
+    ];
+    let (_dns, _dir, feeder) = answering(records, &[]).await;
     assert_eq!(
         set_one(&feeder).await,
         owned(&[("sip:good.pbx.dsfeed.test:5060", 65535, "weight=100")])
@@ -225,16 +220,11 @@ async fn one_bad_record_drops_only_itself() {
 
 #[tokio::test]
 async fn an_answer_too_long_for_a_datagram_comes_over_tcp() {
-    let dns = DnsServer::start().await;
     let targets: Vec<String> = (0..40)
         .map(|i| format!("backend-{i:02}.pbx.dsfeed.test"))
         .collect();
-    dns.set(
-        NAME,
-        targets.iter().map(|t| srv(0, 1, 5060, t, 60)).collect(),
-    );
-    let dir = TempDir::new().unwrap();
-    let feeder = feeder(&dir, &dns, &[]).await;
+    let records = targets.iter().map(|t| srv(0, 1, 5060, t, 60)).collect();
+    let (dns, _dir, feeder) = answering(records, &[]).await;
     let uris: Vec<String> = targets.iter().map(|t| format!("sip:{t}:5060")).collect();
     let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
     until_set_one(&feeder, &uris).await;

@@ -119,18 +119,24 @@ async fn custom_components_run_report_and_end_with_the_hub() {
     }
 }
 
+/// What stops a hub of `source` and `sink` that is never told to stop: the
+/// first of them to fail.
+async fn failure(source: Scripted, sink: Recorder) -> Error {
+    Hub::new(&Metrics::new())
+        .with_source(source)
+        .with_sink(sink)
+        .run(std::future::pending())
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_failing_sink_stops_the_hub_naming_it() {
     let recorder = Recorder {
         fail: true,
         ..Recorder::default()
     };
-    let err = Hub::new(&Metrics::new())
-        .with_source(scripted(&["10.0.0.1"]))
-        .with_sink(recorder)
-        .run(std::future::pending())
-        .await
-        .unwrap_err();
+    let err = failure(scripted(&["10.0.0.1"]), recorder).await;
     assert!(
         matches!(&err, Error::SinkFailed { name, .. } if name == "recorder"),
         "{err:?}"
@@ -147,12 +153,7 @@ async fn a_failing_source_stops_the_hub_and_every_sink_ends() {
     let recorder = Recorder::default();
     let mut failing = scripted(&[]);
     failing.fail = true;
-    let err = Hub::new(&Metrics::new())
-        .with_source(failing)
-        .with_sink(recorder.clone())
-        .run(std::future::pending())
-        .await
-        .unwrap_err();
+    let err = failure(failing, recorder.clone()).await;
     assert!(
         matches!(&err, Error::SourceFailed { name, .. } if name == "scripted"),
         "{err:?}"

@@ -299,30 +299,20 @@ mod tests {
             public_status: public,
             ..ServeArgs::default()
         };
-        assert_eq!(
-            with("127.0.0.1:9090", false, false).status_access(),
-            StatusAccess::Open
-        );
-        assert_eq!(
-            with("[::1]:9090", false, false).status_access(),
-            StatusAccess::Open
-        );
-        assert_eq!(
-            with("0.0.0.0:9090", false, false).status_access(),
-            StatusAccess::Off
-        );
-        assert_eq!(
-            with("0.0.0.0:9090", false, true).status_access(),
-            StatusAccess::Open
-        );
-        assert_eq!(
-            with("127.0.0.1:9090", true, false).status_access(),
-            StatusAccess::Token
-        );
-        assert_eq!(
-            with("0.0.0.0:9090", true, false).status_access(),
-            StatusAccess::Token
-        );
+        for (http, token, public, access) in [
+            ("127.0.0.1:9090", false, false, StatusAccess::Open),
+            ("[::1]:9090", false, false, StatusAccess::Open),
+            ("0.0.0.0:9090", false, false, StatusAccess::Off),
+            ("0.0.0.0:9090", false, true, StatusAccess::Open),
+            ("127.0.0.1:9090", true, false, StatusAccess::Token),
+            ("0.0.0.0:9090", true, false, StatusAccess::Token),
+        ] {
+            assert_eq!(
+                with(http, token, public).status_access(),
+                access,
+                "{http} token={token} public={public}"
+            );
+        }
         assert!(parse_max_clients("0").is_err() && parse_max_clients("x").is_err());
         assert_eq!(parse_max_clients("10"), Ok(10));
     }
