@@ -555,13 +555,7 @@ mod tests {
                 "{local}"
             );
         }
-        assert!(
-            build(&[
-                ("feeder", ParamValue::Str("unix:/f")),
-                ("insecure", ParamValue::Int(2))
-            ])
-            .is_err()
-        );
+        assert!(fed(&[("insecure", ParamValue::Int(2))]).is_err());
     }
 
     #[test]
@@ -572,34 +566,22 @@ mod tests {
         std::fs::write(&path, "s3cret\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let file = path.to_str().unwrap();
-        let err = build(&[
-            ("feeder", ParamValue::Str("unix:/f")),
-            ("token_file", ParamValue::Str(file)),
-        ])
-        .unwrap_err()
-        .to_string();
+        let err = fed(&[("token_file", ParamValue::Str(file))])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("token_file") && err.contains(&format!("chmod 600 {file}")),
             "{err}"
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(
-            build(&[
-                ("feeder", ParamValue::Str("unix:/f")),
-                ("token_file", ParamValue::Str(file))
-            ])
-            .is_ok()
-        );
+        assert!(fed(&[("token_file", ParamValue::Str(file))]).is_ok());
     }
 
     #[test]
     fn node_ids_must_be_plain() {
-        let err = build(&[
-            ("feeder", ParamValue::Str("unix:/f")),
-            ("node_id", ParamValue::Str("kam 1")),
-        ])
-        .unwrap_err()
-        .to_string();
+        let err = fed(&[("node_id", ParamValue::Str("kam 1"))])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("node_id"), "{err}");
     }
 
