@@ -257,12 +257,7 @@ async fn once_prints_the_records_as_dispatcher_list_lines() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = dsfeed_tests::feeder::succeeded(&output);
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(
         lines,

@@ -29,12 +29,7 @@ async fn the_custom_source_and_sink_example_runs_to_the_end() {
         .await
         .expect("the example ends by itself")
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = dsfeed_tests::feeder::succeeded(&output);
     // The last snapshot printed holds every backend of the custom source
     // and the built-in static set beside them.
     let last = stdout.rsplit("# dispatcher.list").next().unwrap();

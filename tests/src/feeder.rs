@@ -38,6 +38,19 @@ pub fn run(args: &[&str]) -> Output {
         .expect("dsfeed runs")
 }
 
+/// The standard output of a run that must have succeeded; all it wrote is
+/// in the panic when it did not.
+pub fn succeeded(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}: {stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout.into_owned()
+}
+
 /// Runs `dsfeed watch ARGS` to completion.
 pub async fn watch(args: &[&str]) -> Output {
     let run = tokio::process::Command::new(binary())

@@ -96,12 +96,7 @@ async fn once_prints_consuls_instances_with_consuls_environment() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = feeder::succeeded(&out);
     assert!(
         stdout.ends_with("\n4 sip:10.0.0.1:5080 0 0 weight=7\n"),
         "{stdout}"

@@ -73,12 +73,7 @@ impl Db {
             .args(&strs(source))
             .arg("-o", self.path().join("dispatcher.list").display())
             .args(&["--once"]);
-        let out = feeder::run(&strs(&args));
-        assert!(
-            out.status.success(),
-            "dsfeed --once failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        feeder::succeeded(&feeder::run(&strs(&args)));
     }
 
     /// A Kamailio loading its rtpengine relays and domains from here with
@@ -565,13 +560,7 @@ async fn watched(dir: &Path, name: &str, source: &[&str], lists: &[&str]) -> Str
     let addr = format!("unix:{}", socket.display());
     let mut args = vec![addr.as_str(), "--once"];
     args.extend_from_slice(lists);
-    let out = feeder::watch(&args).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    feeder::succeeded(&feeder::watch(&args).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
