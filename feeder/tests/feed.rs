@@ -10,7 +10,7 @@ use dsfeed_model::pb::FeedResponse;
 use dsfeed_tests::feed_client::{self, Stream, hello};
 use dsfeed_tests::feeder::{Args, Feeder, watch};
 use dsfeed_tests::sets::{Sets, SetsFile, snapshot, uris};
-use dsfeed_tests::{PATIENCE, free_addr};
+use dsfeed_tests::{PATIENCE, free_addr, write_secret};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
@@ -18,12 +18,6 @@ use tempfile::TempDir;
 const QUIET: Duration = Duration::from_millis(1500);
 
 const THREE_SETS: Sets<'static> = &[(1, &["10.0.0.1", "10.0.0.2"]), (2, &["10.0.1.1"]), (3, &[])];
-
-/// Token files must be readable by their owner only.
-fn owner_only(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 /// THREE_SETS with set 1 holding `targets` instead.
 fn set_one_as<'a>(targets: &'a [&'a str]) -> [(u32, &'a [&'a str]); 3] {
@@ -595,8 +589,7 @@ async fn a_wrong_or_missing_token_is_rejected() {
     let dir = TempDir::new().unwrap();
     let file = SetsFile::new(dir.path(), THREE_SETS);
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    owner_only(&token_file);
+    write_secret(&token_file, "s3cret-token\n");
     let socket = dir.path().join("feed.sock");
     let args = serving(&file.path, &socket).arg("--token-file", token_file.display());
     let _feeder = Feeder::serving(args).await;
@@ -625,8 +618,7 @@ async fn a_wrong_or_missing_token_is_rejected() {
 
     // dsfeed watch gives up at once on a refused token, saying why.
     let wrong = dir.path().join("wrong");
-    std::fs::write(&wrong, "nope").unwrap();
-    owner_only(&wrong);
+    write_secret(&wrong, "nope");
     let output = watch(&[
         &format!("unix:{}", socket.display()),
         "--token-file",

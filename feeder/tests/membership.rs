@@ -2,8 +2,6 @@
 //! and `/check/{id}/{address}`, for IPv4, IPv6 and names, with and without
 //! ports, behind the same rules as `/status`.
 
-use std::os::unix::fs::PermissionsExt as _;
-
 use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::free_addr;
 use dsfeed_tests::http::fetch;
@@ -219,8 +217,7 @@ async fn check_answers_for_ipv4_ipv6_and_names_with_and_without_ports() {
 async fn membership_follows_the_status_rules() {
     let dir = TempDir::new().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "s3cret\n").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    dsfeed_tests::write_secret(&token, "s3cret\n");
     let feeder = feeder(&dir, &["--token-file", token.to_str().unwrap()]).await;
     let addr = feeder.http.unwrap();
     for path in ["/sets", "/sets/1", "/check/1/10.0.0.1"] {

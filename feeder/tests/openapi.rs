@@ -10,14 +10,12 @@
 //! is silently not checked.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 
 use dsfeed_tests::dns_server::{Behavior, DnsServer};
 use dsfeed_tests::feed_client::{self, Stream, hello};
 use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::http::{Response, fetch};
-use dsfeed_tests::{PATIENCE, free_addr, wait_until};
+use dsfeed_tests::{PATIENCE, free_addr, wait_until, write_secret};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -240,11 +238,6 @@ fn validate(spec: &Value, path: &str, response: &Response) {
     );
 }
 
-fn owner_only(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 #[tokio::test]
 async fn every_answer_follows_the_document_and_the_document_is_all_answered() {
     let spec = spec();
@@ -338,7 +331,7 @@ async fn every_answer_follows_the_document_and_the_document_is_all_answered() {
 
     // Behind a token: refused without it, and unusable once it is gone.
     let token = dir.path().join("token");
-    owner_only(&token, "s3cret");
+    write_secret(&token, "s3cret");
     let guarded = Feeder::serving(
         Args::default()
             .sets_file(&sets)
