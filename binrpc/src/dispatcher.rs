@@ -286,12 +286,7 @@ mod tests {
 
     #[test]
     fn only_the_throttle_fault_is_an_ongoing_reload() {
-        let fault = |message: &str| Error::Fault {
-            addr: "unix:/x".parse().unwrap(),
-            method: "dispatcher.reload".into(),
-            code: 500,
-            message: message.into(),
-        };
+        let fault = |message: &str| Error::fault("dispatcher.reload", message);
         assert!(is_ongoing_reload(&fault(ONGOING_RELOAD)));
         assert!(!is_ongoing_reload(&fault("Reload Failed")));
     }

@@ -84,6 +84,17 @@ impl Error {
             Error::UnexpectedReply { .. } => "unexpected_reply",
         }
     }
+
+    /// A 500 fault from `method`, for the tests of which faults are retried.
+    #[cfg(test)]
+    pub(crate) fn fault(method: &str, message: &str) -> Error {
+        Error::Fault {
+            addr: "unix:/x".parse().unwrap(),
+            method: method.into(),
+            code: 500,
+            message: message.into(),
+        }
+    }
 }
 
 /// Where Kamailio's ctl module listens: `unix:PATH`, `tcp:HOST:PORT` or

@@ -155,12 +155,7 @@ mod tests {
 
     #[test]
     fn only_try_later_faults_are_retried_soon() {
-        let fault = |message: &str| Error::Fault {
-            addr: "udp:127.0.0.1:1".parse().unwrap(),
-            method: "rtpengine.reload".into(),
-            code: 500,
-            message: message.into(),
-        };
+        let fault = |message: &str| Error::fault("rtpengine.reload", message);
         assert!(is_try_later(&fault(TOO_SHORT_INTERVAL)));
         assert!(is_try_later(&fault("Initializing - try later")));
         assert!(!is_try_later(&fault("Failed reloading db")));

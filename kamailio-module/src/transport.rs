@@ -422,36 +422,26 @@ mod tests {
         port
     }
 
-    #[test]
-    fn names_resolve_through_hosts_search_domains_and_name_servers() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let port = name_server(false).await;
-            let sys = system(port, "nameserver 127.0.0.1\nsearch test\noptions timeout:1");
-            let got = resolve(&sys, "feeder", 7000).await.unwrap();
-            assert_eq!(got, ["10.1.2.3:7000".parse().unwrap()]);
-            assert_eq!(
-                resolve(&sys, "feeder-in-hosts", 1).await.unwrap(),
-                ["10.0.0.7:1".parse().unwrap()]
-            );
-            assert_eq!(
-                resolve(&sys, "::1", 1).await.unwrap(),
-                ["[::1]:1".parse().unwrap()]
-            );
-            let err = resolve(&sys, "nowhere", 1).await.unwrap_err();
-            assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
-        });
+    #[tokio::test]
+    async fn names_resolve_through_hosts_search_domains_and_name_servers() {
+        let port = name_server(false).await;
+        let sys = system(port, "nameserver 127.0.0.1\nsearch test\noptions timeout:1");
+        let got = resolve(&sys, "feeder", 7000).await.unwrap();
+        assert_eq!(got, ["10.1.2.3:7000".parse().unwrap()]);
+        assert_eq!(
+            resolve(&sys, "feeder-in-hosts", 1).await.unwrap(),
+            ["10.0.0.7:1".parse().unwrap()]
+        );
+        assert_eq!(
+            resolve(&sys, "::1", 1).await.unwrap(),
+            ["[::1]:1".parse().unwrap()]
+        );
+        let err = resolve(&sys, "nowhere", 1).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
     }
 
-    #[test]
-    fn a_name_with_several_addresses_counts_as_several_feeders() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+    #[tokio::test]
+    async fn a_name_with_several_addresses_counts_as_several_feeders() {
         let feeder: FeedEndpoint = "https://feeders.test:7000".parse().unwrap();
         let shown = |addr: &str| {
             Candidate {
@@ -470,65 +460,57 @@ mod tests {
             addr: Some("10.0.0.2:7000".parse().unwrap()),
         };
         assert_eq!(by_ip.to_string(), "https://10.0.0.2:7000");
-        runtime.block_on(async {
-            let sys = System {
-                hosts: "10.0.0.9 feeders.test\n10.0.0.2 feeders.test\n".into(),
-                conf: ResolvConf::parse("options timeout:1 attempts:1"),
-                dns_port: 53,
-            };
-            let unix: FeedEndpoint = "unix:/run/f.sock".parse().unwrap();
-            let got = candidates_of(&sys, &[feeder.clone(), unix]).await.unwrap();
-            let got: Vec<String> = got.iter().map(ToString::to_string).collect();
-            assert_eq!(
-                got,
-                [
-                    shown("10.0.0.2:7000"),
-                    shown("10.0.0.9:7000"),
-                    "unix:/run/f.sock".to_owned()
-                ]
-            );
-            let nowhere: FeedEndpoint = "https://nowhere.test:1".parse().unwrap();
-            let err = candidates_of(&sys, &[nowhere]).await.unwrap_err();
-            assert!(err.to_string().contains("nowhere.test"), "{err}");
-        });
+        let sys = System {
+            hosts: "10.0.0.9 feeders.test\n10.0.0.2 feeders.test\n".into(),
+            conf: ResolvConf::parse("options timeout:1 attempts:1"),
+            dns_port: 53,
+        };
+        let unix: FeedEndpoint = "unix:/run/f.sock".parse().unwrap();
+        let got = candidates_of(&sys, &[feeder.clone(), unix]).await.unwrap();
+        let got: Vec<String> = got.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                shown("10.0.0.2:7000"),
+                shown("10.0.0.9:7000"),
+                "unix:/run/f.sock".to_owned()
+            ]
+        );
+        let nowhere: FeedEndpoint = "https://nowhere.test:1".parse().unwrap();
+        let err = candidates_of(&sys, &[nowhere]).await.unwrap_err();
+        assert!(err.to_string().contains("nowhere.test"), "{err}");
     }
 
-    #[test]
-    fn a_silent_name_server_never_blocks_the_only_thread() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let port = name_server(true).await;
-            let sys = system(port, "nameserver 127.0.0.1\noptions timeout:1 attempts:2");
-            // While the lookup waits, the same thread keeps running others.
-            let ticks = std::rc::Rc::new(std::cell::Cell::new(0));
-            let counter = ticks.clone();
-            let local = tokio::task::LocalSet::new();
-            let started = tokio::time::Instant::now();
-            let err = local
-                .run_until(async move {
-                    tokio::task::spawn_local(async move {
-                        loop {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            counter.set(counter.get() + 1);
-                        }
-                    });
-                    resolve(&sys, "feeder.test", 1).await.unwrap_err()
-                })
-                .await;
-            assert!(err.to_string().contains("did not answer"), "{err}");
-            assert!(
-                started.elapsed() < RESOLVE_TIMEOUT,
-                "{:?}",
-                started.elapsed()
-            );
-            assert!(
-                ticks.get() >= 5,
-                "only {} ticks ran during the lookup",
-                ticks.get()
-            );
-        });
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_silent_name_server_never_blocks_the_only_thread() {
+        let port = name_server(true).await;
+        let sys = system(port, "nameserver 127.0.0.1\noptions timeout:1 attempts:2");
+        // While the lookup waits, the same thread keeps running others.
+        let ticks = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = ticks.clone();
+        let local = tokio::task::LocalSet::new();
+        let started = tokio::time::Instant::now();
+        let err = local
+            .run_until(async move {
+                tokio::task::spawn_local(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        counter.set(counter.get() + 1);
+                    }
+                });
+                resolve(&sys, "feeder.test", 1).await.unwrap_err()
+            })
+            .await;
+        assert!(err.to_string().contains("did not answer"), "{err}");
+        assert!(
+            started.elapsed() < RESOLVE_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            ticks.get() >= 5,
+            "only {} ticks ran during the lookup",
+            ticks.get()
+        );
     }
 }
