@@ -269,40 +269,17 @@ fn status_page(shared: &Shared) -> Json<StatusPage> {
             .unwrap_or_default()
             .as_secs_f64(),
         age_seconds: p.age().as_secs_f64(),
-        sets: p
-            .snapshot
-            .sets()
-            .iter()
-            .map(|(id, dests)| {
-                let dests = dests
-                    .iter()
-                    .map(|d| DestinationStatus {
-                        uri: d.uri().to_owned(),
-                        flags: d.flags(),
-                        priority: d.priority(),
-                        attrs: d.attrs().to_owned(),
-                    })
-                    .collect();
-                (*id, dests)
-            })
-            .collect(),
-        rtpengine: p
-            .snapshot
-            .lists()
-            .rtpengine
-            .iter()
-            .map(|(id, relays)| {
-                let relays = relays
-                    .iter()
-                    .map(|r| RelayStatus {
-                        url: r.url().to_owned(),
-                        weight: r.weight(),
-                        disabled: r.disabled(),
-                    })
-                    .collect();
-                (*id, relays)
-            })
-            .collect(),
+        sets: shown_by_set(p.snapshot.sets(), |d| DestinationStatus {
+            uri: d.uri().to_owned(),
+            flags: d.flags(),
+            priority: d.priority(),
+            attrs: d.attrs().to_owned(),
+        }),
+        rtpengine: shown_by_set(&p.snapshot.lists().rtpengine, |r| RelayStatus {
+            url: r.url().to_owned(),
+            weight: r.weight(),
+            disabled: r.disabled(),
+        }),
         domains: p
             .snapshot
             .lists()
@@ -321,6 +298,17 @@ fn status_page(shared: &Shared) -> Json<StatusPage> {
         snapshot,
         clients: shared.clients.list(),
     })
+}
+
+/// Each set's members as `/status` shows them: the dispatcher sets and the
+/// rtpengine sets alike.
+fn shown_by_set<T, S>(
+    sets: &BTreeMap<SetId, Vec<T>>,
+    show: impl Fn(&T) -> S,
+) -> BTreeMap<SetId, Vec<S>> {
+    sets.iter()
+        .map(|(id, members)| (*id, members.iter().map(&show).collect()))
+        .collect()
 }
 
 /// One destination as `/sets` and `/check` show it: its fields, and the
