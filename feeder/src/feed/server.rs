@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -585,6 +586,9 @@ impl Session {
     }
 }
 
+/// One listener's server, run until the feed stops.
+type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
 /// A bound listener, ready to serve.
 enum Bound {
     Unix {
@@ -705,19 +709,19 @@ impl Server {
                 .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
             let service = service.clone().into_server();
             let stopped = stop.clone().cancelled_owned();
-            match listener {
+            // The two kinds of listener serve different streams; boxed, one
+            // task shape serves both.
+            let (addr, serving): (String, Serving) = match listener {
                 Bound::Unix { path, listener } => {
                     tracing::info!(path = %path.display(), "serving the feed on a unix socket");
                     let addr = format!("unix:{}", path.display());
                     sockets.push(path);
                     let incoming = UnixListenerStream::new(listener);
-                    tasks.spawn(async move {
-                        builder
-                            .add_service(service)
-                            .serve_with_incoming_shutdown(incoming, stopped)
-                            .await
-                            .map_err(|source| Error::Serve { addr, source })
-                    });
+                    let router = builder.add_service(service);
+                    (
+                        addr,
+                        Box::pin(router.serve_with_incoming_shutdown(incoming, stopped)),
+                    )
                 }
                 Bound::Tcp { addr, incoming } => {
                     if let Some((tls, cert, key)) = &self.tls {
@@ -726,15 +730,18 @@ impl Server {
                             .map_err(|source| tls_error(cert, key, source))?;
                     }
                     tracing::info!(%addr, tls = self.tls.is_some(), "serving the feed");
-                    tasks.spawn(async move {
-                        builder
-                            .add_service(service)
-                            .serve_with_incoming_shutdown(incoming, stopped)
-                            .await
-                            .map_err(|source| Error::Serve { addr, source })
-                    });
+                    let router = builder.add_service(service);
+                    (
+                        addr,
+                        Box::pin(router.serve_with_incoming_shutdown(incoming, stopped)),
+                    )
                 }
-            }
+            };
+            tasks.spawn(async move {
+                serving
+                    .await
+                    .map_err(|source| Error::Serve { addr, source })
+            });
         }
 
         let result = tokio::select! {
