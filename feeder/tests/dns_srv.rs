@@ -36,29 +36,18 @@ async fn answering(records: Vec<SrvRecord>, more: &[&str]) -> (DnsServer, TempDi
 
 /// Set 1's destinations as `(uri, priority, attrs)`, in the snapshot's
 /// order (highest priority first).
-async fn set_one(feeder: &Feeder) -> Vec<(String, u64, String)> {
+async fn set_one(feeder: &Feeder) -> Vec<(String, i64, String)> {
     read_set_one(feeder).await.unwrap()
 }
 
 /// [`set_one`], or what `/sets/1` answered instead.
-async fn read_set_one(feeder: &Feeder) -> Result<Vec<(String, u64, String)>, String> {
+async fn read_set_one(feeder: &Feeder) -> Result<Vec<(String, i64, String)>, String> {
     let (code, body) = feeder.get("/sets/1").await;
     if code != 200 {
         return Err(format!("{code} {body}"));
     }
     let page: Value = serde_json::from_str(&body).unwrap();
-    Ok(page["destinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["uri"].as_str().unwrap().to_owned(),
-                d["priority"].as_u64().unwrap(),
-                d["attrs"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect())
+    Ok(dsfeed_tests::sets::shown(&page["destinations"]))
 }
 
 /// Waits until set 1 holds exactly `uris` (in any order).
@@ -78,7 +67,7 @@ async fn until_set_one(feeder: &Feeder, uris: &[&str]) {
     .await;
 }
 
-fn owned(rows: &[(&str, u64, &str)]) -> Vec<(String, u64, String)> {
+fn owned(rows: &[(&str, i64, &str)]) -> Vec<(String, i64, String)> {
     rows.iter()
         .map(|(u, p, a)| ((*u).to_owned(), *p, (*a).to_owned()))
         .collect()

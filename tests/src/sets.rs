@@ -67,6 +67,23 @@ pub fn snapshot(sets: Sets<'_>, only: Option<&[u32]>) -> Snapshot {
     }
 }
 
+/// A set's destinations as the feeder's HTTP API shows them (`/sets/ID`,
+/// `/status`): `(uri, priority, attrs)` in their order.
+pub fn shown(destinations: &serde_json::Value) -> Vec<(String, i64, String)> {
+    destinations
+        .as_array()
+        .expect("an array of destinations")
+        .iter()
+        .map(|d| {
+            (
+                d["uri"].as_str().unwrap().to_owned(),
+                d["priority"].as_i64().unwrap(),
+                d["attrs"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// The URIs of each set in a response, as (id, uris).
 pub fn uris(response: &FeedResponse) -> Vec<(u32, Vec<String>)> {
     response

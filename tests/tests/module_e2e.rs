@@ -175,21 +175,7 @@ impl StreamFeeder {
             .as_object()
             .expect("sets")
             .iter()
-            .map(|(id, dests)| {
-                let dests = dests
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| {
-                        (
-                            d["uri"].as_str().unwrap().to_owned(),
-                            d["priority"].as_i64().unwrap(),
-                            d["attrs"].as_str().unwrap().to_owned(),
-                        )
-                    })
-                    .collect();
-                (id.parse().unwrap(), dests)
-            })
+            .map(|(id, dests)| (id.parse().unwrap(), dsfeed_tests::sets::shown(dests)))
             .collect()
     }
 
