@@ -18,8 +18,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(response) = FeedResponse::decode(data) else {
         return;
     };
-    // The scan saw what prost decoded.
-    assert_eq!(scanned.size.sets, response.sets.len());
+    // The scan saw what prost decoded (rtpengine sets count as sets).
+    assert_eq!(
+        scanned.size.sets,
+        response.sets.len() + response.rtpengine_sets.len()
+    );
     assert_eq!(scanned.version, response.version_info);
     let held = Snapshot::received(
         SetMap::from([
