@@ -94,7 +94,7 @@ impl Db {
 }
 
 /// Where the example configurations keep dsfeed's tables.
-const EXAMPLE_DIR: &str = "/var/lib/kamailio/dsfeed";
+const EXAMPLE_DIR: &str = "/data/kamailio/dbtext";
 
 /// The example configurations, in docs/examples.
 fn examples() -> PathBuf {
