@@ -39,13 +39,9 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Waiting};
 use crate::metrics::Metrics;
-use crate::sinks::{Sink, Snapshots};
+use crate::sinks::{Sink, SnapshotRx, Snapshots};
 use crate::sources::{Publisher, Source, View};
 use dsfeed_model::{Lists, SetId, SetMap, Snapshot};
-
-/// What sinks watch: `None` until every source has synced once. A
-/// [`tokio::sync::watch`] channel: the newest snapshot wins, nobody queues.
-pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
 
 /// Views waiting for the hub; a fuller queue makes sources wait.
 const QUEUE: usize = 16;

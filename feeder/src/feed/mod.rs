@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime};
 use dsfeed_model::Endpoint;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::SnapshotRx;
 use crate::metrics::Metrics;
+use crate::sinks::SnapshotRx;
 use dsfeed_model::Snapshot;
 
 pub mod clients;

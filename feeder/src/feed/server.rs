@@ -43,7 +43,7 @@ type Lists = std::collections::BTreeSet<dsfeed_model::ListKind>;
 /// What a view depends on besides the snapshot: the client's set filter
 /// and the lists it asked for.
 type ViewKey = (SetFilter, Lists);
-use crate::hub::SnapshotRx;
+use crate::sinks::SnapshotRx;
 use dsfeed_model::Endpoint;
 use dsfeed_model::Snapshot;
 use dsfeed_model::pb::{self, FeedRequest, FeedResponse, feed_server};

@@ -20,13 +20,18 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::hub::SnapshotRx;
 use crate::metrics::SinkMetrics;
 use dsfeed_model::Snapshot;
 
 pub mod feed;
 pub mod file;
 pub mod table;
+
+/// What sinks watch, as the hub publishes it: `None` until every source
+/// has synced once. A [`tokio::sync::watch`] channel: the newest snapshot
+/// wins, nobody queues. Defined here, with the sinks that read it, so
+/// data flows one way: the hub imports the sinks, never the reverse.
+pub type SnapshotRx = tokio::sync::watch::Receiver<Option<Arc<Snapshot>>>;
 
 /// The future a sink runs as.
 pub type SinkFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
