@@ -11,7 +11,7 @@
 //! loader reverses destinations of equal priority), which keeps hash-based
 //! selection stable across swaps.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::error::ApplyError;
 use dsfeed_model::list::{RawDestination, RawSets, push_line, push_raw_line};
@@ -127,16 +127,19 @@ impl Engine {
             })
             .collect();
 
-        let loaded = dispatcher.live();
+        // Hashed: looking each wanted URI up in a list walk made a swap of
+        // 10,000 destinations in one set quadratic.
+        let live = dispatcher.live();
+        let loaded: HashSet<(i32, &[u8])> = live
+            .iter()
+            .flat_map(|(id, dests)| dests.iter().map(move |d| (*id, d.uri.as_slice())))
+            .collect();
         let dropped = snapshot
             .sets()
             .iter()
             .flat_map(|(id, dests)| dests.iter().map(move |d| (*id, d)))
             .filter(|(id, d)| {
-                !i32::try_from(*id)
-                    .ok()
-                    .and_then(|id| loaded.get(&id))
-                    .is_some_and(|live| live.iter().any(|l| l.uri == d.uri().as_bytes()))
+                !i32::try_from(*id).is_ok_and(|id| loaded.contains(&(id, d.uri().as_bytes())))
             })
             .map(|(id, d)| (id, d.uri().to_owned()))
             .collect();

@@ -17,6 +17,7 @@ pub mod loads;
 pub mod module;
 pub mod pki;
 pub mod probe;
+pub mod report;
 pub mod scripted;
 pub mod sets;
 pub mod sipp;

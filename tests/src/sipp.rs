@@ -97,22 +97,54 @@ pub struct Load {
     stats: PathBuf,
     errors: PathBuf,
     total: u64,
+    /// Where sipp writes its response times (`uac_PID_rtt.csv`).
+    work_dir: PathBuf,
+    /// Whether it records response times.
+    timed: bool,
 }
 
 /// sipp's totals for one [`Load`], and what it said about failed calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoadStats {
     pub created: u64,
     pub successful: u64,
     pub failed: u64,
     /// The last lines of sipp's error log.
     pub errors: String,
+    /// Each answered request's response time, in milliseconds, sorted
+    /// (closed loop only).
+    pub response_ms: Vec<f64>,
 }
 
 impl Load {
     /// Starts `rate` requests a second, `total` in all, to set `set` through
     /// Kamailio at `kamailio` (HOST:PORT); files go to `work_dir`.
     pub fn start(kamailio: &str, set: u32, rate: u64, total: u64, work_dir: &Path) -> Load {
+        Load::spawn(kamailio, set, rate, rate * 4, total, work_dir, false)
+    }
+
+    /// `total` requests to set `set` as fast as Kamailio answers, at most
+    /// `concurrency` at a time (a new one as soon as one is answered), each
+    /// one's response time recorded: the most a Kamailio can take.
+    pub fn closed_loop(
+        kamailio: &str,
+        set: u32,
+        concurrency: u64,
+        total: u64,
+        work_dir: &Path,
+    ) -> Load {
+        Load::spawn(kamailio, set, 100_000, concurrency, total, work_dir, true)
+    }
+
+    fn spawn(
+        kamailio: &str,
+        set: u32,
+        rate: u64,
+        limit: u64,
+        total: u64,
+        work_dir: &Path,
+        timed: bool,
+    ) -> Load {
         let port = crate::free_udp_port();
         let stats = work_dir.join(format!("load-{port}.csv"));
         let errors = work_dir.join(format!("load-{port}-errors.log"));
@@ -123,17 +155,16 @@ impl Load {
             .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", "u1"])
             .args(["-s", &set.to_string(), kamailio])
             .args(["-r", &rate.to_string(), "-m", &total.to_string()])
-            .args([
-                "-l",
-                &(rate * 4).to_string(),
-                "-nostdin",
-                "-timeout",
-                "600s",
-            ])
+            .args(["-l", &limit.to_string(), "-nostdin", "-timeout", "600s"])
             .args(["-trace_stat", "-fd", "1", "-stf"])
             .arg(&stats)
             .args(["-trace_err", "-error_file"])
             .arg(&errors)
+            .args(if timed {
+                &["-trace_rtt", "-rtt_freq", "1"][..]
+            } else {
+                &[]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -143,6 +174,8 @@ impl Load {
             stats,
             errors,
             total,
+            work_dir: work_dir.to_owned(),
+            timed,
         }
     }
 
@@ -174,11 +207,24 @@ impl Load {
         };
         let errors = std::fs::read_to_string(&self.errors).unwrap_or_default();
         let tail: Vec<&str> = errors.lines().rev().take(20).collect();
+        // Lines of `date_ms;response_time_ms;rtd_no`.
+        let rtt = self
+            .work_dir
+            .join(format!("uac_{}_rtt.csv", self.child.id()));
+        let mut response_ms: Vec<f64> = std::fs::read_to_string(rtt)
+            .ok()
+            .filter(|_| self.timed)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(';').nth(1)?.trim().parse().ok())
+            .collect();
+        response_ms.sort_by(f64::total_cmp);
         LoadStats {
             created: column("TotalCallCreated"),
             successful: column("SuccessfulCall(C)"),
             failed: column("FailedCall(C)"),
             errors: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            response_ms,
         }
     }
 }
