@@ -108,8 +108,10 @@ async fn rounds(
     for measured in std::iter::once(false).chain(std::iter::repeat_n(true, rounds)) {
         *round += 1;
         let expected = expected_versions(*round, total);
-        file.write_text(&sets_text(*round, total).0);
+        let text = sets_text(*round, total).0;
+        // Before the write: a client may ACK before this task runs again.
         let changed = Instant::now();
+        file.write_text(&text);
         let mut first = None;
         let mut last = changed;
         for _ in 0..clients {

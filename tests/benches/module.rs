@@ -434,8 +434,10 @@ async fn lone_changes(
     let mut times = [Vec::new(), Vec::new()];
     for i in 0..=changes {
         *round += 1;
-        truth.change(*round);
+        // Before the change: Kamailio may have it before this task runs
+        // again.
         let changed = Instant::now();
+        truth.change(*round);
         let uri = probe_uri(*round);
         let (m, f) = tokio::join!(
             lanes[0].until_has(&uri, changed),
@@ -527,8 +529,9 @@ async fn churn(
         if k < steps && now >= next_step {
             let new = backend(backends + k);
             truth[k % backends] = new.clone();
-            replace_file(&path, &yaml(&truth));
+            let text = yaml(&truth);
             history.push((Instant::now(), truth.iter().cloned().collect(), new));
+            replace_file(&path, &text);
             k += 1;
             next_step += step;
         }
@@ -608,8 +611,9 @@ async fn sizes(
         for i in 0..=changes {
             *round += 1;
             let (before, _) = lanes[0].swaps().await;
-            replace_file(&path, &sets_yaml(size, sets, &probe_uri(*round)));
+            let yaml = sets_yaml(size, sets, &probe_uri(*round));
             let changed = Instant::now();
+            replace_file(&path, &yaml);
             let uri = probe_uri(*round);
             tokio::join!(
                 lanes[0].until_has(&uri, changed),
