@@ -11,16 +11,18 @@
 //!   `reload_delta` 0, so no reload is refused).
 //!
 //! Sections:
-//! 1. lone change: a sets-file rename, a Kubernetes EndpointSlice update
-//!    (fake API server) and a Consul registration change (fake agent), each
-//!    timed until the new destination is in Kamailio's current list
-//!    (`dispatcher.set_state` on it succeeds; polled every millisecond);
+//! 1. lone change: a Kubernetes EndpointSlice update (fake API server) and
+//!    a Consul registration change (fake agent), 200 each, and a sets-file
+//!    rename (100), each timed in both lanes at once until the new
+//!    destination is in Kamailio's current list (`dispatcher.set_state` on
+//!    it succeeds; polled every millisecond);
 //! 2. churn as in a rolling restart, with default settings on both sides
 //!    (`min_swap_interval_ms` 1000; `--min-reload-interval` 1s and
 //!    `reload_delta` 5 s): staleness against the truth, longest lag, time
 //!    until the final state is live (Kamailio's set read every 100 ms);
 //! 3. swap cost by size: the module's swap (its log) against a
-//!    `dispatcher.reload` of the same list;
+//!    `dispatcher.reload` of the same list, each lane changed and timed
+//!    alone;
 //! 4. memory: feeder RSS, Kamailio's shm before and after every swap of the
 //!    run, the feed process's private memory;
 //! 5. the SIP path: OPTIONS through Kamailio to a sipp backend, without
@@ -601,24 +603,27 @@ async fn sizes(
     changes: usize,
     round: &mut usize,
 ) {
-    let path = dir.join("sizes.yaml");
-    replace_file(&path, &sets_yaml(10, 1, &probe_uri(*round)));
-    for lane in lanes.iter_mut() {
-        lane.feed(&Args::default().sets_file(&path));
+    // A file per lane, changed one lane at a time: a swap and a reload of
+    // thousands of destinations each take a core, and are timed alone.
+    let paths = [dir.join("sizes-module.yaml"), dir.join("sizes-file.yaml")];
+    for (lane, path) in lanes.iter_mut().zip(&paths) {
+        replace_file(path, &sets_yaml(10, 1, &probe_uri(*round)));
+        lane.feed(&Args::default().sets_file(path));
     }
+    // The feeders' RSS while they hold 10,000 destinations.
+    let mut rss = None;
     for &(size, sets) in shapes {
         let (mut swaps, mut reloads) = (Vec::new(), Vec::new());
         for i in 0..=changes {
             *round += 1;
             let (before, _) = lanes[0].swaps().await;
             let yaml = sets_yaml(size, sets, &probe_uri(*round));
-            let changed = Instant::now();
-            replace_file(&path, &yaml);
             let uri = probe_uri(*round);
-            tokio::join!(
-                lanes[0].until_has(&uri, changed),
-                lanes[1].until_has(&uri, changed)
-            );
+            for (lane, path) in lanes.iter().zip(&paths) {
+                let changed = Instant::now();
+                replace_file(path, &yaml);
+                lane.until_has(&uri, changed).await;
+            }
             let version = lanes[0].applied_after(before).await;
             tokio::time::sleep(SPACING).await;
             if i == 0 {
@@ -643,15 +648,18 @@ async fn sizes(
             percentile(&reloads, 50.0),
         );
         if size == 10_000 && sets == 1 {
-            report.versus(
-                "memory",
-                "feeder RSS, 10,000 destinations",
-                "MiB",
-                lanes[0].feeder().rss_kib() as f64 / 1024.0,
-                "file-mode feeder",
-                lanes[1].feeder().rss_kib() as f64 / 1024.0,
-            );
+            rss = Some((lanes[0].feeder().rss_kib(), lanes[1].feeder().rss_kib()));
         }
+    }
+    if let Some((module, file)) = rss {
+        report.versus(
+            "memory",
+            "feeder RSS, 10,000 destinations",
+            "MiB",
+            module as f64 / 1024.0,
+            "file-mode feeder",
+            file as f64 / 1024.0,
+        );
     }
 }
 
@@ -839,8 +847,14 @@ async fn main() {
     kube.change(round);
     let consul = Truth::Consul(FakeConsul::start().await);
     consul.change(round);
-    for truth in [&sets_file, &kube, &consul] {
-        let times = lone_changes(&mut lanes, truth, dir.path(), changes, &mut round).await;
+    // The orchestrators' paths take `changes` each; the sets file, the
+    // local case, half as many.
+    for (truth, n) in [
+        (&sets_file, changes / 2),
+        (&kube, changes),
+        (&consul, changes),
+    ] {
+        let times = lone_changes(&mut lanes, truth, dir.path(), n, &mut round).await;
         report_lone(&mut report, truth, &times);
         println!("{}: done at {:.0?}", truth.name(), started.elapsed());
     }
