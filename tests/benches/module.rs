@@ -25,8 +25,9 @@
 //!    alone;
 //! 4. memory: feeder RSS, Kamailio's shm before and after every swap of the
 //!    run, the feed process's private memory;
-//! 5. the SIP path: OPTIONS through Kamailio to a sipp backend, without
-//!    dsfeed.so, with it idle and with it swapping once a second.
+//! 5. the SIP path: OPTIONS and INVITE transactions through Kamailio to
+//!    sipp backends, without dsfeed.so, with it idle and with it swapping
+//!    once a second.
 //!
 //! `QUICK=1` runs fewer changes and shorter churn. `DSFEED_MODULE`
 //! overrides the module (default: target/release/libdsfeed.so).
@@ -40,7 +41,7 @@ use dsfeed_binrpc::{Client, Value};
 use dsfeed_tests::fake_consul::{FakeConsul, Instance};
 use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::report::{self, Report, percentile};
-use dsfeed_tests::sipp::{Backend, Load};
+use dsfeed_tests::sipp::{Backend, Load, Request};
 use dsfeed_tests::{Kamailio, replace_file};
 use fake_kube::{FakeKube, endpoint, endpoint_slice};
 
@@ -663,10 +664,11 @@ async fn sizes(
     }
 }
 
-/// `total` OPTIONS through `kamailio` to set 1, [`CONCURRENCY`] at a time:
+/// `total` `request`s through `kamailio` (OPTIONS to set 1's backend,
+/// INVITEs to set 3's), [`CONCURRENCY`] at a time:
 /// the requests answered per second, and the p99 response time (sipp
 /// measures in whole milliseconds).
-async fn sip_rate(kamailio: &Kamailio, total: u64) -> (f64, f64) {
+async fn sip_rate(kamailio: &Kamailio, request: Request, total: u64) -> (f64, f64) {
     // The previous run's transactions hold shared memory until tm's wait
     // timer frees them: start from none.
     let client = kamailio.client();
@@ -686,9 +688,14 @@ async fn sip_rate(kamailio: &Kamailio, total: u64) -> (f64, f64) {
         tokio::time::sleep(SAMPLE).await;
     }
     let started = Instant::now();
+    let set = match request {
+        Request::Options => 1,
+        Request::Invite => 3,
+    };
     let load = Load::closed_loop(
+        request,
         &kamailio.sip_addr().to_string(),
-        1,
+        set,
         CONCURRENCY,
         total,
         kamailio.dir(),
@@ -706,12 +713,13 @@ async fn sip_rate(kamailio: &Kamailio, total: u64) -> (f64, f64) {
 const CONCURRENCY: u64 = 20;
 
 async fn sip_path(report: &mut Report, lanes: &mut [Lane; 2], dir: &Path, total: u64) {
-    let backend = Backend::start();
+    let options = Backend::start();
+    let invites = Backend::answering(Request::Invite);
     let path = dir.join("sip.yaml");
-    let uri = backend.uri();
+    let (set_one, set_three) = (options.uri(), invites.uri());
     let yaml = move |round: usize| {
         format!(
-            "sets:\n  1:\n    - {uri}\n  2:\n    - {}\n",
+            "sets:\n  1:\n    - {set_one}\n  2:\n    - {}\n  3:\n    - {set_three}\n",
             probe_uri(round)
         )
     };
@@ -721,7 +729,7 @@ async fn sip_path(report: &mut Report, lanes: &mut [Lane; 2], dir: &Path, total:
     }
     for lane in lanes.iter() {
         let since = Instant::now();
-        while !lane.set_one().await.contains(&backend.uri()) {
+        while !lane.set_one().await.contains(&options.uri()) {
             assert!(since.elapsed() < PATIENCE, "{} never synced", lane.name);
             tokio::time::sleep(SAMPLE).await;
         }
@@ -745,16 +753,19 @@ async fn sip_path(report: &mut Report, lanes: &mut [Lane; 2], dir: &Path, total:
     };
     // The three conditions in turn, three times: the machine's other load
     // comes and goes, and the median of each is compared.
-    let mut runs: [Vec<(f64, f64)>; 3] = Default::default();
     let mut swaps = 0;
+    let requests = [Request::Options, Request::Invite];
+    let mut runs: [[Vec<(f64, f64)>; 3]; 2] = Default::default();
     for _ in 0..3 {
-        runs[0].push(sip_rate(&lanes[1].kamailio, total).await);
-        runs[1].push(sip_rate(&lanes[0].kamailio, total).await);
-        swapping.send_replace(true);
-        let (at_start, _) = lanes[0].swaps().await;
-        runs[2].push(sip_rate(&lanes[0].kamailio, total).await);
-        swapping.send_replace(false);
-        swaps += lanes[0].swaps().await.0 - at_start;
+        for (request, runs) in requests.iter().zip(&mut runs) {
+            runs[0].push(sip_rate(&lanes[1].kamailio, *request, total).await);
+            runs[1].push(sip_rate(&lanes[0].kamailio, *request, total).await);
+            swapping.send_replace(true);
+            let (at_start, _) = lanes[0].swaps().await;
+            runs[2].push(sip_rate(&lanes[0].kamailio, *request, total).await);
+            swapping.send_replace(false);
+            swaps += lanes[0].swaps().await.0 - at_start;
+        }
     }
     drop(swapping);
     changer.await.unwrap();
@@ -763,39 +774,42 @@ async fn sip_path(report: &mut Report, lanes: &mut [Lane; 2], dir: &Path, total:
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
-    let [without, idle, busy] = runs.map(|r| (median(&r, |x| x.0), median(&r, |x| x.1)));
     let against = "no dsfeed.so (same Kamailio setup)";
-    let section =
-        format!("SIP path: OPTIONS through Kamailio, {CONCURRENCY} in flight, median of 3");
-    for (name, run) in [
-        ("dsfeed.so loaded, idle".to_owned(), idle),
-        (format!("dsfeed.so swapping 1/s ({swaps} swaps)"), busy),
-    ] {
-        let mean = |rate: f64| CONCURRENCY as f64 / rate * 1e3;
-        report.versus(
-            &section,
-            &format!("{name}: rate"),
-            "req/s",
-            run.0,
-            against,
-            without.0,
-        );
-        report.versus(
-            &section,
-            &format!("{name}: mean response (in flight / rate)"),
-            "ms",
-            mean(run.0),
-            against,
-            mean(without.0),
-        );
-        report.versus(
-            &section,
-            &format!("{name}: p99 response"),
-            "ms",
-            run.1,
-            against,
-            without.1,
-        );
+    let section = format!("SIP path: {CONCURRENCY} in flight, median of 3 ({swaps} swaps in all)");
+    for (request, runs) in requests.iter().zip(runs) {
+        let kind = match request {
+            Request::Options => "OPTIONS",
+            Request::Invite => "INVITE",
+        };
+        let [without, idle, busy] = runs.map(|r| (median(&r, |x| x.0), median(&r, |x| x.1)));
+        for (name, run) in [("dsfeed.so idle", idle), ("dsfeed.so swapping 1/s", busy)] {
+            let mean = |rate: f64| CONCURRENCY as f64 / rate * 1e3;
+            let figure = |what: &str| format!("{kind}, {name}: {what}");
+            report.versus(
+                &section,
+                &figure("transactions/s"),
+                "/s",
+                run.0,
+                against,
+                without.0,
+            );
+            report.versus(
+                &section,
+                &figure("mean response (in flight / rate)"),
+                "ms",
+                mean(run.0),
+                against,
+                mean(without.0),
+            );
+            report.versus(
+                &section,
+                &figure("p99 response"),
+                "ms",
+                run.1,
+                against,
+                without.1,
+            );
+        }
     }
 }
 
@@ -804,7 +818,7 @@ async fn main() {
     let quick = report::quick();
     let changes = report::count("DSFEED_BENCH_CHANGES", 200, 20);
     let size_changes = report::count("DSFEED_BENCH_SIZE_CHANGES", 5, 1);
-    let sip_requests = report::count("DSFEED_BENCH_SIP_REQUESTS", 20_000, 4_000) as u64;
+    let sip_requests = report::count("DSFEED_BENCH_SIP_REQUESTS", 10_000, 2_000) as u64;
     let dir = tempfile::Builder::new()
         .prefix("dsfeed-bench-")
         .tempdir()

@@ -20,10 +20,15 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend on a free port.
     pub fn start() -> Backend {
+        Backend::answering(Request::Options)
+    }
+
+    /// Starts a backend on a free port that answers `request`s with 200.
+    pub fn answering(request: Request) -> Backend {
         let port = crate::free_udp_port();
         let child = Command::new("sipp")
             .arg("-sf")
-            .arg(scenario("uas.xml"))
+            .arg(scenario(request.backend()))
             .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -90,6 +95,31 @@ pub fn call(kamailio: &str, set: u32, calls: u32, work_dir: &Path) -> Vec<String
         .collect()
 }
 
+/// What a [`Load`] sends and a [`Backend`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// OPTIONS: one non-INVITE transaction each.
+    Options,
+    /// INVITE, answered 200 and ACKed: one INVITE transaction each.
+    Invite,
+}
+
+impl Request {
+    fn caller(self) -> &'static str {
+        match self {
+            Request::Options => "uac",
+            Request::Invite => "uac_invite",
+        }
+    }
+
+    fn backend(self) -> &'static str {
+        match self {
+            Request::Options => "uas.xml",
+            Request::Invite => "uas_invite.xml",
+        }
+    }
+}
+
 /// sipp as SIP load: OPTIONS for `sip:SET@kamailio` at a fixed rate until a
 /// fixed total is sent, with sipp's statistics written once a second.
 pub struct Load {
@@ -101,6 +131,7 @@ pub struct Load {
     work_dir: PathBuf,
     /// Whether it records response times.
     timed: bool,
+    request: Request,
 }
 
 /// sipp's totals for one [`Load`], and what it said about failed calls.
@@ -120,28 +151,38 @@ impl Load {
     /// Starts `rate` requests a second, `total` in all, to set `set` through
     /// Kamailio at `kamailio` (HOST:PORT); files go to `work_dir`.
     pub fn start(kamailio: &str, set: u32, rate: u64, total: u64, work_dir: &Path) -> Load {
-        Load::spawn(kamailio, set, rate, rate * 4, total, work_dir, false)
+        Load::spawn(
+            Request::Options,
+            kamailio,
+            set,
+            (rate, rate * 4, total),
+            work_dir,
+            false,
+        )
     }
 
     /// `total` requests to set `set` as fast as Kamailio answers, at most
     /// `concurrency` at a time (a new one as soon as one is answered), each
     /// one's response time recorded: the most a Kamailio can take.
     pub fn closed_loop(
+        request: Request,
         kamailio: &str,
         set: u32,
         concurrency: u64,
         total: u64,
         work_dir: &Path,
     ) -> Load {
-        Load::spawn(kamailio, set, 100_000, concurrency, total, work_dir, true)
+        let limits = (100_000, concurrency, total);
+        Load::spawn(request, kamailio, set, limits, work_dir, true)
     }
 
+    /// sipp sending `request`s at `rate` a second, at most `limit` at a
+    /// time, `total` in all.
     fn spawn(
+        request: Request,
         kamailio: &str,
         set: u32,
-        rate: u64,
-        limit: u64,
-        total: u64,
+        (rate, limit, total): (u64, u64, u64),
         work_dir: &Path,
         timed: bool,
     ) -> Load {
@@ -151,7 +192,7 @@ impl Load {
         let child = Command::new("sipp")
             .current_dir(work_dir)
             .arg("-sf")
-            .arg(scenario("uac.xml"))
+            .arg(scenario(&format!("{}.xml", request.caller())))
             .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", "u1"])
             .args(["-s", &set.to_string(), kamailio])
             .args(["-r", &rate.to_string(), "-m", &total.to_string()])
@@ -176,6 +217,7 @@ impl Load {
             total,
             work_dir: work_dir.to_owned(),
             timed,
+            request,
         }
     }
 
@@ -208,9 +250,11 @@ impl Load {
         let errors = std::fs::read_to_string(&self.errors).unwrap_or_default();
         let tail: Vec<&str> = errors.lines().rev().take(20).collect();
         // Lines of `date_ms;response_time_ms;rtd_no`.
-        let rtt = self
-            .work_dir
-            .join(format!("uac_{}_rtt.csv", self.child.id()));
+        let rtt = self.work_dir.join(format!(
+            "{}_{}_rtt.csv",
+            self.request.caller(),
+            self.child.id()
+        ));
         let mut response_ms: Vec<f64> = std::fs::read_to_string(rtt)
             .ok()
             .filter(|_| self.timed)
