@@ -85,9 +85,15 @@ lint: kamailio-src lint-docker ## rustfmt, clippy and rustdoc, warnings as error
 demo: build ## Real Kamailio + dsfeed + a sets file: edit a set, watch SIP follow
 	docker/demo/demo.sh target/debug/dsfeed
 
-bench: kamailio-src ## Fan-out to 1,000 feed clients; bytes per change, full vs delta; module vs file mode in a real Kamailio
+# QUICK=1: fewer changes and shorter runs (under 3 minutes), same figures.
+QUICK ?=
+
+bench: kamailio-src ## dsfeed.so vs file mode in real Kamailios, fan-out, bytes per change (full vs delta); QUICK=1 for a short run
 	cargo build --release --workspace --locked
-	cargo bench --workspace --locked --bench fanout --bench deltas --bench module
+	@mkdir -p target/bench && if [ -f target/bench/latest.json ]; then \
+		mv target/bench/latest.json target/bench/previous.json; fi
+	QUICK=$(QUICK) cargo bench --workspace --locked --bench fanout --bench deltas --bench module
+	@echo "figures saved in target/bench/latest.json (the previous run's in previous.json)"
 
 # Every parser of outside input, each fuzzed for FUZZ_SECONDS. New inputs go
 # to fuzz/target/corpus; fuzz/corpus holds the small committed seeds.

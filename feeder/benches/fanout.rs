@@ -1,16 +1,20 @@
 //! Fan-out benchmark (`make bench`): one feeder, many concurrent clients
-//! over TCP on loopback. Each round rewrites the sets file and measures the
-//! time until the last client has ACKed the new snapshot; at the end it
-//! prints p50/p99 over the rounds and the feeder's memory.
+//! over TCP on loopback. Each round replaces one destination of set 1 in the
+//! sets file (a rename, read at once) and measures the time until the last
+//! client has ACKed the new snapshot, with 10 and with 10,000 destinations
+//! per snapshot; the first client's ACK is the floor (inotify, the merge,
+//! one encode) that the last one is measured against. Also the feeder's
+//! memory, idle and with every client connected.
 //!
-//! `DSFEED_BENCH_CLIENTS` (default 1000) and `DSFEED_BENCH_ROUNDS` (default
-//! 50) size the run. The time includes the sets-file source's settle delay
-//! (50 ms) and inotify; the first-ACK figure shows that floor.
+//! `DSFEED_BENCH_CLIENTS` (default 1000), `DSFEED_BENCH_ROUNDS` (default 50
+//! at 10 destinations; a fifth of it at 10,000) size the run; `QUICK=1`
+//! shortens it.
 
 use std::time::{Duration, Instant};
 
 use dsfeed_tests::feed_client::{self, Stream, hello};
 use dsfeed_tests::feeder::{Args, Feeder};
+use dsfeed_tests::report::{self, Report, percentile};
 use dsfeed_tests::sets::{Sets, SetsFile, snapshot, yaml};
 use dsfeed_tests::{PATIENCE, free_addr};
 use tokio::sync::mpsc;
@@ -19,24 +23,24 @@ use tokio::sync::mpsc;
 /// changes each round.
 const FILTERS: &[&[u32]] = &[&[], &[1], &[1, 2], &[1, 3, 4]];
 
-/// Destinations per set.
-const SET_SIZE: usize = 25;
+/// Destinations per snapshot (all four sets), in the order they are run.
+const SIZES: [usize; 2] = [10, 10_000];
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Four sets of [`SET_SIZE`] destinations; set 1 differs in every round.
-fn sets_text(round: usize) -> (String, Vec<(u32, Vec<String>)>) {
+/// Four sets of `total` destinations between them; set 1's first one is
+/// the one only `round` has.
+fn sets_text(round: usize, total: usize) -> (String, Vec<(u32, Vec<String>)>) {
     let sets: Vec<(u32, Vec<String>)> = (1..=4u32)
         .map(|id| {
-            let salt = if id == 1 { round } else { 0 };
-            let targets = (0..SET_SIZE)
-                .map(|i| format!("10.{id}.{}.{}:5060", salt % 250, i + 1))
+            let size = total / 4 + if id == 1 { total % 4 } else { 0 };
+            let mut targets: Vec<String> = (1..size)
+                .map(|i| format!("10.{id}.{}.{}:5060", i / 250, i % 250 + 1))
                 .collect();
+            let first = if id == 1 {
+                format!("10.99.{}.{}:5060", round / 250 % 250, round % 250 + 1)
+            } else {
+                format!("10.{id}.250.1:5060")
+            };
+            targets.insert(0, first);
             (id, targets)
         })
         .collect();
@@ -58,8 +62,8 @@ fn with_sets<T>(sets: &[(u32, Vec<String>)], f: impl FnOnce(Sets<'_>) -> T) -> T
 }
 
 /// The version each filter should see in `round`.
-fn expected_versions(round: usize) -> Vec<String> {
-    let (_, sets) = sets_text(round);
+fn expected_versions(round: usize, total: usize) -> Vec<String> {
+    let (_, sets) = sets_text(round, total);
     with_sets(&sets, |sets| {
         FILTERS
             .iter()
@@ -71,11 +75,6 @@ fn expected_versions(round: usize) -> Vec<String> {
     })
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn vm_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -85,15 +84,72 @@ fn vm_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The first and last clients' ACK times of `rounds` changes, sorted.
+struct Acks {
+    first: Vec<Duration>,
+    last: Vec<Duration>,
+}
+
+/// `rounds` changes of a snapshot of `total` destinations, `clients`
+/// reporting each ACK on `reports`.
+async fn rounds(
+    file: &SetsFile,
+    reports: &mut mpsc::UnboundedReceiver<(usize, String, Instant)>,
+    clients: usize,
+    rounds: usize,
+    total: usize,
+    round: &mut usize,
+) -> Acks {
+    let mut acks = Acks {
+        first: Vec::with_capacity(rounds),
+        last: Vec::with_capacity(rounds),
+    };
+    // The first round brings every client to this size, unmeasured.
+    for measured in std::iter::once(false).chain(std::iter::repeat_n(true, rounds)) {
+        *round += 1;
+        let expected = expected_versions(*round, total);
+        let text = sets_text(*round, total).0;
+        // Before the write: a client may ACK before this task runs again.
+        let changed = Instant::now();
+        file.write_text(&text);
+        let mut first = None;
+        let mut last = changed;
+        for _ in 0..clients {
+            let (i, version, at) = tokio::time::timeout(PATIENCE, reports.recv())
+                .await
+                .expect("every client ACKs in time")
+                .unwrap();
+            assert_eq!(
+                version,
+                expected[i % FILTERS.len()],
+                "client {i} got the wrong version in round {round}"
+            );
+            first.get_or_insert(at);
+            last = last.max(at);
+        }
+        if measured {
+            acks.first.push(first.unwrap() - changed);
+            acks.last.push(last - changed);
+        }
+    }
+    acks.first.sort();
+    acks.last.sort();
+    acks
+}
+
 #[tokio::main]
 async fn main() {
-    let clients = env_or("DSFEED_BENCH_CLIENTS", 1000);
-    let rounds = env_or("DSFEED_BENCH_ROUNDS", 50);
+    let clients = report::count("DSFEED_BENCH_CLIENTS", 1000, 200);
+    let small_rounds = report::count("DSFEED_BENCH_ROUNDS", 50, 10);
+    let big_rounds = (small_rounds / 5).max(2);
+    let mut report = Report::new("fanout");
+    report.context("clients", clients);
+    report.context("quick", report::quick());
     let dir = tempfile::TempDir::new().unwrap();
     let file = SetsFile {
         path: dir.path().join("sets.yaml"),
     };
-    file.write_text(&sets_text(0).0);
+    file.write_text(&sets_text(0, SIZES[0]).0);
     let tcp = free_addr();
     let args = Args::default().sets_file(&file.path);
     let feeder = Feeder::serving(
@@ -134,54 +190,90 @@ async fn main() {
     }
     let connected_in = started.elapsed();
     let rss_connected = feeder.rss_kib();
+    println!("fan-out: {clients} clients over TCP, all synced in {connected_in:.2?}");
 
-    let mut last_ack = Vec::with_capacity(rounds);
-    let mut first_ack = Vec::with_capacity(rounds);
-    for round in 1..=rounds {
-        let expected = expected_versions(round);
-        let (text, _) = sets_text(round);
-        file.write_text(&text);
-        let changed = Instant::now();
-        let mut first = None;
-        let mut last = changed;
-        for _ in 0..clients {
-            let (i, version, at) = tokio::time::timeout(PATIENCE, reports.recv())
-                .await
-                .expect("every client ACKs in time")
-                .unwrap();
-            assert_eq!(
-                version,
-                expected[i % FILTERS.len()],
-                "client {i} got the wrong version in round {round}"
-            );
-            first.get_or_insert(at);
-            last = last.max(at);
-        }
-        first_ack.push(first.unwrap() - changed);
-        last_ack.push(last - changed);
-    }
-    let rss_end = feeder.rss_kib();
+    let mut round = 0;
+    let small = rounds(
+        &file,
+        &mut reports,
+        clients,
+        small_rounds,
+        SIZES[0],
+        &mut round,
+    )
+    .await;
+    let rss_small = feeder.rss_kib();
+    let big = rounds(
+        &file,
+        &mut reports,
+        clients,
+        big_rounds,
+        SIZES[1],
+        &mut round,
+    )
+    .await;
+    let rss_big = feeder.rss_kib();
     let rss_peak = vm_kib(feeder.pid(), "VmHWM:");
     for task in tasks {
         task.abort();
     }
 
-    last_ack.sort();
-    first_ack.sort();
-    println!("fan-out: {clients} clients over TCP, {rounds} sets-file changes");
-    println!("  all clients connected and synced in {connected_in:.2?}");
-    println!(
-        "  change -> last client's ACK: p50 {:.1?}, p99 {:.1?}, max {:.1?}",
-        percentile(&last_ack, 50.0),
-        percentile(&last_ack, 99.0),
-        last_ack[last_ack.len() - 1],
+    let section = format!("fan-out: one-destination change -> {clients} clients' ACKs");
+    for (size, acks, n) in [
+        (SIZES[0], &small, small_rounds),
+        (SIZES[1], &big, big_rounds),
+    ] {
+        for p in [50.0, 99.0] {
+            report.versus_ms(
+                &section,
+                &format!("{size} destinations: last ACK, p{p:.0} of {n}"),
+                percentile(&acks.last, p),
+                "first client's ACK (the floor)",
+                percentile(&acks.first, p),
+            );
+        }
+    }
+    report.versus_ms(
+        &section,
+        "10,000 vs 10 destinations: last ACK, p50",
+        percentile(&big.last, 50.0),
+        "10 destinations",
+        percentile(&small.last, 50.0),
     );
-    println!(
-        "  change -> first client's ACK: p50 {:.1?} (the floor: inotify and the sets file's settle delay)",
-        percentile(&first_ack, 50.0),
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let against = "the same feeder idle, no client";
+    let memory = "memory: feeder RSS";
+    report.versus(
+        memory,
+        &format!("{clients} clients, 10 destinations"),
+        "MiB",
+        mib(rss_small),
+        against,
+        mib(rss_idle),
     );
-    println!(
-        "  feeder RSS: {} KiB idle, {} KiB with clients, {} KiB at the end, {} KiB peak",
-        rss_idle, rss_connected, rss_end, rss_peak
+    report.versus(
+        memory,
+        &format!("{clients} clients, 10,000 destinations"),
+        "MiB",
+        mib(rss_big),
+        against,
+        mib(rss_idle),
     );
+    report.versus(
+        memory,
+        &format!("{clients} clients connected, first sync"),
+        "MiB",
+        mib(rss_connected),
+        against,
+        mib(rss_idle),
+    );
+    report.versus(
+        memory,
+        "peak (VmHWM)",
+        "MiB",
+        mib(rss_peak),
+        against,
+        mib(rss_idle),
+    );
+    report.finish();
 }

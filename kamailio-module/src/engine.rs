@@ -11,7 +11,7 @@
 //! loader reverses destinations of equal priority), which keeps hash-based
 //! selection stable across swaps.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::error::ApplyError;
 use dsfeed_model::list::{RawDestination, RawSets, push_line, push_raw_line};
@@ -29,6 +29,9 @@ pub trait Dispatcher {
     /// The current list as it is in memory, with each destination's live
     /// flags.
     fn live(&self) -> RawSets;
+    /// How many destinations each set of the current list has: what tells
+    /// that a load dropped nothing, without copying the list.
+    fn counts(&self) -> BTreeMap<i32, usize>;
     /// Runs the dispatcher's loader on `list` (dispatcher.list text, which
     /// may carry bytes that are not UTF-8). `Ok` when the loader reported
     /// success, which includes its silent "load command already generated"
@@ -55,7 +58,7 @@ pub struct Applied {
 pub struct Engine {
     /// The flags the feed asked for at the last swap, by (set, URI): tells
     /// a change made by the feed from one made at runtime.
-    feed_flags: HashMap<(SetId, String), u32>,
+    feed_flags: FeedFlags,
     /// The list the module knows as current: the one its last swap
     /// installed, or one it adopted after noticing another writer's load
     /// (at start, the one it found).
@@ -120,23 +123,40 @@ impl Engine {
         self.feed_flags = snapshot
             .sets()
             .iter()
-            .flat_map(|(id, dests)| {
-                dests
-                    .iter()
-                    .map(move |d| ((*id, d.uri().to_owned()), d.flags()))
+            .map(|(id, dests)| {
+                let flags = dests.iter().map(|d| (d.uri().to_owned(), d.flags()));
+                (*id, flags.collect())
             })
             .collect();
 
-        let loaded = dispatcher.live();
+        // Every set as long as wanted: nothing dropped, which is the rule,
+        // and the list need not be copied again to tell.
+        let counts = dispatcher.counts();
+        let complete = snapshot.sets().iter().all(|(id, dests)| {
+            let count = i32::try_from(*id).ok().and_then(|id| counts.get(&id));
+            count.copied().unwrap_or(0) == dests.len()
+        });
+        if complete {
+            return Ok(Applied {
+                sets: plan.sets,
+                destinations: plan.destinations,
+                dropped: Vec::new(),
+                list_file: plan.persisted,
+            });
+        }
+        // Hashed: looking each wanted URI up in a list walk made a swap of
+        // 10,000 destinations in one set quadratic.
+        let live = dispatcher.live();
+        let loaded: HashSet<(i32, &[u8])> = live
+            .iter()
+            .flat_map(|(id, dests)| dests.iter().map(move |d| (*id, d.uri.as_slice())))
+            .collect();
         let dropped = snapshot
             .sets()
             .iter()
             .flat_map(|(id, dests)| dests.iter().map(move |d| (*id, d)))
             .filter(|(id, d)| {
-                !i32::try_from(*id)
-                    .ok()
-                    .and_then(|id| loaded.get(&id))
-                    .is_some_and(|live| live.iter().any(|l| l.uri == d.uri().as_bytes()))
+                !i32::try_from(*id).is_ok_and(|id| loaded.contains(&(id, d.uri().as_bytes())))
             })
             .map(|(id, d)| (id, d.uri().to_owned()))
             .collect();
@@ -149,6 +169,9 @@ impl Engine {
     }
 }
 
+/// The flags the feed asked for at the last swap, by set and URI.
+type FeedFlags = HashMap<SetId, HashMap<String, u32>>;
+
 /// The texts one swap needs.
 #[derive(Debug)]
 struct Plan {
@@ -160,11 +183,7 @@ struct Plan {
     destinations: usize,
 }
 
-fn plan(
-    live: &RawSets,
-    snapshot: &Snapshot,
-    feed_flags: &HashMap<(SetId, String), u32>,
-) -> Result<Plan, ApplyError> {
+fn plan(live: &RawSets, snapshot: &Snapshot, feed_flags: &FeedFlags) -> Result<Plan, ApplyError> {
     // Live set ids are C ints, the feed's are checked to fit one.
     let ids: BTreeSet<i64> = live
         .keys()
@@ -197,7 +216,10 @@ fn plan(
             .map(|d| (d.uri.as_slice(), d.flags))
             .collect();
         for dest in load_order(wanted, |d| i64::from(d.priority())) {
-            let previous = feed_flags.get(&(id, dest.uri().to_owned())).copied();
+            let previous = feed_flags
+                .get(&id)
+                .and_then(|set| set.get(dest.uri()))
+                .copied();
             let live = live_flags
                 .get(dest.uri().as_bytes())
                 .map(|flags| *flags as u32);
@@ -310,6 +332,10 @@ pub(crate) mod tests {
                 self.generation.set(self.generation.get() + 1);
             }
             self.sets.clone()
+        }
+
+        fn counts(&self) -> BTreeMap<i32, usize> {
+            self.sets.iter().map(|(id, set)| (*id, set.len())).collect()
         }
 
         fn load(&mut self, list: &[u8]) -> Result<(), ApplyError> {

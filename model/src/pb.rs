@@ -3,7 +3,7 @@
 //! server, `dsfeed watch` and the Kamailio module all go through here, so a
 //! snapshot a client accepts is exactly one the feeder could have built.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use tonic::Code;
 use tonic::codegen::{Body, Bytes, StdError, http};
@@ -242,6 +242,9 @@ fn wire_sets(response: &FeedResponse, wanted: &[SetId]) -> Result<SetMap, Invali
             return Err(InvalidSnapshot::UnwantedSet(id));
         }
         let mut dests: Vec<Destination> = Vec::with_capacity(set.destinations.len());
+        // Hashed: comparing each URI with every other one took a swap of
+        // 10,000 destinations hundreds of milliseconds.
+        let mut uris: HashSet<String> = HashSet::with_capacity(set.destinations.len());
         for wire in &set.destinations {
             let dest = Destination::new(
                 wire.uri.clone(),
@@ -254,7 +257,7 @@ fn wire_sets(response: &FeedResponse, wanted: &[SetId]) -> Result<SetMap, Invali
                 uri: wire.uri.clone(),
                 source,
             })?;
-            if dests.iter().any(|d| d.uri() == dest.uri()) {
+            if !uris.insert(dest.uri().to_owned()) {
                 return Err(InvalidSnapshot::DuplicateUri {
                     set: id,
                     uri: wire.uri.clone(),

@@ -1,70 +1,80 @@
-//! Module mode against file mode (`make bench`): how long a sets-file change
-//! takes to reach a real Kamailio 5.6.3's in-memory sets.
+//! dsfeed.so against file mode (`make bench`), in real Kamailios side by
+//! side: the figures an operator asks for before putting dsfeed.so in the
+//! call path, each a ratio against the alternative measured in the same run.
 //!
-//! Two Kamailios run side by side, each with its own release `dsfeed`:
-//! - module: dsfeed.so (release) fed over a unix socket, the feeder serving
-//!   the stream only; `min_swap_interval_ms` 500, the smallest allowed;
+//! Two Kamailios run at once, fed from the same truth by two release
+//! `dsfeed`s:
+//! - module: dsfeed.so fed over a unix socket (`min_swap_interval_ms` 500,
+//!   the smallest allowed), the feeder serving the stream only;
 //! - file: the feeder writes dispatcher.list and sends `dispatcher.reload`
-//!   over binrpc; dispatcher's `reload_delta` is 0, so no reload is refused.
+//!   over binrpc (`--min-reload-interval 500ms`, dispatcher's
+//!   `reload_delta` 0, so no reload is refused).
 //!
-//! Each change replaces one destination of set 1 in the sets file; the time
-//! runs from the file's rename until `dispatcher.set_state` finds the new
-//! destination in the dispatcher's current list (polled every millisecond
-//! over binrpc; the same probe for both modes, and cheap at any set size).
-//! Changes alternate between the two modes and are spaced well past the
-//! module's swap interval, so every change is a lone one that applies at
-//! once. Both figures include the sets-file source's 50 ms settle delay.
+//! Sections:
+//! 1. lone change: a Kubernetes EndpointSlice update (fake API server) and
+//!    a Consul registration change (fake agent), 200 each, and a sets-file
+//!    rename (100), each timed in both lanes at once until the new
+//!    destination is in Kamailio's current list (`dispatcher.set_state` on
+//!    it succeeds; polled every millisecond);
+//! 2. churn as in a rolling restart, with default settings on both sides
+//!    (`min_swap_interval_ms` 1000; `--min-reload-interval` 1s and
+//!    `reload_delta` 5 s): staleness against the truth, longest lag, time
+//!    until the final state is live (Kamailio's set read every 100 ms);
+//! 3. swap cost by size: the module's swap (its log) against a
+//!    `dispatcher.reload` of the same list, each lane changed and timed
+//!    alone;
+//! 4. memory: feeder RSS, Kamailio's shm before and after every swap of the
+//!    run, the feed process's private memory;
+//! 5. the SIP path: OPTIONS and INVITE transactions through Kamailio to
+//!    sipp backends, without dsfeed.so, with it idle and with it swapping
+//!    once a second.
 //!
-//! `DSFEED_BENCH_CHANGES` (default 200) changes per mode at 10 destinations;
-//! `DSFEED_BENCH_SIZE_CHANGES` (default 10) per mode at 1,000 and 10,000.
-//! `DSFEED_MODULE` overrides the module (default: target/release/libdsfeed.so).
+//! `QUICK=1` runs fewer changes and shorter churn. `DSFEED_MODULE`
+//! overrides the module (default: target/release/libdsfeed.so).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use dsfeed_binrpc::dispatcher;
 use dsfeed_binrpc::{Client, Value};
+use dsfeed_tests::fake_consul::{FakeConsul, Instance};
 use dsfeed_tests::feeder::{Args, Feeder};
+use dsfeed_tests::report::{self, Report, percentile};
+use dsfeed_tests::sipp::{Backend, Load, Request};
 use dsfeed_tests::{Kamailio, replace_file};
+use fake_kube::{FakeKube, endpoint, endpoint_slice};
 
-/// Sizes of set 1 for the swap table; the first is also the latency run's.
-const SIZES: [usize; 3] = [10, 1_000, 10_000];
+/// The module's smallest allowed swap interval, and file mode's smallest
+/// reload interval: the lone-change lanes pace alike.
+const MIN_INTERVAL_MS: u64 = 500;
 
-/// The module's smallest allowed swap interval.
-const MIN_SWAP_INTERVAL_MS: i64 = 500;
-
-/// Between a change being seen and the next change: past the swap interval
-/// (counted from the end of the module's load) and past the file-mode
-/// feeder's read-back of the sets after its reload.
-const SPACING: Duration = Duration::from_millis(MIN_SWAP_INTERVAL_MS as u64 + 150);
-
-/// How many changes per size also time a bare `dispatcher.reload` of the
-/// file lane's unchanged list.
-const RELOADS_TIMED: usize = 10;
+/// Between a change being seen and the next change: past both intervals
+/// (counted from the end of the load) and past the file-mode feeder's
+/// read-back of the sets after its reload.
+const SPACING: Duration = Duration::from_millis(MIN_INTERVAL_MS + 150);
 
 /// How long one change may take before the bench gives up.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+/// Kamailio's shared memory: tm keeps each transaction of the SIP path runs
+/// a few seconds after its answer, thousands of them.
+const SHM_MB: u32 = 256;
 
-/// `target/<profile>`, from the bench binary in `target/<profile>/deps`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the bench's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("benches run from target/<profile>/deps")
-        .to_owned()
-}
+/// How often the churn section reads Kamailio's set.
+const SAMPLE: Duration = Duration::from_millis(100);
 
-/// The release dsfeed.so, built by `make bench` before this runs.
+/// The release dsfeed.so (beside this bench in `target/release`), built by
+/// `make bench` before this runs.
 fn module_so() -> PathBuf {
-    let so = std::env::var_os("DSFEED_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| profile_dir().join("libdsfeed.so"));
+    let so = std::env::var_os("DSFEED_MODULE").map_or_else(
+        || {
+            let exe = std::env::current_exe().expect("the bench's path");
+            let profile = exe.ancestors().nth(2).expect("target/<profile>/deps/NAME");
+            profile.join("libdsfeed.so")
+        },
+        PathBuf::from,
+    );
     assert!(
         so.is_file(),
         "{} is missing: run `cargo build --release -p dsfeed-module` (make bench does), \
@@ -74,98 +84,135 @@ fn module_so() -> PathBuf {
     so
 }
 
-/// Set 1: `size - 1` fixed destinations and one that is new in `round`.
-fn sets_yaml(size: usize, round: usize) -> String {
+/// The most sets a sets file of the bench has.
+const MAX_SETS: usize = 100;
+
+/// `size` destinations in `sets` sets (ids 1..): `size - 1` fixed ones and
+/// `probe` in set 1. The other sets up to [`MAX_SETS`] are written empty:
+/// dsfeed.so keeps a set the feed stops carrying (it may be someone
+/// else's), so a set that goes away is emptied, not left out.
+fn sets_yaml(size: usize, sets: usize, probe: &str) -> String {
     let mut yaml = String::with_capacity(size * 32);
-    yaml.push_str("sets:\n  1:\n");
-    for i in 0..size - 1 {
-        yaml.push_str(&format!("    - 10.1.{}.{}:5060\n", i / 250, i % 250 + 1));
+    yaml.push_str("sets:\n");
+    for set in 1..=sets {
+        yaml.push_str(&format!("  {set}:\n"));
+        if set == 1 {
+            yaml.push_str(&format!("    - {probe}\n"));
+        }
+        for i in (0..size - 1).filter(|i| i % sets == set - 1) {
+            yaml.push_str(&format!("    - 10.1.{}.{}:5060\n", i / 250, i % 250 + 1));
+        }
     }
-    yaml.push_str(&format!("    - {}\n", probe_target(round)));
+    for set in sets + 1..=MAX_SETS {
+        yaml.push_str(&format!("  {set}: []\n"));
+    }
     yaml
 }
 
-/// The destination only `round` has (rounds are numbered across sizes).
-fn probe_target(round: usize) -> String {
-    format!("10.200.{}.{}:5060", round / 250, round % 250 + 1)
+/// The address only round `round` has (rounds are numbered across the run).
+fn probe_ip(round: usize) -> String {
+    format!("10.200.{}.{}", round / 250 % 250, round % 250 + 1)
 }
 
 fn probe_uri(round: usize) -> String {
-    format!("sip:{}", probe_target(round))
+    format!("sip:{}:5060", probe_ip(round))
 }
 
 /// One Kamailio and the feeder that keeps it up to date.
 struct Lane {
     name: &'static str,
     kamailio: Kamailio,
-    feeder: Feeder,
-    sets_file: PathBuf,
-    /// Holds the sets file alone: the feeder watches its directory.
-    _sets_dir: tempfile::TempDir,
+    /// The feeder's flags for this lane's delivery (the source comes on top).
+    delivery: Args,
+    feeder: Option<Feeder>,
     probe: Client,
+    /// How many feeders this lane had, to name their logs.
+    feeders: usize,
 }
 
 impl Lane {
-    async fn module(dir: &Path, size: usize) -> Lane {
-        let socket = dir.join("feed.sock");
-        let kamailio = Kamailio::builder("")
+    /// dsfeed.so swapping at most once per `interval_ms` (`None`: its
+    /// default), fed on `socket`.
+    async fn module(interval_ms: Option<u64>, socket: &Path) -> Lane {
+        let mut builder = Kamailio::builder("")
+            .shm_mb(SHM_MB)
             .loadmodule(module_so().display().to_string())
             .modparam("dsfeed", "feeder", format!("unix:{}", socket.display()))
             .modparam("dsfeed", "node_id", "bench")
-            .modparam("dsfeed", "min_swap_interval_ms", MIN_SWAP_INTERVAL_MS)
             .modparam("dsfeed", "reconnect_min_ms", 100)
-            .modparam("dsfeed", "reconnect_max_ms", 1000)
+            .modparam("dsfeed", "reconnect_max_ms", 500);
+        if let Some(ms) = interval_ms {
+            builder = builder.modparam("dsfeed", "min_swap_interval_ms", ms as i64);
+        }
+        let kamailio = builder
             .start()
             .await
             .expect("Kamailio with dsfeed.so starts");
-        let args = Args::new(&["--mode", "grpc"]).listen_unix(&socket);
-        Lane::new("module", kamailio, args, dir, size)
+        let delivery = Args::new(&["--mode", "grpc"]).listen_unix(socket);
+        Lane::new("module", kamailio, delivery)
     }
 
-    async fn file(dir: &Path, size: usize) -> Lane {
+    /// File mode with `reload_delta` and the feeder's reload interval
+    /// (`None`: its default).
+    async fn file(reload_delta: u32, interval_ms: Option<u64>) -> Lane {
         let kamailio = Kamailio::builder("")
-            .reload_delta(0)
+            .shm_mb(SHM_MB)
+            .reload_delta(reload_delta)
             .start()
             .await
             .expect("Kamailio starts");
-        let args = Args::new(&["--mode", "file"]).reloading(&kamailio);
-        Lane::new("file", kamailio, args, dir, size)
+        let mut delivery = Args::new(&["--mode", "file"]).reloading(&kamailio);
+        if let Some(ms) = interval_ms {
+            delivery = delivery.arg("--min-reload-interval", format!("{ms}ms"));
+        }
+        Lane::new("file", kamailio, delivery)
     }
 
-    /// The lane of `kamailio`, with a feeder started with `args` on a sets
-    /// file of `size` destinations of its own (logging in `dir`).
-    fn new(name: &'static str, kamailio: Kamailio, args: Args, dir: &Path, size: usize) -> Lane {
-        let (sets_dir, sets_file) = sets_file(size);
-        let log = dir.join(format!("dsfeed-{name}.log"));
-        let feeder = Feeder::start(args.sets_file(&sets_file), &log);
+    fn new(name: &'static str, kamailio: Kamailio, delivery: Args) -> Lane {
         let probe = kamailio.client().with_timeout(Duration::from_secs(10));
         Lane {
             name,
             kamailio,
-            feeder,
-            sets_file,
-            _sets_dir: sets_dir,
+            delivery,
+            feeder: None,
             probe,
+            feeders: 0,
         }
     }
 
-    /// Writes round `round`'s sets and returns how long until Kamailio has
-    /// them in memory.
-    async fn change(&self, size: usize, round: usize) -> Duration {
-        replace_file(&self.sets_file, &sets_yaml(size, round));
-        let changed = Instant::now();
-        let uri = probe_uri(round);
-        while !self.has(&uri).await {
+    /// Replaces this lane's feeder by one reading `source`.
+    fn feed(&mut self, source: &Args) {
+        self.feeder = None;
+        self.feeders += 1;
+        let log = self
+            .kamailio
+            .dir()
+            .join(format!("dsfeed-{}-{}.log", self.name, self.feeders));
+        let mut args = self.delivery.clone();
+        for arg in source.as_ref() {
+            args = args.args(&[arg.as_str()]);
+        }
+        self.feeder = Some(Feeder::start(args, &log));
+    }
+
+    fn feeder(&self) -> &Feeder {
+        self.feeder.as_ref().expect("a feeder runs")
+    }
+
+    /// How long after `since` `uri` is in set 1 of Kamailio's current list.
+    async fn until_has(&self, uri: &str, since: Instant) -> Duration {
+        while !self.has(uri).await {
             assert!(
-                changed.elapsed() < PATIENCE,
-                "{}: {uri} never reached Kamailio; its log is {}",
+                since.elapsed() < PATIENCE,
+                "{}: {uri} never reached Kamailio; its log is {}, the feeder's:\n{}",
                 self.name,
-                self.kamailio.log_path().display()
+                self.kamailio.log_path().display(),
+                self.feeder().log()
             );
             assert!(self.kamailio.is_running(), "{}: Kamailio died", self.name);
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        changed.elapsed()
+        since.elapsed()
     }
 
     /// Whether `uri` is in set 1 of the dispatcher's current list. Marking
@@ -180,6 +227,18 @@ impl Lane {
             .call("dispatcher.set_state", &params)
             .await
             .is_ok()
+    }
+
+    /// Set 1 as Kamailio has it now.
+    async fn set_one(&self) -> BTreeSet<String> {
+        dispatcher::list(&self.probe)
+            .await
+            .expect("dispatcher.list answers")
+            .remove(&1)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.uri)
+            .collect()
     }
 
     /// The module's swap count and applied version, from `dsfeed.status`.
@@ -199,14 +258,12 @@ impl Lane {
         )
     }
 
-    /// The version the module applied in the swap after swap `before`: its
-    /// status is published just after the new list becomes current.
+    /// The version the module applied after swap `before`.
     async fn applied_after(&self, before: i32) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let (swaps, version) = self.swaps().await;
             if swaps > before {
-                assert_eq!(swaps, before + 1, "one swap per change");
                 return version;
             }
             assert!(
@@ -230,23 +287,55 @@ impl Lane {
 
     /// How long the module's swap of `version` took, from its log line
     /// `applied version "V": N sets, M destinations in 1.2ms (swap K)`.
-    fn swap_time(&self, version: &str) -> Option<Duration> {
+    fn swap_time(&self, version: &str) -> Duration {
         let log = self.kamailio.log();
         let marker = format!("applied version {version:?}: ");
-        let line = log.lines().rev().find(|l| l.contains(&marker))?;
-        let after = line.split(" destinations in ").nth(1)?;
-        parse_duration(after.split_whitespace().next()?)
+        log.lines()
+            .rev()
+            .find(|l| l.contains(&marker))
+            .and_then(|line| line.split(" destinations in ").nth(1))
+            .and_then(|after| parse_duration(after.split_whitespace().next()?))
+            .unwrap_or_else(|| panic!("no swap of {version} in the module's log"))
+    }
+
+    /// Kamailio's shared memory in use (`core.shmmem`'s `used`), in bytes.
+    async fn shm_used(&self) -> f64 {
+        let reply = self
+            .probe
+            .call("core.shmmem", &[])
+            .await
+            .expect("core.shmmem answers");
+        f64::from(
+            reply[0]
+                .get("used")
+                .and_then(Value::as_int)
+                .expect("core.shmmem has used"),
+        )
+    }
+
+    /// The pid of the first Kamailio process whose description contains
+    /// `what` (`core.psx`).
+    async fn process(&self, what: &str) -> u32 {
+        let processes = self.probe.call("core.psx", &[]).await.expect("core.psx");
+        processes
+            .iter()
+            .find(|p| {
+                p.get("DSC")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d.contains(what))
+            })
+            .and_then(|p| p.get("PID").and_then(Value::as_int))
+            .unwrap_or_else(|| panic!("no {what} process in core.psx")) as u32
     }
 }
 
-fn sets_file(size: usize) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("dsfeed-bench-sets-")
-        .tempdir()
-        .unwrap();
-    let path = dir.path().join("sets.yaml");
-    std::fs::write(&path, sets_yaml(size, 0)).unwrap();
-    (dir, path)
+/// Private memory (clean and dirty) of process `pid`, in KiB.
+fn private_kib(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("Private_"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Parses Rust's `Debug` of a `Duration` (`850ns`, `12.3µs`, `4.5ms`, `1.2s`).
@@ -264,180 +353,633 @@ fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(seconds))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+/// Where changes come from in a lone-change run.
+enum Truth {
+    SetsFile(PathBuf),
+    Kubernetes(FakeKube),
+    Consul(FakeConsul),
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
+impl Truth {
+    /// Makes round `round`'s probe destination (with 9 fixed ones) the
+    /// truth of set 1.
+    fn change(&self, round: usize) {
+        match self {
+            Truth::SetsFile(path) => replace_file(path, &sets_yaml(10, 1, &probe_uri(round))),
+            Truth::Kubernetes(kube) => {
+                let endpoints = (1..10)
+                    .map(|i| format!("10.1.0.{i}"))
+                    .chain([probe_ip(round)])
+                    .map(|ip| endpoint(&ip, true, true, false))
+                    .collect();
+                kube.apply(endpoint_slice(
+                    "voice",
+                    "asterisk",
+                    "asterisk-a",
+                    "IPv4",
+                    5060,
+                    endpoints,
+                ));
+            }
+            Truth::Consul(consul) => {
+                consul.register(Instance::new("pbx", "probe", &probe_ip(round), 5060));
+            }
+        }
+    }
 
-fn ratio(module: Duration, file: Duration) -> String {
-    format!("{:.2}", module.as_secs_f64() / file.as_secs_f64())
-}
+    /// The feeder's flags for this source.
+    fn args(&self, dir: &Path) -> Args {
+        match self {
+            Truth::SetsFile(path) => Args::default().sets_file(path),
+            Truth::Kubernetes(kube) => {
+                let kubeconfig = dir.join("kubeconfig");
+                kube.write_kubeconfig(&kubeconfig);
+                Args::new(&["--set", "voice:asterisk=1:sip"]).arg("--kubecfg", kubeconfig.display())
+            }
+            Truth::Consul(consul) => consul.feeder_args(&["pbx=1"]),
+        }
+    }
 
-/// Measurements of one size: change-to-memory per mode, and what one swap
-/// costs inside Kamailio in each mode.
-#[derive(Default)]
-struct Run {
-    module: Vec<Duration>,
-    file: Vec<Duration>,
-    swaps: Vec<Duration>,
-    reloads: Vec<Duration>,
-}
+    /// The shortest time from one change to the next. Consul's source
+    /// starts a query at most once a second (consul-template's habit), so
+    /// a change sooner after the previous one waits for the next query in
+    /// both lanes alike; spaced wider, each change answers a query that is
+    /// already waiting.
+    fn period(&self) -> Duration {
+        match self {
+            Truth::Consul(_) => dsfeed::sources::consul::MIN_INTERVAL + Duration::from_millis(150),
+            Truth::SetsFile(_) | Truth::Kubernetes(_) => Duration::ZERO,
+        }
+    }
 
-impl Run {
-    fn sort(&mut self) {
-        self.module.sort();
-        self.file.sort();
-        self.swaps.sort();
-        self.reloads.sort();
+    fn name(&self) -> &'static str {
+        match self {
+            Truth::SetsFile(_) => "sets file (rename)",
+            Truth::Kubernetes(_) => "Kubernetes EndpointSlice",
+            Truth::Consul(_) => "Consul health",
+        }
     }
 }
 
-/// `changes` alternating changes per mode at `size` destinations, after one
-/// unmeasured change that brings both lanes to that size.
-async fn run(module: &Lane, file: &Lane, size: usize, changes: usize, round: &mut usize) -> Run {
-    let mut run = Run::default();
+/// `changes` lone changes of `truth`, each timed in both lanes at once,
+/// after one unmeasured change that brings both lanes onto this source;
+/// the times, sorted, module lane first.
+async fn lone_changes(
+    lanes: &mut [Lane; 2],
+    truth: &Truth,
+    dir: &Path,
+    changes: usize,
+    round: &mut usize,
+) -> [Vec<Duration>; 2] {
+    for lane in lanes.iter_mut() {
+        lane.feed(&truth.args(dir));
+    }
+    let mut times = [Vec::new(), Vec::new()];
     for i in 0..=changes {
         *round += 1;
-        let (before, _) = module.swaps().await;
-        let m = module.change(size, *round).await;
-        let version = module.applied_after(before).await;
+        // Before the change: Kamailio may have it before this task runs
+        // again.
+        let changed = Instant::now();
+        truth.change(*round);
+        let uri = probe_uri(*round);
+        let (m, f) = tokio::join!(
+            lanes[0].until_has(&uri, changed),
+            lanes[1].until_has(&uri, changed)
+        );
         tokio::time::sleep(SPACING).await;
-        let f = file.change(size, *round).await;
-        tokio::time::sleep(SPACING).await;
-        if i == 0 {
-            continue;
+        tokio::time::sleep_until((changed + truth.period()).into()).await;
+        if i > 0 {
+            times[0].push(m);
+            times[1].push(f);
         }
-        if i <= RELOADS_TIMED {
-            run.reloads.push(file.reload_time().await);
-            tokio::time::sleep(SPACING).await;
-        }
-        run.module.push(m);
-        run.file.push(f);
-        run.swaps.push(
-            module
-                .swap_time(&version)
-                .unwrap_or_else(|| panic!("no swap of {version} in the module's log")),
+    }
+    for t in &mut times {
+        t.sort();
+    }
+    times
+}
+
+fn report_lone(report: &mut Report, truth: &Truth, times: &[Vec<Duration>; 2]) {
+    for p in [50.0, 99.0] {
+        report.versus_ms(
+            "lone change -> Kamailio's memory",
+            &format!("{}, p{p:.0} of {}", truth.name(), times[0].len()),
+            percentile(&times[0], p),
+            "file + dispatcher.reload",
+            percentile(&times[1], p),
         );
     }
-    run.sort();
-    run
+}
+
+/// One churn run's figures for one lane.
+#[derive(Debug, Default)]
+struct Churned {
+    /// The integral of destinations differing from the truth, in
+    /// destination-seconds.
+    staleness: f64,
+    /// The longest time from a destination joining the truth to its being
+    /// in Kamailio.
+    longest_lag: Duration,
+    /// From the last change to the final state being live.
+    final_live: Duration,
+}
+
+/// `backends` destinations in set 1, one replaced every `step` for
+/// `duration`, through the sets file; both lanes sampled every [`SAMPLE`].
+async fn churn(
+    lanes: &mut [Lane; 2],
+    dir: &Path,
+    backends: usize,
+    step: Duration,
+    duration: Duration,
+) -> [Churned; 2] {
+    let path = dir.join(format!("churn-{backends}-{}.yaml", step.as_millis()));
+    let backend = |i: usize| format!("sip:10.50.{}.{}:5060", i / 250, i % 250 + 1);
+    let mut truth: Vec<String> = (0..backends).map(backend).collect();
+    let yaml = |truth: &[String]| {
+        let mut text = String::from("sets:\n  1:\n");
+        for uri in truth {
+            text.push_str(&format!("    - {uri}\n"));
+        }
+        text
+    };
+    replace_file(&path, &yaml(&truth));
+    for lane in lanes.iter_mut() {
+        lane.feed(&Args::default().sets_file(&path));
+    }
+    let initial: BTreeSet<String> = truth.iter().cloned().collect();
+    for lane in lanes.iter() {
+        let since = Instant::now();
+        while lane.set_one().await != initial {
+            assert!(since.elapsed() < PATIENCE, "{} never synced", lane.name);
+            tokio::time::sleep(SAMPLE).await;
+        }
+    }
+    // Past both lanes' intervals, so the first change is a lone one.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let start = Instant::now();
+    let steps = (duration.as_millis() / step.as_millis()) as usize;
+    // (when, the truth from then on, the destination that joined).
+    let mut history: Vec<(Instant, BTreeSet<String>, String)> = Vec::with_capacity(steps);
+    let mut samples: [Vec<(Instant, BTreeSet<String>)>; 2] = [Vec::new(), Vec::new()];
+    let mut next_step = start;
+    let mut next_sample = start;
+    let mut k = 0;
+    let mut final_at: [Option<Instant>; 2] = [None, None];
+    loop {
+        let now = Instant::now();
+        if k < steps && now >= next_step {
+            let new = backend(backends + k);
+            truth[k % backends] = new.clone();
+            let text = yaml(&truth);
+            history.push((Instant::now(), truth.iter().cloned().collect(), new));
+            replace_file(&path, &text);
+            k += 1;
+            next_step += step;
+        }
+        if now >= next_sample {
+            let (m, f) = tokio::join!(lanes[0].set_one(), lanes[1].set_one());
+            let at = Instant::now();
+            for (i, seen) in [m, f].into_iter().enumerate() {
+                if k == steps
+                    && final_at[i].is_none()
+                    && history.last().is_some_and(|h| h.1 == seen)
+                {
+                    final_at[i] = Some(at);
+                }
+                samples[i].push((at, seen));
+            }
+            next_sample += SAMPLE;
+            if k == steps && final_at.iter().all(Option::is_some) {
+                break;
+            }
+            assert!(
+                start.elapsed() < duration + PATIENCE,
+                "churn: a lane never reached the final state"
+            );
+        }
+        let wake = if k < steps {
+            next_step.min(next_sample)
+        } else {
+            next_sample
+        };
+        tokio::time::sleep_until(wake.into()).await;
+    }
+    let last_change = history.last().map_or(start, |h| h.0);
+    let mut out = [Churned::default(), Churned::default()];
+    for (i, lane_samples) in samples.iter().enumerate() {
+        let mut previous = start;
+        for (at, seen) in lane_samples {
+            let truth_then = history
+                .iter()
+                .rev()
+                .find(|h| h.0 <= *at)
+                .map_or(&initial, |h| &h.1);
+            let differing = seen.symmetric_difference(truth_then).count();
+            out[i].staleness += differing as f64 * (*at - previous).as_secs_f64();
+            previous = *at;
+        }
+        for (when, _, joined) in &history {
+            if let Some((at, _)) = lane_samples
+                .iter()
+                .find(|(at, seen)| at >= when && seen.contains(joined))
+            {
+                out[i].longest_lag = out[i].longest_lag.max(*at - *when);
+            }
+        }
+        out[i].final_live = final_at[i].map_or(Duration::ZERO, |at| at - last_change);
+    }
+    out
+}
+
+/// Sets of `size` destinations in `sets` sets: each lane's change timed,
+/// then the module's swap (from its log) and a `dispatcher.reload` of the
+/// file lane's same list.
+async fn sizes(
+    report: &mut Report,
+    lanes: &mut [Lane; 2],
+    dir: &Path,
+    shapes: &[(usize, usize)],
+    changes: usize,
+    round: &mut usize,
+) {
+    // A file per lane, changed one lane at a time: a swap and a reload of
+    // thousands of destinations each take a core, and are timed alone.
+    let paths = [dir.join("sizes-module.yaml"), dir.join("sizes-file.yaml")];
+    for (lane, path) in lanes.iter_mut().zip(&paths) {
+        replace_file(path, &sets_yaml(10, 1, &probe_uri(*round)));
+        lane.feed(&Args::default().sets_file(path));
+    }
+    // The feeders' RSS while they hold 10,000 destinations.
+    let mut rss = None;
+    for &(size, sets) in shapes {
+        let (mut swaps, mut reloads) = (Vec::new(), Vec::new());
+        for i in 0..=changes {
+            *round += 1;
+            let (before, _) = lanes[0].swaps().await;
+            let yaml = sets_yaml(size, sets, &probe_uri(*round));
+            let uri = probe_uri(*round);
+            for (lane, path) in lanes.iter().zip(&paths) {
+                let changed = Instant::now();
+                replace_file(path, &yaml);
+                lane.until_has(&uri, changed).await;
+            }
+            let version = lanes[0].applied_after(before).await;
+            tokio::time::sleep(SPACING).await;
+            if i == 0 {
+                continue;
+            }
+            swaps.push(lanes[0].swap_time(&version));
+            reloads.push(lanes[1].reload_time().await);
+            tokio::time::sleep(SPACING).await;
+        }
+        swaps.sort();
+        reloads.sort();
+        let shape = if sets == 1 {
+            format!("{size} in one set")
+        } else {
+            format!("{size} in {sets} sets")
+        };
+        report.versus_ms(
+            "swap cost by size (equal priority)",
+            &format!("{shape}, p50 of {changes}"),
+            percentile(&swaps, 50.0),
+            "dispatcher.reload of the same list",
+            percentile(&reloads, 50.0),
+        );
+        if size == 10_000 && sets == 1 {
+            rss = Some((lanes[0].feeder().rss_kib(), lanes[1].feeder().rss_kib()));
+        }
+    }
+    if let Some((module, file)) = rss {
+        report.versus(
+            "memory",
+            "feeder RSS, 10,000 destinations",
+            "MiB",
+            module as f64 / 1024.0,
+            "file-mode feeder",
+            file as f64 / 1024.0,
+        );
+    }
+}
+
+/// `total` `request`s through `kamailio` (OPTIONS to set 1's backend,
+/// INVITEs to set 3's), [`CONCURRENCY`] at a time:
+/// the requests answered per second, and the p99 response time (sipp
+/// measures in whole milliseconds).
+async fn sip_rate(kamailio: &Kamailio, request: Request, total: u64) -> (f64, f64) {
+    // The previous run's transactions hold shared memory until tm's wait
+    // timer frees them: start from none.
+    let client = kamailio.client();
+    let since = Instant::now();
+    loop {
+        let stats = client
+            .call("tm.stats", &[])
+            .await
+            .expect("tm.stats answers");
+        if stats[0].get("current").and_then(Value::as_int) == Some(0) {
+            break;
+        }
+        assert!(
+            since.elapsed() < PATIENCE,
+            "tm keeps transactions: {stats:?}"
+        );
+        tokio::time::sleep(SAMPLE).await;
+    }
+    let started = Instant::now();
+    let set = match request {
+        Request::Options => 1,
+        Request::Invite => 3,
+    };
+    let load = Load::closed_loop(
+        request,
+        &kamailio.sip_addr().to_string(),
+        set,
+        CONCURRENCY,
+        total,
+        kamailio.dir(),
+    );
+    let stats = load.finish(PATIENCE * 5).await;
+    let rate = stats.successful as f64 / started.elapsed().as_secs_f64();
+    let n = stats.response_ms.len();
+    let rank = (0.99 * n as f64).ceil() as usize;
+    let p99 = stats.response_ms.get(rank.clamp(1, n.max(1)) - 1).copied();
+    (rate, p99.unwrap_or(0.0))
+}
+
+/// Requests in flight in the SIP path runs: enough to keep Kamailio's two
+/// workers busy.
+const CONCURRENCY: u64 = 20;
+
+async fn sip_path(report: &mut Report, lanes: &mut [Lane; 2], dir: &Path, total: u64, reps: usize) {
+    let options = Backend::start();
+    let invites = Backend::answering(Request::Invite);
+    let path = dir.join("sip.yaml");
+    let (set_one, set_three) = (options.uri(), invites.uri());
+    let yaml = move |round: usize| {
+        format!(
+            "sets:\n  1:\n    - {set_one}\n  2:\n    - {}\n  3:\n    - {set_three}\n",
+            probe_uri(round)
+        )
+    };
+    // The file lane follows a copy that never changes: while the module
+    // swaps, nothing else on the machine works for the feed.
+    let still = dir.join("sip-file.yaml");
+    replace_file(&path, &yaml(0));
+    replace_file(&still, &yaml(0));
+    for (lane, path) in lanes.iter_mut().zip([&path, &still]) {
+        lane.feed(&Args::default().sets_file(path));
+    }
+    for lane in lanes.iter() {
+        let since = Instant::now();
+        while !lane.set_one().await.contains(&options.uri()) {
+            assert!(since.elapsed() < PATIENCE, "{} never synced", lane.name);
+            tokio::time::sleep(SAMPLE).await;
+        }
+    }
+    // Set 2 changes every second while `swapping` is on: the module swaps
+    // under the load (set 1, the one called, stays).
+    let (swapping, mut swap) = tokio::sync::watch::channel(false);
+    let changer = {
+        let path = path.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for round in 1.. {
+                tick.tick().await;
+                if swap.wait_for(|on| *on).await.is_err() {
+                    break;
+                }
+                replace_file(&path, &yaml(round));
+            }
+        })
+    };
+    // The three conditions in turn, `reps` times: the machine's other load
+    // comes and goes, and the median of each is compared.
+    let mut swaps = 0;
+    let requests = [Request::Options, Request::Invite];
+    let mut runs: [[Vec<(f64, f64)>; 3]; 2] = Default::default();
+    for _ in 0..reps {
+        for (request, runs) in requests.iter().zip(&mut runs) {
+            runs[0].push(sip_rate(&lanes[1].kamailio, *request, total).await);
+            runs[1].push(sip_rate(&lanes[0].kamailio, *request, total).await);
+            swapping.send_replace(true);
+            let (at_start, _) = lanes[0].swaps().await;
+            runs[2].push(sip_rate(&lanes[0].kamailio, *request, total).await);
+            swapping.send_replace(false);
+            swaps += lanes[0].swaps().await.0 - at_start;
+        }
+    }
+    drop(swapping);
+    changer.await.unwrap();
+    let median = |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let against = "no dsfeed.so (same Kamailio setup)";
+    let section =
+        format!("SIP path: {CONCURRENCY} in flight, median of {reps} ({swaps} swaps in all)");
+    for (request, runs) in requests.iter().zip(runs) {
+        let kind = match request {
+            Request::Options => "OPTIONS",
+            Request::Invite => "INVITE",
+        };
+        let [without, idle, busy] = runs.map(|r| (median(&r, |x| x.0), median(&r, |x| x.1)));
+        for (name, run) in [("dsfeed.so idle", idle), ("dsfeed.so swapping 1/s", busy)] {
+            let mean = |rate: f64| CONCURRENCY as f64 / rate * 1e3;
+            let figure = |what: &str| format!("{kind}, {name}: {what}");
+            report.versus(
+                &section,
+                &figure("transactions/s"),
+                "/s",
+                run.0,
+                against,
+                without.0,
+            );
+            report.versus(
+                &section,
+                &figure("mean response (in flight / rate)"),
+                "ms",
+                mean(run.0),
+                against,
+                mean(without.0),
+            );
+            report.versus(
+                &section,
+                &figure("p99 response"),
+                "ms",
+                run.1,
+                against,
+                without.1,
+            );
+        }
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let changes = env_or("DSFEED_BENCH_CHANGES", 200);
-    let size_changes = env_or("DSFEED_BENCH_SIZE_CHANGES", 10);
+    let quick = report::quick();
+    let changes = report::count("DSFEED_BENCH_CHANGES", 200, 20);
+    let size_changes = report::count("DSFEED_BENCH_SIZE_CHANGES", 5, 1);
+    let sip_requests = report::count("DSFEED_BENCH_SIP_REQUESTS", 10_000, 2_000) as u64;
     let dir = tempfile::Builder::new()
         .prefix("dsfeed-bench-")
         .tempdir()
         .unwrap();
-    let module = Lane::module(dir.path(), SIZES[0]).await;
-    let file = Lane::file(dir.path(), SIZES[0]).await;
-    let version = module
+    let started = Instant::now();
+    let mut report = Report::new("module");
+    let mut lanes = [
+        Lane::module(Some(MIN_INTERVAL_MS), &dir.path().join("feed.sock")).await,
+        Lane::file(0, Some(MIN_INTERVAL_MS)).await,
+    ];
+    let version = lanes[0]
         .probe
         .call("core.version", &[])
         .await
         .expect("core.version answers");
+    let version = version
+        .first()
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
     println!(
-        "module vs file mode: sets-file change -> Kamailio's in-memory set\n  {}; module {}",
-        version
-            .first()
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .trim(),
+        "dsfeed.so vs file mode in {version}; {}",
         module_so().display()
     );
+    report.context("kamailio", &version);
+    report.context("quick", quick);
 
-    // Both lanes on round 0's sets, and the module's first swap reported.
-    for lane in [&module, &file] {
-        let deadline = Instant::now() + PATIENCE;
-        while !lane.has(&probe_uri(0)).await {
-            assert!(Instant::now() < deadline, "{} never synced", lane.name);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    module.applied_after(0).await;
-
+    // Both lanes on 10 destinations: the memory baseline.
     let mut round = 0;
-    let started = Instant::now();
-    let mut runs = Vec::new();
-    for (k, size) in SIZES.into_iter().enumerate() {
-        let n = if k == 0 { changes } else { size_changes };
-        runs.push((size, run(&module, &file, size, n, &mut round).await));
-    }
+    let sets_file = dir.path().join("sets.yaml");
+    replace_file(&sets_file, &sets_yaml(10, 1, &probe_uri(round)));
+    let sets_file = Truth::SetsFile(sets_file);
+    lone_changes(&mut lanes, &sets_file, dir.path(), 1, &mut round).await;
+    let shm_before = [lanes[0].shm_used().await, lanes[1].shm_used().await];
+    let (swaps_before, _) = lanes[0].swaps().await;
 
-    let (size, latency) = &runs[0];
-    println!(
-        "\n{} changes per mode, set 1 of {size} destinations, interleaved \
-         (reload_delta 0, min_swap_interval_ms {MIN_SWAP_INTERVAL_MS}):",
-        latency.module.len()
-    );
-    println!(
-        "  {:<26} {:>10} {:>10} {:>10} {:>10}",
-        "", "p50", "p99", "min", "max"
-    );
-    for (name, times) in [
-        ("module (gRPC, in-memory)", &latency.module),
-        ("file (write + reload)", &latency.file),
+    // Lone changes from each source.
+    let kube = Truth::Kubernetes(FakeKube::start().await);
+    kube.change(round);
+    let consul = Truth::Consul(FakeConsul::start().await);
+    consul.change(round);
+    // The orchestrators' paths take `changes` each; the sets file, the
+    // local case, half as many.
+    for (truth, n) in [
+        (&sets_file, changes / 2),
+        (&kube, changes),
+        (&consul, changes),
     ] {
-        println!(
-            "  {name:<26} {:>10} {:>10} {:>10} {:>10}",
-            ms(percentile(times, 50.0)),
-            ms(percentile(times, 99.0)),
-            ms(times[0]),
-            ms(times[times.len() - 1]),
-        );
+        let times = lone_changes(&mut lanes, truth, dir.path(), n, &mut round).await;
+        report_lone(&mut report, truth, &times);
+        println!("{}: done at {:.0?}", truth.name(), started.elapsed());
     }
-    let pick = |times: &[Duration], p| percentile(times, p);
-    println!(
-        "  {:<26} {:>10} {:>10} {:>10} {:>10}",
-        "module / file",
-        ratio(pick(&latency.module, 50.0), pick(&latency.file, 50.0)),
-        ratio(pick(&latency.module, 99.0), pick(&latency.file, 99.0)),
-        ratio(latency.module[0], latency.file[0]),
-        ratio(
-            latency.module[latency.module.len() - 1],
-            latency.file[latency.file.len() - 1]
-        ),
-    );
 
-    println!(
-        "\nby set size, p50: change -> in memory, and one swap inside Kamailio \
-         (module: its log; file: a dispatcher.reload RPC of the same list, on the first \
-         {RELOADS_TIMED} changes of each size)"
-    );
-    println!(
-        "  {:>12} {:>8} {:>11} {:>11} {:>8} {:>12} {:>12} {:>8}",
-        "destinations", "changes", "module", "file", "ratio", "module swap", "file reload", "ratio"
-    );
-    for (size, run) in &runs {
-        let p50 = |times: &[Duration]| percentile(times, 50.0);
-        println!(
-            "  {:>12} {:>8} {:>11} {:>11} {:>8} {:>12} {:>12} {:>8}",
-            size,
-            run.module.len(),
-            ms(p50(&run.module)),
-            ms(p50(&run.file)),
-            ratio(p50(&run.module), p50(&run.file)),
-            ms(p50(&run.swaps)),
-            ms(p50(&run.reloads)),
-            ratio(p50(&run.swaps), p50(&run.reloads)),
+    // Swap cost by size.
+    let shapes: &[(usize, usize)] = &[(10, 1), (1_000, 1), (10_000, 1), (10_000, 100)];
+    sizes(
+        &mut report,
+        &mut lanes,
+        dir.path(),
+        shapes,
+        size_changes,
+        &mut round,
+    )
+    .await;
+    println!("sizes: done at {:.0?}", started.elapsed());
+
+    // Memory after every swap so far, back on 10 destinations.
+    lone_changes(&mut lanes, &sets_file, dir.path(), 1, &mut round).await;
+    report_memory(&mut report, &lanes, shm_before, swaps_before).await;
+
+    let reps = if quick { 1 } else { 3 };
+    sip_path(&mut report, &mut lanes, dir.path(), sip_requests, reps).await;
+    println!("SIP path: done at {:.0?}", started.elapsed());
+    drop(lanes);
+
+    // Churn, with default settings on both sides.
+    let mut lanes = [
+        Lane::module(None, &dir.path().join("churn.sock")).await,
+        Lane::file(5, None).await,
+    ];
+    let runs: &[(usize, u64, u64)] = if quick {
+        &[(80, 250, 10)]
+    } else {
+        &[(80, 250, 20), (200, 250, 20), (80, 50, 20)]
+    };
+    for &(backends, step_ms, seconds) in runs {
+        let step = Duration::from_millis(step_ms);
+        let duration = Duration::from_secs(seconds);
+        let [m, f] = churn(&mut lanes, dir.path(), backends, step, duration).await;
+        let section =
+            format!("churn: {backends} backends, one replaced every {step_ms} ms for {seconds} s");
+        let against = "file + reload, reload_delta 5 s";
+        report.versus(
+            &section,
+            "staleness",
+            "dest*s",
+            m.staleness,
+            against,
+            f.staleness,
         );
+        report.versus_ms(
+            &section,
+            "longest lag",
+            m.longest_lag,
+            against,
+            f.longest_lag,
+        );
+        let last = "last change -> final state live";
+        report.versus_ms(&section, last, m.final_live, against, f.final_live);
+        println!("{section}: done at {:.0?}", started.elapsed());
     }
-    // What would make the comparison unfair: a throttled reload, or a swap
-    // the module did not make.
-    let file_log = file.feeder.log();
-    assert!(
-        !file_log.contains("refused the reload"),
-        "reload_delta 0 still refused a reload:\n{file_log}"
+    report.context("took", format!("{:.0?}", started.elapsed()));
+    report.finish();
+}
+
+/// Kamailio's shared memory now against `shm_before` (each lane on 10
+/// destinations both times), the feed process's private memory, and the
+/// feeders' RSS.
+async fn report_memory(report: &mut Report, lanes: &[Lane; 2], shm_before: [f64; 2], swaps: i32) {
+    let (swaps_after, _) = lanes[0].swaps().await;
+    let shm_after = [lanes[0].shm_used().await, lanes[1].shm_used().await];
+    let kib = |bytes: f64| bytes / 1024.0;
+    let swaps = swaps_after - swaps;
+    report.versus(
+        "memory",
+        &format!("Kamailio shm growth over {swaps} swaps"),
+        "KiB",
+        kib(shm_after[0] - shm_before[0]),
+        "file mode, the same changes",
+        kib(shm_after[1] - shm_before[1]),
     );
-    assert!(!module.kamailio.log().contains("replaced by something else"));
-    println!(
-        "\nthe floor for both: inotify plus the sets file's 50 ms settle delay; bench took {:.0?}",
-        started.elapsed()
+    report.versus(
+        "memory",
+        "Kamailio shm used, 10 destinations",
+        "KiB",
+        kib(shm_after[0]),
+        "file mode",
+        kib(shm_after[1]),
+    );
+    let feed = lanes[0].process("dsfeed feed").await;
+    let worker = lanes[0].process("receiver").await;
+    report.versus(
+        "memory",
+        "dsfeed.so's feed process, private memory",
+        "KiB",
+        private_kib(feed),
+        "a SIP worker of the same Kamailio",
+        private_kib(worker),
+    );
+    report.versus(
+        "memory",
+        "feeder RSS, 10 destinations",
+        "MiB",
+        lanes[0].feeder().rss_kib() as f64 / 1024.0,
+        "file-mode feeder",
+        lanes[1].feeder().rss_kib() as f64 / 1024.0,
     );
 }

@@ -18,6 +18,7 @@ pub mod module;
 pub mod netns;
 pub mod pki;
 pub mod probe;
+pub mod report;
 pub mod scripted;
 pub mod sets;
 pub mod sipp;

@@ -32,18 +32,25 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend on a free port.
     pub fn start() -> Backend {
-        Backend::spawn(None, Ipv4Addr::LOCALHOST.into(), crate::free_udp_port())
+        Backend::answering(Request::Options)
     }
 
-    /// Starts a backend on `host` of a private network, port 5060.
+    /// Starts a backend on a free port that answers `request`s with 200.
+    pub fn answering(request: Request) -> Backend {
+        let port = crate::free_udp_port();
+        Backend::spawn(None, request, Ipv4Addr::LOCALHOST.into(), port)
+    }
+
+    /// Starts a backend answering OPTIONS on `host` of a private network,
+    /// port 5060.
     pub fn start_on(host: &Host) -> Backend {
-        Backend::spawn(Some(host), host.addr.into(), 5060)
+        Backend::spawn(Some(host), Request::Options, host.addr.into(), 5060)
     }
 
-    fn spawn(host: Option<&Host>, ip: IpAddr, port: u16) -> Backend {
+    fn spawn(host: Option<&Host>, request: Request, ip: IpAddr, port: u16) -> Backend {
         let child = sipp(host)
             .arg("-sf")
-            .arg(scenario("uas.xml"))
+            .arg(scenario(request.backend()))
             .args(["-i", &ip.to_string(), "-p", &port.to_string(), "-nostdin"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -125,6 +132,31 @@ fn call_from(
         .collect()
 }
 
+/// What a [`Load`] sends and a [`Backend`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// OPTIONS: one non-INVITE transaction each.
+    Options,
+    /// INVITE, answered 200 and ACKed: one INVITE transaction each.
+    Invite,
+}
+
+impl Request {
+    fn caller(self) -> &'static str {
+        match self {
+            Request::Options => "uac",
+            Request::Invite => "uac_invite",
+        }
+    }
+
+    fn backend(self) -> &'static str {
+        match self {
+            Request::Options => "uas.xml",
+            Request::Invite => "uas_invite.xml",
+        }
+    }
+}
+
 /// sipp as SIP load: OPTIONS for `sip:SET@kamailio` at a fixed rate until a
 /// fixed total is sent, with sipp's statistics written once a second.
 pub struct Load {
@@ -132,24 +164,56 @@ pub struct Load {
     stats: PathBuf,
     errors: PathBuf,
     total: u64,
+    /// Where sipp writes its response times (`uac_PID_rtt.csv`).
+    work_dir: PathBuf,
+    /// Whether it records response times.
+    timed: bool,
+    request: Request,
 }
 
 /// sipp's totals for one [`Load`], and what it said about failed calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoadStats {
     pub created: u64,
     pub successful: u64,
     pub failed: u64,
     /// The last lines of sipp's error log.
     pub errors: String,
+    /// Each answered request's response time, in milliseconds, sorted
+    /// (closed loop only).
+    pub response_ms: Vec<f64>,
+}
+
+/// Where a load is sent from: a host of a private network, or loopback.
+struct Caller<'a> {
+    host: Option<&'a Host>,
+    from: SocketAddr,
+}
+
+impl Caller<'_> {
+    /// A free port on loopback, on this machine.
+    fn local() -> Self {
+        Caller {
+            host: None,
+            from: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), crate::free_udp_port()),
+        }
+    }
 }
 
 impl Load {
     /// Starts `rate` requests a second, `total` in all, to set `set` through
     /// Kamailio at `kamailio` (HOST:PORT); files go to `work_dir`.
     pub fn start(kamailio: &str, set: u32, rate: u64, total: u64, work_dir: &Path) -> Load {
-        let from = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), crate::free_udp_port());
-        Load::spawn(None, from, kamailio, set, rate, total, work_dir)
+        let options = (rate, rate * 4, total);
+        Load::spawn(
+            Caller::local(),
+            Request::Options,
+            kamailio,
+            set,
+            options,
+            work_dir,
+            false,
+        )
     }
 
     /// [`Load::start`] from `host` of a private network, from its `port`.
@@ -162,40 +226,76 @@ impl Load {
         total: u64,
         work_dir: &Path,
     ) -> Load {
-        let from = SocketAddr::new(host.addr.into(), port);
-        Load::spawn(Some(host), from, kamailio, set, rate, total, work_dir)
+        let caller = Caller {
+            host: Some(host),
+            from: SocketAddr::new(host.addr.into(), port),
+        };
+        let options = (rate, rate * 4, total);
+        Load::spawn(
+            caller,
+            Request::Options,
+            kamailio,
+            set,
+            options,
+            work_dir,
+            false,
+        )
     }
 
-    fn spawn(
-        host: Option<&Host>,
-        from: SocketAddr,
+    /// `total` requests to set `set` as fast as Kamailio answers, at most
+    /// `concurrency` at a time (a new one as soon as one is answered), each
+    /// one's response time recorded: the most a Kamailio can take.
+    pub fn closed_loop(
+        request: Request,
         kamailio: &str,
         set: u32,
-        rate: u64,
+        concurrency: u64,
         total: u64,
         work_dir: &Path,
     ) -> Load {
-        let (ip, port) = (from.ip(), from.port());
+        let limits = (100_000, concurrency, total);
+        Load::spawn(
+            Caller::local(),
+            request,
+            kamailio,
+            set,
+            limits,
+            work_dir,
+            true,
+        )
+    }
+
+    /// sipp sending `request`s from `caller` at `rate` a second, at most
+    /// `limit` at a time, `total` in all.
+    fn spawn(
+        caller: Caller<'_>,
+        request: Request,
+        kamailio: &str,
+        set: u32,
+        (rate, limit, total): (u64, u64, u64),
+        work_dir: &Path,
+        timed: bool,
+    ) -> Load {
+        let (ip, port) = (caller.from.ip(), caller.from.port());
         let stats = work_dir.join(format!("load-{ip}-{port}.csv"));
         let errors = work_dir.join(format!("load-{ip}-{port}-errors.log"));
-        let child = sipp(host)
+        let child = sipp(caller.host)
             .current_dir(work_dir)
             .arg("-sf")
-            .arg(scenario("uac.xml"))
+            .arg(scenario(&format!("{}.xml", request.caller())))
             .args(["-i", &ip.to_string(), "-p", &port.to_string(), "-t", "u1"])
             .args(["-s", &set.to_string(), kamailio])
             .args(["-r", &rate.to_string(), "-m", &total.to_string()])
-            .args([
-                "-l",
-                &(rate * 4).to_string(),
-                "-nostdin",
-                "-timeout",
-                "600s",
-            ])
+            .args(["-l", &limit.to_string(), "-nostdin", "-timeout", "600s"])
             .args(["-trace_stat", "-fd", "1", "-stf"])
             .arg(&stats)
             .args(["-trace_err", "-error_file"])
             .arg(&errors)
+            .args(if timed {
+                &["-trace_rtt", "-rtt_freq", "1"][..]
+            } else {
+                &[]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -205,6 +305,9 @@ impl Load {
             stats,
             errors,
             total,
+            work_dir: work_dir.to_owned(),
+            timed,
+            request,
         }
     }
 
@@ -236,11 +339,26 @@ impl Load {
         };
         let errors = std::fs::read_to_string(&self.errors).unwrap_or_default();
         let tail: Vec<&str> = errors.lines().rev().take(20).collect();
+        // Lines of `date_ms;response_time_ms;rtd_no`.
+        let rtt = self.work_dir.join(format!(
+            "{}_{}_rtt.csv",
+            self.request.caller(),
+            self.child.id()
+        ));
+        let mut response_ms: Vec<f64> = std::fs::read_to_string(rtt)
+            .ok()
+            .filter(|_| self.timed)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(';').nth(1)?.trim().parse().ok())
+            .collect();
+        response_ms.sort_by(f64::total_cmp);
         LoadStats {
             created: column("TotalCallCreated"),
             successful: column("SuccessfulCall(C)"),
             failed: column("FailedCall(C)"),
             errors: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            response_ms,
         }
     }
 }

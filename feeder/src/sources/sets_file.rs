@@ -537,6 +537,27 @@ mod tests {
     }
 
     #[test]
+    fn only_a_write_in_place_waits_the_settle() {
+        use notify::event::{CreateKind, DataChange, ModifyKind, RenameMode};
+        // A rename (editors, `mv`, ConfigMap volumes), a new file and a
+        // finished write are whole files: read at once.
+        for kind in [
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        ] {
+            assert_eq!(Change::of(kind), Some(Change::Complete), "{kind:?}");
+        }
+        // A write in place may go on: it waits for its close or the settle.
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Content));
+        assert_eq!(Change::of(write), Some(Change::Partial));
+        // Our own reads are no change at all.
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert_eq!(Change::of(read), None);
+    }
+
+    #[test]
     fn parses_both_entry_forms() {
         let (sets, _) = parse_sets(
             "sets:\n  1:\n    - sip:10.0.0.1:5060\n    - 10.0.0.3\n    - uri: sip:10.0.0.2:5060\n      flags: 8\n      priority: 10\n      attrs: \"weight=50;duid=b\"\n  \"2\":\n    - uri: '[2001:db8::1]:5080'\n      attrs: {weight: 5, duid: x}\n  3: []\n",

@@ -4,6 +4,7 @@
 //! Kamailio keeps for the module (modules are loaded RTLD_LOCAL, so their
 //! symbols are not global).
 
+use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
@@ -129,6 +130,14 @@ impl Dispatcher for KamailioDispatcher {
         sets
     }
 
+    fn counts(&self) -> BTreeMap<i32, usize> {
+        let mut counts = BTreeMap::new();
+        // SAFETY: [single-writer] as in `live`: only this process's next
+        // load frees the current list.
+        unsafe { count(self.root(), &mut counts) };
+        counts
+    }
+
     fn load(&mut self, list: &[u8]) -> Result<(), ApplyError> {
         // A memfd, read back through /proc/self/fd: no file on disk.
         let fd = rustix::fs::memfd_create(c"dsfeed-list", rustix::fs::MemfdFlags::CLOEXEC)
@@ -188,6 +197,23 @@ unsafe fn walk(node: *const sys::ds_set_t, sets: &mut RawSets) {
         dest = d.next;
     }
     sets.insert(set.id, dests);
+}
+
+/// Each set's destination count (`nr`) in the AVL tree under `node`.
+///
+/// # Safety
+/// As for [`walk`].
+unsafe fn count(node: *const sys::ds_set_t, counts: &mut BTreeMap<i32, usize>) {
+    // SAFETY: [contract] per this function's contract.
+    let Some(set) = (unsafe { node.as_ref() }) else {
+        return;
+    };
+    for child in set.next {
+        // SAFETY: [contract] [build] children of a live tree are live trees
+        // or null.
+        unsafe { count(child, counts) };
+    }
+    counts.insert(set.id, usize::try_from(set.nr).unwrap_or(0));
 }
 
 /// # Safety
