@@ -198,22 +198,28 @@ impl Caller<'_> {
             from: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), crate::free_udp_port()),
         }
     }
+
+    /// OPTIONS from here at `rate` a second, at most four seconds' worth in
+    /// flight.
+    fn options(self, kamailio: &str, set: u32, rate: u64, total: u64, work_dir: &Path) -> Load {
+        let limits = (rate, rate * 4, total);
+        Load::spawn(
+            self,
+            Request::Options,
+            kamailio,
+            set,
+            limits,
+            work_dir,
+            false,
+        )
+    }
 }
 
 impl Load {
     /// Starts `rate` requests a second, `total` in all, to set `set` through
     /// Kamailio at `kamailio` (HOST:PORT); files go to `work_dir`.
     pub fn start(kamailio: &str, set: u32, rate: u64, total: u64, work_dir: &Path) -> Load {
-        let options = (rate, rate * 4, total);
-        Load::spawn(
-            Caller::local(),
-            Request::Options,
-            kamailio,
-            set,
-            options,
-            work_dir,
-            false,
-        )
+        Caller::local().options(kamailio, set, rate, total, work_dir)
     }
 
     /// [`Load::start`] from `host` of a private network, from its `port`.
@@ -230,16 +236,7 @@ impl Load {
             host: Some(host),
             from: SocketAddr::new(host.addr.into(), port),
         };
-        let options = (rate, rate * 4, total);
-        Load::spawn(
-            caller,
-            Request::Options,
-            kamailio,
-            set,
-            options,
-            work_dir,
-            false,
-        )
+        caller.options(kamailio, set, rate, total, work_dir)
     }
 
     /// `total` requests to set `set` as fast as Kamailio answers, at most
