@@ -4,6 +4,7 @@
 //! same truth render byte-identical lists and publish the same version, and a
 //! Kamailio moving between them re-applies nothing.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::{self, Write as _};
 
@@ -127,24 +128,25 @@ impl Snapshot {
     /// The sets with only the lists of `kinds`, as a snapshot of their own:
     /// a client that asks for no list gets the sets alone, with the version
     /// they have on their own, so a change of a list it did not ask for
-    /// never reaches it.
-    pub fn with_only(&self, kinds: &BTreeSet<ListKind>) -> Snapshot {
+    /// never reaches it. Borrowed when it has no other list: the feed
+    /// asks this for every view it builds, and most snapshots carry none.
+    pub fn with_only(&self, kinds: &BTreeSet<ListKind>) -> Cow<'_, Snapshot> {
         let lists = self.lists.only(kinds);
         if lists == self.lists {
-            return self.clone();
+            return Cow::Borrowed(self);
         }
         let version = if lists.is_empty() {
             self.sets_version.clone()
         } else {
             version_of(&self.sets, &self.held, &lists)
         };
-        Snapshot {
+        Cow::Owned(Snapshot {
             sets: self.sets.clone(),
             held: self.held.clone(),
             lists,
             version,
             sets_version: self.sets_version.clone(),
-        }
+        })
     }
 
     /// The sets among `ids` that exist, as a snapshot of their own: a client
@@ -379,10 +381,13 @@ mod tests {
             .insert(1, vec![Relay::parse_target("10.0.0.1").unwrap()]);
         let full = Snapshot::with_lists(sets.clone(), BTreeSet::new(), lists.clone());
         assert_ne!(full.version(), plain.version());
-        assert_eq!(full.with_only(&BTreeSet::new()), plain);
+        assert_eq!(*full.with_only(&BTreeSet::new()), plain);
         assert_eq!(full.sets_version(), plain.version());
         assert_eq!(full.to_dispatcher_list(), plain.to_dispatcher_list());
-        assert_eq!(full.with_only(&BTreeSet::from([ListKind::Rtpengine])), full);
+        assert_eq!(
+            *full.with_only(&BTreeSet::from([ListKind::Rtpengine])),
+            full
+        );
         let domains_only = full.with_only(&BTreeSet::from([ListKind::Domain]));
         assert_eq!(domains_only.version(), plain.version());
         lists.held_domains.insert("t".into());

@@ -156,11 +156,6 @@ impl View {
 fn under<'a>(snapshot: &'a Snapshot, want: &ViewKey) -> std::borrow::Cow<'a, Snapshot> {
     let (filter, lists) = want;
     let only = snapshot.with_only(lists);
-    let only = if only.version() == snapshot.version() {
-        std::borrow::Cow::Borrowed(snapshot)
-    } else {
-        std::borrow::Cow::Owned(only)
-    };
     match filter {
         None => only,
         Some(ids) => std::borrow::Cow::Owned(only.filtered(ids)),
