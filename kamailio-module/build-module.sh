@@ -21,29 +21,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 workspace=$(cd "$here/.." && pwd)
 target=${CARGO_TARGET_DIR:-$workspace/target}
 
-root=
-case ${1:-} in
---root)
-	[ $# -eq 2 ] || {
-		echo "usage: build-module.sh [--root DIR]" >&2
-		exit 2
-	}
-	root=$(cd "$2" 2>/dev/null && pwd -P) || {
-		echo "build-module: no root directory $2" >&2
-		exit 1
-	}
-	[ -x "$root/usr/sbin/kamailio" ] || {
-		echo "build-module: no kamailio installed in $root (no usr/sbin/kamailio);" \
-			"make a root with kamailio-module/make-kamailio-root.sh" >&2
-		exit 1
-	}
-	;;
-"") ;;
-*)
-	echo "usage: build-module.sh [--root DIR]" >&2
-	exit 2
-	;;
-esac
+# shellcheck source=kamailio-module/root-arg.sh
+. "$here/root-arg.sh"
+root_arg build-module.sh "$@"
+if [ -n "$root" ] && [ ! -x "$root/usr/sbin/kamailio" ]; then
+	echo "build-module: no kamailio installed in $root (no usr/sbin/kamailio);" \
+		"make a root with kamailio-module/make-kamailio-root.sh" >&2
+	exit 1
+fi
 
 if [ -n "$root" ]; then
 	bin=$here/kamailio-in-root

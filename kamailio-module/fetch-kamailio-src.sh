@@ -24,21 +24,9 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${DSFEED_CACHE:-/var/cache/dsfeed}
 
-root=
-case ${1:-} in
---root)
-	[ $# -eq 2 ] || {
-		echo "usage: fetch-kamailio-src.sh [--root DIR]" >&2
-		exit 2
-	}
-	root=$2
-	;;
-"") ;;
-*)
-	echo "usage: fetch-kamailio-src.sh [--root DIR]" >&2
-	exit 2
-	;;
-esac
+# shellcheck source=kamailio-module/root-arg.sh
+. "$here/root-arg.sh"
+root_arg fetch-kamailio-src.sh "$@"
 
 if [ -n "$root" ]; then
 	[ -d "$root/var/lib/dpkg" ] || {

@@ -235,6 +235,15 @@ pub struct Config {
     pub backoff: Backoff,
 }
 
+impl Config {
+    /// The feeders as the `feeder` parameter lists them, for messages that
+    /// name no single one.
+    pub fn feeder_list(&self) -> String {
+        let all: Vec<String> = self.feeders.iter().map(ToString::to_string).collect();
+        all.join(",")
+    }
+}
+
 /// Parses the `feeder` parameter: one address or several separated by
 /// commas (replicas of one feeder service, tried in that order), each
 /// listed once.

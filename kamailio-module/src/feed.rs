@@ -133,15 +133,17 @@ where
         let (dispatcher, sink, host) = parts();
         let memory =
             memory.get_or_insert_with(|| Memory::new(&dispatcher, config.min_swap_interval));
-        let feed = Feed::new(
-            config.clone(),
-            user_agent.clone(),
+        let feed = Feed {
+            reconnect: Reconnect::new(config.backoff),
+            config: config.clone(),
+            user_agent: user_agent.clone(),
+            list_file: list_file.clone(),
+            pending: None,
             dispatcher,
             sink,
             host,
             memory,
-        )
-        .sync_list_file(list_file.clone());
+        };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(feed.run())));
         if outcome.is_err() {
             memory.after_panic();
@@ -185,7 +187,9 @@ pub struct Feed<'m, D, S, H> {
     sink: S,
     host: H,
     memory: &'m mut Memory,
-    /// The dispatcher's list file, when `list_file_sync` is on.
+    /// The dispatcher's list file, when `list_file_sync` is on: each
+    /// applied list is written there too, so a cold start with the feeder
+    /// down starts from the last known sets.
     list_file: Option<PathBuf>,
     reconnect: Reconnect,
     /// The next snapshot to swap in, when its turn comes.
@@ -193,36 +197,6 @@ pub struct Feed<'m, D, S, H> {
 }
 
 impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
-    pub fn new(
-        config: Config,
-        user_agent: String,
-        dispatcher: D,
-        sink: S,
-        host: H,
-        memory: &'m mut Memory,
-    ) -> Self {
-        let reconnect = Reconnect::new(config.backoff);
-        Feed {
-            config,
-            user_agent,
-            dispatcher,
-            sink,
-            host,
-            memory,
-            list_file: None,
-            reconnect,
-            pending: None,
-        }
-    }
-
-    /// Writes each applied list to `path` too (the dispatcher's own
-    /// `list_file`), so a cold start with the feeder down starts from the
-    /// last known sets.
-    pub fn sync_list_file(mut self, path: Option<PathBuf>) -> Self {
-        self.list_file = path;
-        self
-    }
-
     pub async fn run(mut self) -> std::convert::Infallible {
         crate::testhook::maybe_panic("feed");
         loop {
@@ -233,15 +207,7 @@ impl<'m, D: Dispatcher, S: StatusSink, H: Host> Feed<'m, D, S, H> {
             let delay = self.reconnect.ended(&error, Instant::now(), rand::random());
             // The feeder tried, or the list when no address could be tried.
             let feeder = match self.memory.status.feeder.as_str() {
-                "" => {
-                    let all: Vec<String> = self
-                        .config
-                        .feeders
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect();
-                    all.join(",")
-                }
+                "" => self.config.feeder_list(),
                 feeder => feeder.to_owned(),
             };
             let next = if self.config.feeders.len() > 1 {

@@ -44,12 +44,19 @@ pub fn remove_stale(path: &Path) {
 mod tests {
     use super::*;
     use std::fs;
+    use std::path::PathBuf;
 
-    #[test]
-    fn replaces_the_file_whole() {
+    /// A list file Kamailio started from, in a directory of its own.
+    fn old_list() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dispatcher.list");
         fs::write(&path, "1 sip:old 0 0\n").unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn replaces_the_file_whole() {
+        let (dir, path) = old_list();
         write_atomic(&path, "v2", b"1 sip:new 0 0\n").unwrap();
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
@@ -67,9 +74,7 @@ mod tests {
 
     #[test]
     fn a_version_cannot_add_a_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dispatcher.list");
-        fs::write(&path, "1 sip:old 0 0\n").unwrap();
+        let (_dir, path) = old_list();
         for version in ["v1\n2 sip:evil 0 0", "v 1", "", &"v".repeat(129)] {
             let err = write_atomic(&path, version, b"1 sip:new 0 0\n").unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{version:?}");
@@ -79,8 +84,7 @@ mod tests {
 
     #[test]
     fn a_symlink_at_the_old_temporary_name_is_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dispatcher.list");
+        let (dir, path) = old_list();
         let victim = dir.path().join("victim");
         fs::write(&victim, "precious").unwrap();
         let predictable = dir

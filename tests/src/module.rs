@@ -275,3 +275,11 @@ pub async fn error_until(kamailio: &Kamailio, text: &str) -> Status {
     })
     .await
 }
+
+/// Waits as [`error_until`] for a feed that could not connect (no feeder,
+/// or one that refused it), and checks that it is not connected.
+pub async fn unconnected_until(kamailio: &Kamailio, text: &str) -> Status {
+    let status = error_until(kamailio, text).await;
+    assert_eq!(status.int("connected"), 0, "{status:?}");
+    status
+}

@@ -200,6 +200,24 @@ where
     .await;
 }
 
+/// The README's file-mode start: `--once` writes the tables (as an init
+/// container does), Kamailio starts on them and must show `relays` and
+/// `domains`, then the feeder starts and Kamailio loads dispatcher set 1
+/// from it.
+async fn started_on(
+    db: &Db,
+    source: &Args,
+    relays: &[Shown],
+    domains: &[(&str, &str)],
+) -> (Kamailio, Feeder) {
+    db.init(source);
+    let kamailio = db.kamailio().await;
+    until_lists(&kamailio, None, relays, domains).await;
+    let feeder = start_feeder(db, source, &kamailio);
+    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
+    (kamailio, feeder)
+}
+
 /// The feeder keeping `db`'s tables and `kamailio`'s dispatcher.list
 /// current, reloading over its ctl.
 fn start_feeder(db: &Db, source: &Args, kamailio: &Kamailio) -> Feeder {
@@ -229,12 +247,10 @@ async fn a_sets_file_drives_all_three_lists() {
         ),
     );
     let source = Args::default().sets_file(&file);
-    db.init(&source);
-    let kamailio = db.kamailio().await;
     // What Kamailio read at start, from the tables --once wrote.
-    until_lists(
-        &kamailio,
-        None,
+    let (kamailio, feeder) = started_on(
+        &db,
+        &source,
         &[
             relay(1, "udp:127.0.0.1:22222", 1, false),
             relay(1, "udp:127.0.0.2:22223", 3, false),
@@ -246,9 +262,6 @@ async fn a_sets_file_drives_all_three_lists() {
         ],
     )
     .await;
-
-    let feeder = start_feeder(&db, &source, &kamailio);
-    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
 
     // One edit changes all three lists: a relay replaced, set 2 gone, a
     // domain replaced, a dispatcher destination added.
@@ -431,11 +444,9 @@ async fn kubernetes_drives_all_three_lists() {
         "edge:sbc=edge",
     ])
     .arg("--kubecfg", kubeconfig.display());
-    db.init(&source);
-    let kamailio = db.kamailio().await;
-    until_lists(
-        &kamailio,
-        None,
+    let (kamailio, feeder) = started_on(
+        &db,
+        &source,
         &[
             relay(1, "udp:127.0.0.1:22222", 1, false),
             relay(1, "udp:127.0.0.2:22222", 1, false),
@@ -443,8 +454,6 @@ async fn kubernetes_drives_all_three_lists() {
         &[("127.0.0.11", "edge")],
     )
     .await;
-    let feeder = start_feeder(&db, &source, &kamailio);
-    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
 
     // B's pod terminates: its relay is disabled (drained); C's pod starts;
     // a second SBC and a second Asterisk start.
@@ -506,17 +515,13 @@ async fn consul_drives_relays_and_domains_and_a_restart_blanks_neither() {
         "--consul-wait",
         "2s",
     ]);
-    db.init(&source);
-    let kamailio = db.kamailio().await;
-    until_lists(
-        &kamailio,
-        None,
+    let (kamailio, feeder) = started_on(
+        &db,
+        &source,
         &[relay(1, "udp:127.0.0.1:22222", 1, false)],
         &[("127.0.0.11", "127.0.0.11")],
     )
     .await;
-    let feeder = start_feeder(&db, &source, &kamailio);
-    until_loaded(&kamailio, &sets(&[(1, &["sip:127.0.0.1:5070"])]), SETTLE).await;
 
     // A second relay and a second SBC register; the first relay fails its
     // health check.

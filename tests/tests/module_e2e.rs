@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use dsfeed_tests::fake_consul::{self, FakeConsul, Instance};
 use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::module::{
-    WAIT, error_until, fd_limits, fed_by, feed_pid, lowest_free_fd, set_fd_limit, status_until,
+    WAIT, fd_limits, fed_by, feed_pid, lowest_free_fd, set_fd_limit, status_until,
+    unconnected_until,
 };
 use dsfeed_tests::sipp::{self, Backend};
 use dsfeed_tests::{Kamailio, KamailioBuilder, eventually, replace_file, sets, until_loaded};
@@ -407,8 +408,7 @@ async fn kamailio_routes_on_its_list_file_until_a_late_feeder_turns_up() {
     let files = Files::new(&list);
     files.write_sets(&sets_yaml(&[&fed]));
     let kamailio = files.kamailio("kam-late").start().await.unwrap();
-    let waiting = error_until(&kamailio, "").await;
-    assert_eq!(waiting.int("connected"), 0);
+    let waiting = unconnected_until(&kamailio, "").await;
     assert!(
         waiting
             .text("last_error")
