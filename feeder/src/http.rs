@@ -283,13 +283,10 @@ fn status_page(shared: &Shared) -> Json<StatusPage> {
         domains: p
             .snapshot
             .lists()
-            .domains
-            .iter()
-            .flat_map(|(did, names)| {
-                names.iter().map(|name| DomainStatus {
-                    name: name.clone(),
-                    did: did.clone(),
-                })
+            .domain_entries()
+            .map(|(name, did)| DomainStatus {
+                name: name.to_owned(),
+                did: did.to_owned(),
             })
             .collect(),
     });
