@@ -108,10 +108,8 @@ impl Sink for HttpSink {
     }
 
     fn run(self: Box<Self>, snapshots: Snapshots) -> SinkFuture {
-        Box::pin(async move {
-            let HttpSink { http, shared, gate } = *self;
-            http.run(shared, gate, snapshots.closed()).await
-        })
+        let HttpSink { http, shared, gate } = *self;
+        Box::pin(http.run(shared, gate, snapshots.closed()))
     }
 }
 

@@ -138,9 +138,11 @@ impl FileSink {
         self
     }
 
-    /// Runs until the hub goes away. While a reload waits (pacing, a retry,
-    /// Kamailio not answering), a newer snapshot replaces the pending one.
-    pub async fn deliver(mut self, mut snapshots: Snapshots) {
+    /// Runs until the hub goes away, then returns `Ok`: a failed write or
+    /// reload is retried, never fatal. While a reload waits (pacing, a
+    /// retry, Kamailio not answering), a newer snapshot replaces the
+    /// pending one.
+    pub async fn deliver(mut self, mut snapshots: Snapshots) -> Result<(), Error> {
         self.writer.remove_stale();
         // Reload at start even when the file on disk is already current: a
         // previous run may have written it without Kamailio loading it.
@@ -150,7 +152,7 @@ impl FileSink {
         let mut reload_failures = self.backoff.iter();
         loop {
             let Some(snapshot) = snapshots.due(&mut retry_at).await else {
-                return;
+                return Ok(());
             };
             let applier = match &self.reload {
                 Some(client) => applier(client).await,
@@ -162,7 +164,7 @@ impl FileSink {
                 reload_due = true;
                 self.metrics.stepped_aside();
                 if !snapshots.pause(tokio::time::sleep(MODULE_RECHECK)).await {
-                    return;
+                    return Ok(());
                 }
                 continue;
             }
@@ -194,7 +196,7 @@ impl FileSink {
             };
             if let Some(pause) = pause {
                 if !snapshots.pause(pause).await {
-                    return;
+                    return Ok(());
                 }
                 continue;
             }
@@ -212,7 +214,7 @@ impl FileSink {
                 }
             }
             if !snapshots.changed().await {
-                return;
+                return Ok(());
             }
         }
     }
@@ -292,10 +294,7 @@ impl Sink for FileSink {
     }
 
     fn run(self: Box<Self>, snapshots: Snapshots) -> SinkFuture {
-        Box::pin(async move {
-            self.deliver(snapshots).await;
-            Ok(())
-        })
+        Box::pin(self.deliver(snapshots))
     }
 }
 
