@@ -105,7 +105,8 @@ async fn get_with_token(addr: std::net::SocketAddr, path: &str, token: &str) -> 
     )
 }
 
-/// A sets file of [`SETS`] in a fresh directory, which must outlive it.
+/// A sets file of [`SETS`] in a fresh directory (returned first: keep it
+/// as long as the file).
 fn sets_file() -> (TempDir, SetsFile) {
     let dir = TempDir::new().unwrap();
     let file = SetsFile::new(dir.path(), SETS);

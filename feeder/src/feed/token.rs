@@ -116,8 +116,8 @@ mod tests {
         std::fs::rename(&tmp, path).unwrap();
     }
 
-    /// A token file holding `text` at `mode`, in a fresh directory that
-    /// must outlive it.
+    /// A token file holding `text` at `mode`, in a fresh directory
+    /// (returned first: keep it as long as the file).
     fn token_file(text: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");

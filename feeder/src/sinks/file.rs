@@ -399,7 +399,7 @@ mod tests {
     }
 
     /// The path of a `dispatcher.list`, not written yet, in a fresh
-    /// directory that must outlive it.
+    /// directory (returned first: keep it as long as the path is used).
     fn list_path() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dispatcher.list");
