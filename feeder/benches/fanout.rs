@@ -192,37 +192,23 @@ async fn main() {
     let rss_connected = feeder.rss_kib();
     println!("fan-out: {clients} clients over TCP, all synced in {connected_in:.2?}");
 
+    // Each size in turn, and the feeder's memory once its rounds are done.
     let mut round = 0;
-    let small = rounds(
-        &file,
-        &mut reports,
-        clients,
-        small_rounds,
-        SIZES[0],
-        &mut round,
-    )
-    .await;
-    let rss_small = feeder.rss_kib();
-    let big = rounds(
-        &file,
-        &mut reports,
-        clients,
-        big_rounds,
-        SIZES[1],
-        &mut round,
-    )
-    .await;
-    let rss_big = feeder.rss_kib();
+    let mut runs = Vec::with_capacity(SIZES.len());
+    for (size, n) in SIZES.into_iter().zip([small_rounds, big_rounds]) {
+        let acks = rounds(&file, &mut reports, clients, n, size, &mut round).await;
+        runs.push((size, n, acks, feeder.rss_kib()));
+    }
+    let [(_, _, small, rss_small), (_, _, big, rss_big)] = &runs[..] else {
+        unreachable!("one run per size");
+    };
     let rss_peak = vm_kib(feeder.pid(), "VmHWM:");
     for task in tasks {
         task.abort();
     }
 
     let section = format!("fan-out: one-destination change -> {clients} clients' ACKs");
-    for (size, acks, n) in [
-        (SIZES[0], &small, small_rounds),
-        (SIZES[1], &big, big_rounds),
-    ] {
+    for (size, n, acks, _) in &runs {
         for p in [50.0, 99.0] {
             report.versus_ms(
                 &section,
@@ -247,7 +233,7 @@ async fn main() {
         memory,
         &format!("{clients} clients, 10 destinations"),
         "MiB",
-        mib(rss_small),
+        mib(*rss_small),
         against,
         mib(rss_idle),
     );
@@ -255,7 +241,7 @@ async fn main() {
         memory,
         &format!("{clients} clients, 10,000 destinations"),
         "MiB",
-        mib(rss_big),
+        mib(*rss_big),
         against,
         mib(rss_idle),
     );

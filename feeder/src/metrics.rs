@@ -622,8 +622,11 @@ mod tests {
     use super::*;
     use dsfeed_model::{Destination, SetMap};
 
-    #[test]
-    fn live_gauges_follow_the_state() {
+    /// Metrics with a sample in every family (a family without one is not
+    /// exported), and what to render them with: a snapshot, and two
+    /// clients, `kam-1` in sync and `kam-2` retrying. One place to add a
+    /// new family's sample, for every test that needs them all.
+    fn every_family() -> (Metrics, Snapshot, Vec<ClientSample>) {
         let metrics = Metrics::new();
         let snapshot = Snapshot::new(SetMap::from([(
             3,
@@ -647,16 +650,25 @@ mod tests {
         metrics.count_nack("kam-1");
         metrics.count_retry("kam-2");
         metrics.source("sets-file").error("read");
-        let sink = metrics.file_sink("unix:/run/kamailio/kamailio_ctl");
+        let sink = metrics.file_sink(CTL);
         sink.reload("loaded");
         sink.loaded(snapshot.version());
-        let behind = metrics.file_sink("udp:10.0.0.9:9998");
-        behind.loaded("old");
+        metrics.file_sink(BEHIND).loaded("old");
         sink.withheld("no_answer");
         sink.error("write");
+        metrics.table_reload(CTL, "rtpengine", "throttled");
+        (metrics, snapshot, vec![acked, stuck])
+    }
 
+    /// The Kamailio [`every_family`] reloads, and one still on an old version.
+    const CTL: &str = "unix:/run/kamailio/kamailio_ctl";
+    const BEHIND: &str = "udp:10.0.0.9:9998";
+
+    #[test]
+    fn live_gauges_follow_the_state() {
+        let (metrics, snapshot, clients) = every_family();
         let age = Duration::from_secs(2);
-        let text = metrics.render(Some((&snapshot, age)), &[acked, stuck]);
+        let text = metrics.render(Some((&snapshot, age)), &clients);
         for line in [
             format!(
                 "dsfeed_snapshot_info{{version=\"{}\"}} 1",
@@ -692,6 +704,8 @@ mod tests {
                 .to_owned(),
             "dsfeed_reloads_withheld_total{rpc=\"unix:/run/kamailio/kamailio_ctl\",reason=\"no_answer\"} 1"
                 .to_owned(),
+            "dsfeed_table_reloads_total{rpc=\"unix:/run/kamailio/kamailio_ctl\",table=\"rtpengine\",outcome=\"throttled\"} 1"
+                .to_owned(),
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -711,7 +725,7 @@ mod tests {
         );
 
         // A Kamailio that turned out to run dsfeed.so is reported by the feed.
-        behind.stepped_aside();
+        metrics.file_sink(BEHIND).stepped_aside();
         let text = metrics.render(Some((&snapshot, age)), &[]);
         assert!(!text.contains("udp:10.0.0.9:9998"), "{text}");
 
@@ -725,5 +739,76 @@ mod tests {
         );
         assert!(!text.contains("dsfeed_set_destinations{"), "{text}");
         assert!(text.contains("dsfeed_clients_connected 0"));
+    }
+
+    #[test]
+    fn the_readme_operate_section_documents_every_metric() {
+        let (metrics, snapshot, clients) = every_family();
+        let text = metrics.render(Some((&snapshot, Duration::from_secs(1))), &clients);
+        let names: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let mut words = l.split_whitespace();
+                let name = words.next().unwrap_or_default();
+                // OpenMetrics names a counter's family without its _total.
+                match words.next() {
+                    Some("counter") => format!("{name}_total"),
+                    _ => name.to_owned(),
+                }
+            })
+            .collect();
+        assert!(names.len() >= 17, "{names:?}");
+        alerts_use_only(&names);
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md");
+        let operate = readme
+            .split_once("\n## Operate")
+            .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+            .expect("README.md has an Operate section");
+        let undocumented: Vec<_> = names
+            .iter()
+            .filter(|name| !operate.contains(&format!("`{name}")))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in README's Operate section: {undocumented:?}"
+        );
+    }
+
+    /// The shipped alerting rules parse, and every `dsfeed_*` name in their
+    /// expressions is one the feeder exports (a renamed metric would leave an
+    /// alert that can never fire).
+    fn alerts_use_only(names: &[String]) {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docker/prometheus/dsfeed-alerts.yaml"
+        );
+        let rules: serde_json::Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap())
+                .expect("the rules parse");
+        let rules = rules["groups"][0]["rules"]
+            .as_array()
+            .expect("groups[0].rules");
+        assert!(rules.len() >= 6, "{rules:?}");
+        for rule in rules {
+            let alert = rule["alert"].as_str().expect("every rule is an alert");
+            let expr = rule["expr"].as_str().expect("every rule has an expr");
+            assert!(
+                rule["annotations"]["summary"].is_string(),
+                "{alert} has no summary"
+            );
+            // Label values ("dsfeed_module") are not metric names.
+            let unquoted: String = expr.split('"').step_by(2).collect::<Vec<_>>().join(" ");
+            let used = unquoted
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("dsfeed_"));
+            for name in used {
+                assert!(
+                    names.iter().any(|n| n == name),
+                    "{alert} uses {name}, which is not exported"
+                );
+            }
+        }
     }
 }

@@ -1,13 +1,11 @@
 //! The surface an operator meets: every daemon flag can be set from the
 //! environment (a systemd `EnvironmentFile`, a ConfigMap), and the README
-//! documents every flag, every variable and every metric.
-
-use std::time::Duration;
+//! documents every flag and every variable. That it documents every metric
+//! is checked beside the metrics (`src/metrics.rs`), where every family
+//! gets a sample.
 
 use clap::CommandFactory as _;
 use dsfeed::config::Config;
-use dsfeed::metrics::{ClientSample, Metrics};
-use dsfeed_model::{Destination, SetMap, Snapshot};
 
 /// Flags with no environment variable, each for the reason the README
 /// gives: help and version are questions, not configuration; `-h`/`-p` are
@@ -92,95 +90,4 @@ fn the_readme_documents_every_flag_and_variable() {
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md")
-}
-
-#[test]
-fn the_readme_operate_section_documents_every_metric() {
-    // Every family gets a sample: families without one are not exported.
-    let metrics = Metrics::new();
-    let snapshot = Snapshot::new(SetMap::from([(
-        1,
-        vec![Destination::parse_target("10.0.0.1").unwrap()],
-    )]));
-    metrics.count_ack("kam-1");
-    metrics.count_nack("kam-1");
-    metrics.count_retry("kam-1");
-    metrics.source("static").error("read");
-    let sink = metrics.file_sink("udp:127.0.0.1:9998");
-    sink.reload("loaded");
-    sink.loaded(snapshot.version());
-    sink.withheld("no_answer");
-    sink.error("write");
-    metrics.table_reload("udp:127.0.0.1:9998", "rtpengine", "throttled");
-    let client = ClientSample {
-        node: "kam-1".into(),
-        acked: Some(snapshot.version().to_owned()),
-        retrying: Some("v2".into()),
-        sent: Some("v2".into()),
-        acked_at: Some(std::time::SystemTime::now()),
-    };
-    let text = metrics.render(Some((&snapshot, Duration::from_secs(1))), &[client]);
-    let names: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .map(|l| {
-            let mut words = l.split_whitespace();
-            let name = words.next().unwrap_or_default();
-            // OpenMetrics names a counter's family without its _total.
-            match words.next() {
-                Some("counter") => format!("{name}_total"),
-                _ => name.to_owned(),
-            }
-        })
-        .collect();
-    assert!(names.len() >= 17, "{names:?}");
-    alerts_use_only(&names);
-    let readme = readme();
-    let operate = readme
-        .split_once("\n## Operate")
-        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
-        .expect("README.md has an Operate section");
-    let undocumented: Vec<_> = names
-        .iter()
-        .filter(|name| !operate.contains(&format!("`{name}")))
-        .collect();
-    assert!(
-        undocumented.is_empty(),
-        "not in README's Operate section: {undocumented:?}"
-    );
-}
-
-/// The shipped alerting rules parse, and every `dsfeed_*` name in their
-/// expressions is one the feeder exports (a renamed metric would leave an
-/// alert that can never fire).
-fn alerts_use_only(names: &[String]) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docker/prometheus/dsfeed-alerts.yaml"
-    );
-    let rules: serde_json::Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).expect("the rules parse");
-    let rules = rules["groups"][0]["rules"]
-        .as_array()
-        .expect("groups[0].rules");
-    assert!(rules.len() >= 6, "{rules:?}");
-    for rule in rules {
-        let alert = rule["alert"].as_str().expect("every rule is an alert");
-        let expr = rule["expr"].as_str().expect("every rule has an expr");
-        assert!(
-            rule["annotations"]["summary"].is_string(),
-            "{alert} has no summary"
-        );
-        // Label values ("dsfeed_module") are not metric names.
-        let unquoted: String = expr.split('"').step_by(2).collect::<Vec<_>>().join(" ");
-        let used = unquoted
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|word| word.starts_with("dsfeed_"));
-        for name in used {
-            assert!(
-                names.iter().any(|n| n == name),
-                "{alert} uses {name}, which is not exported"
-            );
-        }
-    }
 }

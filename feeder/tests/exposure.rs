@@ -6,7 +6,7 @@
 //! forgotten, and `--max-clients`.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -105,6 +105,21 @@ async fn get_with_token(addr: std::net::SocketAddr, path: &str, token: &str) -> 
     )
 }
 
+/// A sets file of [`SETS`] in a fresh directory (returned first: keep it
+/// as long as the file).
+fn sets_file() -> (TempDir, SetsFile) {
+    let dir = TempDir::new().unwrap();
+    let file = SetsFile::new(dir.path(), SETS);
+    (dir, file)
+}
+
+/// A new directory `name` in `dir`.
+fn subdir(dir: &TempDir, name: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::create_dir(&path).unwrap();
+    path
+}
+
 fn sets_with_attrs(dir: &Path) -> SetsFile {
     let file = SetsFile::new(dir, SETS);
     file.write_text(&format!(
@@ -186,8 +201,7 @@ async fn status_on_a_public_address_without_a_token_needs_a_flag() {
 
 #[tokio::test]
 async fn a_token_file_others_can_read_is_refused_saying_how_to_fix_it() {
-    let dir = TempDir::new().unwrap();
-    let file = SetsFile::new(dir.path(), SETS);
+    let (dir, file) = sets_file();
     let token = dir.path().join("token");
     secret_file(&token, "s3cret", 0o644);
     let output = Command::new(env!("CARGO_BIN_EXE_dsfeed"))
@@ -208,8 +222,7 @@ async fn a_token_file_others_can_read_is_refused_saying_how_to_fix_it() {
 
 #[tokio::test]
 async fn a_rotated_token_takes_effect_without_a_restart() {
-    let dir = TempDir::new().unwrap();
-    let file = SetsFile::new(dir.path(), SETS);
+    let (dir, file) = sets_file();
     let token = dir.path().join("token");
     secret_file(&token, "first", 0o600);
     let socket = dir.path().join("feed.sock");
@@ -233,10 +246,8 @@ async fn a_rotated_token_takes_effect_without_a_restart() {
 #[tokio::test]
 async fn the_socket_never_appears_at_its_umask_mode() {
     use notify::{EventKind, RecursiveMode, Watcher as _};
-    let dir = TempDir::new().unwrap();
-    let file = SetsFile::new(dir.path(), SETS);
-    let run = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
+    let (dir, file) = sets_file();
+    let run = subdir(&dir, "run");
     let socket = run.join("feed.sock");
     let (tx, rx) = std::sync::mpsc::channel();
     let mut watcher = notify::recommended_watcher(tx).unwrap();
@@ -281,8 +292,7 @@ async fn the_socket_never_appears_at_its_umask_mode() {
 
 #[tokio::test]
 async fn a_tls_listener_open_to_everyone_is_named_at_start() {
-    let dir = TempDir::new().unwrap();
-    let file = SetsFile::new(dir.path(), SETS);
+    let (dir, file) = sets_file();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
@@ -311,8 +321,7 @@ async fn a_tls_listener_open_to_everyone_is_named_at_start() {
 
 #[tokio::test]
 async fn node_ids_are_bounded_and_forgotten_with_their_last_stream() {
-    let dir = TempDir::new().unwrap();
-    let file = SetsFile::new(dir.path(), SETS);
+    let (dir, file) = sets_file();
     let socket = dir.path().join("feed.sock");
     let http = free_addr();
     let feeder =
@@ -340,8 +349,7 @@ async fn node_ids_are_bounded_and_forgotten_with_their_last_stream() {
 
 #[tokio::test]
 async fn streams_beyond_max_clients_are_refused() {
-    let dir = TempDir::new().unwrap();
-    let file = SetsFile::new(dir.path(), SETS);
+    let (dir, file) = sets_file();
     let socket = dir.path().join("feed.sock");
     let _feeder = Feeder::serving(serving(&file, &socket).args(&["--max-clients", "2"])).await;
     let endpoint = || feed_client::unix_endpoint(&socket);
@@ -367,10 +375,8 @@ async fn streams_beyond_max_clients_are_refused() {
 
 #[tokio::test]
 async fn leftover_temporary_files_are_removed_at_start() {
-    let dir = TempDir::new().unwrap();
-    let file = SetsFile::new(dir.path(), SETS);
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
+    let (dir, file) = sets_file();
+    let out = subdir(&dir, "out");
     let stale = out.join(".dispatcher.list.dsfeed-0123456789abcdef.tmp");
     std::fs::write(&stale, "1 sip:half-writ").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_dsfeed"))

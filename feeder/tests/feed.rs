@@ -1,7 +1,8 @@
 //! The feed as a client sees it: a real `dsfeed` process serving a sets file
 //! over a unix socket and TCP, real gRPC clients, and its HTTP endpoints.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt as _;
@@ -33,23 +34,22 @@ fn serving(file: &Path, socket: &Path) -> Args {
         .http(free_addr())
 }
 
-/// A feeder on a sets file, a unix socket, TCP on loopback and HTTP.
-async fn feeder(
-    dir: &Path,
-    sets: Sets<'_>,
-) -> (Feeder, SetsFile, std::path::PathBuf, std::net::SocketAddr) {
-    let file = SetsFile::new(dir, sets);
-    let socket = dir.join("feed.sock");
+/// A feeder on a sets file of `sets`, a unix socket, TCP on loopback and
+/// HTTP, all in a fresh directory (returned first: keep it while the
+/// feeder runs).
+async fn feeder(sets: Sets<'_>) -> (TempDir, Feeder, SetsFile, PathBuf, SocketAddr) {
+    let dir = TempDir::new().unwrap();
+    let file = SetsFile::new(dir.path(), sets);
+    let socket = dir.path().join("feed.sock");
     let tcp = free_addr();
     let args = serving(&file.path, &socket).arg("--listen", format!("tcp://{tcp}"));
     let feeder = Feeder::serving(args).await;
-    (feeder, file, socket, tcp)
+    (dir, feeder, file, socket, tcp)
 }
 
 #[tokio::test]
 async fn each_client_gets_exactly_its_sets_and_every_change() {
-    let dir = TempDir::new().unwrap();
-    let (feeder, file, socket, tcp) = feeder(dir.path(), THREE_SETS).await;
+    let (_dir, feeder, file, socket, tcp) = feeder(THREE_SETS).await;
 
     let mut all = Stream::connect(
         feed_client::unix_endpoint(&socket),
@@ -207,8 +207,7 @@ async fn each_client_gets_exactly_its_sets_and_every_change() {
 
 #[tokio::test]
 async fn a_client_that_holds_the_current_version_gets_nothing_until_a_change() {
-    let dir = TempDir::new().unwrap();
-    let (feeder, file, socket, tcp) = feeder(dir.path(), THREE_SETS).await;
+    let (_dir, feeder, file, socket, tcp) = feeder(THREE_SETS).await;
     let current = snapshot(THREE_SETS, Some(&[1])).version().to_owned();
 
     // Reconnecting with the version it has applied: no resend.
@@ -350,20 +349,27 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_the_newest() 
     assert!(slow.quiet_for(QUIET).await, "a backlog followed the newest");
 }
 
-/// A feeder on THREE_SETS with one client of set 1, `node`, which has
-/// ACKed the first snapshot (returned); then set 1 changes and the client
-/// receives the change (returned, not answered).
+/// A feeder on THREE_SETS (in its directory, returned first) with one
+/// client of set 1, `node`, which has ACKed the first snapshot (returned);
+/// then set 1 changes and the client receives the change (returned, not
+/// answered).
 async fn one_client_and_a_change(
-    dir: &Path,
     node: &str,
-) -> (Feeder, SetsFile, Stream, FeedResponse, FeedResponse) {
-    let (feeder, file, socket, _) = feeder(dir, THREE_SETS).await;
+) -> (
+    TempDir,
+    Feeder,
+    SetsFile,
+    Stream,
+    FeedResponse,
+    FeedResponse,
+) {
+    let (dir, feeder, file, socket, _) = feeder(THREE_SETS).await;
     let hello = hello(node, &[1], "");
     let mut client = Stream::connect(feed_client::unix_endpoint(&socket), hello).await;
     let first = client.next_acked().await;
     file.write(&set_one_as(&["10.0.0.7"]));
     let changed = client.next().await;
-    (feeder, file, client, first, changed)
+    (dir, feeder, file, client, first, changed)
 }
 
 #[tokio::test]
@@ -371,17 +377,7 @@ async fn a_held_response_is_overtaken_by_the_newest_and_its_skip_is_no_nack() {
     // A paced client (dsfeed.so) holds a response until its next swap; the
     // truth moving on meanwhile reaches it at once, so the swap applies the
     // newest.
-    let dir = TempDir::new().unwrap();
-    let (feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
-    let mut client = Stream::connect(
-        feed_client::unix_endpoint(&socket),
-        hello("kam-paced", &[1], ""),
-    )
-    .await;
-    let first = client.next_acked().await;
-    const HELD: Sets<'static> = &[(1, &["10.0.0.7"]), (2, &["10.0.1.1"]), (3, &[])];
-    file.write(HELD);
-    let held = client.next().await;
+    let (_dir, feeder, file, mut client, first, held) = one_client_and_a_change("kam-paced").await;
     const NEWEST: Sets<'static> = &[(1, &["10.0.0.8"]), (2, &["10.0.1.1"]), (3, &[])];
     file.write(NEWEST);
     let newest = client.next().await;
@@ -412,9 +408,8 @@ async fn a_held_response_is_overtaken_by_the_newest_and_its_skip_is_no_nack() {
 
 #[tokio::test]
 async fn a_nack_is_visible_with_its_text_and_not_resent() {
-    let dir = TempDir::new().unwrap();
-    let (feeder, file, mut client, first, refused) =
-        one_client_and_a_change(dir.path(), "kam-nack").await;
+    let (_dir, feeder, file, mut client, first, refused) =
+        one_client_and_a_change("kam-nack").await;
     client
         .nack(
             &refused,
@@ -449,11 +444,9 @@ async fn a_nack_is_visible_with_its_text_and_not_resent() {
 
 #[tokio::test]
 async fn a_retrying_answer_is_no_nack_and_the_later_ack_counts() {
-    let dir = TempDir::new().unwrap();
     // Valid, but Kamailio could not load the change now: the client keeps
     // the first.
-    let (feeder, file, mut client, first, stuck) =
-        one_client_and_a_change(dir.path(), "kam-retry").await;
+    let (_dir, feeder, file, mut client, first, stuck) = one_client_and_a_change("kam-retry").await;
     let client_status = || async { feeder.status().await["clients"][0].clone() };
     let refused = "cannot apply version now (attempt 1): the dispatcher refused the list";
     client.retrying(&stuck, &first.version_info, refused).await;
@@ -531,8 +524,7 @@ async fn a_retrying_answer_is_no_nack_and_the_later_ack_counts() {
 
 #[tokio::test]
 async fn sigterm_ends_every_stream_with_a_status() {
-    let dir = TempDir::new().unwrap();
-    let (mut feeder, _file, socket, tcp) = feeder(dir.path(), THREE_SETS).await;
+    let (_dir, mut feeder, _file, socket, tcp) = feeder(THREE_SETS).await;
     let mut unix =
         Stream::connect(feed_client::unix_endpoint(&socket), hello("kam-u", &[], "")).await;
     let mut tcp = Stream::connect(feed_client::tcp_endpoint(tcp), hello("kam-t", &[], "")).await;
@@ -643,8 +635,7 @@ async fn a_wrong_or_missing_token_is_rejected() {
 
 #[tokio::test]
 async fn watch_prints_each_snapshot_and_acks_it() {
-    let dir = TempDir::new().unwrap();
-    let (mut feeder, file, socket, _) = feeder(dir.path(), THREE_SETS).await;
+    let (_dir, mut feeder, file, socket, _) = feeder(THREE_SETS).await;
     let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_dsfeed"))
         .args([
             "watch",
@@ -787,6 +778,19 @@ async fn ready_only_once_every_source_has_synced() {
     );
 }
 
+/// Asserts that `response` is the whole snapshot `version`, on no base,
+/// with `sets` sets.
+fn assert_full(response: &FeedResponse, version: &str, sets: usize) {
+    assert_eq!(
+        (
+            response.version_info.as_str(),
+            response.base_version.as_str(),
+            response.sets.len()
+        ),
+        (version, "", sets)
+    );
+}
+
 /// The first request of a client that completes deltas.
 fn hello_deltas(node: &str, sets: &[u32], version: &str) -> dsfeed_model::pb::FeedRequest {
     dsfeed_model::pb::hello_with_deltas(node, "feed-test", sets, version)
@@ -794,19 +798,13 @@ fn hello_deltas(node: &str, sets: &[u32], version: &str) -> dsfeed_model::pb::Fe
 
 #[tokio::test]
 async fn a_client_that_takes_deltas_gets_only_what_changed_since_its_version() {
-    let dir = TempDir::new().unwrap();
-    let (feeder, file, socket, _tcp) = feeder(dir.path(), THREE_SETS).await;
+    let (_dir, feeder, file, socket, _tcp) = feeder(THREE_SETS).await;
     let endpoint = || feed_client::unix_endpoint(&socket);
     let v1 = snapshot(THREE_SETS, None);
 
     // Holding nothing: the full snapshot.
     let mut client = Stream::connect(endpoint(), hello_deltas("kam-delta", &[], "")).await;
-    let first = client.next_acked().await;
-    assert_eq!(
-        (first.version_info.as_str(), first.base_version.as_str()),
-        (v1.version(), "")
-    );
-    assert_eq!(first.sets.len(), 3);
+    assert_full(&client.next_acked().await, v1.version(), 3);
     feeder
         .wait_status("a client that takes deltas", |s| {
             s["clients"][0]["deltas"] == true
@@ -847,12 +845,7 @@ async fn a_client_that_takes_deltas_gets_only_what_changed_since_its_version() {
     // Lacking the base, the client NACKs: the same version comes in full,
     // and the NACK is not counted as a refusal.
     client.nack(&delta, v1.version(), "no such base").await;
-    let full = client.next_acked().await;
-    assert_eq!(
-        (full.version_info.as_str(), full.base_version.as_str()),
-        (v2.version(), "")
-    );
-    assert_eq!(full.sets.len(), 2);
+    assert_full(&client.next_acked().await, v2.version(), 2);
     feeder
         .wait_status("the full snapshot ACKed", |s| {
             s["clients"][0]["acked_version"] == v2.version() && s["clients"][0]["nacks"] == 0

@@ -14,6 +14,11 @@ pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_SRV: u16 = 33;
 
+/// The response codes the parsers tell apart; any other is a failure to
+/// ask another server about.
+const NOERROR: u8 = 0;
+const NXDOMAIN: u8 = 3;
+
 /// The largest name the DNS carries, in presentation form (RFC 1035 §2.3.4
 /// allows 255 octets on the wire, which is 253 characters written out).
 const MAX_NAME: usize = 253;
@@ -154,27 +159,27 @@ pub enum Answer {
 /// query, a malformed message), which is ignored like a stray datagram.
 pub fn parse_answer(id: u16, msg: &[u8]) -> Result<Answer, &'static str> {
     let header = answer_header(id, msg)?;
-    match header[3] & 0x0f {
-        0 => {}
-        3 => return Ok(Answer::NoSuchName),
-        code => return Ok(Answer::Failed(code)),
-    }
-    let mut addresses = Vec::new();
-    each_record(msg, header, |record| {
-        let data = record.data;
-        match (record.rtype, record.class, data.len()) {
-            (TYPE_A, 1, 4) => addresses.push(IpAddr::V4(Ipv4Addr::new(
-                data[0], data[1], data[2], data[3],
-            ))),
-            (TYPE_AAAA, 1, 16) => {
-                let octets: [u8; 16] = data.try_into().map_err(|_| "bad AAAA")?;
-                addresses.push(IpAddr::V6(Ipv6Addr::from(octets)));
-            }
-            _ => {}
+    Ok(match rcode(header) {
+        NOERROR => Answer::Addresses(records(msg, header, address)?),
+        NXDOMAIN => Answer::NoSuchName,
+        code => Answer::Failed(code),
+    })
+}
+
+/// The address an A or AAAA record holds; `None` for any other record
+/// (the CNAMEs that led there).
+fn address(record: Record<'_>) -> Result<Option<IpAddr>, &'static str> {
+    let data = record.data;
+    Ok(match (record.rtype, record.class, data.len()) {
+        (TYPE_A, 1, 4) => Some(IpAddr::V4(Ipv4Addr::new(
+            data[0], data[1], data[2], data[3],
+        ))),
+        (TYPE_AAAA, 1, 16) => {
+            let octets: [u8; 16] = data.try_into().map_err(|_| "bad AAAA")?;
+            Some(IpAddr::V6(Ipv6Addr::from(octets)))
         }
-        Ok(())
-    })?;
-    Ok(Answer::Addresses(addresses))
+        _ => None,
+    })
 }
 
 /// The header of the answer to query `id`; `Err` for another id or a
@@ -190,6 +195,11 @@ fn answer_header(id: u16, msg: &[u8]) -> Result<&[u8], &'static str> {
     Ok(header)
 }
 
+/// The response code of an answer whose header is `header`.
+fn rcode(header: &[u8]) -> u8 {
+    header[3] & 0x0f
+}
+
 /// One record of an answer section.
 struct Record<'a> {
     rtype: u16,
@@ -201,16 +211,18 @@ struct Record<'a> {
     start: usize,
 }
 
-/// Skips the questions of `msg` (whose header is `header`) and calls `each`
-/// on every record of its answer section, in order; the first error, a
-/// cut message or `each`'s own, ends the walk.
-fn each_record<'a>(
+/// Skips the questions of `msg` (whose header is `header`) and returns what
+/// `read` makes of each record of its answer section, in order (`None`
+/// skips a record); the first error, a cut message or `read`'s own, ends
+/// the walk.
+fn records<'a, T>(
     msg: &'a [u8],
     header: &[u8],
-    mut each: impl FnMut(Record<'a>) -> Result<(), &'static str>,
-) -> Result<(), &'static str> {
+    mut read: impl FnMut(Record<'a>) -> Result<Option<T>, &'static str>,
+) -> Result<Vec<T>, &'static str> {
     let questions = u16::from_be_bytes([header[4], header[5]]);
     let answers = u16::from_be_bytes([header[6], header[7]]);
+    let mut found = Vec::new();
     let mut pos = 12;
     for _ in 0..questions {
         pos = skip_name(msg, pos)?;
@@ -230,15 +242,15 @@ fn each_record<'a>(
         let start = pos;
         let data = msg.get(pos..pos + len).ok_or("cut record data")?;
         pos += len;
-        each(Record {
+        found.extend(read(Record {
             rtype,
             class,
             ttl,
             data,
             start,
-        })?;
+        })?);
     }
-    Ok(())
+    Ok(found)
 }
 
 /// One SRV record (RFC 2782): where a service is, and how to prefer it.
@@ -281,39 +293,39 @@ pub fn parse_srv_answer(id: u16, msg: &[u8]) -> Result<SrvAnswer, &'static str> 
     if header[2] & 0x02 != 0 {
         return Ok(SrvAnswer::Truncated);
     }
-    match header[3] & 0x0f {
-        0 => {}
-        3 => return Ok(SrvAnswer::NoSuchName),
-        code => return Ok(SrvAnswer::Failed(code)),
+    Ok(match rcode(header) {
+        NOERROR => SrvAnswer::Records(records(msg, header, |record| srv(msg, record))?),
+        NXDOMAIN => SrvAnswer::NoSuchName,
+        code => SrvAnswer::Failed(code),
+    })
+}
+
+/// The SRV record `record` of the answer `msg` holds; `None` for any other
+/// record (the CNAMEs that led there).
+fn srv(msg: &[u8], record: Record<'_>) -> Result<Option<Srv>, &'static str> {
+    if (record.rtype, record.class) != (TYPE_SRV, 1) {
+        return Ok(None);
     }
-    let mut records = Vec::new();
-    each_record(msg, header, |record| {
-        if (record.rtype, record.class) != (TYPE_SRV, 1) {
-            return Ok(());
-        }
-        let fixed = record.data.get(..6).ok_or("cut SRV record")?;
-        // The target is read from the whole message: RFC 2782 forbids
-        // compressing it, but some servers do.
-        let (target, end) = read_name(msg, record.start + 6)?;
-        if end != record.start + record.data.len() {
-            return Err("SRV record data longer or shorter than its target");
-        }
-        // RFC 2181 §8: a TTL with the top bit set is read as 0.
-        let ttl = if record.ttl > i32::MAX as u32 {
-            0
-        } else {
-            record.ttl
-        };
-        records.push(Srv {
-            priority: u16::from_be_bytes([fixed[0], fixed[1]]),
-            weight: u16::from_be_bytes([fixed[2], fixed[3]]),
-            port: u16::from_be_bytes([fixed[4], fixed[5]]),
-            target,
-            ttl,
-        });
-        Ok(())
-    })?;
-    Ok(SrvAnswer::Records(records))
+    let fixed = record.data.get(..6).ok_or("cut SRV record")?;
+    // The target is read from the whole message: RFC 2782 forbids
+    // compressing it, but some servers do.
+    let (target, end) = read_name(msg, record.start + 6)?;
+    if end != record.start + record.data.len() {
+        return Err("SRV record data longer or shorter than its target");
+    }
+    // RFC 2181 §8: a TTL with the top bit set is read as 0.
+    let ttl = if record.ttl > i32::MAX as u32 {
+        0
+    } else {
+        record.ttl
+    };
+    Ok(Some(Srv {
+        priority: u16::from_be_bytes([fixed[0], fixed[1]]),
+        weight: u16::from_be_bytes([fixed[2], fixed[3]]),
+        port: u16::from_be_bytes([fixed[4], fixed[5]]),
+        target,
+        ttl,
+    }))
 }
 
 /// The (possibly compressed) name at `pos` in presentation form, without

@@ -2,7 +2,7 @@
 //! set id and SIP domains by did, with the parts a source cannot vouch for
 //! yet held back, as dispatcher sets are.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 
 use crate::destination::SetId;
@@ -104,6 +104,15 @@ impl Lists {
         self.domains.values().map(BTreeSet::len).sum()
     }
 
+    /// Every domain as `(name, did)`, by did then name: one row of the
+    /// domain table each, as the wire, `/status` and `dsfeed watch` list
+    /// them.
+    pub fn domain_entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.domains
+            .iter()
+            .flat_map(|(did, names)| names.iter().map(move |name| (name.as_str(), did.as_str())))
+    }
+
     /// Canonical form: held parts carry no content; relays sorted by URL,
     /// a URL listed twice in one set kept once (the entry that sorts first
     /// wins); a domain name under one did only (the first did wins), since
@@ -134,37 +143,67 @@ impl Lists {
                 let _ = writeln!(out, "# rtpengine {id} {relay}");
             }
         }
-        for (did, names) in &self.domains {
-            for name in names {
-                if did.is_empty() {
-                    let _ = writeln!(out, "# domain {name}");
-                } else {
-                    let _ = writeln!(out, "# domain {name} did={did}");
-                }
+        for (name, did) in self.domain_entries() {
+            if did.is_empty() {
+                let _ = writeln!(out, "# domain {name}");
+            } else {
+                let _ = writeln!(out, "# domain {name} did={did}");
             }
         }
         out
     }
 
-    /// The lines these lists add to a snapshot's version body.
+    /// The lines these lists add to a snapshot's version body. Every field
+    /// is named, so that a list added to [`Lists`] cannot be left out of the
+    /// version.
     pub(crate) fn version_lines(&self, body: &mut String) {
-        for (id, relays) in &self.rtpengine {
-            let _ = writeln!(body, "# rtpengine set {id}");
-            for relay in relays {
-                let _ = writeln!(body, "rtpengine {id} {relay}");
-            }
+        let Lists {
+            rtpengine,
+            domains,
+            held_rtpengine,
+            held_domains,
+        } = self;
+        version_section(body, rtpengine, held_rtpengine, |line| match line {
+            Line::Group(id) => format!("# rtpengine set {id}"),
+            Line::Member(id, relay) => format!("rtpengine {id} {relay}"),
+            Line::Held(id) => format!("# held rtpengine {id}"),
+        });
+        version_section(body, domains, held_domains, |line| match line {
+            Line::Group(did) => format!("# domain did {did:?}"),
+            Line::Member(did, name) => format!("domain {name} {did:?}"),
+            Line::Held(did) => format!("# held domain did {did:?}"),
+        });
+    }
+}
+
+/// One line of a list's part of a version body, keyed as the list is (an
+/// rtpengine set id, a did).
+enum Line<'a, K, M> {
+    /// A group, before its members.
+    Group(&'a K),
+    Member(&'a K, &'a M),
+    /// A held group, after every group.
+    Held(&'a K),
+}
+
+/// Writes one list's part of a version body, each line as `show` renders
+/// it: the groups with their members, then the held groups. What is
+/// written is what the version hashes: it must never change.
+fn version_section<'a, K, M: 'a, C>(
+    body: &mut String,
+    groups: &'a BTreeMap<K, C>,
+    held: &'a BTreeSet<K>,
+    show: impl Fn(Line<'a, K, M>) -> String,
+) where
+    &'a C: IntoIterator<Item = &'a M>,
+{
+    for (key, members) in groups {
+        let _ = writeln!(body, "{}", show(Line::Group(key)));
+        for member in members {
+            let _ = writeln!(body, "{}", show(Line::Member(key, member)));
         }
-        for id in &self.held_rtpengine {
-            let _ = writeln!(body, "# held rtpengine {id}");
-        }
-        for (did, names) in &self.domains {
-            let _ = writeln!(body, "# domain did {did:?}");
-            for name in names {
-                let _ = writeln!(body, "domain {name} {did:?}");
-            }
-        }
-        for did in &self.held_domains {
-            let _ = writeln!(body, "# held domain did {did:?}");
-        }
+    }
+    for key in held {
+        let _ = writeln!(body, "{}", show(Line::Held(key)));
     }
 }

@@ -87,13 +87,10 @@ fn with_lists(lists: &Lists) -> FeedResponse {
             })
             .collect(),
         domains: lists
-            .domains
-            .iter()
-            .flat_map(|(did, names)| {
-                names.iter().map(|name| WireDomain {
-                    name: name.clone(),
-                    did: did.clone(),
-                })
+            .domain_entries()
+            .map(|(name, did)| WireDomain {
+                name: name.to_owned(),
+                did: did.to_owned(),
             })
             .collect(),
         ..FeedResponse::default()

@@ -116,11 +116,18 @@ mod tests {
         std::fs::rename(&tmp, path).unwrap();
     }
 
-    #[test]
-    fn a_rotated_token_is_read_again_and_a_broken_one_refuses() {
+    /// A token file holding `text` at `mode`, in a fresh directory
+    /// (returned first: keep it as long as the file).
+    fn token_file(text: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        write(&path, "first\n", 0o600);
+        write(&path, text, mode);
+        (dir, path)
+    }
+
+    #[test]
+    fn a_rotated_token_is_read_again_and_a_broken_one_refuses() {
+        let (_dir, path) = token_file("first\n", 0o600);
         let file = TokenFile::open(&path).unwrap();
         assert_eq!(&*file.current().unwrap(), "first");
         write(&path, "second", 0o600);
@@ -138,9 +145,7 @@ mod tests {
 
     #[test]
     fn an_exposed_or_odd_token_file_is_refused_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token");
-        write(&path, "s3cret", 0o640);
+        let (_dir, path) = token_file("s3cret", 0o640);
         let err = TokenFile::open(&path).unwrap_err();
         let text = dsfeed_model::error_chain(&err);
         assert!(

@@ -29,9 +29,7 @@ impl Sink for FeedSink {
     }
 
     fn run(self: Box<Self>, snapshots: Snapshots) -> SinkFuture {
-        Box::pin(async move {
-            let FeedSink { server, shared } = *self;
-            server.run(shared, snapshots.closed()).await
-        })
+        let FeedSink { server, shared } = *self;
+        Box::pin(server.run(shared, snapshots.closed()))
     }
 }

@@ -138,9 +138,11 @@ impl FileSink {
         self
     }
 
-    /// Runs until the hub goes away. While a reload waits (pacing, a retry,
-    /// Kamailio not answering), a newer snapshot replaces the pending one.
-    pub async fn deliver(mut self, mut snapshots: Snapshots) {
+    /// Runs until the hub goes away, then returns `Ok`: a failed write or
+    /// reload is retried, never fatal. While a reload waits (pacing, a
+    /// retry, Kamailio not answering), a newer snapshot replaces the
+    /// pending one.
+    pub async fn deliver(mut self, mut snapshots: Snapshots) -> Result<(), Error> {
         self.writer.remove_stale();
         // Reload at start even when the file on disk is already current: a
         // previous run may have written it without Kamailio loading it.
@@ -150,7 +152,7 @@ impl FileSink {
         let mut reload_failures = self.backoff.iter();
         loop {
             let Some(snapshot) = snapshots.due(&mut retry_at).await else {
-                return;
+                return Ok(());
             };
             let applier = match &self.reload {
                 Some(client) => applier(client).await,
@@ -162,7 +164,7 @@ impl FileSink {
                 reload_due = true;
                 self.metrics.stepped_aside();
                 if !snapshots.pause(tokio::time::sleep(MODULE_RECHECK)).await {
-                    return;
+                    return Ok(());
                 }
                 continue;
             }
@@ -194,7 +196,7 @@ impl FileSink {
             };
             if let Some(pause) = pause {
                 if !snapshots.pause(pause).await {
-                    return;
+                    return Ok(());
                 }
                 continue;
             }
@@ -212,7 +214,7 @@ impl FileSink {
                 }
             }
             if !snapshots.changed().await {
-                return;
+                return Ok(());
             }
         }
     }
@@ -292,10 +294,7 @@ impl Sink for FileSink {
     }
 
     fn run(self: Box<Self>, snapshots: Snapshots) -> SinkFuture {
-        Box::pin(async move {
-            self.deliver(snapshots).await;
-            Ok(())
-        })
+        Box::pin(self.deliver(snapshots))
     }
 }
 
@@ -399,38 +398,48 @@ mod tests {
         )]))
     }
 
+    /// The path of a `dispatcher.list`, not written yet, in a fresh
+    /// directory (returned first: keep it as long as the path is used).
+    fn list_path() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dispatcher.list");
+        (dir, path)
+    }
+
+    /// How many entries `dir` holds: 1 after a write that left no
+    /// temporary file beside the list.
+    fn entries(dir: &tempfile::TempDir) -> usize {
+        std::fs::read_dir(dir.path()).unwrap().count()
+    }
+
     #[test]
     fn writes_only_on_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = ListWriter::new(dir.path().join("dispatcher.list"));
+        let (dir, path) = list_path();
+        let writer = ListWriter::new(path);
         assert!(writer.write(&snapshot("10.0.0.1")).unwrap());
         assert!(!writer.write(&snapshot("10.0.0.1")).unwrap());
         assert!(writer.write(&snapshot("10.0.0.2")).unwrap());
         let text = std::fs::read_to_string(writer.path()).unwrap();
         assert!(text.ends_with("1 sip:10.0.0.2:5060 0 0\n"), "{text}");
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+        assert_eq!(entries(&dir), 1, "no temporary file is left behind");
     }
 
     #[test]
     fn a_failed_write_names_the_file_and_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, path) = list_path();
         // A directory where the list should be: the rename over it fails.
-        let path = dir.path().join("dispatcher.list");
         std::fs::create_dir(&path).unwrap();
         std::fs::write(path.join("inside"), "x").unwrap();
         let err = ListWriter::new(path.clone())
             .write(&snapshot("10.0.0.2"))
             .unwrap_err();
         assert!(err.to_string().contains("dispatcher.list"), "{err}");
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(left.len(), 1, "the temporary file is removed");
+        assert_eq!(entries(&dir), 1, "the temporary file is removed");
     }
 
     #[test]
     fn a_symlink_planted_at_the_old_temporary_name_is_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dispatcher.list");
+        let (dir, path) = list_path();
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "precious").unwrap();
         // The name the sink used to write through: predictable from the pid.
@@ -452,8 +461,7 @@ mod tests {
 
     #[test]
     fn temporary_files_a_killed_writer_left_are_removed_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dispatcher.list");
+        let (dir, path) = list_path();
         let stale = dir
             .path()
             .join(".dispatcher.list.dsfeed-00c0ffee00c0ffee.tmp");

@@ -31,7 +31,7 @@ use crate::sinks::{Pacing, Sink, SinkFuture, Snapshots};
 use dsfeed_binrpc as binrpc;
 use dsfeed_binrpc::lists::{self as rpc, Module};
 use dsfeed_model::dbtext;
-use dsfeed_model::{Backoff, ListKind, Snapshot};
+use dsfeed_model::{Backoff, Delays, ListKind, Snapshot};
 
 use super::file::DEFAULT_MIN_RELOAD_INTERVAL;
 
@@ -75,21 +75,21 @@ impl TableSink {
         self
     }
 
-    /// Runs until the hub goes away. While a reload waits (pacing, a
+    /// Runs until the hub goes away, then returns `Ok`: a failed write or
+    /// reload is retried, never fatal. While a reload waits (pacing, a
     /// refusal, Kamailio not answering), a newer snapshot replaces the
     /// pending one.
-    async fn deliver(self, mut snapshots: Snapshots) {
+    async fn deliver(self, mut snapshots: Snapshots) -> Result<(), Error> {
         self.writer.remove_stale();
         // Reload at start even when the file is already current: a previous
         // run may have written it without Kamailio loading it.
         let mut reload_due = true;
-        let mut retry_at: Option<Instant> = None;
+        let mut retry = Retry::new();
         let mut pacing = Pacing::new(self.min_interval);
-        let mut failures = RETRY.iter();
         let method = self.writer.module().reload_method();
         loop {
-            let Some(snapshot) = snapshots.due(&mut retry_at).await else {
-                return;
+            let Some(snapshot) = snapshots.due(&mut retry.at).await else {
+                return Ok(());
             };
             match self.writer.write(&snapshot) {
                 Ok(wrote) => {
@@ -99,20 +99,14 @@ impl TableSink {
                     reload_due |= wrote;
                 }
                 Err(err) => {
-                    let delay = failures.next().unwrap_or_default();
-                    snapshots.report(
-                        err.label(),
-                        &err,
-                        &format!("the previous table stays; retrying in {delay:?}"),
-                    );
-                    retry_at = Some(Instant::now() + delay);
+                    retry.failed(&snapshots, err.label(), &err, "the previous table stays");
                     continue;
                 }
             }
             if let (true, Some(client)) = (reload_due, &self.reload) {
                 if let Some(at) = pacing.wait_until() {
                     if !snapshots.pause(tokio::time::sleep_until(at)).await {
-                        return;
+                        return Ok(());
                     }
                     continue;
                 }
@@ -122,32 +116,61 @@ impl TableSink {
                     Ok(()) => {
                         self.count(client, "loaded");
                         reload_due = false;
-                        failures = RETRY.iter();
+                        retry.succeeded();
                         tracing::info!(rpc = %client.addr(), version = snapshot.version(), "Kamailio reloaded the {} table", self.writer.kind.name());
                     }
                     Err(err) if rpc::is_try_later(&err) => {
                         self.count(client, "throttled");
                         tracing::info!(rpc = %client.addr(), "{method} refused for now ({err}); retrying until Kamailio accepts");
-                        retry_at = Some(Instant::now() + TRY_LATER_POLL);
+                        retry.at = Some(Instant::now() + TRY_LATER_POLL);
                         continue;
                     }
                     Err(err) => {
                         self.count(client, "failed");
-                        let delay = failures.next().unwrap_or_default();
-                        snapshots.report(
-                            err.label(),
-                            &err,
-                            &format!("{method} failed; retrying in {delay:?}"),
-                        );
-                        retry_at = Some(Instant::now() + delay);
+                        retry.failed(&snapshots, err.label(), &err, &format!("{method} failed"));
                         continue;
                     }
                 }
             }
             if !snapshots.changed().await {
-                return;
+                return Ok(());
             }
         }
+    }
+}
+
+/// When a failed write or reload is tried again: after the next delay of
+/// [`RETRY`], which a successful reload starts over.
+struct Retry {
+    delays: Delays,
+    /// For [`Snapshots::due`]: `None` once due.
+    at: Option<Instant>,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Retry {
+            delays: RETRY.iter(),
+            at: None,
+        }
+    }
+
+    /// Reports `err` as `kind`, with its `consequence` and when it is
+    /// retried, and sets that time.
+    fn failed(
+        &mut self,
+        snapshots: &Snapshots,
+        kind: &str,
+        err: &dyn std::error::Error,
+        consequence: &str,
+    ) {
+        let delay = self.delays.next().unwrap_or_default();
+        snapshots.report(kind, err, &format!("{consequence}; retrying in {delay:?}"));
+        self.at = Some(Instant::now() + delay);
+    }
+
+    fn succeeded(&mut self) {
+        self.delays = RETRY.iter();
     }
 }
 
@@ -157,10 +180,7 @@ impl Sink for TableSink {
     }
 
     fn run(self: Box<Self>, snapshots: Snapshots) -> SinkFuture {
-        Box::pin(async move {
-            self.deliver(snapshots).await;
-            Ok(())
-        })
+        Box::pin(self.deliver(snapshots))
     }
 }
 
@@ -372,7 +392,7 @@ mod tests {
         }
         // Accepted: no further reload until the table changes.
         drop(tx);
-        running.await.unwrap();
+        running.await.unwrap().unwrap();
         assert_eq!(reloads.load(Ordering::SeqCst), 3);
         let text = metrics.render(None, &[]);
         for (outcome, n) in [("throttled", 2), ("loaded", 1)] {
