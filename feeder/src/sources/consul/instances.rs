@@ -208,7 +208,8 @@ fn destination(
 
     // The flag's own attrs first; a mapped attr of the same key replaces it.
     let mut pairs: Vec<String> = spec
-        .attrs
+        .defaults
+        .attrs()
         .split(';')
         .filter(|pair| !pair.is_empty())
         .map(str::to_owned)
@@ -236,7 +237,8 @@ fn destination(
     // the instance without them instead. Flags and priority were checked
     // when the flag was read.
     let uri = plain.uri().to_owned();
-    match Destination::new(uri.clone(), spec.flags, spec.priority, pairs.join(";")) {
+    let (flags, priority) = (spec.defaults.flags(), spec.defaults.priority());
+    match Destination::new(uri.clone(), flags, priority, pairs.join(";")) {
         Ok(dest) => Ok(dest),
         Err(err) => {
             problems.push(format!(
@@ -244,7 +246,7 @@ fn destination(
                 shown(&entry.service.id),
                 shown(&entry.node.name)
             ));
-            Destination::new(uri, spec.flags, spec.priority, "").or(Ok(plain))
+            Destination::new(uri, flags, priority, "").or(Ok(plain))
         }
     }
 }
