@@ -298,6 +298,7 @@ fn shown(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dsfeed_model::list;
 
     #[test]
     fn answers_have_a_budget_in_values() {
@@ -383,17 +384,13 @@ mod tests {
             &attrs(&["duid=Meta.instance"]),
             &entries(TWO),
         );
-        let got: Vec<_> = out
-            .destinations
-            .iter()
-            .map(|d| (d.flags(), d.priority(), d.attrs()))
-            .collect();
+        let lines: Vec<_> = out.destinations.iter().map(|d| list::line(1, d)).collect();
         // a1 has Meta.instance, which replaces the flag's duid; a2 keeps it.
         assert_eq!(
-            got,
+            lines,
             [
-                (8, 10, "socket=udp:10.9.9.9:5060;duid=a-1"),
-                (8, 10, "duid=pbx;socket=udp:10.9.9.9:5060"),
+                "1 sip:10.0.0.1:5060 8 10 socket=udp:10.9.9.9:5060;duid=a-1",
+                "1 sip:[2001:db8::2]:5080 8 10 duid=pbx;socket=udp:10.9.9.9:5060",
             ]
         );
     }

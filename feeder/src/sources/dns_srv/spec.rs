@@ -231,6 +231,7 @@ fn uri_form(name: &str) -> (&'static str, &'static str) {
 mod tests {
     use super::*;
     use crate::sources::assert_refused;
+    use dsfeed_model::list;
 
     fn srv(priority: u16, weight: u16, port: u16, target: &str) -> Srv {
         Srv {
@@ -303,29 +304,17 @@ mod tests {
                 srv(0, 0, 0, ""),
             ],
         );
-        let got: Vec<_> = converted
+        let lines: Vec<_> = converted
             .destinations
             .iter()
-            .map(|d| (d.uri(), d.priority(), d.attrs()))
+            .map(|d| list::line(1, d))
             .collect();
         assert_eq!(
-            got,
+            lines,
             [
-                (
-                    "sip:a.pbx.example:5060;transport=tcp",
-                    65525,
-                    "duid=x;weight=75"
-                ),
-                (
-                    "sip:b.pbx.example:5080;transport=tcp",
-                    65525,
-                    "duid=x;weight=25"
-                ),
-                (
-                    "sip:c.pbx.example:5060;transport=tcp",
-                    65515,
-                    "duid=x;weight=100"
-                ),
+                "1 sip:a.pbx.example:5060;transport=tcp 0 65525 duid=x;weight=75",
+                "1 sip:b.pbx.example:5080;transport=tcp 0 65525 duid=x;weight=25",
+                "1 sip:c.pbx.example:5060;transport=tcp 0 65515 duid=x;weight=100",
             ]
         );
         assert_eq!(converted.problems.len(), 2, "{:?}", converted.problems);
