@@ -12,8 +12,9 @@
 //! ([`Publisher::publish_holding`](crate::sources::Publisher::publish_holding)),
 //! so Kamailio keeps what it has.
 //!
-//! A source that follows one set drives it all through a [`Guard`], and
-//! only says how it logs and publishes ([`Guarded`]).
+//! A source that follows one set drives it all through a [`Guard`], given
+//! the words of its logs ([`Wording`]), and only says how it publishes
+//! ([`Guarded`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::sources::Publisher;
-use dsfeed_model::Destination;
+use dsfeed_model::{Destination, SetId};
 
 /// What the source should do with an answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -102,25 +103,10 @@ impl Holder {
     }
 }
 
-/// What a source following one set through a [`Guard`] says and
-/// publishes; the guard decides when, so every such source holds, logs and
-/// announces a held set alike.
+/// How a source following one set through a [`Guard`] publishes it; the
+/// guard decides when, and logs in the source's [`Wording`], so every such
+/// source holds, logs and announces a held set alike.
 pub trait Guarded {
-    /// Logs one problem of an answer (a record or instance left out); called
-    /// only for an answer whose problems differ from the last one's.
-    fn problem(&self, problem: &str);
-
-    /// Logs that the set changed to `count` destinations, just before they
-    /// are published.
-    fn changed(&self, count: usize);
-
-    /// Logs that the set turned empty and is kept for `holding_for`.
-    fn holding(&self, holding_for: Duration);
-
-    /// Logs that the grace ran out with the set still empty, just before it
-    /// is published empty.
-    fn emptied(&self);
-
     /// Publishes `dests` as the set.
     fn publish(&self, out: &Publisher, dests: Vec<Destination>) -> impl Future<Output = ()> + Send;
 
@@ -128,21 +114,40 @@ pub trait Guarded {
     fn publish_held(&self, out: &Publisher) -> impl Future<Output = ()> + Send;
 }
 
-/// One set's [`Holder`] with what goes around it in a source: the last
-/// answer's problems, so they are logged once, and whether the set was
-/// announced as held, so that is published once.
+/// The messages a [`Guard`] logs for a source, in the source's own terms
+/// (instances, records). Each is logged with the source's name and the set.
+#[derive(Debug, Clone, Copy)]
+pub struct Wording {
+    /// The set changed, just before it is published (with its count of
+    /// destinations).
+    pub changed: &'static str,
+    /// The set turned empty and is kept for the grace (with how long).
+    pub holding: &'static str,
+    /// The grace ran out with the set still empty, just before it is
+    /// published empty.
+    pub emptied: &'static str,
+}
+
+/// One set's [`Holder`] with what goes around it in a source: what its
+/// logs say, the last answer's problems, so they are logged once, and
+/// whether the set was announced as held, so that is published once.
 #[derive(Debug)]
 pub struct Guard {
     holder: Holder,
+    set: SetId,
+    wording: Wording,
     problems: Vec<String>,
     held_announced: bool,
 }
 
 impl Guard {
-    /// A guard that holds an empty answer for `grace` (zero: never).
-    pub fn new(grace: Duration) -> Self {
+    /// A guard of set `set` that holds an empty answer for `grace` (zero:
+    /// never), and logs in `wording`.
+    pub fn new(grace: Duration, set: SetId, wording: Wording) -> Self {
         Guard {
             holder: Holder::new(grace),
+            set,
+            wording,
             problems: Vec::new(),
             held_announced: false,
         }
@@ -163,22 +168,25 @@ impl Guard {
         destinations: Vec<Destination>,
         problems: Vec<String>,
     ) {
+        let (name, set) = (out.metrics().name(), self.set);
         if problems != self.problems {
             for problem in &problems {
-                source.problem(problem);
+                tracing::warn!(source = name, "{problem}");
             }
             self.problems = problems;
         }
         match self.holder.observe(destinations, Instant::now()) {
             Decision::Publish(dests) => {
-                source.changed(dests.len());
+                let destinations = dests.len();
+                tracing::info!(source = name, set, destinations, "{}", self.wording.changed);
                 source.publish(out, dests).await;
             }
             Decision::Hold {
                 started: true,
                 until,
             } => {
-                source.holding(until.saturating_duration_since(Instant::now()));
+                let holding_for = until.saturating_duration_since(Instant::now());
+                tracing::warn!(source = name, set, ?holding_for, "{}", self.wording.holding);
                 self.announce_held(source, out).await;
             }
             Decision::Hold { .. } | Decision::Unchanged => {}
@@ -208,7 +216,8 @@ impl Guard {
                 output = &mut work => return output,
                 () = self.holder.expired() => {
                     self.holder.expire();
-                    source.emptied();
+                    let (name, set) = (out.metrics().name(), self.set);
+                    tracing::info!(source = name, set, "{}", self.wording.emptied);
                     source.publish(out, Vec::new()).await;
                 }
             }

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use dsfeed_model::domain::domain_name;
-use dsfeed_model::{Lists, Relay, SetId, SetMap};
+use dsfeed_model::domain::{did, domain_name};
+use dsfeed_model::{InvalidDomain, Lists, Relay, SetId, SetMap};
 
 /// The list a discovery flag feeds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,40 @@ impl Feeds {
             Feeds::Rtpengine => "rtpengine",
             Feeds::Domain(_) => "domains",
         }
+    }
+}
+
+/// A discovery flag that feeds SIP domains (`--domain-set`,
+/// `--consul-domain`): the service followed, as its source's set flag reads
+/// it, and the did its endpoints' hosts go under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domains<S> {
+    pub service: S,
+    /// Empty: none (the domain module uses the name).
+    pub did: String,
+}
+
+impl<S> Domains<S> {
+    /// Reads `NAME[=DID][,OPTION...]`: the did, checked (`bad_did` makes
+    /// its error), and the service as `service` reads the set flag
+    /// `NAME=0[,OPTION...]`, whose text it is given; the set id does not
+    /// matter for domains.
+    pub fn parse<E>(
+        s: &str,
+        service: impl FnOnce(&str) -> Result<S, E>,
+        bad_did: impl FnOnce(InvalidDomain) -> E,
+    ) -> Result<Self, E> {
+        let (head, options) = s.split_once(',').map_or((s, None), |(h, o)| (h, Some(o)));
+        let (name, did_part) = head.split_once('=').unwrap_or((head, ""));
+        let did = did(did_part).map_err(bad_did)?;
+        let as_service = match options {
+            Some(options) => format!("{name}=0,{options}"),
+            None => format!("{name}=0"),
+        };
+        Ok(Domains {
+            service: service(&as_service)?,
+            did,
+        })
     }
 }
 

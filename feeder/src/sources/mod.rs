@@ -35,6 +35,7 @@ use crate::metrics::SourceMetrics;
 use dsfeed_model::{Lists, SetId, SetMap};
 
 pub mod consul;
+pub mod defaults;
 pub mod dns_srv;
 pub mod hold;
 pub mod kubernetes;
@@ -147,5 +148,19 @@ impl Publisher {
                 lists,
             })
             .await;
+    }
+}
+
+/// Asserts that each flag value of `cases` is refused with an error that
+/// contains its needle, the words that tell the user what is wrong.
+#[cfg(test)]
+pub(crate) fn assert_refused<T>(cases: &[(&str, &str)])
+where
+    T: std::str::FromStr + std::fmt::Debug,
+    T::Err: std::fmt::Display,
+{
+    for (value, needle) in cases {
+        let err = value.parse::<T>().unwrap_err().to_string();
+        assert!(err.contains(needle), "{value}: {err}");
     }
 }

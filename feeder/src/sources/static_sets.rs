@@ -23,24 +23,15 @@ impl FromStr for StaticSet {
     /// Parses `ID=TARGET[,TARGET...]`, each target `HOST[:PORT]`, `[IPv6][:PORT]`
     /// or a full `sip:`/`sips:` URI.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (id, targets) = s
-            .split_once('=')
-            .ok_or_else(|| InvalidDestination::Target {
+        let (id, destinations) = id_and_targets(
+            s,
+            |reason| InvalidDestination::Target {
                 target: s.to_owned(),
-                reason: "expected ID=HOST[:PORT][,HOST[:PORT]...]".to_owned(),
-            })?;
-        let id = id
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| InvalidDestination::Target {
-                target: s.to_owned(),
-                reason: format!("set id '{id}' is not a number"),
-            })
-            .and_then(validate_set_id)?;
-        let destinations = targets
-            .split(',')
-            .map(|t| Destination::parse_target(t.trim()))
-            .collect::<Result<_, _>>()?;
+                reason,
+            },
+            std::convert::identity,
+            Destination::parse_target,
+        )?;
         Ok(StaticSet { id, destinations })
     }
 }
@@ -63,20 +54,39 @@ impl FromStr for StaticRelays {
             relay: s.to_owned(),
             reason,
         };
-        let (id, targets) = s
-            .split_once('=')
-            .ok_or_else(|| bad("expected ID=HOST[:PORT][,HOST[:PORT]...]".into()))?;
-        let id = id
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| bad(format!("set id '{id}' is not a number")))
-            .and_then(|id| validate_set_id(id).map_err(|e| bad(e.to_string())))?;
-        let relays = targets
-            .split(',')
-            .map(|t| Relay::parse_target(t.trim()))
-            .collect::<Result<_, _>>()?;
+        let (id, relays) = id_and_targets(
+            s,
+            bad,
+            |out_of_range| bad(out_of_range.to_string()),
+            Relay::parse_target,
+        )?;
         Ok(StaticRelays { id, relays })
     }
+}
+
+/// Splits `ID=TARGET[,TARGET...]`, the form `--static` and
+/// `--static-rtpengine` share, into the set id and the targets, each read
+/// by `target`. `bad` makes the error for a value with no `ID=` or an id
+/// that is no number, `out_of_range` the one for an id too large.
+fn id_and_targets<T, E>(
+    s: &str,
+    bad: impl Fn(String) -> E,
+    out_of_range: impl FnOnce(InvalidDestination) -> E,
+    target: impl Fn(&str) -> Result<T, E>,
+) -> Result<(SetId, Vec<T>), E> {
+    let (id, targets) = s
+        .split_once('=')
+        .ok_or_else(|| bad("expected ID=HOST[:PORT][,HOST[:PORT]...]".into()))?;
+    let id = id
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| bad(format!("set id '{id}' is not a number")))?;
+    let id = validate_set_id(id).map_err(out_of_range)?;
+    let targets = targets
+        .split(',')
+        .map(|t| target(t.trim()))
+        .collect::<Result<_, _>>()?;
+    Ok((id, targets))
 }
 
 /// One `--static-domain` flag: SIP domains, with a did or none.
@@ -162,6 +172,7 @@ impl Source for StaticSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::assert_refused;
 
     #[test]
     fn parses_hosts_ports_and_uris() {
@@ -196,15 +207,12 @@ mod tests {
             ["a.example.com", "b.example.com"]
         );
         assert_eq!("sip.example.com".parse::<StaticDomains>().unwrap().did, "");
-        for (bad, needle) in [
+        assert_refused::<StaticRelays>(&[
             ("2", "'2'"),
             ("x=10.0.0.1", "set id 'x'"),
             ("2=tcp:a:1", "'tcp:a:1'"),
             ("2=a,", "empty host"),
-        ] {
-            let err = bad.parse::<StaticRelays>().unwrap_err();
-            assert!(err.to_string().contains(needle), "{err}");
-        }
+        ]);
         for bad in ["a b", "t=x:1", "t:1=x", "a,,b"] {
             assert!(bad.parse::<StaticDomains>().is_err(), "{bad}");
         }

@@ -208,7 +208,8 @@ fn destination(
 
     // The flag's own attrs first; a mapped attr of the same key replaces it.
     let mut pairs: Vec<String> = spec
-        .attrs
+        .defaults
+        .attrs()
         .split(';')
         .filter(|pair| !pair.is_empty())
         .map(str::to_owned)
@@ -236,7 +237,8 @@ fn destination(
     // the instance without them instead. Flags and priority were checked
     // when the flag was read.
     let uri = plain.uri().to_owned();
-    match Destination::new(uri.clone(), spec.flags, spec.priority, pairs.join(";")) {
+    let (flags, priority) = (spec.defaults.flags(), spec.defaults.priority());
+    match Destination::new(uri.clone(), flags, priority, pairs.join(";")) {
         Ok(dest) => Ok(dest),
         Err(err) => {
             problems.push(format!(
@@ -244,7 +246,7 @@ fn destination(
                 shown(&entry.service.id),
                 shown(&entry.node.name)
             ));
-            Destination::new(uri, spec.flags, spec.priority, "").or(Ok(plain))
+            Destination::new(uri, flags, priority, "").or(Ok(plain))
         }
     }
 }
@@ -296,6 +298,7 @@ fn shown(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dsfeed_model::list;
 
     #[test]
     fn answers_have_a_budget_in_values() {
@@ -381,17 +384,13 @@ mod tests {
             &attrs(&["duid=Meta.instance"]),
             &entries(TWO),
         );
-        let got: Vec<_> = out
-            .destinations
-            .iter()
-            .map(|d| (d.flags(), d.priority(), d.attrs()))
-            .collect();
+        let lines: Vec<_> = out.destinations.iter().map(|d| list::line(1, d)).collect();
         // a1 has Meta.instance, which replaces the flag's duid; a2 keeps it.
         assert_eq!(
-            got,
+            lines,
             [
-                (8, 10, "socket=udp:10.9.9.9:5060;duid=a-1"),
-                (8, 10, "duid=pbx;socket=udp:10.9.9.9:5060"),
+                "1 sip:10.0.0.1:5060 8 10 socket=udp:10.9.9.9:5060;duid=a-1",
+                "1 sip:[2001:db8::2]:5080 8 10 duid=pbx;socket=udp:10.9.9.9:5060",
             ]
         );
     }

@@ -69,7 +69,7 @@ pub use error::ConsulError;
 pub use register::Registration;
 pub use spec::{DomainSpec, Health, RegisterSpec, RtpengineSpec, ServiceSpec};
 
-use crate::sources::hold::{Guard, Guarded};
+use crate::sources::hold::{Guard, Guarded, Wording};
 use dsfeed_model::Backoff;
 use error::chain;
 
@@ -79,6 +79,13 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Retries after a failed query.
 const BACKOFF: Backoff =
     Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
+
+/// How the empty-answer guard words the logs of a Consul service.
+const WORDING: Wording = Wording {
+    changed: "Consul instances changed",
+    holding: "Consul reports no healthy instance; keeping the last ones until the grace runs out, in case the agent is restarting",
+    emptied: "Consul still reports no healthy instance after the grace; emptying the set",
+};
 
 /// One source per `--consul-service`, `--consul-rtpengine` and
 /// `--consul-domain`, sharing one client. Fails when a file the flags name
@@ -148,7 +155,7 @@ impl ConsulSource {
     /// Queries forever; no Consul error is fatal, since the set's last
     /// instances are the best truth there is until Consul answers again.
     async fn watch(self: Box<Self>, out: Publisher) -> Result<(), Error> {
-        let mut guard = Guard::new(self.grace);
+        let mut guard = Guard::new(self.grace, self.spec.set, WORDING);
         let mut delays = BACKOFF.iter();
         let mut index = 0;
         let mut warned_no_index = false;
@@ -229,36 +236,6 @@ impl ConsulSource {
 }
 
 impl Guarded for ConsulSource {
-    fn problem(&self, problem: &str) {
-        tracing::warn!(service = %self.spec, "{problem}");
-    }
-
-    fn changed(&self, count: usize) {
-        tracing::info!(
-            service = %self.spec,
-            set = self.spec.set,
-            instances = count,
-            "Consul instances changed"
-        );
-    }
-
-    fn holding(&self, holding_for: Duration) {
-        tracing::warn!(
-            service = %self.spec,
-            set = self.spec.set,
-            ?holding_for,
-            "Consul reports no healthy instance; keeping the last ones until the grace runs out, in case the agent is restarting"
-        );
-    }
-
-    fn emptied(&self) {
-        tracing::info!(
-            service = %self.spec,
-            set = self.spec.set,
-            "Consul still reports no healthy instance after the grace; emptying the set"
-        );
-    }
-
     /// Publishes `dests` as the list this service feeds.
     async fn publish(&self, out: &Publisher, dests: Vec<Destination>) {
         let sets = SetMap::from([(self.spec.set, dests)]);

@@ -5,9 +5,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use dsfeed_model::{Destination, SetId};
+use dsfeed_model::SetId;
 
 use crate::flag;
+use crate::sources::defaults::Defaults;
+use crate::sources::lists::Domains;
 
 /// Which instances count as healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,13 +31,9 @@ pub struct ServiceSpec {
     pub tags: Vec<String>,
     pub datacenter: Option<String>,
     pub health: Health,
-    /// Dispatcher flags of every destination, as `--set` gives them.
-    pub flags: u32,
-    /// Dispatcher priority of every destination.
-    pub priority: u32,
-    /// Attrs (`k=v;k=v`) of every destination; a `--consul-attr` with the
-    /// same key wins for the instances that have that field.
-    pub attrs: String,
+    /// Flags, priority and attrs of every destination; a `--consul-attr`
+    /// with the same attr key wins for the instances that have that field.
+    pub defaults: Defaults,
 }
 
 impl FromStr for ServiceSpec {
@@ -58,20 +56,14 @@ impl FromStr for ServiceSpec {
             tags: Vec::new(),
             datacenter: None,
             health: Health::Passing,
-            flags: 0,
-            priority: 0,
-            attrs: String::new(),
+            defaults: Defaults::default(),
         };
         for (key, value) in flag::options(parts).map_err(bad)? {
-            let number = || {
-                value
-                    .parse::<u32>()
-                    .map_err(|_| format!("'{s}': {key} '{value}' is not a number"))
-            };
+            let given = |reason| format!("'{s}': {reason}");
+            if spec.defaults.take(key, value).map_err(given)? {
+                continue;
+            }
             match key {
-                "flags" => spec.flags = number()?,
-                "priority" => spec.priority = number()?,
-                "attrs" => value.clone_into(&mut spec.attrs),
                 "tag" => spec.tags.push(value.to_owned()),
                 "dc" if spec.datacenter.is_some() => {
                     return Err(format!("'{s}': dc is given twice"));
@@ -95,14 +87,7 @@ impl FromStr for ServiceSpec {
                 }
             }
         }
-        // The set-wide values as Kamailio's loader would read them.
-        Destination::new(
-            "sip:check:5060",
-            spec.flags,
-            spec.priority,
-            spec.attrs.clone(),
-        )
-        .map_err(|e| format!("'{s}': {e}"))?;
+        spec.defaults.check().map_err(|e| format!("'{s}': {e}"))?;
         Ok(spec)
     }
 }
@@ -145,31 +130,25 @@ impl FromStr for RtpengineSpec {
 
 /// One `--consul-domain`: which instances of which service are SIP domains,
 /// under which did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainSpec {
-    pub service: ServiceSpec,
-    /// Empty: none (the domain module uses the name).
-    pub did: String,
-}
+pub type DomainSpec = Domains<ServiceSpec>;
 
 impl FromStr for DomainSpec {
     type Err = String;
 
     /// Parses `NAME[=DID][,tag=TAG...][,dc=DC][,health=passing|warning]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (head, options) = s.split_once(',').map_or((s, None), |(h, o)| (h, Some(o)));
-        let (name, did) = head.split_once('=').unwrap_or((head, ""));
-        let did = dsfeed_model::domain::did(did).map_err(|e| format!("'{s}': {e}"))?;
-        // The set id does not matter for domains: the service's rules do.
-        let as_service = match options {
-            Some(options) => format!("{name}=0,{options}"),
-            None => format!("{name}=0"),
-        };
-        let service: ServiceSpec = as_service.parse().map_err(|e: String| {
-            discovery_usage(&e.replace(&as_service, s)).replace("NAME=ID[:PORT]", "NAME[=DID]")
-        })?;
-        only_discovery_options(s, &service)?;
-        Ok(DomainSpec { service, did })
+        let domains = Domains::parse(
+            s,
+            |as_service| {
+                as_service.parse().map_err(|e: String| {
+                    discovery_usage(&e.replace(as_service, s))
+                        .replace("NAME=ID[:PORT]", "NAME[=DID]")
+                })
+            },
+            |e| format!("'{s}': {e}"),
+        )?;
+        only_discovery_options(s, &domains.service)?;
+        Ok(domains)
     }
 }
 
@@ -182,7 +161,8 @@ fn discovery_usage(error: &str) -> String {
 /// Refuses the dispatcher-only options (flags, priority, attrs) in a flag
 /// that feeds another list.
 fn only_discovery_options(s: &str, service: &ServiceSpec) -> Result<(), String> {
-    if service.flags != 0 || service.priority != 0 || !service.attrs.is_empty() {
+    let given = &service.defaults;
+    if given.flags() != 0 || given.priority() != 0 || !given.attrs().is_empty() {
         return Err(format!(
             "'{s}': flags, priority and attrs are dispatcher options; this flag takes tag, dc and health"
         ));
@@ -270,6 +250,7 @@ fn check_name(flag: &str, name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::assert_refused;
 
     #[test]
     fn service_specs_parse() {
@@ -283,9 +264,7 @@ mod tests {
                 tags: vec![],
                 datacenter: None,
                 health: Health::Passing,
-                flags: 0,
-                priority: 0,
-                attrs: String::new(),
+                defaults: Defaults::default(),
             }
         );
         let spec: ServiceSpec = "asterisk=2:5080,tag=primary,tag=v1.2,dc=dc2,health=warning"
@@ -301,14 +280,18 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(
-            (spec.flags, spec.priority, spec.attrs.as_str()),
+            (
+                spec.defaults.flags(),
+                spec.defaults.priority(),
+                spec.defaults.attrs()
+            ),
             (8, 10, "duid=pbx;weight=50")
         );
     }
 
     #[test]
     fn bad_service_specs_name_the_culprit() {
-        for (bad, needle) in [
+        assert_refused::<ServiceSpec>(&[
             ("asterisk", "expected NAME=ID"),
             ("=1", "empty service name"),
             ("a/b=1", "contains '/'"),
@@ -324,10 +307,7 @@ mod tests {
             ("asterisk=1,flags=x", "flags 'x' is not a number"),
             ("asterisk=1,priority=-1", "priority '-1' is not a number"),
             ("asterisk=1,attrs=a=b#c", "attrs"),
-        ] {
-            let err = bad.parse::<ServiceSpec>().unwrap_err();
-            assert!(err.contains(needle), "{bad}: {err}");
-        }
+        ]);
     }
 
     #[test]
@@ -345,16 +325,13 @@ mod tests {
         assert_eq!(spec.address.as_deref(), Some("10.0.0.9"));
         assert_eq!(spec.tags, ["edge", "udp"]);
         assert_eq!(spec.ttl, Duration::from_secs(5));
-        for (bad, needle) in [
+        assert_refused::<RegisterSpec>(&[
             ("", "empty service name"),
             ("k m", "contains ' '"),
             ("kamailio:0", "port '0'"),
             ("kamailio,ttl=0", "at least 1s"),
             ("kamailio,ttl=x", "not a duration"),
             ("kamailio,check=tcp", "unknown option 'check'"),
-        ] {
-            let err = bad.parse::<RegisterSpec>().unwrap_err();
-            assert!(err.contains(needle), "{bad}: {err}");
-        }
+        ]);
     }
 }

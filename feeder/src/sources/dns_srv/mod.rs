@@ -32,7 +32,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::error::Error;
-use crate::sources::hold::{Guard, Guarded};
+use crate::sources::hold::{Guard, Guarded, Wording};
 use crate::sources::{Publisher, Source, SourceFuture};
 use dsfeed_model::{Backoff, Destination, SetMap};
 
@@ -57,6 +57,13 @@ pub const EMPTY_REFRESH: Duration = Duration::from_secs(5);
 /// Retries after a failed lookup.
 const BACKOFF: Backoff =
     Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
+
+/// How the empty-answer guard words the logs of an SRV name.
+const WORDING: Wording = Wording {
+    changed: "SRV records changed",
+    holding: "no usable SRV record (NXDOMAIN or none); keeping the last destinations until the grace runs out",
+    emptied: "still no usable SRV record after the grace; emptying the set",
+};
 
 /// The default `--dns-empty-grace`, as Consul's.
 pub const DEFAULT_EMPTY_GRACE: &str = "30s";
@@ -184,7 +191,7 @@ impl DnsSrvSource {
     /// Looks the name up forever; no DNS error is fatal, since the last
     /// answer is the best truth there is until the name server answers.
     async fn follow(self: Box<Self>, out: Publisher) -> Result<(), Error> {
-        let mut guard = Guard::new(self.grace);
+        let mut guard = Guard::new(self.grace, self.spec.set, WORDING);
         let mut delays = BACKOFF.iter();
         loop {
             let lookup = self.resolver.srv(&self.spec.name, self.spec.absolute);
@@ -229,36 +236,6 @@ impl DnsSrvSource {
 }
 
 impl Guarded for DnsSrvSource {
-    fn problem(&self, problem: &str) {
-        tracing::warn!(name = %self.spec, "{problem}");
-    }
-
-    fn changed(&self, count: usize) {
-        tracing::info!(
-            name = %self.spec,
-            set = self.spec.set,
-            destinations = count,
-            "SRV records changed"
-        );
-    }
-
-    fn holding(&self, holding_for: Duration) {
-        tracing::warn!(
-            name = %self.spec,
-            set = self.spec.set,
-            ?holding_for,
-            "no usable SRV record (NXDOMAIN or none); keeping the last destinations until the grace runs out"
-        );
-    }
-
-    fn emptied(&self) {
-        tracing::info!(
-            name = %self.spec,
-            set = self.spec.set,
-            "still no usable SRV record after the grace; emptying the set"
-        );
-    }
-
     async fn publish(&self, out: &Publisher, dests: Vec<Destination>) {
         out.publish(SetMap::from([(self.spec.set, dests)])).await;
     }

@@ -9,6 +9,7 @@ use dsfeed_model::dns::Srv;
 use dsfeed_model::{Destination, SetId};
 
 use crate::flag;
+use crate::sources::defaults::Defaults;
 
 /// One `--dns-srv`: an SRV name followed as one set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,11 +20,9 @@ pub struct SrvSpec {
     /// domain is tried.
     pub absolute: bool,
     pub set: SetId,
-    /// Dispatcher flags of every destination.
-    pub flags: u32,
-    /// Attrs (`k=v;k=v`) of every destination, before the `weight` the
-    /// records give.
-    pub attrs: String,
+    /// Flags and attrs of every destination, the attrs before the `weight`
+    /// the records give; never a priority: the records give it.
+    pub defaults: Defaults,
 }
 
 impl FromStr for SrvSpec {
@@ -49,22 +48,16 @@ impl FromStr for SrvSpec {
             name: name.to_owned(),
             absolute,
             set,
-            flags: 0,
-            attrs: String::new(),
+            defaults: Defaults::default(),
         };
         for (key, value) in flag::options(parts).map_err(bad)? {
             match key {
-                "flags" => {
-                    spec.flags = value
-                        .parse()
-                        .map_err(|_| bad(format!("flags '{value}' is not a number")))?;
-                }
-                "attrs" => value.clone_into(&mut spec.attrs),
                 "priority" => {
                     return Err(bad(
                         "the priority comes from each SRV record's priority, not the flag".into(),
                     ));
                 }
+                _ if spec.defaults.take(key, value).map_err(bad)? => {}
                 other => {
                     return Err(bad(format!(
                         "unknown option '{other}' (known: flags, attrs)"
@@ -72,7 +65,8 @@ impl FromStr for SrvSpec {
                 }
             }
         }
-        if spec.attrs.split(';').any(|kv| kv.starts_with("weight=")) {
+        let attrs = spec.defaults.attrs();
+        if attrs.split(';').any(|kv| kv.starts_with("weight=")) {
             return Err(bad(
                 "attrs may not set weight: it comes from each SRV record's weight".into(),
             ));
@@ -80,9 +74,9 @@ impl FromStr for SrvSpec {
         // The set-wide values as Kamailio's loader would read them.
         Destination::new(
             "sip:check:5060",
-            spec.flags,
+            spec.defaults.flags(),
             0,
-            with_weight(&spec.attrs, 100),
+            with_weight(attrs, 100),
         )
         .map_err(|e| format!("'{s}': {e}"))?;
         Ok(spec)
@@ -163,6 +157,7 @@ pub struct Converted {
 /// ("not available here") is left out silently.
 pub fn convert(spec: &SrvSpec, records: &[Srv]) -> Converted {
     let (scheme, params) = uri_form(&spec.name);
+    let (flags, attrs) = (spec.defaults.flags(), spec.defaults.attrs());
     let mut out = Converted::default();
     // Usable records by priority; weights are shared among these only.
     let mut groups: BTreeMap<u16, Vec<(&Srv, String)>> = BTreeMap::new();
@@ -174,9 +169,9 @@ pub fn convert(spec: &SrvSpec, records: &[Srv]) -> Converted {
             // The widest weight, so a record that fits here fits with any.
             Destination::new(
                 uri.as_str(),
-                spec.flags,
+                flags,
                 dispatcher_priority(record.priority),
-                with_weight(&spec.attrs, 100),
+                with_weight(attrs, 100),
             )
             .map_err(|err| err.to_string())
         };
@@ -197,9 +192,9 @@ pub fn convert(spec: &SrvSpec, records: &[Srv]) -> Converted {
             out.destinations.push(
                 Destination::new(
                     uri,
-                    spec.flags,
+                    flags,
                     dispatcher_priority(priority),
-                    with_weight(&spec.attrs, weight),
+                    with_weight(attrs, weight),
                 )
                 .expect("checked with the widest weight"),
             );
@@ -235,6 +230,8 @@ fn uri_form(name: &str) -> (&'static str, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::assert_refused;
+    use dsfeed_model::list;
 
     fn srv(priority: u16, weight: u16, port: u16, target: &str) -> Srv {
         Srv {
@@ -255,14 +252,14 @@ mod tests {
             (
                 spec.name.as_str(),
                 spec.set,
-                spec.flags,
-                spec.attrs.as_str()
+                spec.defaults.flags(),
+                spec.defaults.attrs()
             ),
             ("_sip._udp.pbx.example.com", 3, 8, "duid=pbx")
         );
         assert!(!spec.absolute);
         assert!("_sip._udp.x.=1".parse::<SrvSpec>().unwrap().absolute);
-        for (bad, needle) in [
+        assert_refused::<SrvSpec>(&[
             ("_sip._udp.x", "expected NAME=ID"),
             ("_sip._udp.x=one", "set id 'one'"),
             ("_sip._udp.x=1:5060", "port comes from each SRV record"),
@@ -273,10 +270,7 @@ mod tests {
             ("_sip..x=1", "empty label"),
             ("_sip._udp.x y=1", "contains ' '"),
             ("=1", "is empty"),
-        ] {
-            let err = bad.parse::<SrvSpec>().unwrap_err();
-            assert!(err.contains(needle), "{bad}: {err}");
-        }
+        ]);
     }
 
     #[test]
@@ -310,29 +304,17 @@ mod tests {
                 srv(0, 0, 0, ""),
             ],
         );
-        let got: Vec<_> = converted
+        let lines: Vec<_> = converted
             .destinations
             .iter()
-            .map(|d| (d.uri(), d.priority(), d.attrs()))
+            .map(|d| list::line(1, d))
             .collect();
         assert_eq!(
-            got,
+            lines,
             [
-                (
-                    "sip:a.pbx.example:5060;transport=tcp",
-                    65525,
-                    "duid=x;weight=75"
-                ),
-                (
-                    "sip:b.pbx.example:5080;transport=tcp",
-                    65525,
-                    "duid=x;weight=25"
-                ),
-                (
-                    "sip:c.pbx.example:5060;transport=tcp",
-                    65515,
-                    "duid=x;weight=100"
-                ),
+                "1 sip:a.pbx.example:5060;transport=tcp 0 65525 duid=x;weight=75",
+                "1 sip:b.pbx.example:5080;transport=tcp 0 65525 duid=x;weight=25",
+                "1 sip:c.pbx.example:5060;transport=tcp 0 65515 duid=x;weight=100",
             ]
         );
         assert_eq!(converted.problems.len(), 2, "{:?}", converted.problems);

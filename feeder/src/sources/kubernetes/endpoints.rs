@@ -209,12 +209,18 @@ impl Settings {
             }
         };
         let mut settings = Settings {
-            flags: set.flags.or_else(|| number(FLAGS_ANNOTATION)).unwrap_or(0),
+            flags: set
+                .defaults
+                .flags
+                .or_else(|| number(FLAGS_ANNOTATION))
+                .unwrap_or(0),
             priority: set
+                .defaults
                 .priority
                 .or_else(|| number(PRIORITY_ANNOTATION))
                 .unwrap_or(0),
             attrs: set
+                .defaults
                 .attrs
                 .clone()
                 .or_else(|| annotation(ATTRS_ANNOTATION).map(str::to_owned))

@@ -38,6 +38,7 @@ pub use endpoints::{ATTRS_ANNOTATION, FLAGS_ANNOTATION, PRIORITY_ANNOTATION, WEI
 pub use spec::{DomainSet, Port, RtpengineSet, ServiceSet};
 
 use crate::error::Error;
+use crate::metrics::SourceMetrics;
 use crate::sources::lists::Feeds;
 use crate::sources::{Publisher, Source, SourceFuture};
 use dsfeed_model::Backoff;
@@ -184,41 +185,23 @@ impl KubernetesSource {
         keys.dedup();
 
         let (tx, mut rx) = mpsc::channel(64);
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut mirrors = Mirrors {
+            client,
+            backoff: self.backoff,
+            metrics: out.metrics().clone(),
+            tx,
+            tasks: tokio::task::JoinSet::new(),
+        };
         for (index, key) in keys.iter().enumerate() {
-            let slices = mirror::Mirror {
-                api: Api::<EndpointSlice>::namespaced(client.clone(), &key.namespace),
-                config: watcher::Config::default()
-                    .labels(&format!("{SERVICE_NAME_LABEL}={}", key.name)),
-                label: format!("{}/{} endpointslices", key.namespace, key.name),
-                backoff: self.backoff,
-                optional: false,
-                metrics: out.metrics().clone(),
-            };
-            tasks.spawn(slices.run(
-                tx.clone(),
-                Box::new(move |s| Update {
-                    service: index,
-                    part: Part::Slices(s),
-                }),
-            ));
-            let service = mirror::Mirror {
-                api: Api::<Service>::namespaced(client.clone(), &key.namespace),
-                config: watcher::Config::default().fields(&format!("metadata.name={}", key.name)),
-                label: format!("{}/{} service", key.namespace, key.name),
-                backoff: self.backoff,
-                optional: true,
-                metrics: out.metrics().clone(),
-            };
-            tasks.spawn(service.run(
-                tx.clone(),
-                Box::new(move |s| Update {
-                    service: index,
-                    part: Part::Service(s),
-                }),
-            ));
+            let slices =
+                watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", key.name));
+            mirrors.start(index, key, "endpointslices", slices, false, Part::Slices);
+            let service = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
+            mirrors.start(index, key, "service", service, true, Part::Service);
         }
-        drop(tx);
+        // The mirrors' tasks hold the only senders now: the loop ends with
+        // them.
+        drop(mirrors.tx);
 
         let mut followed: Vec<Followed> = keys.iter().map(|_| Followed::default()).collect();
         let mut guard = Guard::new(self.min_endpoints);
@@ -273,6 +256,55 @@ impl KubernetesSource {
             dests.dedup_by(|a, b| a.uri() == b.uri());
         }
         Some(sets)
+    }
+}
+
+/// The list+watches of one source, each on its own task, all reporting to
+/// one channel.
+struct Mirrors {
+    client: kube::Client,
+    backoff: Backoff,
+    metrics: SourceMetrics,
+    tx: mpsc::Sender<Update>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Mirrors {
+    /// Starts mirroring the `K` objects `config` selects in the namespace
+    /// of Service `index` (`key`), reported as `part`. `what` names them in
+    /// logs; `optional` says whether a 403 means "none" (with a warning)
+    /// rather than an error.
+    fn start<K>(
+        &mut self,
+        index: usize,
+        key: &ServiceKey,
+        what: &str,
+        config: watcher::Config,
+        optional: bool,
+        part: fn(Vec<K>) -> Part,
+    ) where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let mirror = mirror::Mirror {
+            api: Api::<K>::namespaced(self.client.clone(), &key.namespace),
+            config,
+            label: format!("{}/{} {what}", key.namespace, key.name),
+            backoff: self.backoff,
+            optional,
+            metrics: self.metrics.clone(),
+        };
+        let report = Box::new(move |objects| Update {
+            service: index,
+            part: part(objects),
+        });
+        self.tasks.spawn(mirror.run(self.tx.clone(), report));
     }
 }
 

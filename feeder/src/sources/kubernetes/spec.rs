@@ -7,10 +7,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use dsfeed_model::{DEFAULT_PORT, Destination, SetId};
+use dsfeed_model::{DEFAULT_PORT, SetId};
 
 use crate::error::InvalidServiceSet;
 use crate::flag;
+use crate::sources::defaults::Defaults;
+use crate::sources::lists::Domains;
 
 /// One `--set` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,9 +24,7 @@ pub struct ServiceSet {
     pub port: Port,
     /// Set-wide values given on the command line; each one given here wins
     /// over the Service's annotation.
-    pub flags: Option<u32>,
-    pub priority: Option<u32>,
-    pub attrs: Option<String>,
+    pub defaults: Defaults,
 }
 
 /// The SIP port of a set's destinations.
@@ -48,10 +48,7 @@ impl FromStr for ServiceSet {
     type Err = InvalidServiceSet;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: String| InvalidServiceSet {
-            spec: s.to_owned(),
-            reason,
-        };
+        let bad = invalid(s);
         let (name, rest) = s
             .split_once('=')
             .ok_or_else(|| bad("expected [NAMESPACE:]SERVICE=ID[:PORT]".into()))?;
@@ -76,35 +73,16 @@ impl FromStr for ServiceSet {
             service: service.to_owned(),
             id,
             port,
-            flags: None,
-            priority: None,
-            attrs: None,
+            defaults: Defaults::default(),
         };
         for (key, value) in flag::options(options).map_err(bad)? {
-            let number = || {
-                value
-                    .parse::<u32>()
-                    .map_err(|_| bad(format!("{key} '{value}' is not a number")))
-            };
-            match key {
-                "flags" => set.flags = Some(number()?),
-                "priority" => set.priority = Some(number()?),
-                "attrs" => set.attrs = Some(value.to_owned()),
-                _ => {
-                    return Err(bad(format!(
-                        "unknown option '{key}' (known: flags, priority, attrs)"
-                    )));
-                }
+            if !set.defaults.take(key, value).map_err(bad)? {
+                return Err(bad(format!(
+                    "unknown option '{key}' (known: flags, priority, attrs)"
+                )));
             }
         }
-        // Check the set-wide values the way Kamailio's loader would read them.
-        Destination::new(
-            "sip:check:5060",
-            set.flags.unwrap_or(0),
-            set.priority.unwrap_or(0),
-            set.attrs.clone().unwrap_or_default(),
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        set.defaults.check().map_err(|e| bad(e.to_string()))?;
         Ok(set)
     }
 }
@@ -119,11 +97,10 @@ impl FromStr for RtpengineSet {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut set: ServiceSet = s.parse()?;
-        if set.flags.is_some() || set.priority.is_some() || set.attrs.is_some() {
-            return Err(InvalidServiceSet {
-                spec: s.to_owned(),
-                reason: "flags, priority and attrs are dispatcher options; an rtpengine set takes [NS:]SERVICE=ID[:PORT]".into(),
-            });
+        if !set.defaults.is_empty() {
+            return Err(invalid(s)(
+                "flags, priority and attrs are dispatcher options; an rtpengine set takes [NS:]SERVICE=ID[:PORT]".into(),
+            ));
         }
         let target = s.split_once('=').map_or("", |(_, rest)| rest);
         if !target.split(',').next().unwrap_or_default().contains(':') {
@@ -135,29 +112,37 @@ impl FromStr for RtpengineSet {
 
 /// One `--domain-set`: a Service whose endpoints' addresses are SIP
 /// domains, under a did or none.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainSet {
-    pub service: ServiceSet,
-    /// Empty: none (the domain module uses the name).
-    pub did: String,
-}
+pub type DomainSet = Domains<ServiceSet>;
 
 impl FromStr for DomainSet {
     type Err = InvalidServiceSet;
 
     /// Parses `[NAMESPACE:]SERVICE[=DID]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, did) = s.split_once('=').unwrap_or((s, ""));
-        let bad = |reason: String| InvalidServiceSet {
-            spec: s.to_owned(),
-            reason,
-        };
-        let did = dsfeed_model::domain::did(did).map_err(|e| bad(e.to_string()))?;
-        // The set id and port do not matter for domains.
-        let service: ServiceSet = format!("{name}=0")
-            .parse()
-            .map_err(|e: InvalidServiceSet| bad(e.reason))?;
-        Ok(DomainSet { service, did })
+        let bad = invalid(s);
+        let domains: DomainSet = Domains::parse(
+            s,
+            |as_service| {
+                as_service
+                    .parse()
+                    .map_err(|e: InvalidServiceSet| bad(e.reason))
+            },
+            |e| bad(e.to_string()),
+        )?;
+        if !domains.service.defaults.is_empty() {
+            return Err(bad(
+                "flags, priority and attrs are dispatcher options; a domain set takes [NS:]SERVICE[=DID]".into(),
+            ));
+        }
+        Ok(domains)
+    }
+}
+
+/// The error about flag value `spec` for each reason.
+fn invalid(spec: &str) -> impl Fn(String) -> InvalidServiceSet + Copy + '_ {
+    move |reason| InvalidServiceSet {
+        spec: spec.to_owned(),
+        reason,
     }
 }
 
@@ -232,9 +217,9 @@ mod tests {
     #[test]
     fn options_set_flags_priority_and_attrs() {
         let set = parse("voice:asterisk=3:sip,flags=8,priority=10,attrs=weight=50;duid=a");
-        assert_eq!(set.flags, Some(8));
-        assert_eq!(set.priority, Some(10));
-        assert_eq!(set.attrs.as_deref(), Some("weight=50;duid=a"));
+        assert_eq!(set.defaults.flags, Some(8));
+        assert_eq!(set.defaults.priority, Some(10));
+        assert_eq!(set.defaults.attrs.as_deref(), Some("weight=50;duid=a"));
     }
 
     #[test]
