@@ -582,7 +582,7 @@ async fn wait_ready(process: &Process, ctl: &[Addr], log: &Path) -> Result<(), H
         let mut still = Vec::new();
         for client in pending {
             if let Err(e) = client.call("core.version", &[]).await {
-                last_error = format!("{e}: {}", source_chain(&e));
+                last_error = dsfeed_model::error_chain(&e);
                 still.push(client);
             }
         }
@@ -598,16 +598,6 @@ async fn wait_ready(process: &Process, ctl: &[Addr], log: &Path) -> Result<(), H
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 fn read_log(path: &Path) -> String {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::sources::Publisher;
-use dsfeed_model::{Destination, SetId};
+use dsfeed_model::{Backoff, Delays, Destination, SetId};
 
 /// What the source should do with an answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -138,7 +138,12 @@ pub struct Guard {
     wording: Wording,
     problems: Vec<String>,
     held_announced: bool,
+    /// The waits before the next query after failed ones.
+    retries: Delays,
 }
+
+/// Retries after a failed query or an answer that cannot be used.
+const RETRY: Backoff = Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
 impl Guard {
     /// A guard of set `set` that holds an empty answer for `grace` (zero:
@@ -150,6 +155,7 @@ impl Guard {
             wording,
             problems: Vec::new(),
             held_announced: false,
+            retries: RETRY.iter(),
         }
     }
 
@@ -168,6 +174,7 @@ impl Guard {
         destinations: Vec<Destination>,
         problems: Vec<String>,
     ) {
+        self.retries = RETRY.iter();
         let (name, set) = (out.metrics().name(), self.set);
         if problems != self.problems {
             for problem in &problems {
@@ -191,6 +198,34 @@ impl Guard {
             }
             Decision::Hold { .. } | Decision::Unchanged => {}
         }
+    }
+
+    /// A query that failed or gave an answer that cannot be used: reports
+    /// `err` through the source's one path (its log line and
+    /// `dsfeed_source_errors_total`), saying what becomes of the set, then
+    /// waits before the next try (longer after each failure, until an
+    /// answer is taken), emptying the set meanwhile if its grace runs out. `what` heads the log line ("Consul query failed");
+    /// `kind` is the error's label.
+    pub async fn failed<S: Guarded>(
+        &mut self,
+        source: &S,
+        out: &Publisher,
+        what: &str,
+        kind: &str,
+        err: &(dyn std::error::Error + Sync),
+    ) {
+        let delay = self.retries.next().expect("backoff delays never end");
+        let outcome = if self.has_published() {
+            "the set keeps its last destinations"
+        } else {
+            "the set waits for a first answer"
+        };
+        out.report(
+            kind,
+            err,
+            &format!("{what}, retrying in {delay:?}; {outcome}"),
+        );
+        self.meanwhile(source, out, tokio::time::sleep(delay)).await;
     }
 
     /// Publishes the set as held if nothing was published for it yet, once:

@@ -95,16 +95,3 @@ impl ConsulError {
         }
     }
 }
-
-/// The error and every cause under it on one line, since the cause (a
-/// refused connection, a bad certificate) is usually what the reader needs.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        cause = err.source();
-    }
-    text
-}

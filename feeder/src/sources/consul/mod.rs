@@ -70,15 +70,9 @@ pub use register::Registration;
 pub use spec::{DomainSpec, Health, RegisterSpec, RtpengineSpec, ServiceSpec};
 
 use crate::sources::hold::{Guard, Guarded, Wording};
-use dsfeed_model::Backoff;
-use error::chain;
 
 /// The shortest time between the starts of two queries for one service.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Retries after a failed query.
-const BACKOFF: Backoff =
-    Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
 /// How the empty-answer guard words the logs of a Consul service.
 const WORDING: Wording = Wording {
@@ -156,7 +150,6 @@ impl ConsulSource {
     /// instances are the best truth there is until Consul answers again.
     async fn watch(self: Box<Self>, out: Publisher) -> Result<(), Error> {
         let mut guard = Guard::new(self.grace, self.spec.set, WORDING);
-        let mut delays = BACKOFF.iter();
         let mut index = 0;
         let mut warned_no_index = false;
         let mut last_start: Option<Instant> = None;
@@ -170,27 +163,12 @@ impl ConsulSource {
             let reply = match guard.meanwhile(&*self, &out, query).await {
                 Ok(reply) => reply,
                 Err(err) => {
-                    let delay = delays.next().expect("backoff delays never end");
-                    let outcome = if guard.has_published() {
-                        "the set keeps its last instances"
-                    } else {
-                        "the set waits for Consul's first answer"
-                    };
-                    tracing::warn!(
-                        service = %self.spec,
-                        error = %chain(&err),
-                        kind = err.label(),
-                        retry_in = ?delay,
-                        "Consul query failed; {outcome}"
-                    );
-                    out.metrics().failure(err.label(), chain(&err));
                     guard
-                        .meanwhile(&*self, &out, tokio::time::sleep(delay))
+                        .failed(&*self, &out, "Consul query failed", err.label(), &err)
                         .await;
                     continue;
                 }
             };
-            delays = BACKOFF.iter();
             if reply.index.is_none() && !warned_no_index {
                 tracing::warn!(
                     service = %self.spec,
@@ -211,18 +189,10 @@ impl ConsulSource {
 
             if reply.filtered_by_acls {
                 // Instances hidden by ACLs are not gone: never publish this.
-                let delay = delays.next().expect("backoff delays never end");
                 let err = ConsulError::FilteredByAcls;
-                tracing::warn!(
-                    service = %self.spec,
-                    error = %err,
-                    retry_in = ?delay,
-                    "Consul answer not used; the set keeps its last instances"
-                );
-                out.metrics().failure(err.label(), &err);
                 guard.announce_held(&*self, &out).await;
                 guard
-                    .meanwhile(&*self, &out, tokio::time::sleep(delay))
+                    .failed(&*self, &out, "Consul answer not used", err.label(), &err)
                     .await;
                 continue;
             }

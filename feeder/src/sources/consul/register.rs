@@ -17,10 +17,11 @@ use serde_json::json;
 
 use super::args::ConsulArgs;
 use super::client::{ConsulClient, encode};
-use super::error::{ConsulError, chain};
+use super::error::ConsulError;
 use super::spec::RegisterSpec;
 use dsfeed_binrpc as binrpc;
 use dsfeed_model::Backoff;
+use dsfeed_model::error_chain;
 
 /// How long Consul keeps a service whose check stays critical.
 pub const DEREGISTER_AFTER: &str = "10m";
@@ -90,7 +91,7 @@ impl Registration {
                     }
                     Err(err) => tracing::warn!(
                         id = %self.id,
-                        error = %chain(&err),
+                        error = %error_chain(&err),
                         "cannot register in Consul; retrying"
                     ),
                 }
@@ -102,7 +103,7 @@ impl Registration {
                 if let Err(err) = self.client.put(&path, Bytes::from(update)).await {
                     tracing::warn!(
                         id = %self.id,
-                        error = %chain(&err),
+                        error = %error_chain(&err),
                         "cannot update the Consul check; registering again"
                     );
                     registered = false;
@@ -126,7 +127,7 @@ impl Registration {
             Ok(()) => tracing::info!(id = %self.id, "deregistered from Consul"),
             Err(err) => tracing::warn!(
                 id = %self.id,
-                error = %chain(&err),
+                error = %error_chain(&err),
                 "cannot deregister from Consul; it will expire after {DEREGISTER_AFTER}"
             ),
         }
@@ -145,7 +146,7 @@ impl Registration {
                 "passing",
                 format!("Kamailio answers core.version on {}", kamailio.addr()),
             ),
-            Err(err) => ("critical", chain(&err)),
+            Err(err) => ("critical", error_chain(&err)),
         }
     }
 }

@@ -34,7 +34,7 @@ use clap::Args;
 use crate::error::Error;
 use crate::sources::hold::{Guard, Guarded, Wording};
 use crate::sources::{Publisher, Source, SourceFuture};
-use dsfeed_model::{Backoff, Destination, SetMap};
+use dsfeed_model::{Destination, SetMap};
 
 pub mod resolver;
 pub mod spec;
@@ -53,10 +53,6 @@ pub const MAX_REFRESH: Duration = Duration::from_secs(300);
 /// How often an empty answer is asked again, so a name that comes back
 /// within the grace ends the wait.
 pub const EMPTY_REFRESH: Duration = Duration::from_secs(5);
-
-/// Retries after a failed lookup.
-const BACKOFF: Backoff =
-    Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
 /// How the empty-answer guard words the logs of an SRV name.
 const WORDING: Wording = Wording {
@@ -192,30 +188,17 @@ impl DnsSrvSource {
     /// answer is the best truth there is until the name server answers.
     async fn follow(self: Box<Self>, out: Publisher) -> Result<(), Error> {
         let mut guard = Guard::new(self.grace, self.spec.set, WORDING);
-        let mut delays = BACKOFF.iter();
         loop {
             let lookup = self.resolver.srv(&self.spec.name, self.spec.absolute);
             let found = match guard.meanwhile(&*self, &out, lookup).await {
                 Ok(found) => found,
                 Err(err) => {
-                    let delay = delays.next().expect("backoff delays never end");
-                    let outcome = if guard.has_published() {
-                        "the set keeps its last answer"
-                    } else {
-                        "the set waits for a first answer"
-                    };
-                    out.report(
-                        err.label(),
-                        &err,
-                        &format!("SRV lookup failed, retrying in {delay:?}; {outcome}"),
-                    );
                     guard
-                        .meanwhile(&*self, &out, tokio::time::sleep(delay))
+                        .failed(&*self, &out, "SRV lookup failed", err.label(), &err)
                         .await;
                     continue;
                 }
             };
-            delays = BACKOFF.iter();
             let (converted, refresh) = match found {
                 Lookup::Records(records) => {
                     let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0);
