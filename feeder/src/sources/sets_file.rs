@@ -359,28 +359,13 @@ struct SetKey(SetId);
 
 impl<'de> Deserialize<'de> for SetKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = SetKey;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a set id from 0 to 2147483647")
-            }
-            fn visit_u64<E: de::Error>(self, id: u64) -> Result<SetKey, E> {
-                validate_set_id(id).map(SetKey).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, id: i64) -> Result<SetKey, E> {
-                let id =
-                    u64::try_from(id).map_err(|_| E::custom(format!("set id {id} is negative")))?;
-                self.visit_u64(id)
-            }
-            fn visit_str<E: de::Error>(self, id: &str) -> Result<SetKey, E> {
-                let n = id.trim().parse().map_err(|_| {
-                    E::custom(format!("set id '{id}' is not a non-negative number"))
-                })?;
-                self.visit_u64(n)
-            }
-        }
-        deserializer.deserialize_any(Visitor)
+        let Scalar(id) = Scalar::deserialize(deserializer)?;
+        let id = id.trim().parse().map_err(|_| {
+            de::Error::custom(format!(
+                "set id '{id}' is not a number from 0 to 2147483647"
+            ))
+        })?;
+        validate_set_id(id).map(SetKey).map_err(de::Error::custom)
     }
 }
 
@@ -464,7 +449,7 @@ impl<'de> Deserialize<'de> for Attrs {
     }
 }
 
-/// An attr value: a string, number or boolean, as text.
+/// A scalar as text, whatever YAML made of it: an attr value or a set id.
 struct Scalar(String);
 
 impl<'de> Deserialize<'de> for Scalar {
@@ -473,7 +458,7 @@ impl<'de> Deserialize<'de> for Scalar {
         impl de::Visitor<'_> for Visitor {
             type Value = Scalar;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, number or boolean attr value")
+                f.write_str("a string, number or boolean")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
                 Ok(Scalar(v.to_owned()))
@@ -612,7 +597,7 @@ mod tests {
             ("set:\n  1: []", "unknown field `set`"),
             (
                 "sets:\n  x: []",
-                "set id 'x' is not a non-negative number at line 2",
+                "set id 'x' is not a number from 0 to 2147483647 at line 2",
             ),
             (
                 "sets:\n  1:\n    - uri: sip:a\n      attrs: 'a=1 b=2'",
@@ -629,7 +614,8 @@ mod tests {
             ),
             ("sets:\n  1:\n    - uri: sip:a\n      flags: 64", "flags 64"),
             ("sets:\n  1: []\n  '1': []", "set 1 is listed twice"),
-            ("sets:\n  -1: []", "set id -1 is negative"),
+            ("sets:\n  -1: []", "set id '-1' is not a number from 0"),
+            ("sets:\n  true: []", "set id 'true' is not a number from 0"),
             ("", "'sets' is missing or empty"),
             ("sets:", "'sets' is missing or empty"),
             ("sets:\n", "'sets' is missing or empty"),
