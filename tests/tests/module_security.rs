@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
 use dsfeed_model::pb;
-use dsfeed_tests::feeder::Feeder;
+use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::module::{WAIT, kamailio, status, status_until, uris};
 use dsfeed_tests::scripted::TestFeeder;
 use dsfeed_tests::{HarnessError, KamailioBuilder, eventually, replace_file};
@@ -161,14 +161,9 @@ async fn the_real_feeder_withholds_100000_destinations_with_an_error() {
     let socket = dir.path().join("feed.sock");
     let log = dir.path().join("dsfeed.log");
     let feeder = Feeder::start(
-        [
-            "--mode",
-            "grpc",
-            "--sets-file",
-            sets.to_str().unwrap(),
-            "--listen",
-            &format!("unix:{}", socket.display()),
-        ],
+        Args::new(&["--mode", "grpc"])
+            .sets_file(&sets)
+            .listen_unix(&socket),
         &log,
     );
     let kamailio = kamailio("")

@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use dsfeed_tests::fake_consul::{FakeConsul, Instance};
-use dsfeed_tests::feeder::{self, Feeder};
+use dsfeed_tests::feeder::{self, Args, Feeder};
 use dsfeed_tests::{Kamailio, eventually, replace_file, sets, until_loaded};
 use fake_kube::{FakeKube, endpoint_slice};
 use serde_json::json;
@@ -341,18 +341,11 @@ async fn metrics_say_what_each_kamailio_loaded() {
     let listen = format!("unix:{}", socket.display());
     let rpc = kamailio.ctl_unix().to_string();
     let _feeder = Feeder::start(
-        [
-            "--sets-file",
-            sets_file.to_str().unwrap(),
-            "-o",
-            kamailio.list_path().to_str().unwrap(),
-            "--rpc",
-            &rpc,
-            "--listen",
-            &listen,
-            "--http",
-            &http.to_string(),
-        ],
+        Args::default()
+            .sets_file(&sets_file)
+            .reloading(&kamailio)
+            .listen_unix(&socket)
+            .http(http),
         &dir.join("dsfeed.log"),
     );
     until_loaded(&kamailio, &sets(&[(1, &["sip:10.0.0.1:5060"])]), SETTLE).await;
