@@ -21,7 +21,7 @@ FEEDER_APT_PACKAGES := protobuf-compiler build-essential pkg-config curl ca-cert
 TEST_ROOT_SUITE := trixie
 KAMAILIO_TESTS := module_load module_apply module_feed module_e2e module_churn \
 	file_mode binrpc dispatcher consul_kamailio kubernetes modes single_writer faults \
-	module_security lists
+	module_security lists http_client
 
 # One cargo invocation for everything, so features unify the same way for
 # the demo, the tests and CI, and nothing is built twice.

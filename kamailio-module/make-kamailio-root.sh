@@ -1,6 +1,6 @@
 #!/bin/sh
 # Makes (once) a minimal Debian root with that suite's real kamailio
-# packages installed, for building dsfeed.so against another Kamailio than
+# packages installed (kamailio, its extra and utils modules), for building dsfeed.so against another Kamailio than
 # the host's and for running the real-Kamailio tests against it, and prints
 # the root's path.
 #
@@ -39,9 +39,17 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 roots=$cache/roots
 link=$roots/$suite
 
-# The Kamailio a finished root holds; empty if the root is incomplete.
+# What a root holds: Kamailio and the modules the tests load
+# (kamailio-utils-modules for http_client).
+packages="kamailio kamailio-extra-modules kamailio-utils-modules"
+
+# The Kamailio a finished root holds; empty if the root is incomplete or
+# lacks one of the packages (a root made before one was added is made
+# again).
 root_version() {
 	[ -f "$1/.dsfeed-root-complete" ] || return 0
+	# shellcheck disable=SC2086 # one word a package
+	dpkg-query --admindir="$1/var/lib/dpkg" -W $packages >/dev/null 2>&1 || return 0
 	dpkg-query --admindir="$1/var/lib/dpkg" -W -f='${Version}' kamailio 2>/dev/null || true
 }
 
@@ -72,7 +80,7 @@ work=$roots/.$suite.partial
 rm -rf "$work"
 echo "make-kamailio-root: debootstrap $suite from $mirror into $work (a minute or two)" >&2
 started=$(date +%s)
-if ! debootstrap --variant=minbase --include=kamailio,kamailio-extra-modules \
+if ! debootstrap --variant=minbase --include="$(printf %s "$packages" | tr ' ' ,)" \
 	"$suite" "$work" "$mirror" >"$roots/.$suite.debootstrap.log" 2>&1; then
 	tail -n 20 "$roots/.$suite.debootstrap.log" >&2
 	echo "make-kamailio-root: debootstrap failed; full log: $roots/.$suite.debootstrap.log" >&2

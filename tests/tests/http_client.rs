@@ -1,8 +1,8 @@
 //! The README's membership check from a Kamailio script, run as written:
 //! Kamailio's `http_client` asks the feeder's `/check/1/$siz:$sp` about
 //! each request's source and answers 200 (a member of set 1) or 403 (not,
-//! or no answer). On the host's Kamailio only: the Debian 13 root used for
-//! 6.0.1 carries no `kamailio-utils-modules`.
+//! or no answer). On both Kamailios (`make test`'s second pass runs it in
+//! the Debian 13 root, which carries `kamailio-utils-modules`).
 
 use std::net::{SocketAddr, UdpSocket};
 
