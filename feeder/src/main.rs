@@ -1,6 +1,6 @@
 //! The `dsfeed` binary: wiring only. Each piece lives in the library.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -28,6 +28,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr (`dsfeed ... 2>&1 | head`) loses log lines; its
+        // complaint would be a panic on a runtime worker.
+        .log_internal_errors(false)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("dsfeed: cannot start the async runtime: {err}");
+            say(format_args!("cannot start the async runtime: {err}"));
             return ExitCode::FAILURE;
         }
     };
@@ -54,8 +57,8 @@ fn main() -> ExitCode {
                 .map_err(Into::into),
             Some(Command::Healthcheck(args)) => dsfeed::healthcheck::check(args.http)
                 .await
-                .map(|status| println!("{status}"))
-                .map_err(anyhow::Error::msg),
+                .map_err(anyhow::Error::msg)
+                .and_then(|status| Ok(to_stdout(&format!("{status}\n"))?)),
             None if config.once => once(&config).await,
             None => daemon(&config).await,
         }
@@ -63,9 +66,26 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("dsfeed: {err:#}");
+            say(format_args!("{err:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Tells the operator on standard error, as `dsfeed: ...`. A closed
+/// stderr (`dsfeed ... 2>&1 | head`) loses the line but must not turn the
+/// exit status into a panic's.
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "dsfeed: {line}");
+}
+
+/// Writes `text` to standard output. A reader that stopped early
+/// (`dsfeed --once -o - | head`) wanted no more: that is no error.
+fn to_stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
     }
 }
 
@@ -74,18 +94,23 @@ fn main() -> ExitCode {
 async fn check(config: &Config, what: Check) -> ExitCode {
     let problems = dsfeed::check::problems(config, what).await;
     if problems.is_empty() {
-        println!("{}", dsfeed::check::summary(config));
-        println!("configuration OK");
-        return ExitCode::SUCCESS;
+        let summary = dsfeed::check::summary(config);
+        return match to_stdout(&format!("{summary}\nconfiguration OK\n")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                say(format_args!("cannot write the summary: {err}"));
+                ExitCode::FAILURE
+            }
+        };
     }
     for problem in &problems {
-        eprintln!("dsfeed: {problem}");
+        say(format_args!("{problem}"));
     }
     let plural = if problems.len() == 1 { "" } else { "s" };
-    eprintln!(
-        "dsfeed: configuration not usable ({} problem{plural})",
+    say(format_args!(
+        "configuration not usable ({} problem{plural})",
         problems.len()
-    );
+    ));
     ExitCode::from(2)
 }
 
@@ -185,7 +210,7 @@ async fn once(config: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     if config.writes_stdout() {
-        print!("{}", snapshot.to_dispatcher_list());
+        to_stdout(&snapshot.to_dispatcher_list()).context("cannot write the list to stdout")?;
     } else {
         let writer = ListWriter::new(config.output.clone());
         writer.remove_stale();
