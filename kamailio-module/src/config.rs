@@ -236,8 +236,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The feeders as the `feeder` parameter lists them, for messages that
-    /// name no single one.
+    /// The `feeder` parameter as understood: every address, comma-separated,
+    /// for the log at start, `dsfeed.status`'s `feeders` and errors that
+    /// name no single feeder.
     pub fn feeder_list(&self) -> String {
         let all: Vec<String> = self.feeders.iter().map(ToString::to_string).collect();
         all.join(",")

@@ -370,6 +370,40 @@ mod tests {
         assert!(held.to_string().contains("held sets {2, 3}"), "{held}");
     }
 
+    /// Versions are compared across feeders, replicas and releases: a
+    /// change of what is hashed, however small, makes every Kamailio
+    /// re-apply its sets once and two feeders of different releases
+    /// disagree. Any change here must be deliberate.
+    #[test]
+    fn the_version_of_known_content_never_changes() {
+        use crate::relay::Relay;
+        let sets = SetMap::from([
+            (1, vec![dest("sip:a:5060", 0), dest("sip:b:5080", 5)]),
+            (2, vec![]),
+        ]);
+        assert_eq!(Snapshot::new(sets.clone()).version(), "291a158386dc166b");
+        let mut lists = Lists::default();
+        lists.rtpengine.insert(
+            1,
+            vec![
+                Relay::parse_target("10.0.0.1").unwrap(),
+                Relay::parse_target("udp6:[2001:db8::1]:2223").unwrap(),
+            ],
+        );
+        lists.held_rtpengine.insert(4);
+        lists.domains.insert(
+            String::new(),
+            BTreeSet::from(["sip.example.com".to_owned()]),
+        );
+        lists.domains.insert(
+            "tenant-1".to_owned(),
+            BTreeSet::from(["a.example.com".to_owned(), "b.example.com".to_owned()]),
+        );
+        lists.held_domains.insert("tenant-2".to_owned());
+        let full = Snapshot::with_lists(sets, BTreeSet::from([3]), lists);
+        assert_eq!(full.version(), "b9408156afeb11d6");
+    }
+
     #[test]
     fn lists_change_the_version_only_for_who_asks_for_them() {
         use crate::relay::Relay;

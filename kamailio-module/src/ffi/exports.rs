@@ -225,7 +225,7 @@ fn init() -> Result<(), InitError> {
     }
     log::info!(
         "feeder {} as node {:?}, sets {}, min_swap_interval {:?}{}",
-        feeder_list(&config),
+        config.feeder_list(),
         config.node_id,
         if config.sets.is_empty() {
             "all".to_owned()
@@ -372,7 +372,7 @@ fn status_reply(reply: &Reply<'_>) {
     top.str("state", status.state.as_str());
     top.int("connected", i64::from(status.state == LinkState::Connected));
     // The feeder in use (or being tried), and the list it is taken from.
-    let feeders = feeder_list(config);
+    let feeders = config.feeder_list();
     let current = match status.feeder.as_str() {
         "" => config.feeders[0].to_string(),
         current => current.to_owned(),
@@ -401,12 +401,6 @@ fn status_reply(reply: &Reply<'_>) {
         saturating(config.min_swap_interval.as_millis() as u64),
     );
     top.int("list_file_sync", i64::from(module.list_file.is_some()));
-}
-
-/// The `feeder` parameter as understood: every address, comma-separated.
-fn feeder_list(config: &Config) -> String {
-    let all: Vec<String> = config.feeders.iter().map(ToString::to_string).collect();
-    all.join(",")
 }
 
 fn add_sets(sets: &Struct<'_>, status: &Status) {
