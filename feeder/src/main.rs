@@ -58,7 +58,9 @@ fn main() -> ExitCode {
             Some(Command::Healthcheck(args)) => dsfeed::healthcheck::check(args.http)
                 .await
                 .map_err(anyhow::Error::msg)
-                .and_then(|status| Ok(to_stdout(&format!("{status}\n"))?)),
+                .and_then(|status| {
+                    to_stdout(&format!("{status}\n")).context("cannot write the answer")
+                }),
             None if config.once => once(&config).await,
             None => daemon(&config).await,
         }

@@ -131,6 +131,11 @@ pub async fn run(args: &WatchArgs, out: &mut (impl Write + Send)) -> Result<(), 
                 code: Code::Unavailable,
                 message: "closed with no error".into(),
             },
+            // Whoever read the snapshots stopped (`dsfeed watch | head`):
+            // they had what they wanted.
+            Err(Error::Write { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(());
+            }
             Err(err) => err,
         };
         if args.once || is_final(&err) {

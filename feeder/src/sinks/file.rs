@@ -138,11 +138,11 @@ impl FileSink {
         self
     }
 
-    /// Runs until the hub goes away, then returns `Ok`: a failed write or
-    /// reload is retried, never fatal. While a reload waits (pacing, a
+    /// Runs until the hub goes away: a failed write or reload is retried,
+    /// never fatal. While a reload waits (pacing, a
     /// retry, Kamailio not answering), a newer snapshot replaces the
     /// pending one.
-    pub async fn deliver(mut self, mut snapshots: Snapshots) -> Result<(), Error> {
+    pub async fn deliver(mut self, mut snapshots: Snapshots) {
         self.writer.remove_stale();
         // Reload at start even when the file on disk is already current: a
         // previous run may have written it without Kamailio loading it.
@@ -152,7 +152,7 @@ impl FileSink {
         let mut reload_failures = self.backoff.iter();
         loop {
             let Some(snapshot) = snapshots.due(&mut retry_at).await else {
-                return Ok(());
+                return;
             };
             let applier = match &self.reload {
                 Some(client) => applier(client).await,
@@ -164,7 +164,7 @@ impl FileSink {
                 reload_due = true;
                 self.metrics.stepped_aside();
                 if !snapshots.pause(tokio::time::sleep(MODULE_RECHECK)).await {
-                    return Ok(());
+                    return;
                 }
                 continue;
             }
@@ -196,7 +196,7 @@ impl FileSink {
             };
             if let Some(pause) = pause {
                 if !snapshots.pause(pause).await {
-                    return Ok(());
+                    return;
                 }
                 continue;
             }
@@ -214,7 +214,7 @@ impl FileSink {
                 }
             }
             if !snapshots.changed().await {
-                return Ok(());
+                return;
             }
         }
     }
@@ -294,7 +294,7 @@ impl Sink for FileSink {
     }
 
     fn run(self: Box<Self>, snapshots: Snapshots) -> SinkFuture {
-        Box::pin(self.deliver(snapshots))
+        super::infallible(self.deliver(snapshots))
     }
 }
 

@@ -36,6 +36,15 @@ pub type SnapshotRx = tokio::sync::watch::Receiver<Option<Arc<Snapshot>>>;
 /// The future a sink runs as.
 pub type SinkFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
 
+/// The [`SinkFuture`] of a sink that cannot fail, one that retries
+/// everything on its own and ends only when the hub shuts down.
+pub fn infallible(delivery: impl Future<Output = ()> + Send + 'static) -> SinkFuture {
+    Box::pin(async move {
+        delivery.await;
+        Ok(())
+    })
+}
+
 /// One destination of snapshots.
 ///
 /// The hub calls [`Sink::run`] once, on a task of its own, before any

@@ -75,11 +75,11 @@ impl TableSink {
         self
     }
 
-    /// Runs until the hub goes away, then returns `Ok`: a failed write or
-    /// reload is retried, never fatal. While a reload waits (pacing, a
+    /// Runs until the hub goes away: a failed write or reload is retried,
+    /// never fatal. While a reload waits (pacing, a
     /// refusal, Kamailio not answering), a newer snapshot replaces the
     /// pending one.
-    async fn deliver(self, mut snapshots: Snapshots) -> Result<(), Error> {
+    async fn deliver(self, mut snapshots: Snapshots) {
         self.writer.remove_stale();
         // Reload at start even when the file is already current: a previous
         // run may have written it without Kamailio loading it.
@@ -89,7 +89,7 @@ impl TableSink {
         let method = self.writer.module().reload_method();
         loop {
             let Some(snapshot) = snapshots.due(&mut retry.at).await else {
-                return Ok(());
+                return;
             };
             match self.writer.write(&snapshot) {
                 Ok(wrote) => {
@@ -106,7 +106,7 @@ impl TableSink {
             if let (true, Some(client)) = (reload_due, &self.reload) {
                 if let Some(at) = pacing.wait_until() {
                     if !snapshots.pause(tokio::time::sleep_until(at)).await {
-                        return Ok(());
+                        return;
                     }
                     continue;
                 }
@@ -133,7 +133,7 @@ impl TableSink {
                 }
             }
             if !snapshots.changed().await {
-                return Ok(());
+                return;
             }
         }
     }
@@ -180,7 +180,7 @@ impl Sink for TableSink {
     }
 
     fn run(self: Box<Self>, snapshots: Snapshots) -> SinkFuture {
-        Box::pin(self.deliver(snapshots))
+        super::infallible(self.deliver(snapshots))
     }
 }
 
@@ -392,7 +392,7 @@ mod tests {
         }
         // Accepted: no further reload until the table changes.
         drop(tx);
-        running.await.unwrap().unwrap();
+        running.await.unwrap();
         assert_eq!(reloads.load(Ordering::SeqCst), 3);
         let text = metrics.render(None, &[]);
         for (outcome, n) in [("throttled", 2), ("loaded", 1)] {
