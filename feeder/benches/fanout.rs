@@ -23,8 +23,9 @@ use tokio::sync::mpsc;
 /// changes each round.
 const FILTERS: &[&[u32]] = &[&[], &[1], &[1, 2], &[1, 3, 4]];
 
-/// Destinations per snapshot (all four sets), in the order they are run.
-const SIZES: [usize; 2] = [10, 10_000];
+/// Destinations per snapshot (all four sets), in the order they are run,
+/// with how the report writes them.
+const SIZES: [(usize, &str); 2] = [(10, "10"), (10_000, "10,000")];
 
 /// Four sets of `total` destinations between them; set 1's first one is
 /// the one only `round` has.
@@ -149,7 +150,7 @@ async fn main() {
     let file = SetsFile {
         path: dir.path().join("sets.yaml"),
     };
-    file.write_text(&sets_text(0, SIZES[0]).0);
+    file.write_text(&sets_text(0, SIZES[0].0).0);
     let tcp = free_addr();
     let args = Args::default().sets_file(&file.path);
     let feeder = Feeder::serving(
@@ -195,56 +196,48 @@ async fn main() {
     // Each size in turn, and the feeder's memory once its rounds are done.
     let mut round = 0;
     let mut runs = Vec::with_capacity(SIZES.len());
-    for (size, n) in SIZES.into_iter().zip([small_rounds, big_rounds]) {
+    for ((size, label), n) in SIZES.into_iter().zip([small_rounds, big_rounds]) {
         let acks = rounds(&file, &mut reports, clients, n, size, &mut round).await;
-        runs.push((size, n, acks, feeder.rss_kib()));
+        runs.push((label, n, acks, feeder.rss_kib()));
     }
-    let [(_, _, small, rss_small), (_, _, big, rss_big)] = &runs[..] else {
-        unreachable!("one run per size");
-    };
     let rss_peak = vm_kib(feeder.pid(), "VmHWM:");
     for task in tasks {
         task.abort();
     }
 
     let section = format!("fan-out: one-destination change -> {clients} clients' ACKs");
-    for (size, n, acks, _) in &runs {
+    for (label, n, acks, _) in &runs {
         for p in [50.0, 99.0] {
             report.versus_ms(
                 &section,
-                &format!("{size} destinations: last ACK, p{p:.0} of {n}"),
+                &format!("{label} destinations: last ACK, p{p:.0} of {n}"),
                 percentile(&acks.last, p),
                 "first client's ACK (the floor)",
                 percentile(&acks.first, p),
             );
         }
     }
+    let ((small, _, small_acks, _), (big, _, big_acks, _)) = (&runs[0], &runs[runs.len() - 1]);
     report.versus_ms(
         &section,
-        "10,000 vs 10 destinations: last ACK, p50",
-        percentile(&big.last, 50.0),
-        "10 destinations",
-        percentile(&small.last, 50.0),
+        &format!("{big} vs {small} destinations: last ACK, p50"),
+        percentile(&big_acks.last, 50.0),
+        &format!("{small} destinations"),
+        percentile(&small_acks.last, 50.0),
     );
     let mib = |kib: u64| kib as f64 / 1024.0;
     let against = "the same feeder idle, no client";
     let memory = "memory: feeder RSS";
-    report.versus(
-        memory,
-        &format!("{clients} clients, 10 destinations"),
-        "MiB",
-        mib(*rss_small),
-        against,
-        mib(rss_idle),
-    );
-    report.versus(
-        memory,
-        &format!("{clients} clients, 10,000 destinations"),
-        "MiB",
-        mib(*rss_big),
-        against,
-        mib(rss_idle),
-    );
+    for (label, _, _, rss) in &runs {
+        report.versus(
+            memory,
+            &format!("{clients} clients, {label} destinations"),
+            "MiB",
+            mib(*rss),
+            against,
+            mib(rss_idle),
+        );
+    }
     report.versus(
         memory,
         &format!("{clients} clients connected, first sync"),
