@@ -223,9 +223,10 @@ mod tests {
     #[test]
     fn options_set_flags_priority_and_attrs() {
         let set = parse("voice:asterisk=3:sip,flags=8,priority=10,attrs=weight=50;duid=a");
-        assert_eq!(set.defaults.flags, Some(8));
-        assert_eq!(set.defaults.priority, Some(10));
-        assert_eq!(set.defaults.attrs.as_deref(), Some("weight=50;duid=a"));
+        assert_eq!(set.defaults.given_flags(), Some(8));
+        assert_eq!(set.defaults.given_priority(), Some(10));
+        assert_eq!(set.defaults.given_attrs(), Some("weight=50;duid=a"));
+        assert_eq!(parse("asterisk=3").defaults.given_flags(), None);
     }
 
     #[test]
