@@ -4,17 +4,19 @@
 
 use dsfeed_model::{Destination, InvalidDestination};
 
-/// What a discovery flag gives every destination of its set. Each value is
-/// `None` when the flag leaves it out, so that another source of it (a
-/// Kubernetes annotation) can give it; otherwise it is 0 or empty.
+/// What a discovery flag gives every destination of its set. A value the
+/// flag leaves out is kept as `None`, so that another source of it (a
+/// Kubernetes annotation) can give it: [`Defaults::given_flags`] and the
+/// like return each value as given, `None` included; [`Defaults::flags`]
+/// and the like read `None` as 0 or empty, the value a destination gets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Defaults {
     /// Dispatcher flags, as `--set` gives them.
-    pub flags: Option<u32>,
+    flags: Option<u32>,
     /// Dispatcher priority.
-    pub priority: Option<u32>,
+    priority: Option<u32>,
     /// Attrs, `k=v;k=v`.
-    pub attrs: Option<String>,
+    attrs: Option<String>,
 }
 
 impl Defaults {
@@ -56,6 +58,21 @@ impl Defaults {
         self.attrs.as_deref().unwrap_or_default()
     }
 
+    /// The flags if the flag gives them.
+    pub fn given_flags(&self) -> Option<u32> {
+        self.flags
+    }
+
+    /// The priority if the flag gives one.
+    pub fn given_priority(&self) -> Option<u32> {
+        self.priority
+    }
+
+    /// The attrs if the flag gives them.
+    pub fn given_attrs(&self) -> Option<&str> {
+        self.attrs.as_deref()
+    }
+
     /// Checks the values the way Kamailio's loader would read them, so a
     /// flag Kamailio would misread is refused at start.
     pub fn check(&self) -> Result<(), InvalidDestination> {
@@ -77,6 +94,10 @@ mod tests {
     fn options_are_taken_and_others_left() {
         let mut defaults = Defaults::default();
         assert!(defaults.is_empty());
+        assert_eq!(
+            (defaults.given_flags(), defaults.flags(), defaults.attrs()),
+            (None, 0, "")
+        );
         for (key, value) in [("flags", "8"), ("priority", "10"), ("attrs", "duid=a")] {
             assert_eq!(defaults.take(key, value), Ok(true), "{key}");
         }
@@ -84,6 +105,10 @@ mod tests {
         assert_eq!(
             (defaults.flags(), defaults.priority(), defaults.attrs()),
             (8, 10, "duid=a")
+        );
+        assert_eq!(
+            (defaults.given_priority(), defaults.given_attrs()),
+            (Some(10), Some("duid=a"))
         );
         assert!(!defaults.is_empty());
         assert!(defaults.check().is_ok());

@@ -1,5 +1,6 @@
-//! The empty-answer guard, for any source whose upstream can answer
-//! "nothing" by mistake: what to publish after each answer.
+//! What a source that follows one set through a fallible upstream does
+//! after each answer and each failure: the empty-answer guard, and the
+//! paced retries.
 //!
 //! A Consul agent that restarts answers for a moment as if no instance were
 //! registered, and consul-template renders that as an empty list; a DNS
@@ -11,6 +12,12 @@
 //! source publishes the set as held
 //! ([`Publisher::publish_holding`](crate::sources::Publisher::publish_holding)),
 //! so Kamailio keeps what it has.
+//!
+//! A query that fails, or an answer that cannot be used, changes nothing:
+//! it is reported (logged and counted in `dsfeed_source_errors_total`) and
+//! the next try waits, longer after each failure in a row (500 ms doubling
+//! to 30 s), so an upstream that is down is not hammered; the first answer
+//! taken starts the waits over.
 //!
 //! A source that follows one set drives it all through a [`Guard`], given
 //! the words of its logs ([`Wording`]), and only says how it publishes
@@ -142,7 +149,8 @@ pub struct Guard {
     retries: Delays,
 }
 
-/// Retries after a failed query or an answer that cannot be used.
+/// Retries after a failed query or an answer that cannot be used: 500 ms
+/// doubling to 30 s, each less up to half of itself at random.
 const RETRY: Backoff = Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
 impl Guard {
@@ -157,11 +165,6 @@ impl Guard {
             held_announced: false,
             retries: RETRY.iter(),
         }
-    }
-
-    /// Whether the hub has content for this set yet (a held set is none).
-    pub fn has_published(&self) -> bool {
-        self.holder.has_published()
     }
 
     /// Takes one answer's destinations and problems: logs the problems when
@@ -204,8 +207,9 @@ impl Guard {
     /// `err` through the source's one path (its log line and
     /// `dsfeed_source_errors_total`), saying what becomes of the set, then
     /// waits before the next try (longer after each failure, until an
-    /// answer is taken), emptying the set meanwhile if its grace runs out. `what` heads the log line ("Consul query failed");
-    /// `kind` is the error's label.
+    /// answer is taken), emptying the set meanwhile if its grace runs out.
+    /// `what` heads the log line ("Consul query failed"); `kind` is the
+    /// error's label.
     pub async fn failed<S: Guarded>(
         &mut self,
         source: &S,
@@ -215,7 +219,7 @@ impl Guard {
         err: &(dyn std::error::Error + Sync),
     ) {
         let delay = self.retries.next().expect("backoff delays never end");
-        let outcome = if self.has_published() {
+        let outcome = if self.holder.has_published() {
             "the set keeps its last destinations"
         } else {
             "the set waits for a first answer"
@@ -333,6 +337,40 @@ mod tests {
             back.observe(dests(&["a"]), t0),
             Decision::Publish(dests(&["a"]))
         );
+    }
+
+    /// A source that publishes nowhere: the retry test watches the waits only.
+    struct Quiet;
+
+    impl Guarded for Quiet {
+        async fn publish(&self, _: &Publisher, _: Vec<Destination>) {}
+        async fn publish_held(&self, _: &Publisher) {}
+    }
+
+    #[tokio::test]
+    async fn retries_wait_longer_until_an_answer_is_taken() {
+        let (tx, _views) = tokio::sync::mpsc::channel(1);
+        let metrics = crate::metrics::Metrics::new().source("test");
+        let out = Publisher::new(0, metrics, tx);
+        let wording = Wording {
+            changed: "changed",
+            holding: "holding",
+            emptied: "emptied",
+        };
+        let mut guard = Guard::new(GRACE, 1, wording);
+        let err = std::io::Error::other("refused");
+        // Each failure takes its wait from the sequence, then sleeps it; a
+        // zero timeout stops it at the sleep, so no test time passes.
+        for _ in 0..3 {
+            let failed = guard.failed(&Quiet, &out, "query failed", "test", &err);
+            let _ = tokio::time::timeout(Duration::ZERO, failed).await;
+        }
+        // 500 ms doubled three times, less up to half of itself.
+        let fourth = guard.retries.next().unwrap();
+        assert!(fourth > Duration::from_millis(2000), "{fourth:?}");
+        guard.answer(&Quiet, &out, dests(&["a"]), vec![]).await;
+        let first = guard.retries.next().unwrap();
+        assert!(first <= Duration::from_millis(500), "{first:?}");
     }
 
     #[test]

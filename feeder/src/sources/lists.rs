@@ -2,6 +2,11 @@
 //! set, or SIP domains. Kubernetes and Consul find endpoints the same way
 //! whatever they feed; this turns their destinations into the list asked
 //! for, so each source keeps one discovery path and one hold rule.
+//!
+//! It also holds what their domain flags (`--domain-set`, `--consul-domain`)
+//! share: the [`Domains`] they read into, and [`split_domain`] for the
+//! `NAME[=DID]` they start with; each source reads the service name and
+//! words its errors itself.
 
 use std::collections::BTreeSet;
 
@@ -89,28 +94,12 @@ pub struct Domains<S> {
     pub did: String,
 }
 
-impl<S> Domains<S> {
-    /// Reads `NAME[=DID][,OPTION...]`: the did, checked (`bad_did` makes
-    /// its error), and the service as `service` reads the set flag
-    /// `NAME=0[,OPTION...]`, whose text it is given; the set id does not
-    /// matter for domains.
-    pub fn parse<E>(
-        s: &str,
-        service: impl FnOnce(&str) -> Result<S, E>,
-        bad_did: impl FnOnce(InvalidDomain) -> E,
-    ) -> Result<Self, E> {
-        let (head, options) = s.split_once(',').map_or((s, None), |(h, o)| (h, Some(o)));
-        let (name, did_part) = head.split_once('=').unwrap_or((head, ""));
-        let did = did(did_part).map_err(bad_did)?;
-        let as_service = match options {
-            Some(options) => format!("{name}=0,{options}"),
-            None => format!("{name}=0"),
-        };
-        Ok(Domains {
-            service: service(&as_service)?,
-            did,
-        })
-    }
+/// Splits the `NAME[=DID]` that starts a domain flag (the part before any
+/// `,`) into the service name, for the source to read, and the did,
+/// checked.
+pub fn split_domain(head: &str) -> Result<(&str, String), InvalidDomain> {
+    let (name, did_part) = head.split_once('=').unwrap_or((head, ""));
+    Ok((name, did(did_part)?))
 }
 
 #[cfg(test)]
@@ -150,6 +139,16 @@ mod tests {
         let (kept, lists) = Feeds::Dispatcher.view(sets(), |_| {});
         assert_eq!(kept, sets());
         assert!(lists.is_empty());
+    }
+
+    #[test]
+    fn a_domain_flag_splits_into_service_and_did() {
+        assert_eq!(
+            split_domain("edge:sbc=t-1").unwrap(),
+            ("edge:sbc", "t-1".into())
+        );
+        assert_eq!(split_domain("sbc").unwrap(), ("sbc", String::new()));
+        assert!(split_domain("sbc=a:b").is_err());
     }
 
     #[test]

@@ -99,8 +99,8 @@ impl Publisher {
 
     /// Reports an error of any type the source recovers from, as `kind` (a
     /// short, stable label such as `dns_timeout`): logged as a warning with
-    /// its causes and `consequence` (what happens now, such as "the set
-    /// keeps its last answer"), counted in
+    /// its causes and `consequence` (what happens now, such as "sets file
+    /// invalid; keeping the last good sets"), counted in
     /// `dsfeed_source_errors_total{source, kind}`, and kept as the source's
     /// last error for `--once` to name if the source never syncs.
     pub fn report(&self, kind: &str, err: &dyn std::error::Error, consequence: &str) {

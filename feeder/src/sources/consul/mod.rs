@@ -171,7 +171,7 @@ impl ConsulSource {
             };
             if reply.index.is_none() && !warned_no_index {
                 tracing::warn!(
-                    service = %self.spec,
+                    source = out.metrics().name(),
                     "Consul's answer has no X-Consul-Index; polling every {MIN_INTERVAL:?} instead of blocking"
                 );
             }
@@ -179,7 +179,7 @@ impl ConsulSource {
             let next = next_index(index, reply.index);
             if next == 0 {
                 tracing::info!(
-                    service = %self.spec,
+                    source = out.metrics().name(),
                     from = index,
                     to = reply.index,
                     "Consul's index went backwards; reading the service again"
@@ -210,7 +210,7 @@ impl Guarded for ConsulSource {
     async fn publish(&self, out: &Publisher, dests: Vec<Destination>) {
         let sets = SetMap::from([(self.spec.set, dests)]);
         let (sets, lists) = self.feeds.view(sets, |problem| {
-            tracing::warn!(service = %self.spec, "instance dropped: {problem}");
+            tracing::warn!(source = out.metrics().name(), "instance dropped: {problem}");
         });
         out.publish_view(sets, BTreeSet::new(), lists).await;
     }

@@ -9,7 +9,7 @@ use dsfeed_model::SetId;
 
 use crate::flag;
 use crate::sources::defaults::Defaults;
-use crate::sources::lists::Domains;
+use crate::sources::lists::{Domains, split_domain};
 
 /// Which instances count as healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,35 +42,66 @@ impl FromStr for ServiceSpec {
     /// Parses `NAME=ID[:PORT][,tag=TAG...][,dc=DC][,health=passing|warning]`
     /// `[,flags=N][,priority=N][,attrs=K=V;...]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = "expected NAME=ID[:PORT][,tag=TAG][,dc=DATACENTER][,health=warning][,flags=N][,priority=N][,attrs=K=V;K=V]";
+        ServiceSpec::read(
+            s,
+            "expected NAME=ID[:PORT][,tag=TAG][,dc=DATACENTER][,health=warning][,flags=N][,priority=N][,attrs=K=V;K=V]",
+        )
+    }
+}
+
+impl ServiceSpec {
+    /// Reads flag `s`, `NAME=ID[:PORT][,OPTION...]`; `usage`, the flag's
+    /// own syntax, ends the errors about its shape.
+    fn read(s: &str, usage: &str) -> Result<Self, String> {
         let bad = |reason: String| format!("'{s}': {reason}; {usage}");
         let (name, rest) = s.split_once('=').ok_or_else(|| format!("'{s}': {usage}"))?;
-        check_name(s, name).map_err(|e| format!("{e}; {usage}"))?;
+        let mut spec = ServiceSpec::named(s, name).map_err(|e| format!("{e}; {usage}"))?;
         let mut parts = rest.split(',');
         let (set, port) = flag::set_target(parts.next().unwrap_or_default()).map_err(bad)?;
-        let port = port.map(flag::port).transpose().map_err(bad)?;
-        let mut spec = ServiceSpec {
+        spec.set = set;
+        spec.port = port.map(flag::port).transpose().map_err(bad)?;
+        spec.take_options(s, parts, usage)?;
+        Ok(spec)
+    }
+
+    /// Service `name` of flag `s`, checked, as set 0 with no options: where
+    /// every flag that follows a service starts (set ids do not matter for
+    /// domains).
+    fn named(s: &str, name: &str) -> Result<Self, String> {
+        check_name(s, name)?;
+        Ok(ServiceSpec {
             name: name.to_owned(),
-            set,
-            port,
+            set: 0,
+            port: None,
             tags: Vec::new(),
             datacenter: None,
             health: Health::Passing,
             defaults: Defaults::default(),
-        };
-        for (key, value) in flag::options(parts).map_err(bad)? {
+        })
+    }
+
+    /// Takes the `,KEY=VALUE` options of flag `s`, and checks the
+    /// dispatcher ones as Kamailio would read them.
+    fn take_options<'a>(
+        &mut self,
+        s: &str,
+        options: impl Iterator<Item = &'a str>,
+        usage: &str,
+    ) -> Result<(), String> {
+        let options = flag::options(options).map_err(|e| format!("'{s}': {e}; {usage}"))?;
+        for (key, value) in options {
             let given = |reason| format!("'{s}': {reason}");
-            if spec.defaults.take(key, value).map_err(given)? {
+            if self.defaults.take(key, value).map_err(given)? {
                 continue;
             }
             match key {
-                "tag" => spec.tags.push(value.to_owned()),
-                "dc" if spec.datacenter.is_some() => {
+                "tag" => self.tags.push(value.to_owned()),
+                "dc" if self.datacenter.is_some() => {
                     return Err(format!("'{s}': dc is given twice"));
                 }
-                "dc" => spec.datacenter = Some(value.to_owned()),
+                "dc" => self.datacenter = Some(value.to_owned()),
                 "health" => {
-                    spec.health = match value {
+                    self.health = match value {
                         "passing" => Health::Passing,
                         "warning" => Health::Warning,
                         other => {
@@ -87,8 +118,7 @@ impl FromStr for ServiceSpec {
                 }
             }
         }
-        spec.defaults.check().map_err(|e| format!("'{s}': {e}"))?;
-        Ok(spec)
+        self.defaults.check().map_err(|e| format!("'{s}': {e}"))
     }
 }
 
@@ -119,7 +149,8 @@ impl FromStr for RtpengineSpec {
 
     /// Parses `NAME=ID[:PORT][,tag=TAG...][,dc=DC][,health=passing|warning]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut service: ServiceSpec = s.parse().map_err(|e: String| discovery_usage(&e))?;
+        let usage = "expected NAME=ID[:PORT][,tag=TAG][,dc=DATACENTER][,health=warning]";
+        let mut service = ServiceSpec::read(s, usage)?;
         only_discovery_options(s, &service)?;
         service
             .port
@@ -137,25 +168,15 @@ impl FromStr for DomainSpec {
 
     /// Parses `NAME[=DID][,tag=TAG...][,dc=DC][,health=passing|warning]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let domains = Domains::parse(
-            s,
-            |as_service| {
-                as_service.parse().map_err(|e: String| {
-                    discovery_usage(&e.replace(as_service, s))
-                        .replace("NAME=ID[:PORT]", "NAME[=DID]")
-                })
-            },
-            |e| format!("'{s}': {e}"),
-        )?;
-        only_discovery_options(s, &domains.service)?;
-        Ok(domains)
+        let usage = "expected NAME[=DID][,tag=TAG][,dc=DATACENTER][,health=warning]";
+        let mut parts = s.split(',');
+        let (name, did) =
+            split_domain(parts.next().unwrap_or_default()).map_err(|e| format!("'{s}': {e}"))?;
+        let mut service = ServiceSpec::named(s, name).map_err(|e| format!("{e}; {usage}"))?;
+        service.take_options(s, parts, usage)?;
+        only_discovery_options(s, &service)?;
+        Ok(Domains { service, did })
     }
-}
-
-/// A `--consul-service` error as the usage of a flag that takes no
-/// dispatcher options.
-fn discovery_usage(error: &str) -> String {
-    error.replace("[,flags=N][,priority=N][,attrs=K=V;K=V]", "")
 }
 
 /// Refuses the dispatcher-only options (flags, priority, attrs) in a flag
@@ -307,6 +328,36 @@ mod tests {
             ("asterisk=1,flags=x", "flags 'x' is not a number"),
             ("asterisk=1,priority=-1", "priority '-1' is not a number"),
             ("asterisk=1,attrs=a=b#c", "attrs"),
+        ]);
+    }
+
+    #[test]
+    fn rtpengine_and_domain_specs_take_no_dispatcher_options() {
+        let rtpengine: RtpengineSpec = "rtpengine=1,tag=media".parse().unwrap();
+        assert_eq!(rtpengine.service.port, Some(22222));
+        let domains: DomainSpec = "sbc=edge,dc=dc2,tag=a".parse().unwrap();
+        assert_eq!(
+            (domains.service.name.as_str(), domains.did.as_str()),
+            ("sbc", "edge")
+        );
+        assert_eq!(domains.service.datacenter.as_deref(), Some("dc2"));
+        assert_eq!("sbc".parse::<DomainSpec>().unwrap().did, "");
+        assert_eq!(
+            "rtp".parse::<RtpengineSpec>().unwrap_err(),
+            "'rtp': expected NAME=ID[:PORT][,tag=TAG][,dc=DATACENTER][,health=warning]"
+        );
+        assert_refused::<RtpengineSpec>(&[("rtp=1,flags=4", "'rtp=1,flags=4': flags, priority")]);
+        assert_refused::<DomainSpec>(&[
+            ("sbc=a:b", "'sbc=a:b': domain 'a:b'"),
+            (
+                "s/b",
+                "'s/b': service name 's/b' contains '/' (Consul service names are letters, digits, '-', '_' and '.'); expected NAME[=DID][,tag=TAG][,dc=DATACENTER][,health=warning]",
+            ),
+            (
+                "sbc,tag",
+                "'sbc,tag': option 'tag' is not KEY=VALUE; expected NAME[=DID][,tag=TAG]",
+            ),
+            ("sbc,priority=3", "'sbc,priority=3': flags, priority"),
         ]);
     }
 

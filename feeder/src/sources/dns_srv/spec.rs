@@ -51,18 +51,13 @@ impl FromStr for SrvSpec {
             defaults: Defaults::default(),
         };
         for (key, value) in flag::options(parts).map_err(bad)? {
-            match key {
-                "priority" => {
-                    return Err(bad(
-                        "the priority comes from each SRV record's priority, not the flag".into(),
-                    ));
-                }
-                _ if spec.defaults.take(key, value).map_err(bad)? => {}
-                other => {
-                    return Err(bad(format!(
-                        "unknown option '{other}' (known: flags, attrs)"
-                    )));
-                }
+            if key == "priority" {
+                return Err(bad(
+                    "the priority comes from each SRV record's priority, not the flag".into(),
+                ));
+            }
+            if !spec.defaults.take(key, value).map_err(bad)? {
+                return Err(bad(format!("unknown option '{key}' (known: flags, attrs)")));
             }
         }
         let attrs = spec.defaults.attrs();

@@ -211,20 +211,20 @@ impl Settings {
         let mut settings = Settings {
             flags: set
                 .defaults
-                .flags
+                .given_flags()
                 .or_else(|| number(FLAGS_ANNOTATION))
                 .unwrap_or(0),
             priority: set
                 .defaults
-                .priority
+                .given_priority()
                 .or_else(|| number(PRIORITY_ANNOTATION))
                 .unwrap_or(0),
             attrs: set
                 .defaults
-                .attrs
-                .clone()
-                .or_else(|| annotation(ATTRS_ANNOTATION).map(str::to_owned))
-                .unwrap_or_default(),
+                .given_attrs()
+                .or_else(|| annotation(ATTRS_ANNOTATION))
+                .unwrap_or_default()
+                .to_owned(),
             weights: BTreeMap::new(),
         };
         // An annotation Kamailio would misread is dropped, not the set.

@@ -33,11 +33,23 @@ pub struct Mirror<K: Resource> {
     /// Names the mirror in logs, such as `voice/asterisk endpointslices`.
     pub label: String,
     pub backoff: Backoff,
-    /// Whether a 403 counts as "synced, nothing there" (with a warning), for
-    /// optional data such as Service annotations.
-    pub optional: bool,
+    /// Whether the source can do without these objects, which decides
+    /// what a 403 means.
+    pub need: Need,
     /// Where its errors are counted: the source's own label.
     pub metrics: SourceMetrics,
+}
+
+/// Whether a source can do without a mirror's objects: that decides what
+/// an HTTP 403 (no RBAC to read them) means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The source cannot work without them: a 403 is an error, counted and
+    /// retried, and the last sets stay.
+    Required,
+    /// The source goes on without them (Service annotations): a 403 before
+    /// the first list counts as "synced, nothing there", with a warning.
+    Optional,
 }
 
 /// How the mirror reports: each time its objects change, all of them.
@@ -89,7 +101,10 @@ where
                     }
                     Err(err) => {
                         let fault = Fault::of(&err);
-                        if fault == Fault::Forbidden && self.optional && objects.is_none() {
+                        if fault == Fault::Forbidden
+                            && self.need == Need::Optional
+                            && objects.is_none()
+                        {
                             if !forbidden_reported {
                                 tracing::warn!(mirror = %self.label, error = %err,
                                     "forbidden; going on without it (grant get, list, watch to use it)");

@@ -37,6 +37,8 @@ use tokio::sync::mpsc;
 pub use endpoints::{ATTRS_ANNOTATION, FLAGS_ANNOTATION, PRIORITY_ANNOTATION, WEIGHTS_ANNOTATION};
 pub use spec::{DomainSet, Port, RtpengineSet, ServiceSet};
 
+use mirror::Need;
+
 use crate::error::Error;
 use crate::metrics::SourceMetrics;
 use crate::sources::lists::Feeds;
@@ -195,9 +197,23 @@ impl KubernetesSource {
         for (index, key) in keys.iter().enumerate() {
             let slices =
                 watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", key.name));
-            mirrors.start(index, key, "endpointslices", slices, false, Part::Slices);
+            mirrors.start(
+                index,
+                key,
+                "endpointslices",
+                slices,
+                Need::Required,
+                Part::Slices,
+            );
             let service = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
-            mirrors.start(index, key, "service", service, true, Part::Service);
+            mirrors.start(
+                index,
+                key,
+                "service",
+                service,
+                Need::Optional,
+                Part::Service,
+            );
         }
         // The mirrors' tasks hold the only senders now: the loop ends with
         // them.
@@ -272,15 +288,14 @@ struct Mirrors {
 impl Mirrors {
     /// Starts mirroring the `K` objects `config` selects in the namespace
     /// of Service `index` (`key`), reported as `part`. `what` names them in
-    /// logs; `optional` says whether a 403 means "none" (with a warning)
-    /// rather than an error.
+    /// logs; `need` says whether a 403 is an error or means "none".
     fn start<K>(
         &mut self,
         index: usize,
         key: &ServiceKey,
         what: &str,
         config: watcher::Config,
-        optional: bool,
+        need: Need,
         part: fn(Vec<K>) -> Part,
     ) where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
@@ -297,7 +312,7 @@ impl Mirrors {
             config,
             label: format!("{}/{} {what}", key.namespace, key.name),
             backoff: self.backoff,
-            optional,
+            need,
             metrics: self.metrics.clone(),
         };
         let report = Box::new(move |objects| Update {

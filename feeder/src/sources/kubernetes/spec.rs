@@ -12,7 +12,7 @@ use dsfeed_model::{DEFAULT_PORT, SetId};
 use crate::error::InvalidServiceSet;
 use crate::flag;
 use crate::sources::defaults::Defaults;
-use crate::sources::lists::Domains;
+use crate::sources::lists::{Domains, split_domain};
 
 /// One `--set` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,33 +48,18 @@ impl FromStr for ServiceSet {
     type Err = InvalidServiceSet;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = invalid(s);
+        let bad = |reason: String| InvalidServiceSet::new(s, reason);
         let (name, rest) = s
             .split_once('=')
             .ok_or_else(|| bad("expected [NAMESPACE:]SERVICE=ID[:PORT]".into()))?;
-        let (namespace, service) = match name.split_once(':') {
-            Some((ns, svc)) => (Some(ns), svc),
-            None => (None, name),
-        };
-        if let Some(ns) = namespace {
-            check_dns_label(ns, "namespace").map_err(bad)?;
-        }
-        check_dns_label(service, "service").map_err(bad)?;
+        let mut set = ServiceSet::named(name).map_err(bad)?;
 
         let mut options = rest.split(',');
         let (id, port) = flag::set_target(options.next().unwrap_or_default()).map_err(bad)?;
-        let port = match port {
-            None => Port::Number(DEFAULT_PORT),
-            Some(p) => parse_port(p).map_err(bad)?,
-        };
-
-        let mut set = ServiceSet {
-            namespace: namespace.map(str::to_owned),
-            service: service.to_owned(),
-            id,
-            port,
-            defaults: Defaults::default(),
-        };
+        set.id = id;
+        if let Some(port) = port {
+            set.port = parse_port(port).map_err(bad)?;
+        }
         for (key, value) in flag::options(options).map_err(bad)? {
             if !set.defaults.take(key, value).map_err(bad)? {
                 return Err(bad(format!(
@@ -84,6 +69,29 @@ impl FromStr for ServiceSet {
         }
         set.defaults.check().map_err(|e| bad(e.to_string()))?;
         Ok(set)
+    }
+}
+
+impl ServiceSet {
+    /// The Service `[NAMESPACE:]SERVICE` names, both checked, as set 0 on
+    /// the default port with no options: where `--set` starts, and all a
+    /// domain set needs (set ids and ports do not matter for domains).
+    fn named(name: &str) -> Result<ServiceSet, String> {
+        let (namespace, service) = match name.split_once(':') {
+            Some((ns, svc)) => (Some(ns), svc),
+            None => (None, name),
+        };
+        if let Some(ns) = namespace {
+            check_dns_label(ns, "namespace")?;
+        }
+        check_dns_label(service, "service")?;
+        Ok(ServiceSet {
+            namespace: namespace.map(str::to_owned),
+            service: service.to_owned(),
+            id: 0,
+            port: Port::Number(DEFAULT_PORT),
+            defaults: Defaults::default(),
+        })
     }
 }
 
@@ -98,8 +106,9 @@ impl FromStr for RtpengineSet {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut set: ServiceSet = s.parse()?;
         if !set.defaults.is_empty() {
-            return Err(invalid(s)(
-                "flags, priority and attrs are dispatcher options; an rtpengine set takes [NS:]SERVICE=ID[:PORT]".into(),
+            return Err(InvalidServiceSet::new(
+                s,
+                "flags, priority and attrs are dispatcher options; an rtpengine set takes [NS:]SERVICE=ID[:PORT]",
             ));
         }
         let target = s.split_once('=').map_or("", |(_, rest)| rest);
@@ -117,32 +126,29 @@ pub type DomainSet = Domains<ServiceSet>;
 impl FromStr for DomainSet {
     type Err = InvalidServiceSet;
 
-    /// Parses `[NAMESPACE:]SERVICE[=DID]`.
+    /// Parses `[NAMESPACE:]SERVICE[=DID]`. The `--set` options do not
+    /// apply: a domain has no flags, priority or attrs.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = invalid(s);
-        let domains: DomainSet = Domains::parse(
-            s,
-            |as_service| {
-                as_service
-                    .parse()
-                    .map_err(|e: InvalidServiceSet| bad(e.reason))
-            },
-            |e| bad(e.to_string()),
-        )?;
-        if !domains.service.defaults.is_empty() {
+        let bad = |reason: String| InvalidServiceSet::new(s, reason);
+        if s.contains(',') {
             return Err(bad(
-                "flags, priority and attrs are dispatcher options; a domain set takes [NS:]SERVICE[=DID]".into(),
+                "a domain set takes [NS:]SERVICE[=DID], no options".into()
             ));
         }
-        Ok(domains)
+        let (name, did) = split_domain(s).map_err(|e| bad(e.to_string()))?;
+        let service = ServiceSet::named(name).map_err(bad)?;
+        Ok(Domains { service, did })
     }
 }
 
-/// The error about flag value `spec` for each reason.
-fn invalid(spec: &str) -> impl Fn(String) -> InvalidServiceSet + Copy + '_ {
-    move |reason| InvalidServiceSet {
-        spec: spec.to_owned(),
-        reason,
+impl InvalidServiceSet {
+    /// The error about flag value `spec`. The type stands with the crate's
+    /// other errors; only the flags read here make one.
+    fn new(spec: &str, reason: impl Into<String>) -> Self {
+        InvalidServiceSet {
+            spec: spec.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -217,9 +223,10 @@ mod tests {
     #[test]
     fn options_set_flags_priority_and_attrs() {
         let set = parse("voice:asterisk=3:sip,flags=8,priority=10,attrs=weight=50;duid=a");
-        assert_eq!(set.defaults.flags, Some(8));
-        assert_eq!(set.defaults.priority, Some(10));
-        assert_eq!(set.defaults.attrs.as_deref(), Some("weight=50;duid=a"));
+        assert_eq!(set.defaults.given_flags(), Some(8));
+        assert_eq!(set.defaults.given_priority(), Some(10));
+        assert_eq!(set.defaults.given_attrs(), Some("weight=50;duid=a"));
+        assert_eq!(parse("asterisk=3").defaults.given_flags(), None);
     }
 
     #[test]
@@ -242,9 +249,20 @@ mod tests {
             ("sbc", "tenant-1")
         );
         assert_eq!("sbc".parse::<DomainSet>().unwrap().did, "");
-        for bad in ["Sbc", "sbc=a:b", "sbc=1,flags=4"] {
-            let err = bad.parse::<DomainSet>().unwrap_err();
-            assert!(err.to_string().contains(bad), "{err}");
+        for (bad, needle) in [
+            ("Sbc", "service 'Sbc'"),
+            ("sbc=a:b", "'a:b' is invalid"),
+            (
+                "sbc=1,flags=4",
+                "a domain set takes [NS:]SERVICE[=DID], no options",
+            ),
+            (
+                "sbc,tag=x",
+                "a domain set takes [NS:]SERVICE[=DID], no options",
+            ),
+        ] {
+            let err = bad.parse::<DomainSet>().unwrap_err().to_string();
+            assert!(err.contains(bad) && err.contains(needle), "{bad}: {err}");
         }
     }
 
