@@ -111,11 +111,7 @@ impl ServiceSpec {
                         }
                     }
                 }
-                other => {
-                    return Err(format!(
-                        "'{s}': unknown option '{other}' (known: tag, dc, health, flags, priority, attrs)"
-                    ));
-                }
+                other => return Err(format!("'{s}': unknown option '{other}'; {usage}")),
             }
         }
         self.defaults.check().map_err(|e| format!("'{s}': {e}"))
