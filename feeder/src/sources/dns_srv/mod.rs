@@ -64,7 +64,9 @@ const WORDING: Wording = Wording {
 /// The default `--dns-empty-grace`, as Consul's.
 pub const DEFAULT_EMPTY_GRACE: &str = "30s";
 
-/// The DNS SRV flags.
+/// The DNS SRV flags. `services` and `empty_grace` take ids of their own
+/// (`dns-srv`, `dns-empty-grace`): the `--set` and Consul flags have fields
+/// of those names, and clap needs every id once.
 // The field docs are `--help` text, in the command line's own grammar
 // ([OPTIONAL] parts), not rustdoc links.
 #[allow(rustdoc::broken_intra_doc_links)]
@@ -90,7 +92,6 @@ pub struct DnsArgs {
     /// those of /etc/resolv.conf; names are then asked as written, with no
     /// search domain.
     #[arg(
-        id = "dns-server",
         long = "dns-server",
         value_name = "IP[:PORT]",
         env = "DSFEED_DNS_SERVER"
