@@ -6,12 +6,24 @@ use std::path::PathBuf;
 
 use dsfeed_model::InvalidDestination;
 
-/// A `--set` flag that does not name a Kubernetes Service as a set.
+/// A flag value that does not read (`--set`, `--static`, ...): the value
+/// as given, and why, so the message names the culprit whichever part of
+/// it is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("'{spec}': {reason}")]
-pub struct InvalidServiceSet {
+pub struct InvalidFlagValue {
     pub spec: String,
     pub reason: String,
+}
+
+impl InvalidFlagValue {
+    /// The error about flag value `spec`.
+    pub fn new(spec: &str, reason: impl Into<String>) -> Self {
+        InvalidFlagValue {
+            spec: spec.to_owned(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Everything that can fail while running the feeder. New variants may
@@ -61,6 +73,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Invalid(#[from] InvalidDestination),
+    #[error(transparent)]
+    Flag(#[from] InvalidFlagValue),
     #[error("cannot listen on {addr}")]
     Listen {
         addr: String,
@@ -159,7 +173,7 @@ impl Error {
             Error::Read { .. } => "read",
             Error::Write { .. } => "write",
             Error::Watch { .. } => "watch",
-            Error::Invalid(_) => "invalid",
+            Error::Invalid(_) | Error::Flag(_) => "invalid",
             Error::Listen { .. } => "listen",
             Error::Tls { .. } => "tls",
             Error::EmptyToken { .. } | Error::BadToken { .. } | Error::Secret { .. } => "token",

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
+use crate::error::InvalidFlagValue;
 use crate::sources::{Publisher, Source, SourceFuture};
 use dsfeed_model::domain::{did, domain_name};
-use dsfeed_model::{Destination, Lists, Relay, SetId, SetMap, validate_set_id};
-use dsfeed_model::{InvalidDestination, InvalidDomain, InvalidRelay};
+use dsfeed_model::{Destination, InvalidDomain, Lists, Relay, SetId, SetMap, validate_set_id};
 
 /// One `--static` flag: a set id and its destinations.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,20 +18,12 @@ pub struct StaticSet {
 }
 
 impl FromStr for StaticSet {
-    type Err = InvalidDestination;
+    type Err = InvalidFlagValue;
 
     /// Parses `ID=TARGET[,TARGET...]`, each target `HOST[:PORT]`, `[IPv6][:PORT]`
     /// or a full `sip:`/`sips:` URI.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (id, destinations) = id_and_targets(
-            s,
-            |reason| InvalidDestination::Target {
-                target: s.to_owned(),
-                reason,
-            },
-            std::convert::identity,
-            Destination::parse_target,
-        )?;
+        let (id, destinations) = id_and_targets(s, Destination::parse_target)?;
         Ok(StaticSet { id, destinations })
     }
 }
@@ -44,36 +36,25 @@ pub struct StaticRelays {
 }
 
 impl FromStr for StaticRelays {
-    type Err = InvalidRelay;
+    type Err = InvalidFlagValue;
 
     /// Parses `ID=TARGET[,TARGET...]`, each target `HOST[:PORT]` (the
     /// port defaults to 22222), `[IPv6][:PORT]` or a control URL
     /// (`udp:HOST:PORT`, `udp6:[ADDR]:PORT`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: String| InvalidRelay {
-            relay: s.to_owned(),
-            reason,
-        };
-        let (id, relays) = id_and_targets(
-            s,
-            bad,
-            |out_of_range| bad(out_of_range.to_string()),
-            Relay::parse_target,
-        )?;
+        let (id, relays) = id_and_targets(s, Relay::parse_target)?;
         Ok(StaticRelays { id, relays })
     }
 }
 
-/// Splits `ID=TARGET[,TARGET...]`, the form `--static` and
-/// `--static-rtpengine` share, into the set id and the targets, each read
-/// by `target`. `bad` makes the error for a value with no `ID=` or an id
-/// that is no number, `out_of_range` the one for an id too large.
-fn id_and_targets<T, E>(
+/// Reads `ID=TARGET[,TARGET...]`, the form `--static` and
+/// `--static-rtpengine` share: the set id and each target as `target`
+/// reads it. Every error names the whole flag value.
+fn id_and_targets<T, E: std::fmt::Display>(
     s: &str,
-    bad: impl Fn(String) -> E,
-    out_of_range: impl FnOnce(InvalidDestination) -> E,
     target: impl Fn(&str) -> Result<T, E>,
-) -> Result<(SetId, Vec<T>), E> {
+) -> Result<(SetId, Vec<T>), InvalidFlagValue> {
+    let bad = |reason: String| InvalidFlagValue::new(s, reason);
     let (id, targets) = s
         .split_once('=')
         .ok_or_else(|| bad("expected ID=HOST[:PORT][,HOST[:PORT]...]".into()))?;
@@ -81,10 +62,10 @@ fn id_and_targets<T, E>(
         .trim()
         .parse::<u64>()
         .map_err(|_| bad(format!("set id '{id}' is not a number")))?;
-    let id = validate_set_id(id).map_err(out_of_range)?;
+    let id = validate_set_id(id).map_err(|e| bad(e.to_string()))?;
     let targets = targets
         .split(',')
-        .map(|t| target(t.trim()))
+        .map(|t| target(t.trim()).map_err(|e| bad(e.to_string())))
         .collect::<Result<_, _>>()?;
     Ok((id, targets))
 }
@@ -219,16 +200,14 @@ mod tests {
     }
 
     #[test]
-    fn malformed_flags_are_refused() {
-        for bad in [
-            "10.0.0.1",
-            "x=10.0.0.1",
-            "1=",
-            "1=10.0.0.1,",
-            "-1=a",
-            "99999999999=a",
-        ] {
-            assert!(bad.parse::<StaticSet>().is_err(), "{bad}");
-        }
+    fn malformed_flags_are_refused_naming_the_value() {
+        assert_refused::<StaticSet>(&[
+            ("10.0.0.1", "'10.0.0.1': expected ID=HOST[:PORT]"),
+            ("x=10.0.0.1", "'x=10.0.0.1': set id 'x' is not a number"),
+            ("1=", "'1=': '' is not HOST[:PORT]"),
+            ("1=10.0.0.1,", "'1=10.0.0.1,': '' is not HOST[:PORT]"),
+            ("-1=a", "'-1=a': set id '-1' is not a number"),
+            ("99999999999=a", "set id 99999999999 is out of range"),
+        ]);
     }
 }

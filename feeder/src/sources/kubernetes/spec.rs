@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use dsfeed_model::{DEFAULT_PORT, SetId};
 
-use crate::error::InvalidServiceSet;
+use crate::error::InvalidFlagValue;
 use crate::flag;
 use crate::sources::defaults::Defaults;
 use crate::sources::lists::{Domains, split_domain};
@@ -45,10 +45,10 @@ impl fmt::Display for Port {
 }
 
 impl FromStr for ServiceSet {
-    type Err = InvalidServiceSet;
+    type Err = InvalidFlagValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: String| InvalidServiceSet::new(s, reason);
+        let bad = |reason: String| InvalidFlagValue::new(s, reason);
         let (name, rest) = s
             .split_once('=')
             .ok_or_else(|| bad("expected [NAMESPACE:]SERVICE=ID[:PORT]".into()))?;
@@ -101,12 +101,12 @@ impl ServiceSet {
 pub struct RtpengineSet(pub ServiceSet);
 
 impl FromStr for RtpengineSet {
-    type Err = InvalidServiceSet;
+    type Err = InvalidFlagValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut set: ServiceSet = s.parse()?;
         if !set.defaults.is_empty() {
-            return Err(InvalidServiceSet::new(
+            return Err(InvalidFlagValue::new(
                 s,
                 "flags, priority and attrs are dispatcher options; an rtpengine set takes [NS:]SERVICE=ID[:PORT]",
             ));
@@ -124,12 +124,12 @@ impl FromStr for RtpengineSet {
 pub type DomainSet = Domains<ServiceSet>;
 
 impl FromStr for DomainSet {
-    type Err = InvalidServiceSet;
+    type Err = InvalidFlagValue;
 
     /// Parses `[NAMESPACE:]SERVICE[=DID]`. The `--set` options do not
     /// apply: a domain has no flags, priority or attrs.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: String| InvalidServiceSet::new(s, reason);
+        let bad = |reason: String| InvalidFlagValue::new(s, reason);
         if s.contains(',') {
             return Err(bad(
                 "a domain set takes [NS:]SERVICE[=DID], no options".into()
@@ -138,17 +138,6 @@ impl FromStr for DomainSet {
         let (name, did) = split_domain(s).map_err(|e| bad(e.to_string()))?;
         let service = ServiceSet::named(name).map_err(bad)?;
         Ok(Domains { service, did })
-    }
-}
-
-impl InvalidServiceSet {
-    /// The error about flag value `spec`. The type stands with the crate's
-    /// other errors; only the flags read here make one.
-    fn new(spec: &str, reason: impl Into<String>) -> Self {
-        InvalidServiceSet {
-            spec: spec.to_owned(),
-            reason: reason.into(),
-        }
     }
 }
 
