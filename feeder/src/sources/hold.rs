@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::sources::Publisher;
-use dsfeed_model::{Backoff, Delays, Destination, SetId};
+use crate::sources::{Publisher, RETRY};
+use dsfeed_model::{Delays, Destination, SetId};
 
 /// What the source should do with an answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -148,10 +148,6 @@ pub struct Guard {
     /// The waits before the next query after failed ones.
     retries: Delays,
 }
-
-/// Retries after a failed query or an answer that cannot be used: 500 ms
-/// doubling to 30 s, each less up to half of itself at random.
-const RETRY: Backoff = Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
 impl Guard {
     /// A guard of set `set` that holds an empty answer for `grace` (zero:

@@ -27,12 +27,13 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::metrics::SourceMetrics;
-use dsfeed_model::{Lists, SetId, SetMap};
+use dsfeed_model::{Backoff, Lists, SetId, SetMap};
 
 pub mod consul;
 pub mod defaults;
@@ -42,6 +43,13 @@ pub mod kubernetes;
 pub mod lists;
 pub mod sets_file;
 pub mod static_sets;
+
+/// How a discovery source (Kubernetes, Consul, DNS SRV) waits before it
+/// asks again after a failed query or an answer it cannot use: 500 ms
+/// doubling to 30 s, each less up to half of itself at random, so a fleet
+/// of feeders does not retry in step.
+pub(crate) const RETRY: Backoff =
+    Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
 /// The future a source runs as; it returns only when the source cannot go
 /// on (or, for a one-shot source, when it has published).

@@ -25,7 +25,6 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -60,10 +59,6 @@ pub enum Connection {
     /// The in-cluster ServiceAccount, else `KUBECONFIG` (or `~/.kube/config`).
     Infer,
 }
-
-/// Retries after a failed list or watch.
-const BACKOFF: Backoff =
-    Backoff::constant(Duration::from_millis(500), Duration::from_secs(30), 0.5);
 
 /// Follows the Services named by `--set` flags.
 #[derive(Debug)]
@@ -102,7 +97,7 @@ impl KubernetesSource {
             sets,
             connection,
             min_endpoints,
-            backoff: BACKOFF,
+            backoff: super::RETRY,
         }
     }
 
