@@ -232,19 +232,19 @@ pub fn parse_sets(text: &str) -> Result<(SetMap, Lists), String> {
         return Err("'sets' is missing or empty; write 'sets: {}' to manage no sets".into());
     }
     let mut lists = Lists {
-        rtpengine: Sets::read(doc.rtpengine, "rtpengine set", RelayEntry::relay)?,
+        rtpengine: Sets::read(doc.rtpengine, "rtpengine set", Written::relay)?,
         ..Lists::default()
     };
     for (i, entry) in doc.domains.unwrap_or_default().into_iter().enumerate() {
         let (name, did_text) = match entry {
-            DomainEntry::Name(name) => (name, String::new()),
-            DomainEntry::Full { name, did } => (name, did),
+            Written::Short(name) => (name, String::new()),
+            Written::Full(FullDomain { name, did }) => (name, did),
         };
         let name = domain_name(&name).map_err(|e| format!("domains, entry {}: {e}", i + 1))?;
         let did = did(&did_text).map_err(|e| format!("domains, entry {}: {e}", i + 1))?;
         lists.domains.entry(did).or_default().insert(name);
     }
-    let out = Sets::read(doc.sets, "set", Entry::destination)?;
+    let out = Sets::read(doc.sets, "set", Written::destination)?;
     Ok((out, lists))
 }
 
@@ -252,20 +252,50 @@ pub fn parse_sets(text: &str) -> Result<(SetMap, Lists), String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {
-    sets: Option<Sets<Entry>>,
-    rtpengine: Option<Sets<RelayEntry>>,
-    domains: Option<Vec<DomainEntry>>,
+    sets: Option<Sets<Written<FullEntry>>>,
+    rtpengine: Option<Sets<Written<FullRelay>>>,
+    domains: Option<Vec<Written<FullDomain>>>,
 }
 
-/// One relay: `HOST[:PORT]` or a control URL, or a mapping with `url` and
-/// optionally `weight` and `disabled`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RelayEntry {
-    Target(String),
-    Full(FullRelay),
+/// One entry of a section, as the file may write it: a string (a URI, a
+/// relay, a domain name), or a mapping of the fields `F`.
+///
+/// Read by hand rather than as an untagged enum, so a mapping with a
+/// misspelt or missing field is refused with serde's own words ("unknown
+/// field `weigth`, expected one of ...") at its line, not with "data did not
+/// match any variant".
+#[derive(Debug)]
+enum Written<F> {
+    Short(String),
+    Full(F),
 }
 
+/// The mapping form of an entry, and how errors describe the entry.
+trait Fields {
+    /// What serde says it expected when the entry is neither form.
+    const EXPECTING: &'static str;
+}
+
+impl<'de, F: Fields + Deserialize<'de>> Deserialize<'de> for Written<F> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<F>(std::marker::PhantomData<F>);
+        impl<'de, F: Fields + Deserialize<'de>> de::Visitor<'de> for Visitor<F> {
+            type Value = Written<F>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(F::EXPECTING)
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Written<F>, E> {
+                Ok(Written::Short(text.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Written<F>, A::Error> {
+                F::deserialize(de::value::MapAccessDeserializer::new(map)).map(Written::Full)
+            }
+        }
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A relay's mapping: `url`, and optionally `weight` and `disabled`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FullRelay {
@@ -276,15 +306,20 @@ struct FullRelay {
     disabled: bool,
 }
 
+impl Fields for FullRelay {
+    const EXPECTING: &'static str =
+        "a relay (HOST[:PORT] or a control URL), or a mapping with 'url'";
+}
+
 fn default_weight() -> u32 {
     dsfeed_model::DEFAULT_WEIGHT
 }
 
-impl RelayEntry {
+impl Written<FullRelay> {
     fn relay(self) -> Result<Relay, String> {
         match self {
-            RelayEntry::Target(target) => Relay::parse_target(&target),
-            RelayEntry::Full(full) => Relay::parse_target(&full.url)
+            Written::Short(target) => Relay::parse_target(&target),
+            Written::Full(full) => Relay::parse_target(&full.url)
                 .and_then(|r| r.with_weight(full.weight))
                 .map(|r| r.with_disabled(full.disabled)),
         }
@@ -292,12 +327,16 @@ impl RelayEntry {
     }
 }
 
-/// One domain: its name, or a mapping with `name` and `did`.
+/// A domain's mapping: `name` and `did`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum DomainEntry {
-    Name(String),
-    Full { name: String, did: String },
+#[serde(deny_unknown_fields)]
+struct FullDomain {
+    name: String,
+    did: String,
+}
+
+impl Fields for FullDomain {
+    const EXPECTING: &'static str = "a domain name, or a mapping with 'name' and 'did'";
 }
 
 /// The sets in file order, so that `1` and `"1"` are caught as one set
@@ -369,14 +408,8 @@ impl<'de> Deserialize<'de> for SetKey {
     }
 }
 
-/// One destination: a URI or `HOST[:PORT]`, or a mapping with `uri` and
-/// optionally `flags`, `priority` and `attrs`.
-#[derive(Debug)]
-enum Entry {
-    Target(String),
-    Full(FullEntry),
-}
-
+/// A destination's mapping: `uri`, and optionally `flags`, `priority` and
+/// `attrs`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FullEntry {
@@ -389,30 +422,15 @@ struct FullEntry {
     attrs: Attrs,
 }
 
-impl<'de> Deserialize<'de> for Entry {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> de::Visitor<'de> for Visitor {
-            type Value = Entry;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a URI, or a mapping with 'uri'")
-            }
-            fn visit_str<E: de::Error>(self, target: &str) -> Result<Entry, E> {
-                Ok(Entry::Target(target.to_owned()))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Entry, A::Error> {
-                FullEntry::deserialize(de::value::MapAccessDeserializer::new(map)).map(Entry::Full)
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
+impl Fields for FullEntry {
+    const EXPECTING: &'static str = "a URI, or a mapping with 'uri'";
 }
 
-impl Entry {
+impl Written<FullEntry> {
     fn destination(self) -> Result<Destination, String> {
         match self {
-            Entry::Target(target) => Destination::parse_target(&target).map_err(|e| e.to_string()),
-            Entry::Full(full) => {
+            Written::Short(target) => Destination::parse_target(&target).map_err(|e| e.to_string()),
+            Written::Full(full) => {
                 let target = Destination::parse_target(&full.uri).map_err(|e| e.to_string())?;
                 Destination::new(target.uri(), full.flags, full.priority, full.attrs.0)
                     .map_err(|e| e.to_string())
@@ -613,6 +631,18 @@ mod tests {
                 "missing field `uri` at line 3",
             ),
             ("sets:\n  1:\n    - uri: sip:a\n      flags: 64", "flags 64"),
+            (
+                "rtpengine:\n  1:\n    - url: 10.0.0.1\n      weigth: 3",
+                "unknown field `weigth`, expected one of url, weight, disabled at line 4",
+            ),
+            (
+                "domains:\n  - name: a.example\n    dib: x",
+                "unknown field `dib`, expected one of name, did at line 3",
+            ),
+            (
+                "domains:\n  - [a.example]",
+                "expected a domain name, or a mapping with 'name' and 'did' at line 2",
+            ),
             ("sets:\n  1: []\n  '1': []", "set 1 is listed twice"),
             ("sets:\n  -1: []", "set id '-1' is not a number from 0"),
             ("sets:\n  true: []", "set id 'true' is not a number from 0"),
