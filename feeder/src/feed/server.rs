@@ -36,6 +36,10 @@ use crate::error::Error;
 use crate::feed::clients::{ClientHandle, ClientStatus};
 use crate::feed::token::TokenFile;
 use crate::feed::{ServeArgs, SetFilter, Shared};
+use crate::sinks::SnapshotRx;
+use dsfeed_model::Endpoint;
+use dsfeed_model::Snapshot;
+use dsfeed_model::pb::{self, FeedRequest, FeedResponse, feed_server};
 
 /// The lists besides dispatcher sets a client asked for.
 type Lists = std::collections::BTreeSet<dsfeed_model::ListKind>;
@@ -43,10 +47,6 @@ type Lists = std::collections::BTreeSet<dsfeed_model::ListKind>;
 /// What a view depends on besides the snapshot: the client's set filter
 /// and the lists it asked for.
 type ViewKey = (SetFilter, Lists);
-use crate::sinks::SnapshotRx;
-use dsfeed_model::Endpoint;
-use dsfeed_model::Snapshot;
-use dsfeed_model::pb::{self, FeedRequest, FeedResponse, feed_server};
 
 /// How many responses a stream may have unanswered. Two, so that a client
 /// holding one until it may apply it (dsfeed.so paces its swaps) still
@@ -164,8 +164,9 @@ fn under<'a>(snapshot: &'a Snapshot, want: &ViewKey) -> std::borrow::Cow<'a, Sna
 
 /// Views of the current snapshot by what clients want (filter and lists),
 /// and deltas onto it by want and base; cleared when the snapshot changes,
-/// so it holds one snapshot's worth per distinct want and base. The snapshots before it are kept,
-/// [`HISTORY`] of them, as the bases deltas are made from.
+/// so it holds one snapshot's worth per distinct want and base. The
+/// snapshots before it are kept, [`HISTORY`] of them, as the bases deltas
+/// are made from.
 #[derive(Debug, Default)]
 struct Views {
     inner: Mutex<ViewsInner>,
