@@ -129,44 +129,45 @@ impl Engine {
             })
             .collect();
 
-        // Every set as long as wanted: nothing dropped, which is the rule,
-        // and the list need not be copied again to tell.
-        let counts = dispatcher.counts();
-        let complete = snapshot.sets().iter().all(|(id, dests)| {
-            let count = i32::try_from(*id).ok().and_then(|id| counts.get(&id));
-            count.copied().unwrap_or(0) == dests.len()
-        });
-        if complete {
-            return Ok(Applied {
-                sets: plan.sets,
-                destinations: plan.destinations,
-                dropped: Vec::new(),
-                list_file: plan.persisted,
-            });
-        }
-        // Hashed: looking each wanted URI up in a list walk made a swap of
-        // 10,000 destinations in one set quadratic.
-        let live = dispatcher.live();
-        let loaded: HashSet<(i32, &[u8])> = live
-            .iter()
-            .flat_map(|(id, dests)| dests.iter().map(move |d| (*id, d.uri.as_slice())))
-            .collect();
-        let dropped = snapshot
-            .sets()
-            .iter()
-            .flat_map(|(id, dests)| dests.iter().map(move |d| (*id, d)))
-            .filter(|(id, d)| {
-                !i32::try_from(*id).is_ok_and(|id| loaded.contains(&(id, d.uri().as_bytes())))
-            })
-            .map(|(id, d)| (id, d.uri().to_owned()))
-            .collect();
         Ok(Applied {
             sets: plan.sets,
             destinations: plan.destinations,
-            dropped,
+            dropped: dropped(dispatcher, snapshot),
             list_file: plan.persisted,
         })
     }
+}
+
+/// The destinations of `snapshot` that the dispatcher's loader left out of
+/// the list it just built (it drops a destination it cannot resolve or
+/// parse), by set.
+fn dropped<D: Dispatcher>(dispatcher: &D, snapshot: &Snapshot) -> Vec<(SetId, String)> {
+    // Every set as long as wanted: nothing dropped, which is the rule,
+    // and the list need not be copied again to tell.
+    let counts = dispatcher.counts();
+    let complete = snapshot.sets().iter().all(|(id, dests)| {
+        let count = i32::try_from(*id).ok().and_then(|id| counts.get(&id));
+        count.copied().unwrap_or(0) == dests.len()
+    });
+    if complete {
+        return Vec::new();
+    }
+    // Hashed: looking each wanted URI up in a list walk made a swap of
+    // 10,000 destinations in one set quadratic.
+    let live = dispatcher.live();
+    let loaded: HashSet<(i32, &[u8])> = live
+        .iter()
+        .flat_map(|(id, dests)| dests.iter().map(move |d| (*id, d.uri.as_slice())))
+        .collect();
+    snapshot
+        .sets()
+        .iter()
+        .flat_map(|(id, dests)| dests.iter().map(move |d| (*id, d)))
+        .filter(|(id, d)| {
+            !i32::try_from(*id).is_ok_and(|id| loaded.contains(&(id, d.uri().as_bytes())))
+        })
+        .map(|(id, d)| (id, d.uri().to_owned()))
+        .collect()
 }
 
 /// The flags the feed asked for at the last swap, by set and URI.
