@@ -200,24 +200,12 @@ pub fn complete(
         }
     }
     complete.extend(sets);
-    let destinations: usize =
-        complete.values().map(Vec::len).sum::<usize>() + lists.relay_count() + lists.domain_count();
-    if destinations > MAX_DESTINATIONS {
-        return Err(InvalidSnapshot::OverBudget(format!(
-            "{destinations} destinations, more than {MAX_DESTINATIONS}"
-        )));
+    // A delta fits the budget on the wire; what it completes to must too.
+    let snapshot = Snapshot::received_with_lists(complete, lists, version.clone());
+    if let Some(why) = Size::of_content(&snapshot).over_budget() {
+        return Err(InvalidSnapshot::OverBudget(why));
     }
-    let sets = complete.len() + lists.rtpengine.len();
-    if sets > MAX_SETS {
-        return Err(InvalidSnapshot::OverBudget(format!(
-            "{sets} sets, more than {MAX_SETS}"
-        )));
-    }
-    Ok(Snapshot::received_with_lists(
-        complete,
-        lists,
-        version.clone(),
-    ))
+    Ok(snapshot)
 }
 
 fn check_version(version: &str) -> Result<(), InvalidSnapshot> {

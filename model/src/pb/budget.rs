@@ -50,11 +50,21 @@ pub struct Size {
 impl Size {
     /// What `snapshot` sent as `response` would weigh.
     pub fn of(snapshot: &Snapshot, response: &FeedResponse) -> Size {
+        Size {
+            bytes: encoded_len(response),
+            ..Size::of_content(snapshot)
+        }
+    }
+
+    /// The sets and destinations of `snapshot` (relays and domains count as
+    /// destinations, rtpengine sets as sets), with no bytes: for a snapshot
+    /// a client completed from a delta, never encoded whole.
+    pub fn of_content(snapshot: &Snapshot) -> Size {
         let lists = snapshot.lists();
         Size {
             sets: snapshot.sets().len() + lists.rtpengine.len(),
             destinations: snapshot.destination_count() + lists.relay_count() + lists.domain_count(),
-            bytes: encoded_len(response),
+            bytes: 0,
         }
     }
 
