@@ -42,7 +42,7 @@ use dsfeed_tests::fake_consul::{FakeConsul, Instance};
 use dsfeed_tests::feeder::{Args, Feeder};
 use dsfeed_tests::report::{self, Report, percentile};
 use dsfeed_tests::sipp::{Backend, Load, Request};
-use dsfeed_tests::{Kamailio, replace_file};
+use dsfeed_tests::{Kamailio, eventually, replace_file};
 use fake_kube::{FakeKube, endpoint, endpoint_slice};
 
 /// The module's smallest allowed swap interval, and file mode's smallest
@@ -258,20 +258,15 @@ impl Lane {
         )
     }
 
-    /// The version the module applied after swap `before`.
+    /// The version the module applied after swap `before` (read, not
+    /// timed: the swap's own time comes from Kamailio's log).
     async fn applied_after(&self, before: i32) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        let what = format!("a swap after swap {before} in dsfeed.status");
+        eventually(&what, PATIENCE, || async {
             let (swaps, version) = self.swaps().await;
-            if swaps > before {
-                return version;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dsfeed.status stays at swap {before}"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+            (swaps > before).then_some(version)
+        })
+        .await
     }
 
     /// How long Kamailio takes to reload its list file, timed around the
