@@ -89,18 +89,14 @@ pub fn summary(config: &Config) -> String {
     }
     for set in &config.rtpengine_services {
         let set = &set.0;
-        let namespace = set.namespace.as_deref().unwrap_or(&config.namespace);
+        let namespace = set.namespace_or(&config.namespace);
         sources.push(format!(
             "Kubernetes Service {namespace}/{} as rtpengine set {}",
             set.service, set.id
         ));
     }
     for set in &config.domain_services {
-        let namespace = set
-            .service
-            .namespace
-            .as_deref()
-            .unwrap_or(&config.namespace);
+        let namespace = set.service.namespace_or(&config.namespace);
         sources.push(format!(
             "Kubernetes Service {namespace}/{} as SIP domains",
             set.service.service
@@ -116,7 +112,7 @@ pub fn summary(config: &Config) -> String {
         sources.push(format!("Consul service {} as SIP domains", spec.service));
     }
     for set in &config.services {
-        let namespace = set.namespace.as_deref().unwrap_or(&config.namespace);
+        let namespace = set.namespace_or(&config.namespace);
         sources.push(format!(
             "Kubernetes Service {namespace}/{} as set {}",
             set.service, set.id

@@ -83,11 +83,7 @@ impl KubernetesSource {
         let sets = sets
             .iter()
             .map(|set| ServiceSet {
-                namespace: Some(
-                    set.namespace
-                        .clone()
-                        .unwrap_or_else(|| default_namespace.to_owned()),
-                ),
+                namespace: Some(set.namespace_or(default_namespace).to_owned()),
                 ..set.clone()
             })
             .collect();

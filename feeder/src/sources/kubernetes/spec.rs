@@ -73,6 +73,12 @@ impl FromStr for ServiceSet {
 }
 
 impl ServiceSet {
+    /// The namespace of the Service: the one the flag names, else
+    /// `default` (`POD_NAMESPACE`, else `default`).
+    pub fn namespace_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.namespace.as_deref().unwrap_or(default)
+    }
+
     /// The Service `[NAMESPACE:]SERVICE` names, both checked, as set 0 on
     /// the default port with no options: where `--set` starts, and all a
     /// domain set needs (set ids and ports do not matter for domains).
