@@ -71,13 +71,13 @@ pub async fn rtpengine_show(client: &Client) -> Result<Vec<ShownRelay>, Error> {
         Err(err) => return Err(err),
     };
     let mut relays = Vec::new();
-    for fields in structs(&reply, "url") {
-        let text = |key: &str| match field(fields, key) {
+    for row in structs(&reply, "url") {
+        let text = |key: &str| match row.get(key) {
             Some(Value::Str(s)) => s.clone(),
             Some(Value::Int(i)) => i.to_string(),
             _ => String::new(),
         };
-        let int = |key: &str| field(fields, key).and_then(Value::as_int).unwrap_or(-1);
+        let int = |key: &str| row.get(key).and_then(Value::as_int).unwrap_or(-1);
         relays.push(ShownRelay {
             url: text("url"),
             set: int("set"),
@@ -95,28 +95,24 @@ pub async fn domain_dump(client: &Client) -> Result<Vec<(String, String)>, Error
     let reply = client.call("domain.dump", &[]).await?;
     Ok(structs(&reply, "domain")
         .into_iter()
-        .filter_map(|fields| {
-            let domain = field(fields, "domain")?.as_str()?.to_owned();
-            let did = field(fields, "did")?.as_str()?.to_owned();
+        .filter_map(|row| {
+            let domain = row.get("domain")?.as_str()?.to_owned();
+            let did = row.get("did")?.as_str()?.to_owned();
             Some((domain, did))
         })
         .collect())
 }
 
-fn field<'a>(fields: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
-    fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-}
-
 /// Every struct anywhere in `values` with a field `key`: the modules nest
 /// their rows in arrays and structs that differ between RPCs and versions.
-fn structs<'a>(values: &'a [Value], key: &str) -> Vec<&'a [(String, Value)]> {
+fn structs<'a>(values: &'a [Value], key: &str) -> Vec<&'a Value> {
     let mut found = Vec::new();
     let mut stack: Vec<&Value> = values.iter().collect();
     while let Some(value) = stack.pop() {
         match value {
             Value::Struct(fields) => {
-                if fields.iter().any(|(k, _)| k == key) {
-                    found.push(fields.as_slice());
+                if value.get(key).is_some() {
+                    found.push(value);
                 } else {
                     stack.extend(fields.iter().map(|(_, v)| v));
                 }
@@ -147,7 +143,7 @@ mod tests {
         )])];
         let found: Vec<_> = structs(&reply, "domain")
             .into_iter()
-            .map(|f| field(f, "domain").unwrap().as_str().unwrap().to_owned())
+            .map(|row| row.get("domain").unwrap().as_str().unwrap().to_owned())
             .collect();
         assert_eq!(found.len(), 2);
         assert!(found.contains(&"a".to_owned()) && found.contains(&"b".to_owned()));
